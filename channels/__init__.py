@@ -1,0 +1,1 @@
+"""Channel adapters: one module per channel (see base.py for the contract)."""

@@ -1,0 +1,148 @@
+"""The channel contract: an Issue in, a Rendition out. Channels never do I/O.
+
+A channel is a small class with a `name`, the `media_type` and file `extension` of what it
+produces, and `render()`. The registry finds built-in and third-party channels alike through
+the `publisher.channels` entry-point group.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import jinja2
+
+from publisher.errors import ConfigError
+from publisher.model import Issue
+from publisher.settings import Settings
+
+ENTRY_POINT_GROUP = "publisher.channels"
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image file the rendition references by `ref` (as written in the body)."""
+
+    ref: str
+    path: Path
+    role: str = "inline"  # "inline", "cover" or "qr"
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """What a channel hands to a transport: body, media type, platform metadata, local images."""
+
+    channel: str
+    issue: str  # the issue's slug (its date)
+    body: str
+    media_type: str
+    filename: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    images: tuple[LocalImage, ...] = ()
+    # further files belonging to the rendition: name -> text (email's text part and .eml, …)
+    parts: Mapping[str, str] = field(default_factory=dict)
+    binary_parts: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PastIssue:
+    """An entry of the archive: enough for 往期回顾 lists and calendars."""
+
+    date: dt.date
+    title: str
+
+    @property
+    def slug(self) -> str:
+        return self.date.isoformat()
+
+
+@dataclass
+class RenderContext:
+    """Everything a channel may read besides the issue: configuration, templates, the archive."""
+
+    settings: Settings
+    archive: tuple[PastIssue, ...] = ()  # every issue in the issues folder, newest first
+    base_dir: Path | None = None  # directory of the issue source (for relative images)
+
+    def __post_init__(self) -> None:
+        self._env: jinja2.Environment | None = None
+
+    @property
+    def env(self) -> jinja2.Environment:
+        if self._env is None:
+            self._env = template_env(self.settings)
+        return self._env
+
+    def past_issues(self, before: dt.date, limit: int | None = None) -> list[PastIssue]:
+        past = [p for p in self.archive if p.date < before]
+        return past[:limit] if limit else past
+
+
+def builtin_templates() -> Path:
+    """The folder of the built-in templates (inside the installed package)."""
+    return Path(str(resources.files("publisher.templates")))
+
+
+def template_env(settings: Settings) -> jinja2.Environment:
+    """User template folder first, then the built-in templates; autoescape on for HTML."""
+    loaders: list[jinja2.BaseLoader] = []
+    user = settings.path("paths", "templates")
+    if user is not None:
+        if not user.is_dir():
+            raise ConfigError(f"[paths] templates: folder {user} does not exist (set in {settings.where()})")
+        loaders.append(jinja2.FileSystemLoader(str(user)))
+    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm", "xml"), default=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["newsletter"] = settings["newsletter"]
+    return env
+
+
+class Channel:
+    """Base of every channel. Subclasses set the class attributes and implement `render`."""
+
+    name: ClassVar[str]
+    media_type: ClassVar[str]
+    extension: ClassVar[str]
+
+    def __init__(self, ctx: RenderContext):
+        self.ctx = ctx
+        self.settings = ctx.settings
+
+    def render(self, issue: Issue) -> Rendition:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def filename(self, issue: Issue) -> str:
+        return f"{issue.slug}{self.extension}"
+
+
+@cache
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_channels() -> list[str]:
+    return sorted(_entry_points())
+
+
+def get_channel(name: str) -> type[Channel]:
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "(none installed)"
+        raise ConfigError(f"unknown channel '{name}'; available channels: {known}")
+    cls = eps[name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        raise ConfigError(f"entry point '{name}' in group {ENTRY_POINT_GROUP} is not a Channel subclass")
+    return cls

@@ -1,0 +1,107 @@
+"""The `publisher` command line.
+
+Subcommands live in their own modules and are imported only when used (LAZY_COMMANDS), which
+keeps start-up fast and lets each feature own its module. Every error a user can cause is a
+PublisherError, printed as `file:line: error: …` with exit status 1 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import Diagnostic, PublisherError
+
+# name -> "module:attribute" of a click command
+LAZY_COMMANDS = {
+    "import": "publisher.commands.importer:import_command",
+    "check": "publisher.check:check_command",
+    "render": "publisher.commands.render:render_command",
+    "build": "publisher.build:build_command",
+    "preview": "publisher.preview:preview_command",
+    "push": "publisher.push:push_command",
+    "status": "publisher.push:status_command",
+    "schedule": "publisher.scheduler:schedule_command",
+    "subscribers": "publisher.subscribers:subscribers_command",
+    "serve": "publisher.unsubscribe:serve_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def _available(self) -> list[str]:
+        names = []
+        for name, target in LAZY_COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(module) is not None:
+                names.append(name)
+        return names
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            if importlib.util.find_spec(module) is None:
+                return None
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $PUBLISHER_CONFIG, else ./publisher.toml, else built-in defaults).",
+)
+@click.version_option(package_name="publisher")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Publish one canonical newsletter issue to every channel."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+
+
+def get_settings(ctx: click.Context):
+    """The validated settings for this invocation (loaded once)."""
+    from .settings import load_settings
+
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if "settings" not in root.obj:
+        root.obj["settings"] = load_settings(root.obj.get("config_path"))
+    return root.obj["settings"]
+
+
+def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        click.secho(str(d), fg="yellow" if d.level == "warning" else "red", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="publisher", standalone_mode=False)
+    except PublisherError as exc:
+        click.secho(str(exc) if "error:" in str(exc) else f"error: {exc}", fg="red", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small subcommands that are not a feature module of their own."""

@@ -1,0 +1,155 @@
+"""Legacy importer: GitHub-archive issues, exactly as published → canonical sources.
+
+Works on the text, line by line, so everything the editor wrote survives as written; only the
+archive's own conventions are taken out (Jekyll front matter, the footer, the link notes) and the
+known quirks are mended, each with a warning. The result is then read by the canonical reader,
+so an import that succeeds is a source every channel can render.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Diagnostic, SourceError
+from .reader import LINK_NOTE_RE, ReadResult, decode, parse_issue
+
+TITLE_RE = re.compile(r"^(#+)\s*(.*?\(\s*(\d{4}-\d{1,2}-\d{1,2})\s*\).*?)\s*$")
+FOOTER_START = re.compile(
+    r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|>\s*往期回顾|<a rel=\"license\"|- WeChat:|- Editor:|- Project:)"
+)
+EMPTY_LINK = re.compile(r"\[([^\[\]]*)\]\(\s*\)")
+FONT_NOTE = re.compile(r"^<font[^>]*>(.*)</font>\s*$")
+SUMMARY_NO_COLON = re.compile(r"^(\s*)摘要(?![：:])\s*(\S.*)$")
+EN_DASH_BULLET = re.compile(r"^(\s*)[–—]\s+")
+
+
+@dataclass
+class ImportResult:
+    date: str
+    text: str  # the canonical source
+    read: ReadResult
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
+    text = decode(data, file) if isinstance(data, bytes) else data.replace("\r\n", "\n")
+    lines = text.split("\n")
+    warnings: list[Diagnostic] = []
+
+    def warn(line: int, msg: str) -> None:
+        warnings.append(Diagnostic("warning", msg, file, line))
+
+    # (original line number, text) for every line kept
+    out: list[tuple[int, str]] = []
+    i = 0
+    if lines and lines[0].strip() == "---":
+        for j in range(1, len(lines)):
+            if lines[j].strip() == "---":
+                extra = [ln for ln in lines[1:j] if ln.strip() and not ln.strip().startswith("layout:")]
+                if extra:
+                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}")
+                i = j + 1
+                break
+
+    date = None
+    in_code = False
+    for k in range(i, len(lines)):
+        ln = k + 1
+        raw = lines[k].rstrip()
+        raw = raw.replace("\t", "    ")
+        s = raw.strip()
+        if s.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            out.append((ln, raw))
+            continue
+        if date is None:
+            m = TITLE_RE.match(s)
+            if m:
+                if len(m.group(1)) != 1:
+                    warn(ln, f"title line started with {len(m.group(1))} '#'; written as '# {m.group(2)}'")
+                date = m.group(3)
+                y, mo, d = (int(p) for p in date.split("-"))
+                date = f"{y:04d}-{mo:02d}-{d:02d}"
+                out.append((ln, f"# {m.group(2)}"))
+                continue
+        if FOOTER_START.match(s) and date is not None and _rest_is_footer(lines, k):
+            break
+        if s.startswith(">") and LINK_NOTE_RE.search(s):
+            continue  # the link note is a channel convention
+        fm = FONT_NOTE.match(s)
+        if fm:
+            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}")
+            raw = f"> {fm.group(1).strip()}"
+        if EN_DASH_BULLET.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
+            warn(ln, "'–' used as a list bullet; written as '-'")
+            raw = EN_DASH_BULLET.sub(lambda m: m.group(1) + "- ", raw)
+        sm = SUMMARY_NO_COLON.match(raw)
+        if sm:
+            warn(ln, "'摘要' without a colon; written as '摘要：'")
+            raw = f"{sm.group(1)}摘要：{sm.group(2)}"
+        if EMPTY_LINK.search(raw):
+            warn(ln, "empty link target '[…]()': the text is kept without a link")
+            raw = EMPTY_LINK.sub(lambda m: m.group(1), raw)
+        out.append((ln, raw))
+
+    if date is None:
+        raise SourceError(
+            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1
+        )
+
+    # collapse runs of blank lines and trailing blanks
+    body: list[tuple[int, str]] = []
+    for ln, raw in out:
+        if not raw.strip() and (not body or not body[-1][1].strip()):
+            continue
+        body.append((ln, raw))
+    while body and not body[-1][1].strip():
+        body.pop()
+
+    header = ["---", f"date: {date}", "status: ready", "---", ""]
+    canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
+    origin = [1] * len(header) + [ln for ln, _ in body]
+
+    try:
+        read = parse_issue(canonical, file)
+    except SourceError as exc:
+        line = origin[exc.line - 1] if exc.line and exc.line <= len(origin) else exc.line
+        raise SourceError(exc.message, file=file, line=line) from None
+    # warnings from the reader point at lines of the canonical text: map them back
+    for d in read.warnings:
+        line = origin[d.line - 1] if d.line and d.line <= len(origin) else d.line
+        warnings.append(Diagnostic(d.level, d.message, file, line))
+    warnings.sort(key=lambda d: d.line or 0)
+    return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
+
+
+def _rest_is_footer(lines: list[str], k: int) -> bool:
+    """True when no section or item follows line k: what starts there is the archive's footer."""
+    for raw in lines[k + 1:]:
+        s = raw.strip()
+        if re.match(r"^##\s+(?!\[?往期回顾)", s):
+            return False
+    return True
+
+
+def import_file(path: str | Path, out_dir: str | Path, *, force: bool = False) -> tuple[Path, ImportResult]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    result = import_legacy(data, str(path))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{result.date}.md"
+    if target.exists() and not force and target.read_text(encoding="utf-8") != result.text:
+        raise SourceError(
+            f"{target} already exists and differs; pass --force to overwrite it", file=str(path)
+        )
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_text(result.text, encoding="utf-8")
+    tmp.replace(target)
+    return target, result

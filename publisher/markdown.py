@@ -1,0 +1,185 @@
+"""Markdown fragments → model nodes, through mistune 3's AST.
+
+mistune keeps no line numbers, so callers pass the line a fragment starts on; every error raised
+here names it. Link targets are checked here, once, for every channel.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import mistune
+
+from .errors import SourceError
+from .model import (
+    Block,
+    Code,
+    CodeBlock,
+    Emphasis,
+    Image,
+    Inline,
+    LineBreak,
+    Link,
+    ListBlock,
+    ListItem,
+    Paragraph,
+    Quote,
+    SoftBreak,
+    Strong,
+    Text,
+)
+
+_parse = mistune.create_markdown(renderer=None, plugins=["url"])
+
+# A link target a reader can follow; anything with another scheme (javascript:, data:, vbscript:,
+# file: …) is refused. Scheme-less targets (relative paths, anchors) are allowed.
+SAFE_SCHEMES = {"http", "https", "mailto"}
+_SCHEME = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9+.\-]*)\s*:")
+# Browsers ignore ASCII tab/newline and control characters inside a scheme: `java\tscript:`.
+_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
+
+
+def check_url(url: str, *, file: str | None, line: int) -> str:
+    """Return the URL if its scheme is safe, else raise a SourceError naming the line."""
+    squashed = _CONTROL.sub("", url)
+    m = _SCHEME.match(squashed)
+    if m and m.group(1).lower() not in SAFE_SCHEMES:
+        raise SourceError(
+            f"link target '{url[:60]}' uses the '{m.group(1).lower()}:' scheme, which is refused; "
+            "use an http(s) URL",
+            file=file,
+            line=line,
+        )
+    return url.strip()
+
+
+class Converter:
+    """Turns mistune tokens into model nodes; collects warnings as (line, message)."""
+
+    def __init__(self, file: str | None):
+        self.file = file
+        self.warnings: list[tuple[int, str]] = []
+
+    # -- inlines ---------------------------------------------------------------------------
+
+    def inlines(self, tokens: list[dict], line: int) -> tuple[Inline, ...]:
+        out: list[Inline] = []
+        for tok in tokens:
+            if tok["type"] == "link" and not tok["attrs"].get("url", "").strip():
+                self.warnings.append((line, "empty link target '[…]()': the text is kept without a link"))
+                nodes = self.inlines(tok["children"], line)
+            else:
+                node = self.inline(tok, line)
+                nodes = () if node is None else (node,)
+            for node in nodes:
+                # merge adjacent text runs (mistune splits on escapes and entities)
+                if isinstance(node, Text) and out and isinstance(out[-1], Text):
+                    out[-1] = Text(out[-1].text + node.text)
+                else:
+                    out.append(node)
+        return tuple(out)
+
+    def inline(self, tok: dict, line: int) -> Inline | None:
+        kind = tok["type"]
+        if kind == "text":
+            return Text(tok["raw"])
+        if kind == "codespan":
+            return Code(tok["raw"])
+        if kind == "strong":
+            return Strong(self.inlines(tok["children"], line))
+        if kind == "emphasis":
+            return Emphasis(self.inlines(tok["children"], line))
+        if kind == "link":
+            url = check_url(tok["attrs"]["url"], file=self.file, line=line)
+            return Link(url, self.inlines(tok["children"], line), tok["attrs"].get("title"))
+        if kind == "image":
+            src = check_url(tok["attrs"].get("url", ""), file=self.file, line=line)
+            alt = "".join(_raw_text(c) for c in tok.get("children", []))
+            return Image(src, alt, tok["attrs"].get("title"))
+        if kind == "linebreak":
+            return LineBreak()
+        if kind == "softbreak":
+            return SoftBreak()
+        if kind == "inline_html":
+            raw = tok["raw"]
+            if re.fullmatch(r"<br\s*/?>", raw, re.I):
+                return LineBreak()
+            if re.fullmatch(r"</?(font|span|u|small|big|center)\b[^>]*>", raw, re.I):
+                # presentational wrappers in old issues: keep the text, drop the tag
+                self.warnings.append((line, f"HTML tag {raw} dropped; its text is kept"))
+                return None
+            self.warnings.append((line, f"raw HTML {raw[:40]} is shown as text, not markup"))
+            return Text(raw)
+        raise SourceError(f"unsupported inline Markdown ({kind})", file=self.file, line=line)
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def blocks(self, tokens: list[dict], line: int, item_lines: list[int] | None = None) -> tuple[Block, ...]:
+        out: list[Block] = []
+        for tok in tokens:
+            kind = tok["type"]
+            if kind == "blank_line":
+                continue
+            if kind in ("paragraph", "block_text"):
+                out.append(Paragraph(self.inlines(tok["children"], line), line))
+            elif kind == "list":
+                items = []
+                for child in tok["children"]:
+                    item_line = item_lines.pop(0) if item_lines else line
+                    items.append(ListItem(self.blocks(child["children"], item_line, item_lines), item_line))
+                attrs = tok.get("attrs", {})
+                out.append(ListBlock(tuple(items), bool(attrs.get("ordered")), int(attrs.get("start", 1) or 1), line))
+            elif kind == "block_code":
+                out.append(CodeBlock(tok["raw"].rstrip("\n"), tok.get("attrs", {}).get("info", "") or "", line))
+            elif kind == "block_quote":
+                out.append(Quote(self.blocks(tok["children"], line, item_lines), line))
+            elif kind == "heading":
+                # A heading inside an item's summary: keep its text as a bold paragraph.
+                self.warnings.append((line, "heading inside an item is kept as a bold line"))
+                out.append(Paragraph((Strong(self.inlines(tok["children"], line)),), line))
+            elif kind == "thematic_break":
+                continue
+            elif kind == "block_html":
+                self.warnings.append((line, "raw HTML block is shown as text, not markup"))
+                out.append(Paragraph((Text(tok["raw"].strip()),), line))
+            else:
+                raise SourceError(f"unsupported Markdown block ({kind})", file=self.file, line=line)
+        return tuple(out)
+
+
+def _raw_text(tok: dict) -> str:
+    if "raw" in tok:
+        return tok["raw"]
+    return "".join(_raw_text(c) for c in tok.get("children", []))
+
+
+def parse_inline(text: str, *, line: int, file: str | None, conv: Converter) -> tuple[Inline, ...]:
+    """One line (or paragraph) of inline Markdown."""
+    if not text.strip():
+        return ()
+    tokens = _parse(text)
+    out: list[Inline] = []
+    for tok in tokens:
+        if tok["type"] in ("paragraph", "block_text"):
+            if out:
+                out.append(SoftBreak())
+            out.extend(conv.inlines(tok["children"], line))
+        elif tok["type"] == "blank_line":
+            continue
+        else:
+            # something that parses as a block (a line starting with '#', '>', '1.' …): keep it
+            # as literal text, which is what the editor wrote.
+            out.append(Text(text.strip()))
+            break
+    return tuple(out)
+
+
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+
+
+def parse_blocks(lines: list[str], *, first_line: int, file: str | None, conv: Converter) -> tuple[Block, ...]:
+    """A run of Markdown lines (a nested list, a code block) as blocks, items numbered by line."""
+    text = textwrap.dedent("\n".join(lines))
+    item_lines = [first_line + i for i, ln in enumerate(lines) if _LIST_MARKER.match(ln)]
+    return conv.blocks(_parse(text), first_line, item_lines)

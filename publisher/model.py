@@ -1,0 +1,249 @@
+"""The canonical issue: one immutable, typed model that every channel renders from.
+
+Nothing here is channel-specific. Rich text (lead, briefs, summaries, field values) is a small
+tree of blocks and inlines, so every channel walks the same nodes and an unhandled node is an
+error rather than silently lost text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+# ---- inline nodes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """Inline code span."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Strong:
+    children: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
+class Emphasis:
+    children: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    children: tuple[Inline, ...]
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    src: str
+    alt: str = ""
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class LineBreak:
+    """A hard line break inside a paragraph."""
+
+
+@dataclass(frozen=True)
+class SoftBreak:
+    """A newline inside a paragraph that renders as a space or newline."""
+
+
+Inline = Text | Code | Strong | Emphasis | Link | Image | LineBreak | SoftBreak
+INLINE_TYPES: tuple[type, ...] = (Text, Code, Strong, Emphasis, Link, Image, LineBreak, SoftBreak)
+
+# ---- block nodes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    children: tuple[Inline, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ListItem:
+    blocks: tuple[Block, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ListBlock:
+    items: tuple[ListItem, ...]
+    ordered: bool = False
+    start: int = 1
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    text: str
+    info: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Quote:
+    blocks: tuple[Block, ...]
+    line: int = 0
+
+
+Block = Paragraph | ListBlock | CodeBlock | Quote
+BLOCK_TYPES: tuple[type, ...] = (Paragraph, ListItem, ListBlock, CodeBlock, Quote)
+
+# ---- the issue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """A labelled line of an item, e.g. 标题：…, 链接：…, 代码：… (label without the colon)."""
+
+    label: str
+    value: tuple[Inline, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One story: `[prefixes] [title | source](url) [extra links]`, its fields and summary."""
+
+    title: str
+    url: str | None
+    source: str | None = None
+    arxiv: str | None = None  # e.g. "2007.02269v2"
+    venue: str | None = None  # e.g. "CVPR2020"
+    repo: str | None = None  # e.g. "OAID/Tengine-lite"
+    extra: tuple[Inline, ...] = ()  # what follows the main link on the title line: [[原文]](…)
+    fields: tuple[Field, ...] = ()
+    summary: tuple[Block, ...] = ()
+    line: int = 0
+
+    @property
+    def display_title(self) -> str:
+        """The title as the house style writes it: `owner/repo: title | source`."""
+        title = f"{self.repo}: {self.title}" if self.repo else self.title
+        return f"{title} | {self.source}" if self.source else title
+
+    def field(self, label: str) -> Field | None:
+        return next((f for f in self.fields if f.label == label), None)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    items: tuple[Item, ...] = ()
+    note: tuple[Inline, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Brief:
+    """A warm-up bullet: one short paragraph, maybe with inline links."""
+
+    content: tuple[Inline, ...]
+    line: int = 0
+
+
+Status = Literal["draft", "ready"]
+
+
+@dataclass(frozen=True)
+class Issue:
+    date: dt.date
+    title: str  # the title line as written, without '# '
+    brand: str  # the title before the date, e.g. 嵌入式AI简报
+    topics: tuple[str, ...] = ()
+    number: int | None = None
+    tagline: str = ""
+    lead: tuple[Paragraph, ...] = ()  # 导读
+    warmup_intro: str = ""
+    warmup: tuple[Brief, ...] = ()
+    notes: tuple[Paragraph, ...] = ()  # issue-level notes (not the channel's link note)
+    sections: tuple[Section, ...] = ()
+    status: Status = "draft"
+    publish_at: dt.datetime | None = None
+    cover: str | None = None
+    digest: str | None = None
+    author: str | None = None
+    source_path: str | None = field(default=None, compare=False)
+
+    @property
+    def slug(self) -> str:
+        return self.date.isoformat()
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        return tuple(item for section in self.sections for item in section.items)
+
+    @property
+    def item_count(self) -> int:
+        return sum(len(s.items) for s in self.sections)
+
+
+# ---- helpers every channel needs -----------------------------------------------------------
+
+
+def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ") -> str:
+    """Inline nodes as plain text (links keep their text, images their alt)."""
+    out: list[str] = []
+    for node in inlines:
+        if isinstance(node, Text | Code):
+            out.append(node.text)
+        elif isinstance(node, Strong | Emphasis | Link):
+            out.append(plain_text(node.children, breaks=breaks))
+        elif isinstance(node, Image):
+            out.append(node.alt)
+        elif isinstance(node, LineBreak):
+            out.append("\n")
+        elif isinstance(node, SoftBreak):
+            out.append(breaks)
+        else:  # pragma: no cover - guarded by the walk-every-node test
+            raise TypeError(f"unknown inline node {type(node).__name__}")
+    return "".join(out)
+
+
+def iter_links(node: object):
+    """Every Link and Image reachable from a node or a tuple of nodes, in document order."""
+    if isinstance(node, tuple | list):
+        for child in node:
+            yield from iter_links(child)
+    elif isinstance(node, Link):
+        yield node
+        yield from iter_links(node.children)
+    elif isinstance(node, Image):
+        yield node
+    elif isinstance(node, Strong | Emphasis):
+        yield from iter_links(node.children)
+    elif isinstance(node, Paragraph):
+        yield from iter_links(node.children)
+    elif isinstance(node, ListBlock):
+        yield from iter_links(node.items)
+    elif isinstance(node, ListItem | Quote):
+        yield from iter_links(node.blocks)
+    elif isinstance(node, Field):
+        yield from iter_links(node.value)
+    elif isinstance(node, Brief):
+        yield from iter_links(node.content)
+    elif isinstance(node, Item):
+        if node.url:
+            yield Link(node.url, (Text(node.title),))
+        yield from iter_links(node.extra)
+        yield from iter_links(node.fields)
+        yield from iter_links(node.summary)
+    elif isinstance(node, Section):
+        yield from iter_links(node.note)
+        yield from iter_links(node.items)
+    elif isinstance(node, Issue):
+        for part in (node.lead, node.warmup, node.notes, node.sections):
+            yield from iter_links(part)

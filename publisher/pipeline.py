@@ -1,0 +1,101 @@
+"""The one-way flow every command shares: source → Issue → Channel.render → Rendition → files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
+
+from .errors import Diagnostic, SourceError
+from .model import Issue
+from .reader import read_issue
+from .settings import Settings
+
+ISSUE_FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
+
+
+def issue_files(settings: Settings) -> list[Path]:
+    """Every issue source in the issues folder, newest first."""
+    folder = settings.path("paths", "issues")
+    if folder is None or not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if ISSUE_FILE_RE.match(p.name)]
+    return sorted(files, key=lambda p: p.name, reverse=True)
+
+
+def newest_issue(settings: Settings) -> Path:
+    files = issue_files(settings)
+    if not files:
+        folder = settings.path("paths", "issues")
+        raise SourceError(
+            f"no issue files (YYYY-MM-DD.md) in {folder}; name an issue file, or set [paths] issues "
+            f"in {settings.where()}"
+        )
+    return files[0]
+
+
+def archive(settings: Settings, extra: Issue | None = None) -> tuple[PastIssue, ...]:
+    """The archive as channels see it: every issue in the issues folder, newest first."""
+    import datetime as dt
+
+    brand = settings["newsletter"]["name"]
+    entries: dict[dt.date, PastIssue] = {}
+    for path in issue_files(settings):
+        date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
+        entries[date] = PastIssue(date, f"{brand} ({date.isoformat()})")
+    if extra is not None:
+        entries.setdefault(extra.date, PastIssue(extra.date, f"{brand} ({extra.date.isoformat()})"))
+    return tuple(sorted(entries.values(), key=lambda p: p.date, reverse=True))
+
+
+def load(path: str | Path) -> tuple[Issue, list[Diagnostic]]:
+    result = read_issue(path)
+    return result.issue, result.warnings
+
+
+def context_for(settings: Settings, issue: Issue) -> RenderContext:
+    base = Path(issue.source_path).resolve().parent if issue.source_path else None
+    return RenderContext(settings=settings, archive=archive(settings, issue), base_dir=base)
+
+
+def channel_for(name: str, ctx: RenderContext) -> Channel:
+    return get_channel(name)(ctx)
+
+
+def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | None = None) -> Rendition:
+    ctx = ctx or context_for(settings, issue)
+    return channel_for(channel, ctx).render(issue)
+
+
+def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
+    """Write a rendition's body, parts and images into out_dir; return the paths written."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    main = out_dir / rendition.filename
+    _atomic_write(main, rendition.body.encode("utf-8"))
+    written.append(main)
+    for name, text in rendition.parts.items():
+        p = out_dir / name
+        _atomic_write(p, text.encode("utf-8"))
+        written.append(p)
+    for name, data in rendition.binary_parts.items():
+        p = out_dir / name
+        _atomic_write(p, data)
+        written.append(p)
+    for image in rendition.images:
+        if image.path.is_file() and not re.match(r"^[a-z]+://", image.ref):
+            target = out_dir / image.ref
+            if target.resolve() != image.path.resolve():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image.path, target)
+                written.append(target)
+    return written
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

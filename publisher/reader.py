@@ -1,0 +1,684 @@
+"""Canonical source → Issue.
+
+The source is the house style editors already write (GitHub-archive Markdown) with YAML front
+matter for the metadata and without any footer. The block structure is line-oriented, so it is
+parsed here line by line — which is also how every error gets its line number — and mistune
+parses the inline Markdown and nested lists inside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import Diagnostic, SourceError
+from .markdown import Converter, parse_blocks, parse_inline
+from .model import (
+    Block,
+    Brief,
+    CodeBlock,
+    Field,
+    Issue,
+    Item,
+    Link,
+    ListBlock,
+    ListItem,
+    Paragraph,
+    Quote,
+    Section,
+    Text,
+    plain_text,
+)
+
+FRONT_MATTER_KEYS = {
+    "date": "the issue's date, YYYY-MM-DD",
+    "number": "the issue number (an integer)",
+    "status": "draft or ready",
+    "publish_at": "when to publish, e.g. 2026-11-23T09:00:00+08:00",
+    "topics": "list of topic keywords",
+    "digest": "one-paragraph summary for WeChat and email previews",
+    "cover": "cover image path (relative to the issue file) or URL",
+    "author": "the author's name",
+    "tagline": "the line under the title (default: the bold line in the body)",
+}
+
+TITLE_RE = re.compile(
+    r"^(?P<brand>.*?)\s*[（(]\s*(?P<date>\d{4}-\d{1,2}-\d{1,2})\s*[)）]\s*[：:]?\s*(?P<topics>.*?)\s*$"
+)
+HEADING_RE = re.compile(r"^(#+)\s*(.*?)\s*#*\s*$")
+ARXIV_RE = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
+PREFIX_RE = re.compile(r"^\[([^\[\]()]+)\](?!\()\s*")
+REPO_RE = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)\s*[:：]\s*(\S.*)$")
+SOURCE_RE = re.compile(r"^(?P<title>.*?\S)\s*[|｜]\s*(?P<source>[^|｜]*\S)\s*$")
+ITEM_RE = re.compile(r"^[-*+]\s+(.*)$")
+SUMMARY_RE = re.compile(r"^摘要\s*[：:]\s*(.*)$")
+FIELD_RE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*(?P<value>\S.*)$")
+LEAD_RE = re.compile(r"^导读\s*[：:]?\s*(.*)$")
+LEAD_COUNT_RE = re.compile(r"本[次期]\s*(\d+)\s*条")
+LIST_LINE_RE = re.compile(r"^\s*(?:[-*+–]|\d+[.)])\s+")
+FENCE_RE = re.compile(r"^\s*(```|~~~)")
+FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
+# The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
+LINK_NOTE_RE = re.compile(r"个别链接打不开")
+
+
+@dataclass
+class ReadResult:
+    issue: Issue
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+class _Reader:
+    def __init__(self, text: str, file: str):
+        self.file = file
+        self.conv = Converter(file)
+        self.warnings: list[Diagnostic] = []
+        self.lines = text.split("\n")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def error(self, line: int, message: str) -> SourceError:
+        return SourceError(message, file=self.file, line=line)
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(Diagnostic("warning", message, self.file, line))
+
+    def inline(self, text: str, line: int):
+        return parse_inline(text, line=line, file=self.file, conv=self.conv)
+
+    # -- front matter ----------------------------------------------------------------------
+
+    def front_matter(self) -> tuple[dict, int]:
+        """Parse the YAML front matter; return it and the index of the first body line."""
+        if not self.lines or self.lines[0].strip() != "---":
+            return {}, 0
+        for end in range(1, len(self.lines)):
+            if self.lines[end].strip() in ("---", "..."):
+                break
+        else:
+            raise self.error(1, "front matter opened with '---' is never closed with '---'")
+        raw = "\n".join(self.lines[1:end])
+        try:
+            data = yaml.safe_load(raw) if raw.strip() else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = (mark.line + 2) if mark is not None else 1
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise self.error(line, f"front matter is not valid YAML: {problem}") from None
+        if not isinstance(data, dict):
+            raise self.error(2, "front matter must be 'key: value' lines")
+        for key in data:
+            if key not in FRONT_MATTER_KEYS:
+                line = self._key_line(str(key), end)
+                hint = ""
+                if key == "layout":
+                    hint = " (a Jekyll key that the github channel writes; `publisher import` converts archive files)"
+                known = ", ".join(FRONT_MATTER_KEYS)
+                raise self.error(line, f"unknown front-matter key '{key}'{hint}; known keys: {known}")
+        data["_lines"] = {str(k): self._key_line(str(k), end) for k in data}
+        return data, end + 1
+
+    def _key_line(self, key: str, end: int) -> int:
+        for i in range(1, end):
+            if re.match(rf"^\s*['\"]?{re.escape(key)}['\"]?\s*:", self.lines[i]):
+                return i + 1
+        return 1
+
+    # -- body ------------------------------------------------------------------------------
+
+    def read(self) -> ReadResult:
+        meta, start = self.front_matter()
+        lines = self.lines
+        n = len(lines)
+
+        title_line = 0
+        title = brand = ""
+        title_date: dt.date | None = None
+        topics: tuple[str, ...] = ()
+        tagline = ""
+        lead: list[Paragraph] = []
+        warmup_intro = ""
+        warmup: list[Brief] = []
+        notes: list[Paragraph] = []
+        sections: list[Section] = []
+
+        i = start
+        # ---- preamble: title, tagline, lead, notes, warm-up --------------------------------
+        while i < n:
+            raw = lines[i]
+            s = raw.strip()
+            ln = i + 1
+            if not s:
+                i += 1
+                continue
+            if FOOTER_RE.match(s):
+                raise self._footer_error(ln)
+            h = HEADING_RE.match(s) if s.startswith("#") else None
+            if h:
+                level, text = len(h.group(1)), h.group(2)
+                if level == 1:
+                    if title_line:
+                        raise self.error(ln, f"a second title line; the title is already on line {title_line}")
+                    title_line, title = ln, text
+                    if not text:
+                        raise self.error(ln, "the title line '#' has no text")
+                    m = TITLE_RE.match(text)
+                    if m:
+                        brand = m.group("brand").strip()
+                        title_date = self._date(m.group("date"), ln, "title")
+                        topics = tuple(t.strip() for t in re.split(r"[/／]", m.group("topics")) if t.strip())
+                    else:
+                        brand = text
+                    i += 1
+                    continue
+                if level > 6 or (not title_line and level > 1 and re.search(r"\d{4}-\d{1,2}-\d{1,2}", text)):
+                    raise self.error(
+                        ln,
+                        f"malformed title line: it starts with {level} '#'"
+                        + (" (more than 6 is not a heading at all)" if level > 6 else "")
+                        + f"; write it as '# {text}'",
+                    )
+                if level == 2:
+                    if not title_line:
+                        raise self.error(ln, "section before the title line: the issue starts with '# <title> (YYYY-MM-DD)'")
+                    break  # sections start
+                raise self.error(ln, f"heading level {level} is not part of the issue format (use '## ' for sections)")
+            if not title_line:
+                raise self.error(
+                    ln,
+                    "not an issue: expected the title line '# <newsletter> (YYYY-MM-DD)' before any text",
+                )
+            if s.startswith(">"):
+                block, i = self._quote_block(i)
+                first_text = block[0][1]
+                lm = LEAD_RE.match(first_text)
+                if lm:
+                    if lead:
+                        self.warn(ln, "a second 导读 block; it is added to the first")
+                    paras = [(block[0][0], lm.group(1))] + block[1:]
+                    lead.extend(Paragraph(self.inline(t, bl), bl) for bl, t in paras if t.strip())
+                elif any(LINK_NOTE_RE.search(t) for _, t in block):
+                    self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
+                else:
+                    notes.extend(Paragraph(self.inline(t, bl), bl) for bl, t in block if t.strip())
+                continue
+            bold = re.fullmatch(r"\*\*(.+?)\*\*\s*", s)
+            if bold and not tagline and not lead and not warmup:
+                tagline = bold.group(1).strip()
+                i += 1
+                continue
+            if ITEM_RE.match(raw) or raw.startswith("–"):
+                briefs, i = self._briefs(i)
+                warmup.extend(briefs)
+                continue
+            # a plain line: the warm-up's intro when a list follows it, else a note
+            j = i + 1
+            while j < n and not lines[j].strip():
+                j += 1
+            if j < n and ITEM_RE.match(lines[j]) and not warmup:
+                if SUMMARY_RE.match(s):
+                    raise self.error(ln, "摘要 before any item: a summary belongs under an item line '- [title](url)'")
+                warmup_intro = s
+            else:
+                if SUMMARY_RE.match(s):
+                    raise self.error(ln, "摘要 before any item: a summary belongs under an item line '- [title](url)'")
+                notes.append(Paragraph(self.inline(s, ln), ln))
+            i += 1
+
+        if not title_line:
+            raise self.error(1, "not an issue: no title line '# <newsletter> (YYYY-MM-DD)' found")
+
+        # ---- sections ------------------------------------------------------------------------
+        while i < n:
+            s = lines[i].strip()
+            ln = i + 1
+            if not s:
+                i += 1
+                continue
+            if FOOTER_RE.match(s):
+                raise self._footer_error(ln)
+            h = HEADING_RE.match(s) if s.startswith("#") else None
+            if not h or len(h.group(1)) != 2:
+                raise self.error(ln, "expected a section heading '## <name>'")
+            section, i = self._section(i, h.group(2))
+            sections.append(section)
+
+        if not sections:
+            raise self.error(title_line, "not an issue: it has no sections ('## 业界新闻', '## 论文' …)")
+
+        # ---- metadata ------------------------------------------------------------------------
+        key_lines = meta.get("_lines", {})
+        date = title_date
+        if "date" in meta:
+            fm_date = self._date(meta["date"], key_lines.get("date", 1), "front matter")
+            if title_date and fm_date != title_date:
+                raise self.error(
+                    title_line,
+                    f"the title's date {title_date} disagrees with the front matter date {fm_date} "
+                    f"(line {key_lines.get('date', 1)}); make them the same",
+                )
+            date = fm_date
+        if date is None:
+            raise self.error(title_line, "the issue has no date: put '(YYYY-MM-DD)' in the title or 'date:' in the front matter")
+
+        status = meta.get("status", "draft")
+        if status not in ("draft", "ready"):
+            raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {status!r}")
+        publish_at = self._datetime(meta.get("publish_at"), key_lines.get("publish_at", 1))
+        number = meta.get("number")
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+            raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {number!r}")
+        if "topics" in meta:
+            fm_topics = meta["topics"]
+            if isinstance(fm_topics, str):
+                fm_topics = [t for t in re.split(r"[/／,，]", fm_topics)]
+            if not isinstance(fm_topics, list) or not all(isinstance(t, str | int | float) for t in fm_topics):
+                raise self.error(key_lines.get("topics", 1), "topics must be a list of keywords")
+            topics = tuple(str(t).strip() for t in fm_topics if str(t).strip())
+        for key in ("digest", "cover", "author", "tagline"):
+            if key in meta and meta[key] is not None and not isinstance(meta[key], str):
+                raise self.error(key_lines.get(key, 1), f"{key} must be text, not {meta[key]!r}")
+        if meta.get("cover"):
+            from .markdown import check_url
+
+            check_url(meta["cover"], file=self.file, line=key_lines.get("cover", 1))
+
+        issue = Issue(
+            date=date,
+            title=title,
+            brand=brand,
+            topics=topics,
+            number=number,
+            tagline=meta.get("tagline") or tagline,
+            lead=tuple(lead),
+            warmup_intro=warmup_intro,
+            warmup=tuple(warmup),
+            notes=tuple(notes),
+            sections=tuple(sections),
+            status=status,
+            publish_at=publish_at,
+            cover=meta.get("cover") or None,
+            digest=(meta.get("digest") or "").strip() or None,
+            author=meta.get("author") or None,
+            source_path=self.file,
+        )
+        self._lint(issue)
+        for line, message in self.conv.warnings:
+            self.warn(line, message)
+        self.warnings.sort(key=lambda d: d.line or 0)
+        return ReadResult(issue, self.warnings)
+
+    def _footer_error(self, ln: int) -> SourceError:
+        return self.error(
+            ln,
+            "footer (往期回顾, QR code, license) found: channels add their own footer, so a source "
+            f"ends with its last item; remove line {ln} and everything after it "
+            "(`publisher import` does this for archive files)",
+        )
+
+    def _date(self, value, line: int, where: str) -> dt.date:
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        try:
+            y, m, d = (int(p) for p in str(value).strip().split("-"))
+            return dt.date(y, m, d)
+        except (ValueError, TypeError):
+            raise self.error(line, f"invalid date {str(value)!r} in the {where}: use a real date, YYYY-MM-DD") from None
+
+    def _datetime(self, value, line: int) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, dt.date):
+            raise self.error(line, "publish_at needs a time too, e.g. 2026-11-23T09:00:00+08:00")
+        try:
+            return dt.datetime.fromisoformat(str(value).strip())
+        except ValueError:
+            raise self.error(
+                line, f"invalid publish_at {value!r}: use ISO 8601, e.g. 2026-11-23T09:00:00+08:00"
+            ) from None
+
+    def _quote_block(self, i: int) -> tuple[list[tuple[int, str]], int]:
+        """A '>' block with its lazy continuation lines, as (line, text) per source line."""
+        out: list[tuple[int, str]] = []
+        lines = self.lines
+        while i < len(lines):
+            raw = lines[i]
+            s = raw.strip()
+            if not s:
+                break
+            if s.startswith(">"):
+                out.append((i + 1, s[1:].strip()))
+            elif out and not (s.startswith("#") or ITEM_RE.match(raw) or FOOTER_RE.match(s)):
+                out.append((i + 1, s))  # lazy continuation, as editors write multi-line 导读
+            else:
+                break
+            i += 1
+        return out, i
+
+    def _briefs(self, i: int) -> tuple[list[Brief], int]:
+        lines = self.lines
+        briefs: list[Brief] = []
+        while i < len(lines):
+            raw = lines[i]
+            s = raw.strip()
+            if not s:
+                # the list ends at a blank line unless another bullet follows it
+                j = i + 1
+                while j < len(lines) and not lines[j].strip():
+                    j += 1
+                if j < len(lines) and ITEM_RE.match(lines[j]):
+                    i = j
+                    continue
+                break
+            m = ITEM_RE.match(raw)
+            if m:
+                text, ln = m.group(1).strip(), i + 1
+                if not text:
+                    raise self.error(ln, "empty warm-up bullet")
+                briefs.append(Brief(self.inline(text, ln), ln))
+            elif s.startswith((">", "#")) or FOOTER_RE.match(s):
+                break
+            elif briefs:  # continuation of the previous brief
+                prev = briefs[-1]
+                briefs[-1] = Brief(prev.content + self.inline(s, i + 1), prev.line)
+            else:
+                break
+            i += 1
+        return briefs, i
+
+    def _section(self, i: int, heading: str) -> tuple[Section, int]:
+        lines = self.lines
+        head_line = i + 1
+        name_nodes = self.inline(heading, head_line)
+        name = plain_text(name_nodes).strip()
+        if not name:
+            raise self.error(head_line, "section heading '##' has no name")
+        i += 1
+        note: tuple = ()
+        items: list[Item] = []
+        while i < len(lines):
+            raw = lines[i]
+            s = raw.strip()
+            ln = i + 1
+            if not s:
+                i += 1
+                continue
+            if s.startswith("#") or FOOTER_RE.match(s):
+                break
+            if s.startswith(">") and not items:
+                block, i = self._quote_block(i)
+                if any(LINK_NOTE_RE.search(t) for _, t in block):
+                    self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
+                    continue
+                text = " ".join(t for _, t in block)
+                note = note + self.inline(text, ln)
+                continue
+            if s.startswith(">") and LINK_NOTE_RE.search(s):
+                self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
+                _, i = self._quote_block(i)
+                continue
+            m = ITEM_RE.match(raw)
+            if m:
+                item, i = self._item(i, m.group(1))
+                items.append(item)
+                continue
+            if SUMMARY_RE.match(s):
+                raise self.error(ln, f"摘要 before any item of section '{name}': a summary belongs under an item line '- [title](url)'")
+            raise self.error(ln, f"text before the first item of section '{name}': items start with '- '")
+        return Section(name=name, items=tuple(items), note=note, line=head_line), i
+
+    # -- items -----------------------------------------------------------------------------
+
+    def _item(self, i: int, head: str) -> tuple[Item, int]:
+        ln = i + 1
+        item = self._item_head(head.strip(), ln)
+        # body: until the next item at column 0, a heading, or the footer
+        body: list[tuple[int, str]] = []
+        j = i + 1
+        lines = self.lines
+        while j < len(lines):
+            raw = lines[j]
+            s = raw.strip()
+            if s and (ITEM_RE.match(raw) or s.startswith("#") or FOOTER_RE.match(s)):
+                break
+            if s.startswith(">") and LINK_NOTE_RE.search(s) and not raw.startswith((" ", "\t")):
+                break
+            body.append((j + 1, raw))
+            j += 1
+        fields, summary = self._item_body(body)
+        return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary)}), j
+
+    def _item_head(self, head: str, ln: int) -> dict:
+        arxiv = venue = None
+        rest = head
+        while True:
+            m = PREFIX_RE.match(rest)
+            if not m:
+                break
+            p = m.group(1).strip()
+            if ARXIV_RE.match(p) and arxiv is None:
+                arxiv = p
+            elif venue is None and not ARXIV_RE.match(p):
+                venue = p
+            else:
+                break
+            rest = rest[m.end():]
+        nodes = self.inline(rest, ln)
+        url: str | None = None
+        if nodes and isinstance(nodes[0], Link):
+            title_nodes, url, extra = nodes[0].children, nodes[0].url, nodes[1:]
+        else:
+            k = next((x for x, nd in enumerate(nodes) if isinstance(nd, Link)), len(nodes))
+            title_nodes, extra = nodes[:k], nodes[k:]
+        if not extra or all(isinstance(e, Text) and not e.text.strip() for e in extra):
+            extra = ()
+        title = plain_text(title_nodes).strip()
+        if not title:
+            if url:
+                raise self.error(ln, f"item has no title text: '[]({url})' — write the title inside the brackets")
+            raise self.error(ln, "item has no title text: write '- [title | source](url)'")
+        source = None
+        sm = SOURCE_RE.match(title)
+        if sm:
+            title, source = sm.group("title").strip(), sm.group("source").strip()
+        repo = None
+        rm = REPO_RE.match(title)
+        if rm:
+            repo, title = rm.group(1), rm.group(2).strip()
+        return dict(title=title, url=url, source=source, arxiv=arxiv, venue=venue, repo=repo,
+                    extra=tuple(extra), line=ln)
+
+    def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block]]:
+        fields: list[Field] = []
+        summary: list[Block] = []
+        started = False
+        k = 0
+        while k < len(body):
+            ln, raw = body[k]
+            s = raw.strip()
+            if not s:
+                k += 1
+                continue
+            if FENCE_RE.match(raw):
+                fence = FENCE_RE.match(raw).group(1)
+                run = [raw]
+                k += 1
+                while k < len(body):
+                    run.append(body[k][1])
+                    k += 1
+                    if body[k - 1][1].strip().startswith(fence) and len(run) > 1:
+                        break
+                else:
+                    if not run[-1].strip().startswith(fence) or len(run) == 1:
+                        raise self.error(ln, f"code block opened with {fence} is never closed")
+                summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
+                started = True
+                continue
+            if LIST_LINE_RE.match(raw) or (raw[:1] in (" ", "\t") and summary and isinstance(summary[-1], ListBlock)):
+                run, first = [], ln
+                while k < len(body):
+                    r = body[k][1]
+                    if not r.strip():
+                        # blank: the list goes on only if an indented/list line follows
+                        nxt = next((b for b in body[k + 1:] if b[1].strip()), None)
+                        if nxt and (LIST_LINE_RE.match(nxt[1]) or nxt[1][:1] in (" ", "\t")):
+                            run.append("")
+                            k += 1
+                            continue
+                        break
+                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t")):
+                        break
+                    run.append(r.replace("–", "-", 1) if r.lstrip().startswith("–") else r)
+                    k += 1
+                summary.extend(parse_blocks(run, first_line=first, file=self.file, conv=self.conv))
+                started = True
+                continue
+            if s.startswith(">"):
+                q = [s[1:].strip()]
+                k += 1
+                while k < len(body) and body[k][1].strip().startswith(">"):
+                    q.append(body[k][1].strip()[1:].strip())
+                    k += 1
+                summary.append(Quote(tuple(Paragraph(self.inline(t, ln), ln) for t in q if t), ln))
+                started = True
+                continue
+            sm = SUMMARY_RE.match(s)
+            if sm:
+                started = True
+                if sm.group(1).strip():
+                    summary.append(Paragraph(self.inline(sm.group(1).strip(), ln), ln))
+                k += 1
+                continue
+            fm = FIELD_RE.match(s)
+            if fm and not started:
+                fields.append(Field(fm.group("label"), self.inline(fm.group("value").strip(), ln), ln))
+                k += 1
+                continue
+            summary.append(Paragraph(self.inline(s, ln), ln))
+            started = True
+            k += 1
+        return fields, summary
+
+    # -- warnings about the whole issue ----------------------------------------------------
+
+    def _lint(self, issue: Issue) -> None:
+        if issue.lead:
+            text = plain_text(issue.lead[0].children)
+            m = LEAD_COUNT_RE.search(text)
+            if m and int(m.group(1)) != issue.item_count:
+                self.warn(
+                    issue.lead[0].line,
+                    f"the 导读 says {m.group(0)} but the sections hold {issue.item_count} items",
+                )
+        # An item repeating its own URL (title link and 链接：) is house style; the same URL in two
+        # different items or briefs is a story that runs twice.
+        seen: dict[str, tuple[int, int]] = {}
+        for url, line, scope in _urls_with_lines(issue):
+            key = url.rstrip("/")
+            if key in seen and seen[key][1] != scope:
+                self.warn(line, f"the same URL appears twice in this issue (first on line {seen[key][0]}): {url}")
+            else:
+                seen.setdefault(key, (line, scope))
+
+
+def _urls_with_lines(issue: Issue):
+    """(url, line, scope) for every link in the issue, in document order; scope numbers the
+    item, brief or paragraph the link belongs to."""
+    from .model import iter_links
+
+    def walk_blocks(blocks, fallback):
+        for b in blocks:
+            if isinstance(b, Paragraph):
+                for link in iter_links(b.children):
+                    yield _target(link), b.line or fallback
+            elif isinstance(b, ListBlock):
+                for it in b.items:
+                    yield from walk_blocks(it.blocks, it.line or b.line)
+            elif isinstance(b, ListItem | Quote):
+                yield from walk_blocks(b.blocks, b.line or fallback)
+
+    scope = 0
+    for para in issue.lead + issue.notes:
+        scope += 1
+        for url, line in walk_blocks((para,), 1):
+            yield url, line, scope
+    for brief in issue.warmup:
+        scope += 1
+        for link in iter_links(brief.content):
+            yield _target(link), brief.line, scope
+    for section in issue.sections:
+        scope += 1
+        for link in iter_links(section.note):
+            yield _target(link), section.line, scope
+        for item in section.items:
+            scope += 1
+            if item.url:
+                yield item.url, item.line, scope
+            for link in iter_links(item.extra):
+                yield _target(link), item.line, scope
+            for f in item.fields:
+                for link in iter_links(f.value):
+                    yield _target(link), f.line, scope
+            for url, line in walk_blocks(item.summary, item.line):
+                yield url, line, scope
+
+
+def _target(link) -> str:
+    return getattr(link, "url", None) or getattr(link, "src", "")
+
+
+def urls_with_lines(issue: Issue) -> list[tuple[str, int]]:
+    """Every URL of an issue with the source line it is on (for checks and reports)."""
+    return [(url, line) for url, line, _ in _urls_with_lines(issue)]
+
+
+def decode(data: bytes, file: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceError(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded; "
+            "save the file as UTF-8",
+            file=file,
+            line=line,
+        ) from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise SourceError("not an issue: the file contains NUL bytes (a binary file?)", file=file, line=line)
+    return text
+
+
+def parse_issue(text: str, file: str = "<issue>") -> ReadResult:
+    """Parse canonical source text; raises SourceError (with file and line) on bad input."""
+    try:
+        return _Reader(text, file).read()
+    except SourceError:
+        raise
+    except RecursionError:
+        raise SourceError("the Markdown nests too deeply to read", file=file, line=1) from None
+
+
+def read_issue(path: str | Path) -> ReadResult:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SourceError("no such file", file=str(path)) from None
+    except IsADirectoryError:
+        raise SourceError("is a folder, not an issue file", file=str(path)) from None
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    return parse_issue(decode(data, str(path)), str(path))
+
+
+__all__ = ["ReadResult", "parse_issue", "read_issue", "decode", "urls_with_lines", "FRONT_MATTER_KEYS"]

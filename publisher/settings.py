@@ -1,0 +1,148 @@
+"""Configuration: the built-in defaults (config/default.toml) overlaid by the project's file.
+
+Validated on load: an unknown table or key, or a value of the wrong kind, is an error naming the
+file and the key. The defaults double as the schema: every key's type is its default's type.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_FILENAME = "publisher.toml"
+ENV_CONFIG = "PUBLISHER_CONFIG"
+
+# Keys whose value is a file system path, resolved against the directory of the file that set it.
+PATH_KEYS = {
+    ("paths", "issues"),
+    ("paths", "out"),
+    ("paths", "ledger"),
+    ("paths", "templates"),
+    ("github", "repo_path"),
+    ("email", "subscribers_db"),
+    ("schedule", "jobstore"),
+    ("outbox", "path"),
+    ("newsletter", "qr_image"),
+}
+
+
+def _default_text() -> str:
+    return resources.files("publisher.defaults").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration; `settings["email"]["from_address"]`."""
+
+    data: Mapping[str, Mapping[str, Any]]
+    file: Path | None = None  # the project's config file, if any
+    root: Path = field(default_factory=Path.cwd)  # directory relative paths are resolved against
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
+        return self.data[section]
+
+    def where(self) -> str:
+        return str(self.file) if self.file else f"{CONFIG_FILENAME} (not found; built-in defaults in use)"
+
+    def path(self, section: str, key: str) -> Path | None:
+        """A path-valued key, resolved; None when empty."""
+        value = self.data[section][key]
+        return Path(value) if value else None
+
+    def require(self, section: str, key: str, why: str = "") -> Any:
+        """A value that must be set for the operation at hand, else a ConfigError saying where."""
+        value = self.data[section][key]
+        if value in ("", None, [], 0) and not isinstance(value, bool):
+            reason = f" ({why})" if why else ""
+            raise ConfigError(f"[{section}] {key} is not set{reason}: set it in {self.where()}")
+        return value
+
+    def secret(self, section: str, key: str) -> str:
+        """The secret held in the environment variable that `[section] key` names."""
+        var = self.require(section, key)
+        value = os.environ.get(var, "")
+        if not value:
+            raise ConfigError(
+                f"environment variable {var} is empty or unset; it holds the secret named by "
+                f"[{section}] {key} in {self.where()}: export {var}=…"
+            )
+        return value
+
+    @property
+    def enabled_channels(self) -> list[str]:
+        return list(self.data["channels"]["enabled"])
+
+
+def _merge(base: dict, override: Mapping, *, file: Path, root: Path) -> None:
+    for section, table in override.items():
+        if section not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{file}: unknown table [{section}]; known tables: {known}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{file}: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in base[section]:
+                known = ", ".join(sorted(base[section]))
+                raise ConfigError(f"{file}: unknown key [{section}] {key}; keys of [{section}]: {known}")
+            default = base[section][key]
+            ok = type(value) is type(default) or (isinstance(default, float) and type(value) is int)
+            if not ok:
+                raise ConfigError(
+                    f"{file}: [{section}] {key} must be {_kind(default)}, got {value!r}"
+                )
+            if (section, key) in PATH_KEYS and value:
+                value = str((root / Path(value).expanduser()).resolve())
+            base[section][key] = value
+
+
+def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) -> Settings:
+    """Load defaults, then `path` (or $PUBLISHER_CONFIG, or ./publisher.toml when present)."""
+    cwd = cwd or Path.cwd()
+    data = tomllib.loads(_default_text())
+    # defaults' relative paths are relative to the working directory
+    for section, key in PATH_KEYS:
+        if data[section][key]:
+            data[section][key] = str((cwd / data[section][key]).resolve())
+
+    file: Path | None = None
+    if path is None and os.environ.get(ENV_CONFIG):
+        path = os.environ[ENV_CONFIG]
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist")
+    elif (cwd / CONFIG_FILENAME).is_file():
+        file = cwd / CONFIG_FILENAME
+
+    root = cwd
+    if file is not None:
+        root = file.resolve().parent
+        try:
+            override = tomllib.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+        _merge(data, override, file=file, root=root)
+        # defaults' relative paths follow the project file's directory
+        defaults = tomllib.loads(_default_text())
+        for section, key in PATH_KEYS:
+            if key not in override.get(section, {}) and defaults[section][key]:
+                data[section][key] = str((root / defaults[section][key]).resolve())
+
+    unknown = [c for c in data["channels"]["enabled"] if not isinstance(c, str)]
+    if unknown:
+        raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")
+    return Settings(data=data, file=file, root=root)

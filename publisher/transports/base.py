@@ -1,0 +1,49 @@
+"""The transport contract: a Rendition goes out to its platform; the result goes to the ledger.
+
+A transport never re-renders. It receives the rendition, the ledger (for its own bookkeeping,
+e.g. per-recipient sends or cached uploads) and options, and returns a PushResult; it raises
+TransportError when the push could not complete (the ledger then records the channel as failed,
+and a re-run picks up where it stopped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from publisher.channels.base import Rendition
+from publisher.ledger import Ledger
+from publisher.model import Issue
+from publisher.settings import Settings
+
+
+@dataclass(frozen=True)
+class PushContext:
+    settings: Settings
+    ledger: Ledger
+    issue: Issue
+    dry_run: bool = False
+    force: bool = False
+    # channel-specific options from the command line, e.g. {"to": "a@b.c"} for email,
+    # {"publish": True, "new_draft": False} for wechat
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # where to report progress (a callable taking done, total); None = silent
+    progress: Any = None
+
+
+@dataclass(frozen=True)
+class PushResult:
+    remote_id: str | None = None
+    url: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""  # one line for the terminal
+
+
+class Transport:
+    """Base of every transport; `channel` names the channel whose renditions it carries."""
+
+    channel: ClassVar[str]
+
+    def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests that read ../shared skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("PUBLISHER_SHARED", ROOT.parent / "shared"))
+CORPUS = SHARED / "corpus"
+SEEDS = SHARED / "seeds"
+ORACLE = SHARED / "tools" / "oracle.py"
+EXAMPLES = ROOT / "examples"
+
+requires_shared = pytest.mark.skipif(
+    not CORPUS.is_dir(), reason=f"reference material not found at {SHARED} (clone the project beside shared/)"
+)
+
+
+def corpus_files() -> list[Path]:
+    return sorted(CORPUS.glob("*.md")) if CORPUS.is_dir() else []
+
+
+def seed(prefix: str) -> Path:
+    matches = sorted(SEEDS.glob(f"{prefix}_*.txt"))
+    if not matches:
+        pytest.skip(f"seed {prefix} not found in {SEEDS}")
+    return matches[0]
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"reference corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def imported_corpus(tmp_path_factory) -> Path:
+    """The whole corpus imported as canonical sources (an issues folder)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"reference corpus not found at {CORPUS}")
+    from publisher.legacy import import_file
+
+    out = tmp_path_factory.mktemp("issues")
+    for path in corpus_files():
+        import_file(path, out)
+    return out
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project folder with a publisher.toml pointing at its own issues/ and ledger."""
+    (tmp_path / "issues").mkdir()
+    (tmp_path / "publisher.toml").write_text(
+        '[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n', encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    return tmp_path
