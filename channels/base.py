@@ -27,11 +27,23 @@ ENTRY_POINT_GROUP = "publisher.channels"
 
 @dataclass(frozen=True)
 class LocalImage:
-    """An image file the rendition references by `ref` (as written in the body)."""
+    """An image the rendition references by `ref` (exactly as written in the body).
+
+    Either `path` (a file next to the issue) or `data` (bytes the channel generated in memory,
+    e.g. the QR code made with segno) is set. Transports upload or copy it and replace `ref`.
+    """
 
     ref: str
-    path: Path
+    path: Path | None = None
     role: str = "inline"  # "inline", "cover" or "qr"
+    data: bytes | None = None
+    media_type: str = "image/png"
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,19 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
         _atomic_write(p, data)
         written.append(p)
     for image in rendition.images:
-        if image.path.is_file() and not re.match(r"^[a-z]+://", image.ref):
-            target = out_dir / image.ref
-            if target.resolve() != image.path.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image.path, target)
-                written.append(target)
+        if re.match(r"^[a-z]+://", image.ref) or image.ref.startswith("/"):
+            continue
+        target = out_dir / image.ref
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if image.data is not None:
+            _atomic_write(target, image.data)
+        elif image.path is not None and image.path.is_file():
+            if target.resolve() == image.path.resolve():
+                continue
+            shutil.copyfile(image.path, target)
+        else:
+            continue
+        written.append(target)
     return written
 
 
