@@ -53,6 +53,7 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
                 i = j + 1
                 break
 
+    license_lines = _license(lines, file, warn)
     date = None
     in_code = False
     for k in range(i, len(lines)):
@@ -109,7 +110,12 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     while body and not body[-1][1].strip():
         body.pop()
 
-    header = ["---", f"date: {date}", "status: ready", "---", ""]
+    # An archive issue with an empty 导读 is a draft that was committed early (seed 001/004).
+    empty_lead = any(re.fullmatch(r">\s*导读\s*[：:]?\s*", raw.strip()) for _, raw in body)
+    status = "draft" if empty_lead else "ready"
+    if empty_lead:
+        warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft")
+    header = ["---", f"date: {date}", f"status: {status}", *license_lines, "---", ""]
     canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
     origin = [1] * len(header) + [ln for ln, _ in body]
 
@@ -124,6 +130,24 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
         warnings.append(Diagnostic(d.level, d.message, file, line))
     warnings.sort(key=lambda d: d.line or 0)
     return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
+
+
+LICENSE_RE = re.compile(
+    r'<a rel="license" href="(?P<url>[^"]+)"><img alt="[^"]*" style="[^"]*" src="(?P<badge>[^"]+)" /></a>'
+    r'<br />本作品采用<a rel="license" href="[^"]+">(?P<name>[^<]+)</a>进行许可'
+)
+DEFAULT_LICENSE_URL = "http://creativecommons.org/licenses/by-sa/4.0/"
+
+
+def _license(lines: list[str], file: str, warn) -> list[str]:
+    """Front-matter lines keeping the footer's license when it is not the usual CC BY-SA 4.0."""
+    for k, raw in enumerate(lines):
+        m = LICENSE_RE.search(raw)
+        if m and m.group("url") != DEFAULT_LICENSE_URL:
+            warn(k + 1, f"this issue was published under {m.group('name')}: kept as its license in the front matter")
+            return ["license:", f"  name: {m.group('name')}", f"  url: {m.group('url')}",
+                    f"  badge: {m.group('badge')}"]
+    return []
 
 
 def _rest_is_footer(lines: list[str], k: int) -> bool:

@@ -6,8 +6,10 @@ here names it. Link targets are checked here, once, for every channel.
 
 from __future__ import annotations
 
+import html
 import re
 import textwrap
+import urllib.parse
 
 import mistune
 
@@ -42,7 +44,8 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 
 def check_url(url: str, *, file: str | None, line: int) -> str:
     """Return the URL if its scheme is safe, else raise a SourceError naming the line."""
-    squashed = _CONTROL.sub("", url)
+    # Check what a browser might see: entities and %-escapes decoded, control characters gone.
+    squashed = _CONTROL.sub("", urllib.parse.unquote(html.unescape(url)))
     m = _SCHEME.match(squashed)
     if m and m.group(1).lower() not in SAFE_SCHEMES:
         raise SourceError(

@@ -159,6 +159,15 @@ Status = Literal["draft", "ready"]
 
 
 @dataclass(frozen=True)
+class License:
+    """The license an issue was published under, when it differs from the configured one."""
+
+    name: str
+    url: str
+    badge: str = ""
+
+
+@dataclass(frozen=True)
 class Issue:
     date: dt.date
     title: str  # the title line as written, without '# '
@@ -176,6 +185,7 @@ class Issue:
     cover: str | None = None
     digest: str | None = None
     author: str | None = None
+    license: License | None = None
     source_path: str | None = field(default=None, compare=False)
 
     @property

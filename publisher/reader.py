@@ -23,6 +23,7 @@ from .model import (
     CodeBlock,
     Field,
     Issue,
+    License,
     Item,
     Link,
     ListBlock,
@@ -44,6 +45,7 @@ FRONT_MATTER_KEYS = {
     "cover": "cover image path (relative to the issue file) or URL",
     "author": "the author's name",
     "tagline": "the line under the title (default: the bold line in the body)",
+    "license": "{name, url, badge} when this issue's license differs from [newsletter] license_*",
 }
 
 TITLE_RE = re.compile(
@@ -64,6 +66,17 @@ FENCE_RE = re.compile(r"^\s*(```|~~~)")
 FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
 # The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
 LINK_NOTE_RE = re.compile(r"个别链接打不开")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates stay text and are validated here, so a
+    bad date is our error with its line, not a crash inside the YAML library."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 @dataclass
@@ -103,7 +116,9 @@ class _Reader:
             raise self.error(1, "front matter opened with '---' is never closed with '---'")
         raw = "\n".join(self.lines[1:end])
         try:
-            data = yaml.safe_load(raw) if raw.strip() else {}
+            data = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else {}
+        except (ValueError, TypeError) as exc:
+            raise self.error(2, f"front matter cannot be read: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = (mark.line + 2) if mark is not None else 1
@@ -282,6 +297,15 @@ class _Reader:
         for key in ("digest", "cover", "author", "tagline"):
             if key in meta and meta[key] is not None and not isinstance(meta[key], str):
                 raise self.error(key_lines.get(key, 1), f"{key} must be text, not {meta[key]!r}")
+        license = None
+        if meta.get("license") is not None:
+            lic = meta["license"]
+            if not isinstance(lic, dict) or not {"name", "url"} <= set(lic) or set(lic) - {"name", "url", "badge"}:
+                raise self.error(key_lines.get("license", 1), "license must have name and url (and optionally badge)")
+            from .markdown import check_url as _check
+
+            _check(str(lic["url"]), file=self.file, line=key_lines.get("license", 1))
+            license = License(str(lic["name"]), str(lic["url"]), str(lic.get("badge") or ""))
         if meta.get("cover"):
             from .markdown import check_url
 
@@ -304,6 +328,7 @@ class _Reader:
             cover=meta.get("cover") or None,
             digest=(meta.get("digest") or "").strip() or None,
             author=meta.get("author") or None,
+            license=license,
             source_path=self.file,
         )
         self._lint(issue)
@@ -444,9 +469,22 @@ class _Reader:
         body: list[tuple[int, str]] = []
         j = i + 1
         lines = self.lines
+        fence: str | None = None
         while j < len(lines):
             raw = lines[j]
             s = raw.strip()
+            if fence:  # inside a code block nothing ends the item
+                if s.startswith(fence):
+                    fence = None
+                body.append((j + 1, raw))
+                j += 1
+                continue
+            fm = FENCE_RE.match(raw)
+            if fm:
+                fence = fm.group(1)
+                body.append((j + 1, raw))
+                j += 1
+                continue
             if s and (ITEM_RE.match(raw) or s.startswith("#") or FOOTER_RE.match(s)):
                 break
             if s.startswith(">") and LINK_NOTE_RE.search(s) and not raw.startswith((" ", "\t")):
@@ -511,14 +549,15 @@ class _Reader:
                 fence = FENCE_RE.match(raw).group(1)
                 run = [raw]
                 k += 1
+                closed = False
                 while k < len(body):
                     run.append(body[k][1])
                     k += 1
-                    if body[k - 1][1].strip().startswith(fence) and len(run) > 1:
+                    if run[-1].strip().startswith(fence):
+                        closed = True
                         break
-                else:
-                    if not run[-1].strip().startswith(fence) or len(run) == 1:
-                        raise self.error(ln, f"code block opened with {fence} is never closed")
+                if not closed:
+                    raise self.error(ln, f"code block opened with {fence} is never closed")
                 summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
                 started = True
                 continue

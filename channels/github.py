@@ -1,0 +1,75 @@
+"""GitHub archive (Jekyll Markdown), exactly in the house style of the published archive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from publisher.channels.base import PastIssue
+from publisher.model import Issue
+
+from .markdown_writer import MarkdownWriter, TemplateChannel
+
+CALENDAR_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class CalendarCell:
+    """One cell of the 往期回顾 calendar: an issue (label + link) or padding (link None)."""
+
+    label: str
+    link: str | None = None
+
+
+@dataclass(frozen=True)
+class CalendarYear:
+    year: int
+    rows: tuple[tuple[CalendarCell, ...], ...]
+
+    @property
+    def digits(self) -> tuple[str, ...]:
+        """The year as the header row writes it, one digit a cell: 2, 0, 2, 0."""
+        return tuple(str(self.year))
+
+
+def calendar(archive: Iterable[PastIssue], link_pattern: str, columns: int = CALENDAR_COLUMNS) -> list[CalendarYear]:
+    """The archive as year blocks of `columns` cells a row, newest first.
+
+    The newest year is padded with '-' at its start, so the oldest issue of the year closes its
+    last row and each new issue fills the first row from the right; older (complete) years end
+    with empty cells.
+    """
+    entries = sorted(archive, key=lambda p: p.date, reverse=True)
+    years: list[CalendarYear] = []
+    for k, (year, group) in enumerate(groupby(entries, key=lambda p: p.date.year)):
+        cells = [CalendarCell(p.slug, link_pattern.format(date=p.slug)) for p in group]
+        missing = -len(cells) % columns
+        if k == 0:
+            cells = [CalendarCell("-")] * missing + cells
+        else:
+            cells = cells + [CalendarCell("")] * missing
+        rows = tuple(tuple(cells[i : i + columns]) for i in range(0, len(cells), columns))
+        years.append(CalendarYear(year, rows))
+    return years
+
+
+class GitHubChannel(TemplateChannel):
+    name = "github"
+    media_type = "text/markdown"
+    extension = ".md"
+    template = "github/issue.md"
+    writer_class = MarkdownWriter
+
+    def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
+        gh = self.settings["github"]
+        # the archive as of this issue: every issue up to and including it
+        upto: list[PastIssue] = [p for p in self.ctx.archive if p.date <= issue.date]
+        if not any(p.date == issue.date for p in upto):
+            upto.append(PastIssue(issue.date, f"{issue.brand} ({issue.slug})"))
+        return {
+            "calendar": calendar(upto, gh["past_issue_link"]),
+            "calendar_columns": CALENDAR_COLUMNS,
+            "qr_images": [gh["qr_path"]] if gh["qr_path"] else [],
+        }

@@ -1,0 +1,380 @@
+"""The model → HTML visitor the HTML channels share (WeChat, email).
+
+One class walks every inline and block node of `publisher.model` and dispatches on the node's
+type; a node type it does not know raises `UnknownNodeError` instead of being dropped. What
+differs between channels is a parameter, not a copy of the walk:
+
+- `styles`: tag → inline CSS. WeChat keeps only inline `style` attributes, so it passes a
+  (compact) table here; email passes nothing and styles by its stylesheet, which premailer
+  inlines later.
+- `references`: when given, external links become numbered references `[n]` (WeChat, where
+  external links do not work) collected for a 参考资料 list; `keep_link(url)` decides which
+  links stay real links (mp.weixin.qq.com).
+- `max_list_depth`: deeper lists are flattened into the deepest allowed level, content kept.
+- `preserve_code`: code blocks keep newlines and runs of spaces as `<br>` and `&nbsp;` for
+  editors that collapse whitespace inside `<pre>`.
+- `image_src`: maps an image's src to the src written in the HTML (or None to turn the image
+  into a reference); channels use it to collect local images.
+
+Every piece of user-written text goes through `markupsafe.escape`.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markupsafe import Markup, escape
+from publisher.channels.base import LocalImage
+
+from publisher.errors import ConfigError, SourceError
+from publisher.model import (
+    Brief,
+    Code,
+    CodeBlock,
+    Emphasis,
+    Field,
+    Image,
+    Inline,
+    Issue,
+    Item,
+    LineBreak,
+    Link,
+    ListBlock,
+    ListItem,
+    Paragraph,
+    Quote,
+    SoftBreak,
+    Strong,
+    Text,
+    plain_text,
+)
+from publisher.settings import Settings
+
+
+class UnknownNodeError(TypeError):
+    """A node type the HTML writer has no rule for: a programming error, never dropped silently."""
+
+
+@dataclass
+class References:
+    """Numbered references: one number per distinct URL, in order of first use."""
+
+    numbers: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def number(self, url: str, label: str = "") -> int:
+        if url not in self.numbers:
+            self.numbers[url] = len(self.numbers) + 1
+            self.labels[url] = label
+        elif label and not self.labels[url]:
+            self.labels[url] = label
+        return self.numbers[url]
+
+    def entries(self) -> list[tuple[int, str, str]]:
+        """(number, url, label) in numbering order."""
+        return [(n, url, self.labels[url]) for url, n in self.numbers.items()]
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+def _attr(value: str) -> str:
+    return str(escape(value))
+
+
+class HtmlWriter:
+    def __init__(
+        self,
+        *,
+        styles: Mapping[str, str] | None = None,
+        references: References | None = None,
+        keep_link: Callable[[str], bool] = lambda url: True,
+        max_list_depth: int | None = None,
+        preserve_code: bool = False,
+        image_src: Callable[[Image], str | None] = lambda image: image.src,
+        ref_format: str = "[{n}]",
+    ):
+        self.styles = dict(styles or {})
+        self.references = references
+        self.keep_link = keep_link
+        self.max_list_depth = max_list_depth
+        self.preserve_code = preserve_code
+        self.image_src = image_src
+        self.ref_format = ref_format
+        self._inline_rules: dict[type, Callable[[object], str]] = {
+            Text: self.text,
+            Code: self.code,
+            Strong: self.strong,
+            Emphasis: self.emphasis,
+            Link: self.link,
+            Image: self.image,
+            LineBreak: self.line_break,
+            SoftBreak: self.soft_break,
+        }
+        self._block_rules: dict[type, Callable[[object, int], str]] = {
+            Paragraph: self.paragraph,
+            ListBlock: self.list_block,
+            CodeBlock: self.code_block,
+            Quote: self.quote,
+        }
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def open(self, tag: str, extra: str = "") -> str:
+        """`<tag style="…">` with the channel's style for that tag (if any)."""
+        style = self.styles.get(tag, "")
+        if extra:
+            style = f"{style};{extra}" if style else extra
+        return f'<{tag} style="{_attr(style)}">' if style else f"<{tag}>"
+
+    def ref_mark(self, url: str, label: str = "") -> str:
+        assert self.references is not None
+        n = self.references.number(url, label)
+        return self.open("sup") + _attr(self.ref_format.format(n=n)) + "</sup>"
+
+    # -- inlines ---------------------------------------------------------------------------
+
+    def inline(self, node: object) -> str:
+        rule = self._inline_rules.get(type(node))
+        if rule is None:
+            raise UnknownNodeError(f"HTML writer: unknown inline node type {type(node).__name__}")
+        return rule(node)
+
+    def inlines(self, nodes: Iterable[Inline]) -> str:
+        return "".join(self.inline(n) for n in nodes)
+
+    def text(self, node: Text) -> str:
+        return str(escape(node.text))
+
+    def code(self, node: Code) -> str:
+        return self.open("code") + str(escape(node.text)) + "</code>"
+
+    def strong(self, node: Strong) -> str:
+        return self.open("strong") + self.inlines(node.children) + "</strong>"
+
+    def emphasis(self, node: Emphasis) -> str:
+        return self.open("em") + self.inlines(node.children) + "</em>"
+
+    def link(self, node: Link) -> str:
+        inner = self.inlines(node.children)
+        url = node.url
+        if not url:
+            return inner
+        if self.references is not None and not self.keep_link(url):
+            label = plain_text(node.children)
+            # a bare URL (its text is the URL itself) shows once, followed by its number
+            return inner + self.ref_mark(url, "" if label.strip() == url else label)
+        if not inner:
+            inner = str(escape(url))
+        title = f' title="{_attr(node.title)}"' if node.title else ""
+        style = self.styles.get("a", "")
+        style_attr = f' style="{_attr(style)}"' if style else ""
+        return f'<a href="{_attr(url)}"{title}{style_attr}>{inner}</a>'
+
+    def image(self, node: Image) -> str:
+        src = self.image_src(node)
+        if src is None:
+            # an image the platform cannot show (e.g. an external URL on WeChat): a reference
+            if self.references is None:
+                return str(escape(node.alt or node.src))
+            text = f"[{node.alt}]" if node.alt else ""
+            return str(escape(text)) + self.ref_mark(node.src, node.alt)
+        title = f' title="{_attr(node.title)}"' if node.title else ""
+        style = self.styles.get("img", "")
+        style_attr = f' style="{_attr(style)}"' if style else ""
+        return f'<img src="{_attr(src)}" alt="{_attr(node.alt)}"{title}{style_attr}>'
+
+    def line_break(self, node: LineBreak) -> str:
+        return "<br>"
+
+    def soft_break(self, node: SoftBreak) -> str:
+        return "\n"
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def block(self, node: object, depth: int = 0) -> str:
+        rule = self._block_rules.get(type(node))
+        if rule is None:
+            raise UnknownNodeError(f"HTML writer: unknown block node type {type(node).__name__}")
+        return rule(node, depth)
+
+    def blocks(self, nodes: Iterable[object], depth: int = 0) -> str:
+        return "".join(self.block(n, depth) for n in nodes)
+
+    # Internally everything is str (already escaped HTML); `html()` marks a result safe for Jinja2.
+    # (Mixing str and Markup would escape the str side a second time.)
+    @staticmethod
+    def html(fragment: str) -> Markup:
+        return Markup(fragment)
+
+    def paragraph(self, node: Paragraph, depth: int = 0) -> str:
+        return self.open("p") + self.inlines(node.children) + "</p>"
+
+    def list_block(self, node: ListBlock, depth: int = 0) -> str:
+        if self.max_list_depth is not None and depth >= self.max_list_depth:
+            # too deep for the platform: flatten into the enclosing item, content kept
+            return self._flattened(node)
+        tag = "ol" if node.ordered else "ul"
+        start = f' start="{node.start}"' if node.ordered and node.start != 1 else ""
+        style = self.styles.get(tag, "")
+        out = [f'<{tag}{start} style="{_attr(style)}">' if style else f"<{tag}{start}>"]
+        for item in node.items:
+            out.append(self.list_item(item, depth + 1))
+        out.append(f"</{tag}>")
+        return "".join(out)
+
+    def list_item(self, node: ListItem, depth: int) -> str:
+        if not isinstance(node, ListItem):
+            raise UnknownNodeError(f"HTML writer: unknown list item node type {type(node).__name__}")
+        # a list item holding one paragraph is written tight, without <p>
+        if len(node.blocks) >= 1 and isinstance(node.blocks[0], Paragraph):
+            head = str(self.inlines(node.blocks[0].children))
+            rest = node.blocks[1:]
+        else:
+            head, rest = "", node.blocks
+        return self.open("li") + head + self.blocks(rest, depth) + "</li>"
+
+    def _flattened(self, node: ListBlock) -> str:
+        """A list past the depth limit as lines `marker text` separated by <br>."""
+        lines: list[str] = []
+        for i, item in enumerate(node.items):
+            marker = f"{node.start + i}. " if node.ordered else "- "
+            parts: list[str] = []
+            for block in item.blocks:
+                if isinstance(block, Paragraph):
+                    parts.append(str(self.inlines(block.children)))
+                elif isinstance(block, ListBlock):
+                    parts.append(self._flattened(block))
+                else:
+                    parts.append(self.block(block, self.max_list_depth or 0))
+            lines.append(str(escape(marker)) + "<br>".join(p for p in parts if p))
+        return "<br>" + "<br>".join(lines)
+
+    def code_block(self, node: CodeBlock, depth: int = 0) -> str:
+        text = node.text
+        if self.preserve_code:
+            lines = []
+            for line in text.split("\n"):
+                stripped = line.lstrip(" \t")
+                indent = line[: len(line) - len(stripped)].replace("\t", "    ")
+                body = str(escape(stripped))
+                # runs of spaces inside the line: every second one non-breaking
+                body = body.replace("  ", " &nbsp;")
+                lines.append("&nbsp;" * len(indent) + body)
+            inner = "<br>".join(lines)
+        else:
+            inner = str(escape(text))
+        return self.open("pre") + "<code>" + inner + "</code></pre>"
+
+    def quote(self, node: Quote, depth: int = 0) -> str:
+        return self.open("blockquote") + self.blocks(node.blocks, depth) + "</blockquote>"
+
+    # -- issue parts -------------------------------------------------------------------------
+
+    def brief(self, node: Brief) -> Markup:
+        if not isinstance(node, Brief):
+            raise UnknownNodeError(f"HTML writer: expected a Brief, got {type(node).__name__}")
+        return Markup(self.inlines(node.content))
+
+    def field(self, node: Field) -> Markup:
+        if not isinstance(node, Field):
+            raise UnknownNodeError(f"HTML writer: expected a Field, got {type(node).__name__}")
+        return Markup(self.inlines(node.value))
+
+    def item_prefix(self, item: Item) -> str:
+        """The prefixes before the title link: `[2007.02269v2] [CVPR2020] `."""
+        return "".join(f"[{p}] " for p in (item.arxiv, item.venue) if p)
+
+    def item_title(self, item: Item) -> Markup:
+        """The title line of an item: prefixes, the linked display title, extra links."""
+        head = str(escape(self.item_prefix(item)))
+        title = Text(item.display_title)
+        if item.url:
+            head += self.link(Link(item.url, (title,)))
+        else:
+            head += self.text(title)
+        if item.extra:
+            head += " " + self.inlines(item.extra)
+        return Markup(head)
+
+
+# -- helpers the HTML channels share ------------------------------------------------------------
+
+
+def is_remote(src: str) -> bool:
+    return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", src, re.I)) or src.startswith("//")
+
+
+def lead_text(issue: Issue) -> str:
+    """The lead (导读) as one line of plain text."""
+    return " ".join(plain_text(p.children).strip() for p in issue.lead).strip()
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, with an ellipsis when cut."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def local_image(src: str, base_dir: Path | None, issue: Issue, role: str) -> LocalImage:
+    """A LocalImage for an image path written in the issue, relative to the issue's folder."""
+    path = Path(src)
+    if not path.is_absolute():
+        if base_dir is None:
+            raise SourceError(
+                f"image {src!r} is a relative path but the issue has no folder to resolve it against; "
+                "render the issue from its file, or use an absolute path or URL",
+                file=issue.source_path,
+            )
+        path = base_dir / path
+    if not path.is_file():
+        raise SourceError(
+            f"image {src!r} not found (looked for {path}); put the file next to the issue or fix the path",
+            file=issue.source_path,
+        )
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return LocalImage(ref=src, path=path, role=role, media_type=media)
+
+
+def qr_image(settings: Settings) -> LocalImage:
+    """The follow-account QR image: [newsletter] qr_image, else generated from qr_target (PNG)."""
+    news = settings["newsletter"]
+    if news.get("qr_image"):
+        path = Path(news["qr_image"]).expanduser()
+        if not path.is_absolute():
+            path = settings.root / path
+        if not path.is_file():
+            raise ConfigError(
+                f"[newsletter] qr_image: file {path} does not exist (set in {settings.where()}); "
+                "fix the path or leave it empty to generate the QR code from qr_target"
+            )
+        media = mimetypes.guess_type(path.name)[0] or "image/png"
+        return LocalImage(ref=path.name, path=path, role="qr", media_type=media)
+    target = news.get("qr_target") or ""
+    if not target:
+        raise ConfigError(
+            f"[newsletter] qr_target and qr_image are both empty: set one of them in {settings.where()}"
+        )
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(target, error="m").save(buf, kind="png", scale=4, border=2)
+    return LocalImage(ref="qr.png", data=buf.getvalue(), role="qr", media_type="image/png")
+
+
+def format_setting(settings: Settings, section: str, key: str, **values: object) -> str:
+    """`[section] key` formatted with str.format; a bad placeholder is a ConfigError naming it."""
+    template = settings[section][key]
+    try:
+        return str(template).format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        known = ", ".join("{" + k + "}" for k in values)
+        raise ConfigError(
+            f"[{section}] {key} = {template!r}: bad placeholder ({exc}); use only {known} "
+            f"(set in {settings.where()})"
+        ) from None

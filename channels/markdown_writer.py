@@ -1,0 +1,383 @@
+"""Model nodes → house-style Markdown (and plain text), shared by the Markdown/text channels.
+
+A writer is a visitor: every node type has exactly one method, looked up by type. A node type
+without a method is an error (`UnknownNodeError`), never silently dropped text.
+
+The writers turn pieces of an issue (inline runs, blocks, briefs, items) into text; the page
+around them — title, headings, link note, footer — is laid out by each channel's templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import jinja2
+
+from publisher.channels.base import Channel, LocalImage, Rendition
+from publisher.errors import ConfigError, SourceError
+
+from publisher.model import (
+    Block,
+    Brief,
+    Code,
+    CodeBlock,
+    Emphasis,
+    Field,
+    Image,
+    Inline,
+    Issue,
+    Item,
+    LineBreak,
+    Link,
+    ListBlock,
+    ListItem,
+    Paragraph,
+    Quote,
+    SoftBreak,
+    Strong,
+    Text,
+    iter_links,
+)
+
+# The label written before an item's summary, and the colon every labelled line uses.
+SUMMARY_LABEL = "摘要"
+COLON = "："
+
+
+class UnknownNodeError(TypeError):
+    """A node type the writer has no method for (a programming error, not a user error)."""
+
+    def __init__(self, writer: object, node: object):
+        super().__init__(
+            f"{type(writer).__name__} cannot write a {type(node).__name__} node; "
+            "add a method for it instead of dropping its text"
+        )
+
+
+class MarkdownWriter:
+    """House-style Markdown: `- [title | source](url)`, labelled field lines, `摘要：` lines.
+
+    `hard_break` ends each line of a multi-line item (fields, summary lines) so Markdown
+    renderers keep the line breaks; the GitHub archive writes two spaces, like its editors.
+    `list_indent` indents a list inside an item's summary (the archive uses four spaces).
+    """
+
+    hard_break = "  "
+    list_indent = "    "
+
+    def __init__(self) -> None:
+        self._inline: dict[type, Callable[[Any], str]] = {
+            Text: self.text,
+            Code: self.code,
+            Strong: self.strong,
+            Emphasis: self.emphasis,
+            Link: self.link,
+            Image: self.image,
+            LineBreak: self.line_break,
+            SoftBreak: self.soft_break,
+        }
+        self._block: dict[type, Callable[[Any], list[str]]] = {
+            Paragraph: self.paragraph,
+            ListBlock: self.list_block,
+            CodeBlock: self.code_block,
+            Quote: self.quote,
+        }
+
+    # ---- inlines -----------------------------------------------------------------------
+
+    def inline(self, nodes: Iterable[Inline]) -> str:
+        return "".join(self.visit_inline(n) for n in nodes)
+
+    def visit_inline(self, node: object) -> str:
+        method = self._inline.get(type(node))
+        if method is None:
+            raise UnknownNodeError(self, node)
+        return method(node)
+
+    def text(self, node: Text) -> str:
+        return node.text
+
+    def code(self, node: Code) -> str:
+        runs = [len(r) for r in re.findall(r"`+", node.text)]
+        fence = "`" * (max(runs, default=0) + 1)
+        pad = " " if node.text.startswith("`") or node.text.endswith("`") else ""
+        return f"{fence}{pad}{node.text}{pad}{fence}"
+
+    def strong(self, node: Strong) -> str:
+        return f"**{self.inline(node.children)}**"
+
+    def emphasis(self, node: Emphasis) -> str:
+        return f"*{self.inline(node.children)}*"
+
+    def link(self, node: Link) -> str:
+        title = f' "{node.title}"' if node.title else ""
+        return f"[{self.inline(node.children)}]({node.url}{title})"
+
+    def image(self, node: Image) -> str:
+        title = f' "{node.title}"' if node.title else ""
+        return f"![{node.alt}]({node.src}{title})"
+
+    def line_break(self, node: LineBreak) -> str:
+        return "  \n"
+
+    def soft_break(self, node: SoftBreak) -> str:
+        return "\n"
+
+    # ---- blocks (each returns its lines) -------------------------------------------------
+
+    def blocks(self, blocks: Iterable[Block]) -> list[str]:
+        out: list[str] = []
+        for block in blocks:
+            out.extend(self.visit_block(block))
+        return out
+
+    def visit_block(self, node: object) -> list[str]:
+        method = self._block.get(type(node))
+        if method is None:
+            raise UnknownNodeError(self, node)
+        return method(node)
+
+    def paragraph(self, node: Paragraph) -> list[str]:
+        return self.inline(node.children).split("\n")
+
+    def list_block(self, node: ListBlock) -> list[str]:
+        out: list[str] = []
+        for k, item in enumerate(node.items):
+            marker = f"{node.start + k}. " if node.ordered else "- "
+            out.extend(self.list_item(item, marker))
+        return out
+
+    def list_item(self, item: ListItem, marker: str) -> list[str]:
+        if not isinstance(item, ListItem):
+            raise UnknownNodeError(self, item)
+        lines = self.blocks(item.blocks) or [""]
+        pad = " " * len(marker)
+        return [marker + lines[0]] + [(pad + ln) if ln.strip() else "" for ln in lines[1:]]
+
+    def code_block(self, node: CodeBlock) -> list[str]:
+        runs = [len(r) for r in re.findall(r"^`{3,}", node.text, re.M)]
+        fence = "`" * max(3, max(runs, default=0) + 1)
+        return [fence + node.info, *node.text.rstrip("\n").split("\n"), fence]
+
+    def quote(self, node: Quote) -> list[str]:
+        return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
+
+    # ---- issue parts -------------------------------------------------------------------
+
+    def brief(self, brief: Brief) -> str:
+        if not isinstance(brief, Brief):
+            raise UnknownNodeError(self, brief)
+        return self.inline(brief.content)
+
+    def field(self, f: Field) -> str:
+        if not isinstance(f, Field):
+            raise UnknownNodeError(self, f)
+        return f"{f.label}{COLON}{self.inline(f.value)}"
+
+    def item_prefixes(self, item: Item) -> str:
+        return "".join(f"[{p}] " for p in (item.arxiv, item.venue) if p)
+
+    def item_head(self, item: Item) -> str:
+        title = self.escape_link_text(item.display_title)
+        head = f"[{title}]({item.url})" if item.url is not None else title
+        return self.item_prefixes(item) + head + self.inline(item.extra)
+
+    def escape_link_text(self, text: str) -> str:
+        return text.replace("[", r"\[").replace("]", r"\]")
+
+    def summary_lines(self, item: Item) -> list[str]:
+        """`摘要：first paragraph` then one line per further block line (lists indented)."""
+        lines: list[str] = []
+        blocks = list(item.summary)
+        if not blocks:
+            return lines
+        first_is_para = isinstance(blocks[0], Paragraph)
+        if first_is_para:
+            para = self.visit_block(blocks.pop(0))
+            lines.append(f"{SUMMARY_LABEL}{COLON}{para[0]}")
+            lines.extend(para[1:])
+        else:
+            lines.append(f"{SUMMARY_LABEL}{COLON}")
+        for block in blocks:
+            written = self.visit_block(block)
+            if isinstance(block, ListBlock | CodeBlock):
+                written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
+            lines.extend(written)
+        return lines
+
+    def item(self, item: Item) -> str:
+        """One item as a list entry: head line, field lines, summary lines."""
+        if not isinstance(item, Item):
+            raise UnknownNodeError(self, item)
+        lines = [f"- {self.item_head(item)}"]
+        lines += [self.field(f) for f in item.fields]
+        lines += self.summary_lines(item)
+        brk = self.hard_break
+        return "\n".join((ln + brk) if ln.strip() and k < len(lines) - 1 else ln for k, ln in enumerate(lines))
+
+
+class PlainTextWriter(MarkdownWriter):
+    """Plain text: links keep their text, emphasis and code lose their marks, images their
+    address (the alt text stays). Field lines keep the URL text of their links."""
+
+    hard_break = ""
+    list_indent = "    "
+
+    def code(self, node: Code) -> str:
+        return node.text
+
+    def strong(self, node: Strong) -> str:
+        return self.inline(node.children)
+
+    def emphasis(self, node: Emphasis) -> str:
+        return self.inline(node.children)
+
+    def link(self, node: Link) -> str:
+        return self.inline(node.children)
+
+    def image(self, node: Image) -> str:
+        return node.alt
+
+    def line_break(self, node: LineBreak) -> str:
+        return "\n"
+
+    def code_block(self, node: CodeBlock) -> list[str]:
+        return node.text.rstrip("\n").split("\n")
+
+    def quote(self, node: Quote) -> list[str]:
+        return self.blocks(node.blocks)
+
+    def field(self, f: Field) -> str:
+        if not isinstance(f, Field):
+            raise UnknownNodeError(self, f)
+        parts = []
+        for node in f.value:
+            if isinstance(node, Link):
+                text = self.inline(node.children).strip()
+                parts.append(node.url if not text or text == node.url else f"{text} {node.url}")
+            else:
+                parts.append(self.visit_inline(node))
+        return f"{f.label}{COLON}{''.join(parts)}"
+
+    def escape_link_text(self, text: str) -> str:
+        return text
+
+    def item_head(self, item: Item) -> str:
+        return self.item_prefixes(item) + item.display_title + self.inline(item.extra)
+
+
+def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[str]:
+    """The lines of a run of paragraphs (the lead, notes)."""
+    out: list[str] = []
+    for p in paragraphs:
+        out.extend(writer.visit_block(p))
+    return out
+
+
+# ---- the channels built on these writers ---------------------------------------------------
+
+
+class TemplateChannel(Channel):
+    """A channel whose page is a Jinja2 template fed with the issue's parts written by a writer.
+
+    Subclasses name their `template` (looked up in the user's template folder first) and may
+    override `title()` and `extra_context()`; conventions (headings, link notes, footers) live in
+    the templates and brand words in settings["newsletter"].
+    """
+
+    template: ClassVar[str]
+    writer_class: ClassVar[type[MarkdownWriter]] = MarkdownWriter
+    past_limit: ClassVar[int] = 10  # how many past issues the 往期回顾 list shows
+    public_images_only: ClassVar[bool] = False
+
+    # -- overridable -------------------------------------------------------------------------
+
+    def title(self, issue: Issue) -> str:
+        return issue.title
+
+    def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
+        return {}
+
+    # -- the render ----------------------------------------------------------------------
+
+    def render(self, issue: Issue) -> Rendition:
+        writer = self.writer_class()
+        newsletter = self.settings["newsletter"]
+        context = {
+            "issue": issue,
+            "title": self.title(issue),
+            "tagline": issue.tagline or newsletter["tagline"],
+            "lead": lines_of(issue.lead, writer),
+            "notes": lines_of(issue.notes, writer),
+            "warmup_intro": issue.warmup_intro,
+            "warmup": [writer.brief(b) for b in issue.warmup],
+            "sections": [
+                {
+                    "name": s.name,
+                    "note": writer.inline(s.note),
+                    "items": [writer.item(item) for item in s.items],
+                }
+                for s in issue.sections
+            ],
+            "author": issue.author or newsletter["author"],
+            "past": [
+                {"title": p.title, "date": p.slug, "url": newsletter["archive_url"].format(date=p.slug)}
+                for p in self.ctx.past_issues(issue.date, self.past_limit)
+            ],
+            "channel": self.settings.data.get(self.name, {}),
+        }
+        context.update(self.extra_context(issue, writer))
+        try:
+            template = self.ctx.env.get_template(self.template)
+        except jinja2.TemplateNotFound:
+            raise ConfigError(
+                f"channel {self.name}: template {self.template} not found in [paths] templates "
+                f"({self.settings.where()}) nor in the built-in templates"
+            ) from None
+        try:
+            body = template.render(**context)
+        except jinja2.TemplateError as exc:
+            where = getattr(exc, "filename", None) or self.template
+            line = getattr(exc, "lineno", None)
+            raise ConfigError(f"template {where}" + (f" line {line}" if line else "") + f": {exc}") from None
+        body = re.sub(r"\n{4,}", "\n\n\n", body).rstrip("\n") + "\n"
+        images, image_refs = self.images(issue, context)
+        return Rendition(
+            channel=self.name,
+            issue=issue.slug,
+            body=body,
+            media_type=self.media_type,
+            filename=self.filename(issue),
+            metadata={"title": context["title"], "images": image_refs, "author": context["author"]},
+            images=images,
+        )
+
+    def images(self, issue: Issue, context: dict[str, Any]) -> tuple[tuple[LocalImage, ...], list[str]]:
+        """Images of the issue: local ones are handed to the transport; every ref is listed."""
+        local: list[LocalImage] = []
+        refs: list[str] = []
+        for node in iter_links(issue):
+            if not isinstance(node, Image):
+                continue
+            refs.append(node.src)
+            if re.match(r"^https?://", node.src):
+                if self.public_images_only and re.search(r"\s", node.src):
+                    raise SourceError(
+                        f"image {node.src!r} has spaces in its URL, which the {self.name} editor rejects; "
+                        "encode them as %20",
+                        file=issue.source_path,
+                    )
+                continue
+            if self.public_images_only:
+                raise SourceError(
+                    f"image {node.src!r} is not a public http(s) URL; the {self.name} editor only imports "
+                    "images from the web: upload it and use its https:// address",
+                    file=issue.source_path,
+                )
+            base = self.ctx.base_dir
+            local.append(LocalImage(ref=node.src, path=(base / node.src) if base else None))
+        for extra in context.get("qr_images", ()):
+            refs.append(extra)
+        return tuple(local), refs

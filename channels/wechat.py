@@ -1,0 +1,173 @@
+"""WeChat Official Account article: HTML for the editor / draft API.
+
+Every style is inline (the editor keeps no `<style>`, class or id), containers are `<section>`,
+external links become numbered references with a 参考资料 list (they do not work inside WeChat;
+readers go to the archive page through 阅读原文), lists nest at most two levels, code keeps its
+newlines and indentation as `<br>`/`&nbsp;`. The body must stay under 20,000 characters.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from markupsafe import Markup
+from publisher.channels.base import Channel, LocalImage, Rendition
+from publisher.channels.html_writer import (
+    HtmlWriter,
+    References,
+    cut,
+    format_setting,
+    is_remote,
+    lead_text,
+    local_image,
+    qr_image,
+)
+
+from publisher.errors import ConfigError
+from publisher.model import Image, Issue, Paragraph, Text
+
+TEMPLATE = "wechat/article.html"
+STYLES = "wechat/inline-styles.css"
+DIGEST_LIMIT = 128
+TITLE_LIMIT = 32
+CONTENT_LIMIT = 20_000
+LINK_NOTE = "注：个别链接打不开，请点击文末【阅读原文】跳转"
+WECHAT_HOSTS = ("mp.weixin.qq.com",)
+# images served by WeChat itself survive in `content`; other external images are filtered out
+WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn")
+
+_RULE = re.compile(r"([a-z0-9]+)\s*\{([^}]*)\}", re.I)
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def is_wechat_link(url: str) -> bool:
+    host = _host(url)
+    return any(host == h or host.endswith("." + h) for h in WECHAT_HOSTS)
+
+
+def parse_styles(text: str, name: str) -> dict[str, str]:
+    """`tag { declarations }` rules (comments allowed) → {tag: "declarations"}."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    styles: dict[str, str] = {}
+    for tag, decls in _RULE.findall(text):
+        styles[tag.lower()] = ";".join(d.strip() for d in decls.split(";") if d.strip())
+    leftover = _RULE.sub("", text).strip()
+    if leftover:
+        raise ConfigError(f"template {name}: cannot read {leftover[:40]!r}; write rules as `tag {{ a:b;c:d }}`")
+    return styles
+
+
+class WeChatChannel(Channel):
+    name = "wechat"
+    media_type = "text/html"
+    extension = ".html"
+
+    def _styles(self) -> dict[str, str]:
+        env = self.ctx.env
+        source, filename, _ = env.loader.get_source(env, STYLES)
+        return parse_styles(source, filename or STYLES)
+
+    def render(self, issue: Issue) -> Rendition:
+        news = self.settings["newsletter"]
+        images: list[LocalImage] = []
+        seen_refs: set[str] = set()
+
+        def image_src(node: Image) -> str | None:
+            if is_remote(node.src):
+                return node.src if _host(node.src) in WECHAT_IMAGE_HOSTS else None
+            if node.src not in seen_refs:
+                seen_refs.add(node.src)
+                images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
+            return node.src
+
+        refs = References()
+        w = HtmlWriter(
+            styles=self._styles(),
+            references=refs,
+            keep_link=is_wechat_link,
+            max_list_depth=2,
+            preserve_code=True,
+            image_src=image_src,
+        )
+        sections = []
+        for section in issue.sections:
+            items = []
+            for item in section.items:
+                summary = ""
+                if item.summary:
+                    first, rest = item.summary[0], item.summary[1:]
+                    if isinstance(first, Paragraph):
+                        first = Paragraph((Text("摘要："), *first.children), first.line)
+                        summary = w.block(first) + w.blocks(rest)
+                    else:
+                        summary = w.open("p") + "摘要：</p>" + w.blocks(item.summary)
+                items.append(
+                    {
+                        "title": w.item_title(item),
+                        "fields": [(f.label, w.field(f)) for f in item.fields],
+                        "summary": Markup(summary),
+                    }
+                )
+            sections.append({"name": section.name, "note": Markup(w.inlines(section.note)), "items": items})
+        lead = ""
+        if issue.lead:
+            first = issue.lead[0]
+            lead = w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
+
+        qr = qr_image(self.settings)
+        images.append(qr)
+        if issue.cover and not is_remote(issue.cover):
+            images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
+
+        body = self.ctx.env.get_template(TEMPLATE).render(
+            issue=issue,
+            lead=Markup(lead),
+            briefs=[w.brief(b) for b in issue.warmup],
+            notes=Markup(w.blocks(issue.notes)),
+            link_note=LINK_NOTE,
+            sections=sections,
+            references=refs.entries(),
+            qr=qr.ref,
+        )
+        body = re.sub(r"\n+", "\n", body).strip() + "\n"
+
+        title = format_setting(
+            self.settings,
+            "wechat",
+            "title_template",
+            name=news["name"],
+            date=issue.slug,
+            title=issue.title,
+            topics="/".join(issue.topics),
+            number="" if issue.number is None else issue.number,
+        )
+        digest = cut(issue.digest, DIGEST_LIMIT) if issue.digest else cut(lead_text(issue), DIGEST_LIMIT)
+        metadata = {
+            "title": title,
+            "title_length": len(title),
+            "title_limit": TITLE_LIMIT,
+            "digest": digest,
+            "author": issue.author or news["author"],
+            "content_source_url": format_setting(self.settings, "newsletter", "archive_url", date=issue.slug),
+            "content_length": len(body),
+            "content_limit": CONTENT_LIMIT,
+            "references": len(refs),
+        }
+        if issue.cover:
+            metadata["cover"] = issue.cover
+        return Rendition(
+            channel=self.name,
+            issue=issue.slug,
+            body=body,
+            media_type=self.media_type,
+            filename=self.filename(issue),
+            metadata=metadata,
+            images=tuple(images),
+        )

@@ -1,0 +1,35 @@
+"""Zhihu column: Markdown for the editor's 导入文档 (public image URLs only, headings ≤ 4)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from publisher.errors import ConfigError
+from publisher.model import Issue
+
+from .markdown_writer import MarkdownWriter, TemplateChannel
+
+
+def public_qr_url(channel: TemplateChannel) -> str:
+    """[newsletter] qr_public_url, checked: the column editors import images from the web only."""
+    url = channel.settings.require("newsletter", "qr_public_url", f"the {channel.name} footer shows the QR code")
+    if not re.match(r"^https?://\S+$", url):
+        raise ConfigError(
+            f"[newsletter] qr_public_url must be a public http(s) URL without spaces for the {channel.name} "
+            f"channel, got {url!r}: set it in {channel.settings.where()}"
+        )
+    return url
+
+
+class ZhihuChannel(TemplateChannel):
+    name = "zhihu"
+    media_type = "text/markdown"
+    extension = ".md"
+    template = "zhihu/issue.md"
+    writer_class = MarkdownWriter
+    public_images_only = True
+
+    def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
+        qr = public_qr_url(self)
+        return {"qr_url": qr, "qr_images": [qr]}

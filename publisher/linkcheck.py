@@ -1,0 +1,242 @@
+"""Concurrent link checking with a cache in the ledger database.
+
+Every URL is asked with HEAD (redirects followed), falling back to a streamed GET that is closed
+after the headers when the server refuses HEAD (405, 403, 501) or fails on it. A thread pool
+bounds the global concurrency and a semaphore per host keeps any one site from being hammered;
+the URLs are interleaved by host so that workers do not queue up behind one busy host.
+
+Results that will not change in a day (2xx/3xx answers, and 4xx answers other than 408/429) are
+cached in the ledger's `link_cache` table for `[check] cache_hours`; transient failures (5xx,
+timeouts, connection errors, 408, 429) are checked again on the next run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+import requests
+
+from publisher.ledger import Ledger
+
+CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS link_cache (
+    url         TEXT PRIMARY KEY,
+    status      INTEGER,
+    ok          INTEGER NOT NULL,
+    error       TEXT,
+    final_url   TEXT,
+    checked_at  REAL NOT NULL
+);
+"""
+
+HEAD_REFUSED = {403, 405, 501}
+TRANSIENT_STATUS = {408, 429}
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    url: str
+    ok: bool
+    status: int | None = None  # the final HTTP status, None when no answer came
+    error: str | None = None  # "timeout", "DNS failure", "connection error: …", "HTTP 404"
+    final_url: str | None = None  # where redirects led
+    method: str = "HEAD"
+    cached: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def transient(self) -> bool:
+        return (self.status is None and not self.ok) or (self.status or 0) >= 500 or self.status in TRANSIENT_STATUS
+
+    def describe(self) -> str:
+        if self.ok:
+            where = f" → {self.final_url}" if self.final_url and self.final_url != self.url else ""
+            return f"HTTP {self.status}{where}"
+        return self.error or f"HTTP {self.status}"
+
+
+def checkable(url: str) -> bool:
+    """Only absolute http(s) URLs are checked (mailto:, relative paths and anchors are not)."""
+    return urlsplit(url.strip()).scheme.lower() in ("http", "https")
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def _classify_exception(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if isinstance(exc, requests.ConnectionError):
+        if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text \
+                or "Failed to resolve" in text or "nodename nor servname" in text:
+            return "DNS failure"
+        if "Connection refused" in text:
+            return "connection error: connection refused"
+        return "connection error"
+    if isinstance(exc, requests.TooManyRedirects):
+        return "too many redirects"
+    return f"request failed: {type(exc).__name__}"
+
+
+def _no_fallback(error: str) -> bool:
+    """Failures a GET would only repeat (and, for timeouts, double the wait)."""
+    return error in ("timeout", "DNS failure") or error.startswith("connection error: connection refused")
+
+
+class LinkChecker:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10,
+        concurrency: int = 20,
+        per_host: int = 4,
+        cache_hours: float = 24,
+        user_agent: str = "publisher-linkcheck/0.1",
+        ledger: Ledger | None = None,
+    ):
+        self.timeout = timeout
+        self.concurrency = max(1, concurrency)
+        self.per_host = max(1, per_host)
+        self.cache_seconds = cache_hours * 3600
+        self.user_agent = user_agent
+        self.ledger = ledger
+        if ledger is not None:
+            ledger.ensure(CACHE_SCHEMA)
+        self._local = threading.local()
+        self._host_locks: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(self.per_host))
+        self._guard = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings, ledger: Ledger | None = None) -> LinkChecker:
+        c = settings["check"]
+        return cls(timeout=c["timeout"], concurrency=c["concurrency"], per_host=c["per_host"],
+                   cache_hours=c["cache_hours"], user_agent=c["user_agent"], ledger=ledger)
+
+    # -- one URL -----------------------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            s.headers["User-Agent"] = self.user_agent
+            s.headers["Accept"] = "*/*"
+            self._local.session = s
+        return s
+
+    def _semaphore(self, host: str) -> threading.Semaphore:
+        with self._guard:
+            return self._host_locks[host]
+
+    def check_one(self, url: str) -> LinkResult:
+        start = time.monotonic()
+        with self._semaphore(host_of(url)):
+            result = self._fetch(url)
+        return replace(result, elapsed=time.monotonic() - start)
+
+    def _fetch(self, url: str) -> LinkResult:
+        session = self._session()
+        head_error = None
+        try:
+            resp = session.head(url, allow_redirects=True, timeout=self.timeout)
+            resp.close()
+            if resp.status_code not in HEAD_REFUSED:
+                return self._from_response(url, resp, "HEAD")
+        except requests.RequestException as exc:
+            head_error = _classify_exception(exc)
+            if _no_fallback(head_error):
+                return LinkResult(url, False, None, head_error, method="HEAD")
+        try:
+            with session.get(url, allow_redirects=True, timeout=self.timeout, stream=True) as resp:
+                return self._from_response(url, resp, "GET")
+        except requests.RequestException as exc:
+            return LinkResult(url, False, None, _classify_exception(exc), method="GET")
+
+    @staticmethod
+    def _from_response(url: str, resp: requests.Response, method: str) -> LinkResult:
+        code = resp.status_code
+        ok = code < 400
+        return LinkResult(url, ok, code, None if ok else f"HTTP {code}", final_url=resp.url, method=method)
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def _cached(self, urls: list[str]) -> dict[str, LinkResult]:
+        if self.ledger is None or self.cache_seconds <= 0 or not urls:
+            return {}
+        conn = self.ledger.connect()
+        fresh_after = time.time() - self.cache_seconds
+        out: dict[str, LinkResult] = {}
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            rows = conn.execute(
+                f"SELECT * FROM link_cache WHERE checked_at >= ? AND url IN ({','.join('?' * len(chunk))})",
+                (fresh_after, *chunk),
+            ).fetchall()
+            for row in rows:
+                out[row["url"]] = LinkResult(row["url"], bool(row["ok"]), row["status"], row["error"],
+                                             row["final_url"], method="cache", cached=True)
+        return out
+
+    def _store(self, results: Iterable[LinkResult]) -> None:
+        if self.ledger is None:
+            return
+        rows = [(r.url, r.status, int(r.ok), r.error, r.final_url, time.time())
+                for r in results if not r.cached and not r.transient]
+        if not rows:
+            return
+        with self.ledger.transaction() as conn:
+            conn.executemany(
+                """INSERT INTO link_cache (url, status, ok, error, final_url, checked_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (url) DO UPDATE SET status = excluded.status, ok = excluded.ok,
+                     error = excluded.error, final_url = excluded.final_url,
+                     checked_at = excluded.checked_at""",
+                rows,
+            )
+
+    # -- many URLs -------------------------------------------------------------------------------
+
+    def check(self, urls: Iterable[str], progress: Callable[[int, int], None] | None = None,
+              use_cache: bool = True) -> dict[str, LinkResult]:
+        """Check every distinct http(s) URL; returns url → LinkResult."""
+        unique = list(dict.fromkeys(u.strip() for u in urls if checkable(u)))
+        results = self._cached(unique) if use_cache else {}
+        todo = [u for u in unique if u not in results]
+        done = len(results)
+        if progress:
+            progress(done, len(unique))
+        if todo:
+            fresh: list[LinkResult] = []
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)),
+                                    thread_name_prefix="linkcheck") as pool:
+                futures = [pool.submit(self.check_one, u) for u in _interleave_by_host(todo)]
+                for fut in as_completed(futures):
+                    r = fut.result()
+                    results[r.url] = r
+                    fresh.append(r)
+                    done += 1
+                    if progress:
+                        progress(done, len(unique))
+            self._store(fresh)
+        return results
+
+
+def _interleave_by_host(urls: list[str]) -> list[str]:
+    """Round-robin over hosts, so the first workers do not all wait on one host's semaphore."""
+    queues: dict[str, deque[str]] = defaultdict(deque)
+    for u in urls:
+        queues[host_of(u)].append(u)
+    out: list[str] = []
+    while queues:
+        for host in list(queues):
+            out.append(queues[host].popleft())
+            if not queues[host]:
+                del queues[host]
+    return out

@@ -1,0 +1,223 @@
+"""The newsletter as a MIME message: built ONCE per issue as a byte template, personalised per
+recipient by byte substitution.
+
+The message is multipart/alternative — text/plain first, HTML last — both UTF-8 in
+quoted-printable. Per recipient only three things change: `To`, `Message-ID` and the
+unsubscribe URL (in the `List-Unsubscribe` header, the text part and the HTML part). The
+template keeps those as slots between byte chunks; rendering a recipient's message is a join.
+
+Transfer encoding and substitution: the channel writes the literal token `%%UNSUBSCRIBE_URL%%`
+in both parts. Each part is quoted-printable encoded in segments split at that token, and the
+slot sits between two soft line breaks (`=\\r\\n`) on a line of its own, so quoted-printable
+never wraps across it. At substitution the URL itself is quoted-printable encoded (`=` becomes
+`=3D`, long URLs get soft breaks) and, in the HTML part, HTML-escaped first (`&` → `&amp;`).
+Decoded, the parts read exactly as the channel wrote them with the token replaced.
+
+Headers are written on one line each (no folding: folding has broken DKIM in practice);
+non-ASCII text uses RFC 2047 encoded words side by side on that line. Message-IDs are
+deterministic per (issue, recipient), so a re-sent copy carries the same Message-ID and mail
+systems that de-duplicate by Message-ID show it once.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import hashlib
+import html
+import re
+from base64 import b64encode
+from dataclasses import dataclass
+from email.utils import format_datetime
+
+from publisher.channels.base import Rendition
+from publisher.errors import ConfigError
+
+PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
+CRLF = b"\r\n"
+_SLOT = re.compile(rb"\x00([a-z_]+)\x00")
+SLOTS = ("to", "msgid", "unsub_hdr", "unsub_text", "unsub_html")
+
+
+def _slot(name: str) -> bytes:
+    return b"\x00" + name.encode() + b"\x00"
+
+
+def encode_header_text(text: str) -> str:
+    """ASCII text as is; otherwise RFC 2047 base64 encoded words (each ≤ 75 chars), one line."""
+    if text.isascii() and not re.search(r"[\x00-\x1f\x7f]|=\?", text):
+        return text
+    words, chunk = [], ""
+    for ch in text.replace("\r", " ").replace("\n", " "):
+        if len((chunk + ch).encode("utf-8")) > 45:
+            words.append(chunk)
+            chunk = ""
+        chunk += ch
+    if chunk:
+        words.append(chunk)
+    return " ".join(f"=?utf-8?b?{b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
+
+
+def _address(name: str, addr: str) -> str:
+    if not name:
+        return addr
+    if name.isascii() and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.]+", name):
+        return f"{name} <{addr}>" if "." not in name else f'"{name}" <{addr}>'
+    return f"{encode_header_text(name)} <{addr}>"
+
+
+def _qp(data: bytes) -> bytes:
+    """Quoted-printable body encoding with CRLF line ends (binascii: C speed)."""
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+
+
+def qp_fragment(value: str) -> bytes:
+    """A substituted value as quoted-printable: `=` escaped, soft breaks every ≤ 75 chars."""
+    raw = value.encode("utf-8")
+    out = bytearray()
+    line = 0
+    for b in raw:
+        piece = bytes([b]) if (33 <= b <= 126 and b != 61) else b"=%02X" % b
+        if line + len(piece) > 75:
+            out += b"=\r\n"
+            line = 0
+        out += piece
+        line += len(piece)
+    return bytes(out)
+
+
+def _encode_part(text: str) -> bytes:
+    """QP-encode a part, leaving a slot (on a line of its own) where each placeholder was."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    if not text.endswith("\r\n"):
+        text += "\r\n"
+    segments = text.split(PLACEHOLDER)
+    out = []
+    for i, seg in enumerate(segments):
+        enc = _qp(seg.encode("utf-8")) if seg else b""
+        if i > 0:
+            out.append(b"=\r\n" + _slot("{kind}") + b"=\r\n")
+        out.append(enc)
+    return b"".join(out)
+
+
+def message_id_for(issue: str, email: str, list_id: str, domain: str) -> str:
+    digest = hashlib.sha256(f"{list_id}\0{issue}\0{email.strip().lower()}".encode()).hexdigest()[:32]
+    return f"<{issue}.{digest}@{domain}>"
+
+
+@dataclass(frozen=True)
+class MessageTemplate:
+    """A message as byte chunks around per-recipient slots; render() fills them in."""
+
+    chunks: tuple[bytes, ...]
+    slots: tuple[str, ...]
+    issue: str
+    list_id: str
+    domain: str
+    subject: str
+    envelope_from: str
+
+    def render(self, email: str, unsubscribe_url: str) -> bytes:
+        values = {
+            "to": email.encode("ascii", "strict") if email.isascii() else email.encode("utf-8"),
+            "msgid": message_id_for(self.issue, email, self.list_id, self.domain).encode("ascii"),
+            "unsub_hdr": unsubscribe_url.encode("ascii", "replace"),
+            "unsub_text": qp_fragment(unsubscribe_url),
+            "unsub_html": qp_fragment(html.escape(unsubscribe_url, quote=True)),
+        }
+        parts = [self.chunks[0]]
+        for name, chunk in zip(self.slots, self.chunks[1:], strict=True):
+            parts.append(values[name])
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def message_id(self, email: str) -> str:
+        return message_id_for(self.issue, email, self.list_id, self.domain)
+
+
+def text_part_of(rendition: Rendition) -> str:
+    name = f"{rendition.issue}.txt"
+    if name in rendition.parts:
+        return rendition.parts[name]
+    txt = [v for k, v in rendition.parts.items() if k.endswith(".txt")]
+    if not txt:
+        raise ConfigError(f"the email rendition of {rendition.issue} has no text part ({name}); "
+                          "re-render it with the email channel")
+    return txt[0]
+
+
+def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
+                   date: dt.datetime | None = None) -> MessageTemplate:
+    """Build the byte template of an email rendition (see the module docstring)."""
+    em = settings["email"]
+    from_addr = settings.require("email", "from_address", "the sender of the newsletter")
+    if "@" not in from_addr:
+        raise ConfigError(f"[email] from_address {from_addr!r} is not an email address: fix it in {settings.where()}")
+    domain = from_addr.rsplit("@", 1)[1]
+    list_id = settings.require("email", "list_id", "the List-Id header, e.g. news.example.org")
+    meta = rendition.metadata
+    subject = subject_prefix + str(meta.get("subject") or rendition.issue)
+    date = date or dt.datetime.now(dt.UTC)
+    text = text_part_of(rendition)
+    boundary = "==pub_" + hashlib.sha256((rendition.body + text).encode("utf-8")).hexdigest()[:28]
+
+    headers = [
+        f"From: {_address(em['from_name'], from_addr)}",
+        "To: \x00to\x00",
+        f"Subject: {encode_header_text(subject)}",
+        f"Date: {format_datetime(date)}",
+        "Message-ID: \x00msgid\x00",
+        "MIME-Version: 1.0",
+    ]
+    if em["reply_to"]:
+        headers.append(f"Reply-To: {em['reply_to']}")
+    name = em["from_name"]
+    headers.append(f"List-Id: {encode_header_text(name)} <{list_id}>" if name else f"List-Id: <{list_id}>")
+    unsub = "List-Unsubscribe: <\x00unsub_hdr\x00>"
+    if em["unsubscribe_mailto"]:
+        mailto = em["unsubscribe_mailto"]
+        if not mailto.startswith("mailto:"):
+            mailto = "mailto:" + mailto
+        unsub += f", <{mailto}>"
+    headers.append(unsub)
+    headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    head = ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8")
+
+    b = boundary.encode("ascii")
+    part_head = b"Content-Type: %s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    body = (
+        b"This is a multipart message in MIME format.\r\n"
+        + b"--" + b + CRLF + part_head % b"text/plain"
+        + _encode_part(text).replace(b"{kind}", b"unsub_text")
+        + b"--" + b + CRLF + part_head % b"text/html"
+        + _encode_part(rendition.body).replace(b"{kind}", b"unsub_html")
+        + b"--" + b + b"--\r\n"
+    )
+    pieces = _SLOT.split(head + body)
+    chunks = tuple(pieces[0::2])
+    slots = tuple(p.decode() for p in pieces[1::2])
+    return MessageTemplate(chunks=chunks, slots=slots, issue=rendition.issue, list_id=list_id,
+                           domain=domain, subject=subject, envelope_from=from_addr)
+
+
+def unsubscribe_url_for(settings, email: str, secret: str | None) -> str:
+    from publisher.unsubscribe import make_token, unsubscribe_url
+
+    template = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
+    token = make_token(secret, settings["email"]["list_id"], email) if secret else "SAMPLE-TOKEN"
+    return unsubscribe_url(template, token)
+
+
+def check_unsubscribe_url(settings) -> None:
+    url = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
+    if "{token}" not in url:
+        raise ConfigError(f"[email] unsubscribe_url must contain {{token}}: fix it in {settings.where()}")
+
+
+def sample_eml(rendition: Rendition, settings, email: str = "reader@example.org",
+               secret: str | None = None) -> bytes:
+    """A complete .eml of the rendition addressed to `email` (token "SAMPLE-TOKEN" without a secret)."""
+    template = build_template(rendition, settings)
+    return template.render(email, unsubscribe_url_for(settings, email, secret))

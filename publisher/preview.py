@@ -1,0 +1,751 @@
+"""`publisher preview`: every channel's rendition of one issue, as its readers will see it.
+
+The page is built from the renditions `publisher.pipeline` produces — nothing is rendered twice:
+
+- **email**: the message as a mail client shows it (From, Subject, preheader) with the inlined
+  HTML in an iframe at desktop or mobile width, and a switch to the text/plain part;
+- **wechat**: the article in a 375 px phone frame with its 阅读原文 link, and the draft fields a
+  publisher checks against the platform's limits (title ≤ 32, digest ≤ 128, content < 20,000);
+- Markdown and text channels (github, zhihu, aijishu, plaintext): rendered and source side by side.
+
+Without `--serve` the page is one self-contained HTML file (images as data: URIs). With `--serve`
+a local server re-renders whenever the issue, the config or a template changes and the page
+reloads itself (Server-Sent Events); a broken source shows its `file:line: error` on the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import mimetypes
+import re
+import threading
+import time
+import traceback
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import click
+from markupsafe import Markup, escape
+
+from publisher import pipeline
+from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
+
+UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
+POLL_SECONDS = 0.2
+
+# WeChat draft API limits (shared/docs/channels.md): field -> (limit, unit)
+WECHAT_LIMITS = {
+    "title": 32,
+    "author": 16,
+    "digest": 128,
+    "content": 20_000,  # characters
+    "content_bytes": 1_000_000,
+    "content_source_url": 1024,
+}
+
+IMG_SRC_RE = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+FRONT_MATTER_RE = re.compile(r"\A---\n(.*?\n)---\n", re.DOTALL)
+SCHEME_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.IGNORECASE)
+
+
+class PreviewError(PublisherError):
+    """The preview cannot be made or served (bad channel name, port in use, …)."""
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+@dataclass(frozen=True)
+class ImageBlob:
+    data: bytes
+    media_type: str
+
+
+def _placeholder(ref: str) -> str:
+    """A visible stand-in for an image the preview cannot find (a data: URI, so it loads)."""
+    label = escape(f"image not found: {ref}")
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="240" height="60" viewBox="0 0 240 60">'
+        '<rect width="240" height="60" fill="#fde8e8" stroke="#c00" stroke-dasharray="4"/>'
+        f'<text x="8" y="34" font-size="11" fill="#a00" font-family="sans-serif">{label}</text></svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+@dataclass
+class ImageTable:
+    """Maps the image refs of renditions to URLs the preview page can load.
+
+    `inline=True` (the static file) embeds data: URIs; otherwise images are registered under
+    /image/<n> for the preview server to serve.
+    """
+
+    inline: bool
+    blobs: list[ImageBlob] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    _by_key: dict[tuple, str] = field(default_factory=dict)
+
+    def url_for(self, key: tuple, load: Callable[[], ImageBlob]) -> str:
+        if key in self._by_key:
+            return self._by_key[key]
+        blob = load()
+        if self.inline:
+            url = f"data:{blob.media_type};base64," + base64.b64encode(blob.data).decode("ascii")
+        else:
+            self.blobs.append(blob)
+            url = f"/image/{len(self.blobs) - 1}"
+        self._by_key[key] = url
+        return url
+
+    def rewrite(self, markup: str, rendition, base_dir: Path | None) -> str:
+        """Point every <img src> of `markup` at something the preview can load."""
+        by_ref = {img.ref: img for img in rendition.images}
+
+        def local(src: str) -> str | None:
+            image = by_ref.get(src)
+            if image is not None:
+                try:
+                    data = image.read()
+                except OSError:
+                    data = None
+                if data is not None:
+                    return self.url_for(
+                        ("rendition", rendition.channel, src),
+                        lambda: ImageBlob(data, image.media_type or _guess_type(src)),
+                    )
+            if SCHEME_RE.match(src) or src.startswith("/"):
+                return None  # remote (or absolute): the reader's client loads it
+            if base_dir is not None:
+                path = (base_dir / unquote(src.split("#")[0].split("?")[0])).resolve()
+                if path.is_file():
+                    return self.url_for(
+                        ("file", str(path)), lambda: ImageBlob(path.read_bytes(), _guess_type(path.name))
+                    )
+            if src not in self.missing:
+                self.missing.append(src)
+            return _placeholder(src)
+
+        def repl(m: re.Match) -> str:
+            src = html.unescape(m.group(3)).strip()
+            new = local(src)
+            if new is None:
+                return m.group(0)
+            return f"{m.group(1)}{m.group(2)}{html.escape(new, quote=True)}{m.group(2)}"
+
+        return IMG_SRC_RE.sub(repl, markup)
+
+
+def _guess_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+
+
+@dataclass
+class Panel:
+    channel: str
+    html: Markup
+    ok: bool = True
+
+
+def _srcdoc(document: str) -> str:
+    return html.escape(document, quote=True)
+
+
+def _iframe_doc(body: str, *, extra_css: str = "") -> str:
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<base target="_blank">'
+        "<style>html,body{margin:0}body{padding:16px 14px;font-family:-apple-system,"
+        '"PingFang SC","Microsoft YaHei",sans-serif}img{max-width:100%;height:auto}'
+        f"{extra_css}</style></head><body>{body}</body></html>"
+    )
+
+
+def _markdown_to_html(text: str) -> tuple[str, str]:
+    """(front matter, HTML) of a Markdown body, rendered with mistune the way a site would."""
+    import mistune
+
+    front = ""
+    m = FRONT_MATTER_RE.match(text)
+    if m:
+        front, text = m.group(1), text[m.end():]
+    md = mistune.create_markdown(escape=False, plugins=["table", "strikethrough", "url"])
+    return front, md(text)
+
+
+def _limit_row(label: str, value: str, size: int, limit: int, unit: str = "chars", *, strict: bool = False) -> str:
+    over = size >= limit if strict else size > limit
+    cls = "over" if over else "ok"
+    verdict = "over the limit" if over else "ok"
+    op = "<" if strict else "≤"
+    return (
+        f'<tr class="{cls}" data-field="{escape(label)}"><th>{escape(label)}</th><td class="val">{escape(value)}</td>'
+        f'<td class="len">{size:,} {unit} {op} {limit:,} — <b>{verdict}</b></td></tr>'
+    )
+
+
+def email_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
+    meta = rendition.metadata
+    email = settings["email"]
+    body = rendition.body.replace(UNSUBSCRIBE_PLACEHOLDER, "#")
+    body = images.rewrite(body, rendition, base_dir)
+    text = rendition.parts.get(f"{rendition.issue}.txt")
+    if text is None:
+        text = next((v for k, v in rendition.parts.items() if k.endswith(".txt")), "")
+    text = text.replace(UNSUBSCRIBE_PLACEHOLDER, "#")
+    sender = f"{email['from_name']} <{email['from_address']}>"
+    subject = str(meta.get("subject") or meta.get("title") or "")
+    preheader = str(meta.get("preheader") or meta.get("digest") or "")
+    size = len(rendition.body.encode("utf-8"))
+    clip = ' <span class="over">(Gmail clips HTML over ~102 KB)</span>' if size > 102_000 else ""
+    return Markup(
+        f"""<div class="mail">
+<table class="headers">
+<tr><th>From</th><td class="from">{escape(sender)}</td></tr>
+<tr><th>Subject</th><td class="subject"><b>{escape(subject)}</b></td></tr>
+<tr><th>Preheader</th><td class="preheader">{escape(preheader)}</td></tr>
+<tr><th>Size</th><td>HTML {size:,} bytes{clip}</td></tr>
+</table>
+<div class="switches">
+<span class="group"><button type="button" class="on" data-part="html">HTML</button><button type="button" data-part="text">Text</button></span>
+<span class="group"><button type="button" class="on" data-width="desktop">Desktop 640</button><button type="button" data-width="mobile">Mobile 375</button></span>
+</div>
+<div class="mailview desktop">
+<iframe class="mail-html" title="email HTML part" sandbox="allow-same-origin allow-popups" srcdoc="{_srcdoc(body)}"></iframe>
+<pre class="mail-text" hidden>{escape(text)}</pre>
+</div>
+</div>"""
+    )
+
+
+def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
+    meta = rendition.metadata
+    body = images.rewrite(rendition.body, rendition, base_dir)
+    title = str(meta.get("title") or "")
+    digest = str(meta.get("digest") or "")
+    author = str(meta.get("author") or "")
+    source_url = str(meta.get("content_source_url") or "")
+    rows = [
+        _limit_row("title", title, len(title), WECHAT_LIMITS["title"]),
+        _limit_row("author", author, len(author), WECHAT_LIMITS["author"]),
+        _limit_row("digest", digest, len(digest), WECHAT_LIMITS["digest"]),
+        _limit_row("content", "article HTML", len(rendition.body), WECHAT_LIMITS["content"], strict=True),
+        _limit_row("content bytes", "article HTML, UTF-8", len(rendition.body.encode("utf-8")),
+                   WECHAT_LIMITS["content_bytes"], "bytes", strict=True),
+        _limit_row("content_source_url", source_url, len(source_url.encode("utf-8")),
+                   WECHAT_LIMITS["content_source_url"], "bytes"),
+    ]
+    read_more = (
+        f'<a class="readmore" href="{escape(source_url)}" target="_blank" rel="noopener">阅读原文</a>'
+        if source_url else '<span class="readmore over">阅读原文: no content_source_url</span>'
+    )
+    account = settings["newsletter"].get("account", "")
+    return Markup(
+        f"""<div class="wechat">
+<div class="phone">
+<div class="phone-bar">{escape(account)}</div>
+<iframe class="wechat-article" title="WeChat article" sandbox="allow-same-origin allow-popups" srcdoc="{_srcdoc(_iframe_doc(body))}"></iframe>
+<div class="phone-foot">{read_more}</div>
+</div>
+<table class="limits"><caption>Draft fields (draft/add)</caption>{"".join(rows)}</table>
+</div>"""
+    )
+
+
+def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
+    body = rendition.body
+    front = ""
+    if "markdown" in rendition.media_type:
+        front, rendered = _markdown_to_html(body)
+        rendered = images.rewrite(rendered, rendition, base_dir)
+        rendered_html = f'<div class="markdown">{rendered}</div>'
+    elif "html" in rendition.media_type:
+        rendered = images.rewrite(body, rendition, base_dir)
+        rendered_html = (
+            f'<iframe class="html-render" sandbox="allow-same-origin allow-popups" '
+            f'srcdoc="{_srcdoc(_iframe_doc(rendered))}"></iframe>'
+        )
+    else:
+        rendered_html = f'<pre class="plain">{escape(body)}</pre>'
+    front_html = (
+        f'<details class="front" open><summary>front matter</summary><pre>{escape(front)}</pre></details>'
+        if front else ""
+    )
+    return Markup(
+        f"""<div class="sbs">
+<section class="pane rendered"><h3>Rendered</h3>{front_html}{rendered_html}</section>
+<section class="pane source"><h3>Source <small>{escape(rendition.filename)} · {escape(rendition.media_type)} · {len(body):,} chars</small></h3><pre class="src">{escape(body)}</pre></section>
+</div>"""
+    )
+
+
+PANELS = {"email": email_panel, "wechat": wechat_panel}
+
+
+def _error_block(lines: list[str], title: str = "error") -> Markup:
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return Markup(f'<div class="errors" role="alert"><h3>{escape(title)}</h3><ul>{items}</ul></div>')
+
+
+@dataclass
+class Page:
+    html: str
+    images: list[ImageBlob]
+    ok: bool  # False when the source could not be read
+
+
+def build_page(
+    settings,
+    issue_path: Path,
+    channels: list[str],
+    *,
+    inline_images: bool,
+    live_version: int | None = None,
+) -> Page:
+    """Render `issue_path` for `channels` and lay the renditions out on one page.
+
+    A source error raises SourceError (the caller decides whether to show it); a channel that
+    fails shows its error in its own tab, the others still render.
+    """
+    issue, warnings = pipeline.load(issue_path)
+    ctx = pipeline.context_for(settings, issue)
+    images = ImageTable(inline=inline_images)
+    panels: list[Panel] = []
+    for name in channels:
+        try:
+            rendition = pipeline.render(issue, name, settings, ctx)
+            builder = PANELS.get(name, source_panel)
+            panels.append(Panel(name, builder(rendition, settings, images, ctx.base_dir)))
+        except PublisherError as exc:
+            panels.append(Panel(name, _error_block(str(exc).splitlines(), f"{name}: cannot render"), ok=False))
+        except Exception as exc:  # a channel bug: show it, keep the other channels
+            tb = traceback.format_exception_only(type(exc), exc)
+            panels.append(Panel(name, _error_block([line.rstrip() for line in tb], f"{name}: internal error"), ok=False))
+    notes = [str(w) for w in warnings]
+    notes += [f"image not found next to the issue: {ref}" for ref in images.missing]
+    title = f"{issue.title} — preview"
+    html_text = _layout(title, str(issue_path), panels, notes, live_version)
+    return Page(html_text, images.blobs, True)
+
+
+def error_page(issue_path: Path, exc: PublisherError, live_version: int | None) -> Page:
+    if isinstance(exc, SourceError):
+        lines = [str(d) for d in exc.diagnostics if d.level == "error"]
+    else:
+        lines = str(exc).splitlines()
+    body = _error_block(lines, "The issue cannot be rendered")
+    html_text = _layout("preview: error", str(issue_path), [], [], live_version, error=body)
+    return Page(html_text, [], False)
+
+
+CSS = """
+*{box-sizing:border-box}
+html,body{margin:0;padding:0}
+body{font:14px/1.5 -apple-system,"PingFang SC","Microsoft YaHei",sans-serif;color:#222;background:#f3f4f6}
+header{padding:10px 14px;background:#1f2937;color:#fff}
+header h1{font-size:16px;margin:0;overflow-wrap:anywhere}
+header .file{font:12px monospace;color:#cbd5e1;overflow-wrap:anywhere}
+nav.tabs{display:flex;flex-wrap:wrap;gap:4px;padding:8px 14px 0;background:#e5e7eb}
+nav.tabs button{border:1px solid #cbd5e1;border-bottom:0;background:#f9fafb;padding:6px 12px;border-radius:6px 6px 0 0;cursor:pointer;font:inherit}
+nav.tabs button.on{background:#fff;font-weight:600}
+nav.tabs button.bad{color:#b91c1c}
+main{padding:12px 14px}
+.tab[hidden]{display:none}
+.notes{background:#fffbeb;border:1px solid #f59e0b;padding:6px 10px;margin:0 0 10px;font-size:12px;overflow-wrap:anywhere}
+.notes ul{margin:0;padding-left:18px}
+.errors{background:#fef2f2;border:2px solid #dc2626;color:#991b1b;padding:8px 12px;margin:0 0 12px;overflow-wrap:anywhere}
+.errors h3{margin:0 0 4px;font-size:15px}
+.errors ul{margin:0;padding-left:18px;font-family:monospace;white-space:pre-wrap}
+.over,.limits tr.over td,.limits tr.over th{color:#dc2626}
+.limits tr.over{background:#fee2e2}
+iframe{border:0;display:block;width:100%;background:#fff}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
+table{border-collapse:collapse}
+.mail .headers{width:100%;max-width:640px;table-layout:fixed;background:#fff;margin-bottom:8px}
+.mail .headers th{width:90px;text-align:left;color:#6b7280;font-weight:normal;vertical-align:top;padding:2px 6px}
+.mail .headers td{overflow-wrap:anywhere;padding:2px 6px}
+.switches{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}
+.switches .group{display:inline-flex}
+.switches button{border:1px solid #9ca3af;background:#fff;padding:4px 10px;cursor:pointer;font:inherit}
+.switches button.on{background:#1f2937;color:#fff}
+.mailview{background:#fff;border:1px solid #d1d5db;max-width:100%}
+.mailview.desktop{width:640px}
+.mailview.mobile{width:375px}
+.mail-text{padding:12px;font:13px/1.5 monospace}
+.wechat{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.phone{width:375px;max-width:100%;background:#fff;border:1px solid #d1d5db;border-radius:18px;overflow:hidden}
+.phone-bar{background:#ededed;text-align:center;padding:8px;font-weight:600;font-size:13px}
+.phone-foot{padding:10px 14px 16px;border-top:1px solid #eee}
+.readmore{color:#576b95;text-decoration:none}
+.limits{background:#fff;width:100%;max-width:560px;table-layout:fixed;font-size:13px}
+.limits caption{text-align:left;font-weight:600;padding:4px 0}
+.limits th{width:110px;text-align:left;padding:4px 6px;vertical-align:top;overflow-wrap:anywhere}
+.limits td{padding:4px 6px;overflow-wrap:anywhere;vertical-align:top}
+.limits tr{border-top:1px solid #eee}
+.sbs{display:flex;flex-wrap:wrap;gap:12px}
+.pane{flex:1 1 340px;min-width:0;background:#fff;border:1px solid #d1d5db;padding:8px 12px}
+.pane h3{margin:0 0 8px;font-size:13px;color:#6b7280}
+.pane .src{font:12px/1.45 monospace;background:#f9fafb;padding:8px}
+.markdown{overflow-wrap:anywhere}
+.markdown img{max-width:100%;height:auto}
+.markdown table{display:block;overflow-x:auto}
+.markdown pre{background:#f6f8fa;padding:8px}
+.plain{font:13px/1.6 monospace}
+details.front{margin:0 0 8px;font-size:12px}
+"""
+
+SCRIPT = r"""
+(function(){
+  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';}}catch(e){}}
+  function fitAll(){document.querySelectorAll('iframe').forEach(fit);}
+  document.querySelectorAll('iframe').forEach(function(f){f.addEventListener('load',function(){fit(f);});});
+  var tabs=document.querySelectorAll('nav.tabs button');
+  function show(name){
+    var found=false;
+    tabs.forEach(function(b){var on=b.dataset.tab===name;b.classList.toggle('on',on);found=found||on;});
+    if(!found)return false;
+    document.querySelectorAll('.tab').forEach(function(t){t.hidden=t.dataset.tab!==name;});
+    fitAll();return true;
+  }
+  tabs.forEach(function(b){b.addEventListener('click',function(){show(b.dataset.tab);history.replaceState(null,'','#'+b.dataset.tab);});});
+  if(tabs.length){if(!show(location.hash.slice(1)))show(tabs[0].dataset.tab);}
+  document.querySelectorAll('.mail').forEach(function(m){
+    m.querySelectorAll('[data-part]').forEach(function(b){b.addEventListener('click',function(){
+      m.querySelectorAll('[data-part]').forEach(function(x){x.classList.toggle('on',x===b);});
+      var text=b.dataset.part==='text';
+      m.querySelector('.mail-html').hidden=text;m.querySelector('.mail-text').hidden=!text;fitAll();});});
+    m.querySelectorAll('[data-width]').forEach(function(b){b.addEventListener('click',function(){
+      m.querySelectorAll('[data-width]').forEach(function(x){x.classList.toggle('on',x===b);});
+      var v=m.querySelector('.mailview');v.classList.toggle('mobile',b.dataset.width==='mobile');
+      v.classList.toggle('desktop',b.dataset.width!=='mobile');fitAll();});});
+  });
+  window.addEventListener('resize',fitAll);
+  var live=document.body.dataset.version;
+  if(live!==undefined&&window.EventSource){
+    var es=new EventSource('/events');
+    es.onmessage=function(e){if(e.data!==live){es.close();location.reload();}};
+  }
+})();
+"""
+
+
+def _layout(
+    title: str,
+    issue_file: str,
+    panels: list[Panel],
+    notes: list[str],
+    live_version: int | None,
+    *,
+    error: Markup | None = None,
+) -> str:
+    tabs = ""
+    if len(panels) > 1:
+        tabs = '<nav class="tabs">' + "".join(
+            f'<button type="button" data-tab="{escape(p.channel)}"{"" if p.ok else " class=bad"}>'
+            f"{escape(p.channel)}</button>"
+            for p in panels
+        ) + "</nav>"
+    sections = "".join(
+        f'<section class="tab" id="tab-{escape(p.channel)}" data-tab="{escape(p.channel)}">{p.html}</section>'
+        for p in panels
+    )
+    notes_html = ""
+    if notes:
+        notes_html = '<div class="notes"><ul>' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></div>"
+    version_attr = f' data-version="{live_version}"' if live_version is not None else ""
+    return f"""<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<link rel="icon" href="data:,">
+<style>{CSS}</style></head>
+<body{version_attr}>
+<header><h1>{escape(title)}</h1><div class="file">{escape(issue_file)}</div></header>
+{tabs}
+<main>{error or ""}{notes_html}{sections}</main>
+<script>{SCRIPT}</script>
+</body></html>
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# the live server
+
+
+class LivePreview:
+    """Re-renders on change and holds the current page for the server; thread-safe."""
+
+    def __init__(self, load_settings: Callable[[], object], issue_path: Path, channels: list[str] | None):
+        self._load_settings = load_settings
+        self.issue_path = issue_path
+        self._channels = channels
+        self.version = 0
+        self.page: Page | None = None
+        self.render_seconds = 0.0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._snapshot: dict[str, tuple[int, int] | None] = {}
+        self._watch: list[Path] = []
+
+    def watched_files(self, settings) -> list[Path]:
+        from publisher.channels.base import builtin_templates
+
+        files = [self.issue_path]
+        if getattr(settings, "file", None) is not None:
+            files.append(Path(settings.file))
+        folders = [builtin_templates()]
+        user = settings.path("paths", "templates")
+        if user is not None:
+            folders.append(user)
+        for folder in folders:
+            if folder.is_dir():
+                files.extend(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        return files
+
+    def _stat(self) -> dict[str, tuple[int, int] | None]:
+        snap = {}
+        for p in self._watch:
+            try:
+                st = p.stat()
+                snap[str(p)] = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                snap[str(p)] = None
+        return snap
+
+    def rebuild(self) -> None:
+        start = time.perf_counter()
+        version = self.version + 1
+        settings = None
+        try:
+            settings = self._load_settings()
+            channels = self._channels or settings.enabled_channels
+            page = build_page(settings, self.issue_path, channels, inline_images=False, live_version=version)
+        except PublisherError as exc:
+            page = error_page(self.issue_path, exc, version)
+        if settings is not None:
+            self._watch = self.watched_files(settings)
+        elif not self._watch:
+            self._watch = [self.issue_path]
+        self._snapshot = self._stat()
+        self.render_seconds = time.perf_counter() - start
+        with self._cond:
+            self.page = page
+            self.version = version
+            self._cond.notify_all()
+
+    def changed(self) -> bool:
+        return self._stat() != self._snapshot
+
+    def watch(self, interval: float = POLL_SECONDS) -> None:
+        while not self._stop.wait(interval):
+            if self.changed():
+                self.rebuild()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self.version != seen or self._stop.is_set(), timeout)
+            return self.version
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "publisher-preview"
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args) -> None:  # quiet
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            try:
+                if path in ("/", "/index.html"):
+                    page = live.page
+                    assert page is not None
+                    self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8")
+                elif path.startswith("/image/"):
+                    page = live.page
+                    try:
+                        blob = page.images[int(path.rsplit("/", 1)[1])]
+                    except (ValueError, IndexError, AttributeError):
+                        self._send(404, b"no such image", "text/plain")
+                        return
+                    self._send(200, blob.data, blob.media_type)
+                elif path == "/events":
+                    self._events()
+                elif path == "/version":
+                    self._send(200, json.dumps({"version": live.version}).encode(), "application/json")
+                else:
+                    self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def _events(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            seen = live.version
+            self.wfile.write(f"retry: 500\ndata: {seen}\n\n".encode())
+            self.wfile.flush()
+            while not live.stopped:
+                now = live.wait_for_change(seen, timeout=15)
+                if live.stopped:
+                    break
+                if now != seen:
+                    seen = now
+                    self.wfile.write(f"data: {now}\n\n".encode())
+                else:
+                    self.wfile.write(b": ping\n\n")
+                self.wfile.flush()
+
+    return Handler
+
+
+class PreviewServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def start_server(live: LivePreview, port: int, host: str = "127.0.0.1") -> PreviewServer:
+    try:
+        server = PreviewServer((host, port), make_handler(live))
+    except OSError as exc:
+        raise PreviewError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port or [preview] port"
+        ) from None
+    return server
+
+
+def serve(live: LivePreview, port: int, *, open_browser: bool) -> None:
+    live.rebuild()
+    server = start_server(live, port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    watcher = threading.Thread(target=live.watch, name="preview-watch", daemon=True)
+    watcher.start()
+    click.echo(f"Preview of {live.issue_path} at {url}")
+    click.echo("Watching the issue, the config and the templates; Ctrl-C to stop.")
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.stop()
+        server.server_close()
+        click.echo("preview stopped")
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+def resolve_channels(settings, channel: str | None) -> list[str] | None:
+    from publisher.channels.base import get_channel
+
+    if channel is None:
+        return None
+    get_channel(channel)  # ConfigError naming the available channels
+    return [channel]
+
+
+def write_preview(settings, issue_path: Path, channels: list[str]) -> Path:
+    page = build_page(settings, issue_path, channels, inline_images=True)
+    out = settings.path("paths", "out")
+    if out is None:
+        raise ConfigError(f"[paths] out is not set: set it in {settings.where()}")
+    folder = out / "preview"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = issue_path.stem if len(channels) != 1 else f"{issue_path.stem}-{channels[0]}"
+    target = folder / f"{stem}.html"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(page.html, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+@click.command("preview")
+@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--channel", "-c", default=None, help="Preview one channel only (default: every enabled channel).")
+@click.option("--no-open", is_flag=True, help="Do not open a browser; only print the path or URL.")
+@click.option("--serve", "serve_mode", is_flag=True,
+              help="Serve the preview locally and reload it whenever the issue, config or templates change.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port for --serve (default: [preview] port; 0 picks a free one).")
+@click.pass_context
+def preview_command(
+    ctx: click.Context, issue: Path | None, channel: str | None, no_open: bool, serve_mode: bool, port: int | None
+) -> None:
+    """Preview ISSUE (default: the newest issue) as every channel's readers will see it."""
+    from publisher.cli import get_settings, print_diagnostics
+    from publisher.settings import load_settings
+
+    settings = get_settings(ctx)
+    issue_path = (issue or pipeline.newest_issue(settings)).resolve()
+    if not issue_path.is_file():
+        raise SourceError("no such issue file", file=str(issue_path))
+    channels = resolve_channels(settings, channel)
+    if port is not None and not serve_mode:
+        raise PreviewError("--port only applies with --serve")
+
+    if serve_mode:
+        config_path = ctx.find_root().obj.get("config_path")
+        live = LivePreview(lambda: load_settings(config_path), issue_path, channels)
+        serve(live, settings["preview"]["port"] if port is None else port, open_browser=not no_open)
+        return
+
+    _, warnings = pipeline.load(issue_path)
+    print_diagnostics(warnings)
+    target = write_preview(settings, issue_path, channels or settings.enabled_channels)
+    click.echo(str(target))
+    if not no_open:
+        webbrowser.open(target.as_uri())
+
+
+__all__ = [
+    "Diagnostic",
+    "LivePreview",
+    "Page",
+    "PreviewError",
+    "build_page",
+    "error_page",
+    "preview_command",
+    "serve",
+    "start_server",
+    "write_preview",
+]

@@ -1,0 +1,259 @@
+"""The one push path: an issue → each channel's rendition → its transport → the ledger.
+
+`publisher push`, `publisher schedule` and anything else that publishes go through
+`push_issue()`. Per channel: skipped when the ledger already says `done` (unless force), else
+ledger.begin → render → transport.push → ledger.finish, or ledger.fail with the error. One
+channel failing never stops the others; the caller turns any failure into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import Diagnostic, PublisherError, SourceError
+from .ledger import Ledger
+from .model import Issue
+from .settings import Settings
+
+# outcome states
+DONE, SKIPPED, FAILED, DRY_RUN = "done", "skipped", "failed", "dry-run"
+
+
+@dataclass(frozen=True)
+class ChannelOutcome:
+    channel: str
+    state: str  # done | skipped | failed | dry-run
+    message: str = ""
+    remote_id: str | None = None
+    url: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.state == FAILED
+
+
+@dataclass
+class PushReport:
+    issue: Issue
+    outcomes: list[ChannelOutcome] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ChannelOutcome]:
+        return [o for o in self.outcomes if o.failed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_issue_path(settings: Settings, issue: str | Path) -> Path:
+    """An issue named by its file, or by its date (looked up in [paths] issues)."""
+    path = Path(issue)
+    if path.is_file():
+        return path
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(issue)):
+        folder = settings.path("paths", "issues")
+        candidate = (folder / f"{issue}.md") if folder else None
+        if candidate is not None and candidate.is_file():
+            return candidate
+        raise SourceError(
+            f"no issue {issue}: {candidate} does not exist ([paths] issues in {settings.where()})"
+        )
+    raise SourceError(f"issue file {path} does not exist")
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    return Ledger(settings.require("paths", "ledger", "the ledger database"))
+
+
+def _is_test_copy(channel: str, options: Mapping[str, Any]) -> bool:
+    """An email test copy (--to) goes to one address and leaves the pushes row alone."""
+    return channel == "email" and bool(options.get("to"))
+
+
+def push_issue(
+    settings: Settings,
+    issue_path: str | Path,
+    channels: Iterable[str],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    options: Mapping[str, Any] | None = None,
+    ledger: Ledger | None = None,
+) -> PushReport:
+    """Push one issue to the given channels; return every channel's outcome (never raises for a
+    channel's failure; raises SourceError when the issue itself cannot be read)."""
+    from .pipeline import context_for, load, render
+    from .transports import get_transport
+    from .transports.base import PushContext
+
+    options = dict(options or {})
+    ledger = ledger or open_ledger(settings)
+    issue, warnings = load(issue_path)
+    report = PushReport(issue=issue, warnings=list(warnings))
+    if issue.status != "ready":
+        report.warnings.append(Diagnostic(
+            "warning", f"issue {issue.slug} has status '{issue.status}' (pushed by hand; "
+            "the scheduler publishes only 'ready' issues)", str(issue_path), None))
+    render_ctx = context_for(settings, issue)
+    push_ctx = PushContext(settings=settings, ledger=ledger, issue=issue, dry_run=dry_run,
+                           force=force, options=options)
+
+    for channel in dict.fromkeys(channels):  # keep order, drop duplicates
+        test_copy = _is_test_copy(channel, options)
+        record = ledger.get(issue.slug, channel)
+        if record is not None and record.state == "done" and not force and not test_copy:
+            report.outcomes.append(ChannelOutcome(
+                channel, SKIPPED, f"already done ({record.updated_at}); --force pushes it again",
+                record.remote_id, record.url))
+            continue
+        touch_ledger = not dry_run and not test_copy
+        if touch_ledger:
+            ledger.begin(issue.slug, channel)
+        try:
+            transport = get_transport(channel)()
+            rendition = render(issue, channel, settings, render_ctx)
+            result = transport.push(rendition, push_ctx)
+        except PublisherError as exc:
+            message = exc.message if hasattr(exc, "message") else str(exc)
+            if touch_ledger:
+                ledger.fail(issue.slug, channel, message)
+            report.outcomes.append(ChannelOutcome(channel, FAILED, message))
+            continue
+        except Exception as exc:  # an unexpected bug: record it and go on with the other channels
+            message = f"{type(exc).__name__}: {exc}"
+            if touch_ledger:
+                ledger.fail(issue.slug, channel, message)
+            report.outcomes.append(ChannelOutcome(channel, FAILED, message))
+            continue
+        if touch_ledger:
+            ledger.finish(issue.slug, channel, remote_id=result.remote_id, url=result.url,
+                          details=result.details)
+        state = DRY_RUN if dry_run else DONE
+        summary = result.summary or (f"would push {rendition.filename}" if dry_run else "pushed")
+        if test_copy and not dry_run:
+            summary += " (test copy; ledger unchanged)"
+        report.outcomes.append(ChannelOutcome(channel, state, summary, result.remote_id, result.url,
+                                              dict(result.details)))
+    return report
+
+
+def print_report(report: PushReport) -> None:
+    from .cli import print_diagnostics
+
+    print_diagnostics(report.warnings)
+    colors = {DONE: "green", SKIPPED: "cyan", FAILED: "red", DRY_RUN: "yellow"}
+    for o in report.outcomes:
+        where = f" {o.url}" if o.url and o.url not in o.message else ""
+        line = f"{report.issue.slug} {o.channel}: {o.state}: {o.message}{where}"
+        click.secho(line, fg=colors.get(o.state), err=o.failed)
+    if report.failed:
+        names = ", ".join(o.channel for o in report.failed)
+        click.secho(f"{len(report.failed)} channel(s) failed: {names}; re-run to retry them "
+                    "(channels already done are skipped)", fg="red", err=True)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+
+@click.command("push")
+@click.argument("issue")
+@click.option("--channel", "-c", "channels", multiple=True, metavar="NAME",
+              help="Channel to push to (repeatable).")
+@click.option("--all", "all_channels", is_flag=True, help="Every channel in [channels] enabled.")
+@click.option("--dry-run", is_flag=True, help="Render and report; send nothing, write no ledger row.")
+@click.option("--force", is_flag=True, help="Push again to channels the ledger records as done.")
+@click.option("--to", "to", metavar="ADDR", help="email: send one test copy to ADDR (ledger untouched).")
+@click.option("--publish", is_flag=True, help="wechat: publish the draft (freepublish) after creating it.")
+@click.option("--new-draft", is_flag=True, help="wechat: create a new draft instead of updating.")
+@click.pass_context
+def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft) -> int:
+    """Push ISSUE (a file, or a date in the issues folder) to channels."""
+    from .cli import get_settings
+
+    settings = get_settings(ctx)
+    if bool(channels) == bool(all_channels):
+        raise click.UsageError("name channels with --channel NAME (repeatable) or pass --all")
+    names = settings.enabled_channels if all_channels else list(channels)
+    if not names:
+        raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
+    if to and "email" not in names:
+        raise click.UsageError("--to sends an email test copy: add --channel email")
+    options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
+    if to:
+        options["to"] = to
+    path = resolve_issue_path(settings, issue)
+    report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options)
+    print_report(report)
+    return 1 if report.failed else 0
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+_SECRET_RE = re.compile(
+    r"(?i)((?:access_token|token|secret|appsecret|password|passwd|api_key|apikey)\s*[=:]\s*)[^&\s\"',;]+")
+_USERINFO_RE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
+
+
+def redact(text: str | None, settings: Settings) -> str:
+    """Text with every secret the configuration names (…_env variables), token-like query
+    parameters and URL passwords masked."""
+    import os
+
+    if not text:
+        return ""
+    for section in settings.data.values():
+        for key, var in section.items():
+            if key.endswith("_env") and isinstance(var, str) and var:
+                value = os.environ.get(var, "")
+                if len(value) >= 4:
+                    text = text.replace(value, "***")
+    text = _SECRET_RE.sub(r"\1***", text)
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
+@click.command("status")
+@click.argument("issue", required=False)
+@click.pass_context
+def status_command(ctx, issue) -> int:
+    """Show the ledger: what went where, for every issue or for ISSUE (a date or a file)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from .cli import get_settings
+
+    settings = get_settings(ctx)
+    slug = None
+    if issue:
+        m = re.search(r"(\d{4}-\d{2}-\d{2})", Path(issue).name)
+        if not m:
+            raise PublisherError(f"'{issue}' names no issue: give a date (YYYY-MM-DD) or an issue file")
+        slug = m.group(1)
+    ledger_path = settings.require("paths", "ledger", "the ledger database")
+    if not Path(ledger_path).exists():
+        click.echo(f"nothing pushed yet (no ledger at {ledger_path})")
+        return 0
+    records = Ledger(ledger_path).records(slug)
+    if not records:
+        click.echo(f"nothing pushed yet{' for ' + slug if slug else ''}")
+        return 0
+    table = Table(title=f"pushes ({ledger_path})")
+    for col in ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error"):
+        table.add_column(col, overflow="fold")
+    colors = {"done": "green", "failed": "red", "pushing": "yellow", "pending": "cyan"}
+    for r in records:
+        remote = " ".join(x for x in (r.remote_id, r.url) if x)
+        table.add_row(r.issue, r.channel, Text(r.state, style=colors.get(r.state, "")),
+                      str(r.attempts), Text(redact(remote, settings)), r.updated_at,
+                      Text(redact(r.last_error, settings)))
+    Console(width=max(120, Console().width)).print(table)
+    return 0

@@ -1,0 +1,418 @@
+"""`publisher schedule`: the weekly publishing daemon (APScheduler 3, jobs kept in SQLite).
+
+On each run ("tick") every issue in the issues folder whose status is `ready` and whose
+publish_at has come (a naive publish_at is read in [schedule] timezone; none = due now) is
+pushed to every enabled channel through `push_issue` — the ledger makes a second push of the
+same issue to the same channel a no-op, so a tick can be repeated safely.
+
+The job has a fixed id and lives in a SQLAlchemy job store ([schedule] jobstore). On start the
+job is re-added with replace_existing=True but keeping a stored next run time that is already
+past, so a run missed while the daemon was down fires once on restart (coalesce=True, within
+misfire_grace_hours). One daemon per data: a lock file beside the job store holds its pid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+
+from .errors import ConfigError, PublisherError, SourceError
+from .settings import Settings
+
+log = logging.getLogger("publisher.schedule")
+
+JOB_ID = "publisher-weekly-publish"
+JOB_FUNC = "publisher.scheduler:scheduled_tick"
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+# the settings the stored job runs with (a job in a persistent store refers to a function by
+# name, so it cannot carry the settings object itself)
+_RUNTIME: dict[str, Settings] = {}
+
+
+# ---- configuration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    day: str  # apscheduler day_of_week: mon … sun
+    hour: int
+    minute: int
+    second: int
+    timezone: ZoneInfo
+    misfire_grace: int  # seconds
+    jobstore: Path
+
+    def trigger(self):
+        from apscheduler.triggers.cron import CronTrigger
+
+        if self.day == "*":  # the hidden --test-at option: every day at a given second
+            return CronTrigger(hour=self.hour, minute=self.minute, second=self.second, timezone=self.timezone)
+        return CronTrigger(day_of_week=self.day, hour=self.hour, minute=self.minute, second=self.second,
+                           timezone=self.timezone)
+
+    def describe(self) -> str:
+        when = "every day" if self.day == "*" else f"every {WEEKDAYS[_DAY_ABBR.index(self.day)]}"
+        return f"{when} at {self.hour:02d}:{self.minute:02d}:{self.second:02d} {self.timezone.key}"
+
+
+_DAY_ABBR = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def schedule_config(settings: Settings, test_at: str | None = None) -> ScheduleConfig:
+    """[schedule] validated; every error names the key and the config file."""
+    sched = settings["schedule"]
+    where = settings.where()
+    tz_name = str(sched["timezone"]).strip()
+    if not tz_name:
+        raise ConfigError(f"[schedule] timezone is not set: set it in {where}, e.g. \"Asia/Shanghai\"")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"[schedule] timezone {tz_name!r} is not a known IANA time zone "
+                          f"(e.g. \"Asia/Shanghai\"): fix it in {where}") from None
+    day_name = str(sched["day"]).strip().lower()
+    if day_name in WEEKDAYS:
+        day = _DAY_ABBR[WEEKDAYS.index(day_name)]
+    elif day_name in _DAY_ABBR:
+        day = day_name
+    else:
+        raise ConfigError(f"[schedule] day {sched['day']!r} is not a weekday: use one of "
+                          f"{', '.join(WEEKDAYS)} in {where}")
+    hour, minute, second = _clock(str(sched["time"]), f"[schedule] time in {where}", seconds=False)
+    if test_at:
+        day = "*"
+        hour, minute, second = _clock(test_at, "--test-at", seconds=True)
+    grace_hours = sched["misfire_grace_hours"]
+    if grace_hours < 0:
+        raise ConfigError(f"[schedule] misfire_grace_hours must be 0 or more, not {grace_hours}: fix it in {where}")
+    jobstore = settings.path("schedule", "jobstore")
+    if jobstore is None:
+        raise ConfigError(f"[schedule] jobstore is not set: set it in {where}, e.g. \"schedule.db\"")
+    return ScheduleConfig(day, hour, minute, second, tz, int(grace_hours * 3600), jobstore)
+
+
+def _clock(value: str, where: str, *, seconds: bool) -> tuple[int, int, int]:
+    parts = value.strip().split(":")
+    ok = len(parts) in ((2, 3) if seconds else (2,)) and all(p.isdigit() for p in parts)
+    if ok:
+        h, m, s = (int(p) for p in [*parts, "0"][:3])
+        if h < 24 and m < 60 and s < 60:
+            return h, m, s
+    form = "HH:MM or HH:MM:SS" if seconds else "HH:MM (24-hour)"
+    raise ConfigError(f"{where}: {value!r} is not a time of day; use {form}, e.g. 09:00")
+
+
+# ---- what is due -------------------------------------------------------------------------------
+
+
+def publish_time(issue, tz: ZoneInfo) -> dt.datetime | None:
+    """An issue's publish_at as an aware datetime (naive = in the schedule's time zone)."""
+    if issue.publish_at is None:
+        return None
+    return issue.publish_at if issue.publish_at.tzinfo else issue.publish_at.replace(tzinfo=tz)
+
+
+def scan_issues(settings: Settings, tz: ZoneInfo, at: dt.datetime):
+    """(path, issue, reason) for every issue file, oldest first; reason is None when it is due."""
+    from .pipeline import issue_files, load
+
+    out = []
+    for path in reversed(issue_files(settings)):
+        try:
+            issue, _ = load(path)
+        except SourceError as exc:
+            out.append((path, None, f"cannot be read: {exc}"))
+            continue
+        when = publish_time(issue, tz)
+        if issue.status != "ready":
+            reason = f"status is {issue.status} (only ready issues are published)"
+        elif when is not None and when > at:
+            reason = f"publish_at {when.isoformat()} has not come"
+        else:
+            reason = None
+        out.append((path, issue, reason))
+    return out
+
+
+def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
+    """Publish every due issue to every enabled channel; return the push reports.
+    Raises PublisherError after the whole tick when any channel failed (the job is then
+    reported failed; the ledger has the details and the next tick retries)."""
+    from .push import open_ledger, push_issue
+
+    cfg = schedule_config(settings)
+    now = now or dt.datetime.now(cfg.timezone)
+    channels = settings.enabled_channels
+    ledger = open_ledger(settings)
+    reports, failures, unreadable = [], [], []
+    for path, issue, reason in scan_issues(settings, cfg.timezone, now):
+        if issue is None:
+            log.error("%s %s", path, reason)
+            unreadable.append(path.name)
+            continue
+        if reason:
+            log.info("skip %s: %s", issue.slug, reason)
+            continue
+        pending = [c for c in channels if (r := ledger.get(issue.slug, c)) is None or r.state != "done"]
+        if not pending:
+            log.debug("%s: already done on every channel", issue.slug)
+            continue
+        log.info("publishing %s to %s", issue.slug, ", ".join(pending))
+        report = push_issue(settings, path, pending, ledger=ledger)
+        for o in report.outcomes:
+            level = logging.ERROR if o.failed else logging.INFO
+            log.log(level, "%s %s: %s: %s", issue.slug, o.channel, o.state, o.message)
+            if o.failed:
+                failures.append(f"{issue.slug}/{o.channel}")
+        reports.append(report)
+    if failures or unreadable:
+        raise PublisherError(
+            "scheduled run incomplete: "
+            + "; ".join(filter(None, [
+                f"failed: {', '.join(failures)}" if failures else "",
+                f"unreadable: {', '.join(unreadable)}" if unreadable else "",
+            ]))
+            + " (see `publisher status`; the next run retries)")
+    return reports
+
+
+def scheduled_tick() -> None:
+    """The stored job's function (referred to by name from the job store)."""
+    settings = _RUNTIME.get("settings")
+    if settings is None:  # pragma: no cover - only if a job runs outside `publisher schedule`
+        from .settings import load_settings
+
+        settings = load_settings()
+    run_tick(settings)
+
+
+# ---- the lock ----------------------------------------------------------------------------------
+
+
+class ScheduleLock:
+    """An fcntl lock file beside the job store holding the pid of the daemon that owns the data."""
+
+    def __init__(self, jobstore: Path):
+        self.path = jobstore.with_name(jobstore.name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise PublisherError(
+                    f"another `publisher schedule` is running (pid {holder} holds the lock {self.path}); "
+                    "stop it first, or use a different [schedule] jobstore") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.fsync(fd)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+    def __enter__(self) -> ScheduleLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ---- the daemon --------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised in the main thread by the SIGTERM handler to leave scheduler.start()."""
+
+
+def stored_next_run(jobstore: Path) -> dt.datetime | None:
+    """The next run time of our job as the job store has it (None: no store, job or time)."""
+    if not jobstore.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{jobstore}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT next_run_time FROM apscheduler_jobs WHERE id = ?", (JOB_ID,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if not row or row[0] is None:
+        return None
+    return dt.datetime.fromtimestamp(row[0], dt.UTC)
+
+
+def build_scheduler(settings: Settings, cfg: ScheduleConfig, scheduler_cls=None):
+    """A scheduler with our job (re-)added, keeping a missed run's stored next run time."""
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    cls = scheduler_cls or BlockingScheduler
+    cfg.jobstore.parent.mkdir(parents=True, exist_ok=True)
+    scheduler = cls(
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{cfg.jobstore}")},
+        timezone=cfg.timezone,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": cfg.misfire_grace},
+    )
+    trigger = cfg.trigger()
+    now = dt.datetime.now(cfg.timezone)
+    kwargs = {}
+    stored = stored_next_run(cfg.jobstore)
+    if stored is not None and stored <= now:
+        # a run came while the daemon was down: keep it, so it fires (once) on start
+        kwargs["next_run_time"] = stored.astimezone(cfg.timezone)
+        log.info("a run was due at %s while the scheduler was down; it runs now",
+                 kwargs["next_run_time"].isoformat())
+    scheduler.add_job(JOB_FUNC, trigger, id=JOB_ID, name="publish ready issues", replace_existing=True,
+                      coalesce=True, misfire_grace_time=cfg.misfire_grace, max_instances=1, **kwargs)
+
+    def on_event(event):
+        if event.code == EVENT_JOB_MISSED:
+            log.error("MISSED the run due at %s: the scheduler was down longer than "
+                      "[schedule] misfire_grace_hours; run `publisher schedule --once` to publish now",
+                      event.scheduled_run_time.isoformat())
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("FAILED the run due at %s: %s: %s", event.scheduled_run_time.isoformat(),
+                      type(event.exception).__name__, event.exception)
+        else:
+            log.info("run due at %s finished", event.scheduled_run_time.isoformat())
+
+    scheduler.add_listener(on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_EXECUTED)
+    return scheduler
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_publisher", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._publisher = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.INFO)
+
+
+def run_daemon(settings: Settings, cfg: ScheduleConfig) -> int:
+    _RUNTIME["settings"] = settings
+    with ScheduleLock(cfg.jobstore):
+        scheduler = build_scheduler(settings, cfg)
+
+        def on_sigterm(signum, frame):
+            raise _Stop()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        log.info("scheduler started (pid %d): %s; job store %s", os.getpid(), cfg.describe(), cfg.jobstore)
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, _Stop):
+            log.info("stopping")
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if scheduler.running:
+                scheduler.shutdown(wait=True)
+            signal.signal(signal.SIGTERM, previous)
+        log.info("scheduler stopped")
+    return 0
+
+
+def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
+    """(run time, [(issue slug, channels still to do)], [skipped notes]) for the next runs."""
+    from .push import open_ledger
+
+    trigger = cfg.trigger()
+    now = dt.datetime.now(cfg.timezone)
+    times = []
+    stored = stored_next_run(cfg.jobstore)
+    if stored is not None and stored <= now:
+        times.append(stored.astimezone(cfg.timezone))
+    prev = None
+    t = trigger.get_next_fire_time(None, now)
+    while t is not None and len(times) < count:
+        times.append(t)
+        prev = t
+        t = trigger.get_next_fire_time(prev, prev + dt.timedelta(seconds=1))
+    ledger_path = settings.path("paths", "ledger")
+    ledger = open_ledger(settings) if ledger_path and ledger_path.exists() else None
+    channels = settings.enabled_channels
+    scheduled: set[str] = set()
+    rows = []
+    for when in times:
+        publish, notes = [], []
+        for _path, issue, reason in scan_issues(settings, cfg.timezone, when):
+            if issue is None or issue.slug in scheduled:
+                continue
+            todo = [c for c in channels
+                    if ledger is None or (r := ledger.get(issue.slug, c)) is None or r.state != "done"]
+            if not todo:
+                continue
+            if reason is None:
+                publish.append((issue.slug, todo))
+                scheduled.add(issue.slug)
+            elif issue.status != "ready":
+                notes.append(f"{issue.slug}: {reason}")
+        rows.append((when, publish, notes))
+    return rows
+
+
+@click.command("schedule")
+@click.option("--once", is_flag=True, help="Run one publishing tick now and exit (for cron/systemd timers).")
+@click.option("--list", "list_runs", is_flag=True, help="Show the upcoming runs and what each would publish.")
+@click.option("--test-at", hidden=True, metavar="HH:MM:SS",
+              help="(tests) run every day at this time instead of [schedule] day/time.")
+@click.pass_context
+def schedule_command(ctx, once, list_runs, test_at) -> int:
+    """Run the publishing scheduler ([schedule] day, time, timezone)."""
+    from .cli import get_settings
+
+    settings = get_settings(ctx)
+    test_at = test_at or os.environ.get("PUBLISHER_SCHEDULE_TEST_AT") or None
+    cfg = schedule_config(settings, test_at)
+    if once and list_runs:
+        raise click.UsageError("--once and --list do not go together")
+    if list_runs:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"upcoming runs: {cfg.describe()}")
+        table.add_column("run at")
+        table.add_column("publishes")
+        table.add_column("not yet (drafts)")
+        for when, publish, notes in upcoming(settings, cfg):
+            table.add_row(when.isoformat(),
+                          "\n".join(f"{slug} → {', '.join(chs)}" for slug, chs in publish) or "nothing",
+                          "\n".join(notes))
+        Console(width=max(120, Console().width)).print(table)
+        return 0
+    _setup_logging()
+    if once:
+        _RUNTIME["settings"] = settings
+        with ScheduleLock(cfg.jobstore):
+            reports = run_tick(settings)
+        done = sum(1 for r in reports for o in r.outcomes if o.state == "done")
+        click.echo(f"published {len(reports)} issue(s) ({done} channel push(es))")
+        return 0
+    return run_daemon(settings, cfg)

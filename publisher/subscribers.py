@@ -1,0 +1,289 @@
+"""Email subscribers: a SQLite database ([email] subscribers_db) and `publisher subscribers`.
+
+A subscriber is `active`, `unsubscribed` or `bounced`; only active subscribers are mailed, and
+nothing (not even a re-import of the same CSV) makes an unsubscribed or bounced address active
+again. Recipients are streamed in id order with keyset pagination (`WHERE id > ? LIMIT n`): no
+long read transaction, never the whole list in memory, and an unsubscribe that lands during a
+campaign is seen by the next page.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from publisher.errors import Diagnostic, PublisherError
+from publisher.ledger import now_iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscribers (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name        TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'unsubscribed', 'bounced')),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
+"""
+
+STATES = ("active", "unsubscribed", "bounced")
+# deliberately simple: one @, no spaces or angle brackets or control characters, a dotted domain
+EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+class SubscriberError(PublisherError):
+    """A subscriber file or command could not be processed."""
+
+
+def valid_email(address: str) -> bool:
+    return bool(EMAIL_RE.match(address)) and len(address) <= 254
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    tags: str
+    state: str
+
+
+class SubscriberDB:
+    """The subscribers database; one connection per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.connect().executescript(SCHEMA)
+
+    def connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add_many(self, rows: list[tuple[str, str, str]]) -> None:
+        """Insert or update (email, name, tags); an existing subscriber keeps its state."""
+        now = now_iso()
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                """INSERT INTO subscribers (email, name, tags, state, created_at, updated_at)
+                   VALUES (?, ?, ?, 'active', ?, ?)
+                   ON CONFLICT (email) DO UPDATE SET name = excluded.name, tags = excluded.tags,
+                     updated_at = excluded.updated_at""",
+                [(e, n, t, now, now) for e, n, t in rows],
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def set_state(self, email: str, state: str, *, only_from: tuple[str, ...] = ()) -> bool:
+        """Change a subscriber's state; True when a row changed."""
+        if state not in STATES:
+            raise ValueError(state)
+        sql = "UPDATE subscribers SET state = ?, updated_at = ? WHERE email = ?"
+        args: list = [state, now_iso(), email]
+        if only_from:
+            sql += f" AND state IN ({','.join('?' * len(only_from))})"
+            args += list(only_from)
+        cur = self.connect().execute(sql, args)
+        return cur.rowcount > 0
+
+    def delete(self, email: str) -> bool:
+        return self.connect().execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, email: str) -> Subscriber | None:
+        row = self.connect().execute("SELECT * FROM subscribers WHERE email = ?", (email,)).fetchone()
+        return _sub(row) if row else None
+
+    def count(self, state: str | None = "active") -> int:
+        if state is None:
+            return self.connect().execute("SELECT COUNT(*) FROM subscribers").fetchone()[0]
+        return self.connect().execute("SELECT COUNT(*) FROM subscribers WHERE state = ?", (state,)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for row in self.connect().execute("SELECT state, COUNT(*) FROM subscribers GROUP BY state"):
+            out[row[0]] = row[1]
+        return out
+
+    def iter_pages(self, state: str | None = "active", page: int = 1000) -> Iterator[list[Subscriber]]:
+        """Subscribers in id order, one page (a short query) at a time."""
+        last = 0
+        conn = self.connect()
+        where = "state = ? AND " if state else ""
+        while True:
+            args = ([state] if state else []) + [last, page]
+            rows = conn.execute(
+                f"SELECT id, email, name, tags, state FROM subscribers WHERE {where}id > ? ORDER BY id LIMIT ?",
+                args,
+            ).fetchall()
+            if not rows:
+                return
+            yield [_sub(r) for r in rows]
+            last = rows[-1]["id"]
+
+    def iter(self, state: str | None = "active", page: int = 1000) -> Iterator[Subscriber]:
+        for batch in self.iter_pages(state, page):
+            yield from batch
+
+    def is_active(self, email: str) -> bool:
+        row = self.connect().execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
+        return bool(row) and row[0] == "active"
+
+
+def _sub(row: sqlite3.Row) -> Subscriber:
+    return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])
+
+
+def open_db(settings) -> SubscriberDB:
+    path = settings.path("email", "subscribers_db")
+    if path is None:
+        raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
+    return SubscriberDB(path)
+
+
+def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int, list[Diagnostic]]:
+    """Import `email,name[,tags]` rows (a header row is optional). Bad rows are reported with their
+    line number and skipped; good rows are imported. Returns (rows imported, diagnostics)."""
+    problems: list[Diagnostic] = []
+    imported = 0
+    pending: list[tuple[str, str, str]] = []
+    seen_header = False
+    try:
+        fh = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+                    continue
+                cells = [c.strip() for c in row]
+                if not seen_header and imported == 0 and not pending and cells[0].lower() in ("email", "e-mail"):
+                    seen_header = True
+                    continue
+                if len(cells) > 3:
+                    problems.append(Diagnostic("error", f"{len(cells)} columns; expected email,name[,tags] "
+                                               "(quote a name or tags that contain a comma)", str(path), line))
+                    continue
+                email = cells[0]
+                name = cells[1] if len(cells) > 1 else ""
+                tags = cells[2] if len(cells) > 2 else ""
+                if not valid_email(email):
+                    problems.append(Diagnostic("error", f"not an email address: {email!r}; row skipped",
+                                               str(path), line))
+                    continue
+                if any(ch in name for ch in "\r\n"):
+                    problems.append(Diagnostic("error", "name contains a line break; row skipped", str(path), line))
+                    continue
+                pending.append((email, name, tags))
+                if len(pending) >= batch:
+                    db.add_many(pending)
+                    imported += len(pending)
+                    pending = []
+        except UnicodeDecodeError as exc:
+            raise SubscriberError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8 and import again",
+                                  file=path, line=reader.line_num + 1) from None
+        except csv.Error as exc:
+            raise SubscriberError(f"malformed CSV: {exc}", file=path, line=reader.line_num) from None
+    if pending:
+        db.add_many(pending)
+        imported += len(pending)
+    return imported, problems
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+@click.group("subscribers")
+def subscribers_command() -> None:
+    """Manage email subscribers ([email] subscribers_db)."""
+
+
+def _db(ctx: click.Context) -> SubscriberDB:
+    from publisher.cli import get_settings
+
+    return open_db(get_settings(ctx))
+
+
+@subscribers_command.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def import_cmd(ctx: click.Context, file: Path) -> None:
+    """Import FILE.csv (email,name[,tags]); bad rows are reported by line and skipped."""
+    from publisher.cli import print_diagnostics
+
+    if not file.is_file():
+        raise SubscriberError(f"{file} does not exist")
+    db = _db(ctx)
+    imported, problems = import_csv(db, file)
+    print_diagnostics(problems)
+    click.echo(f"imported {imported} row(s), skipped {len(problems)} bad row(s); "
+               f"{db.count('active')} active subscriber(s)")
+    if problems:
+        ctx.exit(1)
+
+
+@subscribers_command.command("list")
+@click.option("--state", type=click.Choice([*STATES, "all"]), default="active", show_default=True)
+@click.pass_context
+def list_cmd(ctx: click.Context, state: str) -> None:
+    """List subscribers (streamed) as CSV: email,name,tags,state."""
+    db = _db(ctx)
+    out = click.get_text_stream("stdout")
+    writer = csv.writer(out, lineterminator="\n")
+    for sub in db.iter(None if state == "all" else state):
+        writer.writerow([sub.email, sub.name, sub.tags, sub.state])
+
+
+@subscribers_command.command("count")
+@click.pass_context
+def count_cmd(ctx: click.Context) -> None:
+    """Count subscribers by state."""
+    counts = _db(ctx).counts()
+    click.echo(" ".join(f"{k}={v}" for k, v in counts.items()) + f" total={sum(counts.values())}")
+
+
+@subscribers_command.command("remove")
+@click.argument("email")
+@click.option("--purge", is_flag=True, help="Delete the row instead of marking it unsubscribed "
+              "(a later import would then add the address again).")
+@click.pass_context
+def remove_cmd(ctx: click.Context, email: str, purge: bool) -> None:
+    """Unsubscribe EMAIL (it is never mailed again)."""
+    db = _db(ctx)
+    changed = db.delete(email) if purge else db.set_state(email, "unsubscribed")
+    if not changed:
+        raise SubscriberError(f"no subscriber {email!r}; see `publisher subscribers list --state all`")
+    click.echo(f"{email}: {'deleted' if purge else 'unsubscribed'}")

@@ -1,0 +1,611 @@
+"""Email delivery: one campaign per issue over SMTP, exactly once per (issue, recipient).
+
+Ledger table `email_sends` (same SQLite file as `pushes`, WAL), one row per (issue, email):
+
+    pending → sending → sent | failed          (5xx: failed, never retried)
+                     ↘ ambiguous               (see below)
+
+For each message the worker sends MAIL FROM, RCPT TO, DATA and the whole body EXCEPT the final
+`.`; then commits `sending` (a one-row transaction); then sends `.\\r\\n`; on the 250 reply it
+commits `sent`. A 4xx anywhere, or a dropped connection before the final dot, puts the row back
+to `pending` and the message is retried with bounded exponential backoff ([smtp] max_retries).
+
+**The ambiguous window.** A row found in `sending` — the process died, or the connection dropped
+after the final dot and before the reply — may or may not have been accepted by the server. At
+most one message per connection is in that window at any moment, so after a crash at most
+[smtp] connections rows are ambiguous. [email] ambiguous decides what a re-run does with them:
+
+* `resend` (default): send them again — nobody is skipped; at most `connections` recipients get
+  a second copy, with the same Message-ID (mail systems that de-duplicate by Message-ID,
+  Gmail among them, show it once).
+* `skip`: mark them `ambiguous` and never send again — nobody gets two copies; at most
+  `connections` recipients may get none. They are listed in the summary either way.
+
+A recipient whose subscriber row is no longer active (unsubscribed or bounced) is never mailed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import re
+import smtplib
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from publisher.channels.base import Rendition
+from publisher.errors import ConfigError, TransportError
+from publisher.ledger import Ledger, now_iso
+from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
+from publisher.transports.base import PushContext, PushResult, Transport
+
+log = logging.getLogger("publisher.email")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS email_sends (
+    issue       TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'ambiguous')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    message_id  TEXT,
+    smtp_code   INTEGER,
+    last_error  TEXT,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (issue, email)
+);
+CREATE INDEX IF NOT EXISTS email_sends_state ON email_sends (issue, state);
+"""
+
+BACKOFF_BASE = 1.0  # seconds; attempt n waits BACKOFF_BASE * 2**(n-1) (± 25 %), capped
+BACKOFF_CAP = 60.0
+PAGE = 500
+_PERIODS = re.compile(rb"(?m)^\.")
+FINAL_STATES = ("sent", "failed", "ambiguous")
+
+
+@dataclass
+class CampaignStats:
+    total: int = 0  # active subscribers when the run started
+    sent: int = 0  # sent by this run
+    already: int = 0  # skipped: sent (or failed/ambiguous) by an earlier run
+    failed: int = 0  # 5xx by this run
+    deferred: int = 0  # 4xx / connection trouble after max_retries: left pending
+    ambiguous: list[str] = field(default_factory=list)  # rows found in `sending` at start
+    ambiguous_policy: str = "resend"
+    aborted: str | None = None
+    windows: list[float] = field(default_factory=list)  # seconds `sending` → `sent` committed
+    accept_to_commit: list[float] = field(default_factory=list)  # 250 received → `sent` committed
+    elapsed: float = 0.0
+    remaining: int = 0
+
+    def summary(self) -> str:
+        s = (f"email: sent {self.sent}, failed {self.failed}, skipped {self.already} (done earlier), "
+             f"remaining {self.remaining}")
+        if self.ambiguous:
+            s += f"; {len(self.ambiguous)} ambiguous from an interrupted run ({self.ambiguous_policy})"
+        return s
+
+    def as_details(self) -> dict:
+        d = {"sent": self.sent, "failed": self.failed, "skipped": self.already,
+             "remaining": self.remaining, "ambiguous": len(self.ambiguous),
+             "ambiguous_policy": self.ambiguous_policy, "elapsed_s": round(self.elapsed, 3)}
+        if self.windows:
+            w = sorted(self.windows)
+            d["window_max_ms"] = round(w[-1] * 1000, 3)
+            d["window_p50_ms"] = round(w[len(w) // 2] * 1000, 3)
+        return d
+
+
+# -- SMTP ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str
+    timeout: float
+    max_retries: int
+    connections: int
+    rate: float
+
+    @classmethod
+    def from_settings(cls, settings) -> SmtpConfig:
+        s = settings["smtp"]
+        if s["security"] not in ("starttls", "tls", "none"):
+            raise ConfigError(f"[smtp] security must be starttls, tls or none, got {s['security']!r}: "
+                              f"fix it in {settings.where()}")
+        password = settings.secret("smtp", "password_env") if s["username"] else ""
+        if s["connections"] < 1:
+            raise ConfigError(f"[smtp] connections must be at least 1: fix it in {settings.where()}")
+        return cls(s["host"], int(s["port"]), s["security"], s["username"], password,
+                   float(s["timeout"]), max(0, int(s["max_retries"])), int(s["connections"]),
+                   float(s["rate_per_second"]))
+
+
+class Temporary(Exception):
+    """Try again later (4xx, dropped connection before the final dot)."""
+
+
+class Permanent(Exception):
+    """5xx: never retried."""
+
+    def __init__(self, code: int, message: str, *, bounce: bool):
+        super().__init__(message)
+        self.code = code
+        self.bounce = bounce
+
+
+class AfterDot(Exception):
+    """The connection failed after the final dot: the server may or may not have the message."""
+
+
+def connect(cfg: SmtpConfig) -> smtplib.SMTP:
+    try:
+        if cfg.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+            if cfg.security == "starttls":
+                smtp.ehlo()
+                smtp.starttls(context=ssl.create_default_context())
+        smtp.ehlo()
+        if cfg.username:
+            smtp.login(cfg.username, cfg.password)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise TransportError(f"SMTP login as [smtp] username {cfg.username!r} refused ({exc.smtp_code}); "
+                             "check the username and the password environment variable") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TransportError(f"TLS certificate of {cfg.host}:{cfg.port} not trusted: {exc.verify_message}; "
+                             "fix [smtp] host or trust the CA (SSL_CERT_FILE)") from None
+    except smtplib.SMTPNotSupportedError:
+        raise TransportError(f"{cfg.host}:{cfg.port} does not offer STARTTLS; set [smtp] security") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise Temporary(f"connect {cfg.host}:{cfg.port}: {exc}") from None
+    return smtp
+
+
+def _check(code: int, resp: bytes, stage: str, *, bounce: bool = False) -> None:
+    if 200 <= code < 400:
+        return
+    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+    if 500 <= code < 600:
+        raise Permanent(code, f"{stage}: {code} {text}", bounce=bounce)
+    raise Temporary(f"{stage}: {code} {text}")
+
+
+def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None]) -> float:
+    """One message over an open connection; calls `before_dot` just before the final dot.
+    Returns the time.monotonic() of the 250 reply."""
+    try:
+        code, resp = smtp.mail(sender)
+        _check(code, resp, "MAIL FROM")
+        code, resp = smtp.rcpt(rcpt)
+        _check(code, resp, "RCPT TO", bounce=True)
+        code, resp = smtp.docmd("DATA")
+        if code != 354:
+            _check(code if code >= 400 else 451, resp, "DATA")
+        data = _PERIODS.sub(b"..", msg)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        smtp.send(data)
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise Temporary(f"connection lost: {exc}") from None
+    before_dot()
+    try:
+        smtp.send(b".\r\n")
+        code, resp = smtp.getreply()
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        raise AfterDot(f"connection lost after the final dot: {exc}") from None
+    accepted = time.monotonic()
+    _check(code, resp, "end of DATA")
+    return accepted
+
+
+class RateLimiter:
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = time.monotonic()
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            slot = max(self.next, now)
+            self.next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+def backoff(attempt: int) -> float:
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+    return delay * random.uniform(0.75, 1.25)
+
+
+# -- the campaign -------------------------------------------------------------------------------
+
+
+class Campaign:
+    """Sends one issue to every active subscriber not yet done (see the module docstring)."""
+
+    def __init__(self, template: MessageTemplate, settings, ledger: Ledger, *, secret: str,
+                 progress: Callable[[int, int], None] | None = None, smtp: SmtpConfig | None = None,
+                 ambiguous: str | None = None):
+        from publisher.subscribers import open_db
+
+        self.t = template
+        self.settings = settings
+        self.ledger = ledger
+        self.secret = secret
+        self.cfg = smtp or SmtpConfig.from_settings(settings)
+        self.subs = open_db(settings)
+        self.progress = progress
+        self.policy = ambiguous or settings["email"].get("ambiguous", "resend")
+        if self.policy not in ("resend", "skip"):
+            raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
+                              f"fix it in {settings.where()}")
+        self.stats = CampaignStats(ambiguous_policy=self.policy)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.limiter = RateLimiter(self.cfg.rate)
+        self.done = 0
+        ledger.ensure(SCHEMA)
+
+    # ledger, one tiny transaction each
+    def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
+              attempt: bool = False) -> None:
+        conn = self.ledger.connect()
+        conn.execute(
+            f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (issue, email) DO UPDATE SET state = excluded.state,
+                  attempts = attempts + {1 if attempt else 0}, smtp_code = excluded.smtp_code,
+                  last_error = excluded.last_error, updated_at = excluded.updated_at""",
+            (self.t.issue, email, state, 1 if attempt else 0, self.t.message_id(email), code, error, now_iso()),
+        )
+
+    def recover(self) -> None:
+        conn = self.ledger.connect()
+        rows = [r[0] for r in conn.execute(
+            "SELECT email FROM email_sends WHERE issue = ? AND state = 'sending'", (self.t.issue,))]
+        self.stats.ambiguous = rows
+        if not rows:
+            return
+        new = "pending" if self.policy == "resend" else "ambiguous"
+        with self.ledger.transaction() as c:
+            c.execute("UPDATE email_sends SET state = ?, last_error = 'interrupted in the ambiguous window', "
+                      "updated_at = ? WHERE issue = ? AND state = 'sending'", (new, now_iso(), self.t.issue))
+        log.warning("%d message(s) were in flight when an earlier run stopped (%s): %s",
+                    len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
+
+    def _producer(self, q: queue.Queue) -> None:
+        conn = self.ledger.connect()
+        try:
+            for page in self.subs.iter_pages("active", PAGE):
+                if self.stop.is_set():
+                    break
+                emails = [s.email for s in page]
+                marks = ",".join("?" * len(emails))
+                done = {r[0].lower() for r in conn.execute(
+                    f"SELECT email FROM email_sends WHERE issue = ? AND email IN ({marks}) "
+                    f"AND state IN ('sent', 'failed', 'ambiguous')", (self.t.issue, *emails))}
+                for e in emails:
+                    if e.lower() in done:
+                        with self.lock:
+                            self.stats.already += 1
+                            self.done += 1
+                        continue
+                    while not self.stop.is_set():
+                        try:
+                            q.put(e, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+        finally:
+            for _ in range(self.cfg.connections):
+                q.put(None)
+            self.ledger.close()
+
+    def _worker(self, q: queue.Queue) -> None:
+        smtp: smtplib.SMTP | None = None
+        connect_failures = 0
+        try:
+            while True:
+                email = q.get()
+                if email is None or self.stop.is_set():
+                    if email is not None:
+                        continue  # drain
+                    return
+                attempt = 0
+                while True:
+                    if self.stop.is_set():
+                        break
+                    attempt += 1
+                    try:
+                        if smtp is None:
+                            smtp = connect(self.cfg)
+                            connect_failures = 0
+                        self._send_one(smtp, email)
+                        break
+                    except Temporary as exc:
+                        if smtp is not None and "connection lost" in str(exc):
+                            smtp = _close(smtp)
+                        elif smtp is None:
+                            connect_failures += 1
+                        else:
+                            try:
+                                smtp.rset()
+                            except (smtplib.SMTPException, OSError):
+                                smtp = _close(smtp)
+                        if connect_failures > self.cfg.max_retries:
+                            self._abort(f"cannot connect to the SMTP server: {exc}")
+                            break
+                        if attempt > self.cfg.max_retries:
+                            log.warning("%s: deferred after %d attempts: %s", email, attempt, exc)
+                            self._mark(email, "pending", error=str(exc)[:500])
+                            with self.lock:
+                                self.stats.deferred += 1
+                            break
+                        log.info("%s: %s; retry %d in a moment", email, exc, attempt)
+                        self.stop.wait(backoff(attempt))
+                    except AfterDot as exc:
+                        smtp = _close(smtp)
+                        if self.policy == "skip":
+                            self._mark(email, "ambiguous", error=str(exc)[:500])
+                            with self.lock:
+                                self.stats.ambiguous.append(email)
+                            break
+                        if attempt > self.cfg.max_retries:
+                            self._mark(email, "pending", error=str(exc)[:500])
+                            with self.lock:
+                                self.stats.deferred += 1
+                            break
+                        self.stop.wait(backoff(attempt))
+                    except Permanent as exc:
+                        self._mark(email, "failed", code=exc.code, error=str(exc)[:500])
+                        if exc.bounce:
+                            self.subs.set_state(email, "bounced", only_from=("active",))
+                        log.warning("%s: failed: %s", email, exc)
+                        with self.lock:
+                            self.stats.failed += 1
+                        try:
+                            smtp.rset()
+                        except (smtplib.SMTPException, OSError, AttributeError):
+                            smtp = _close(smtp)
+                        break
+                    except TransportError as exc:
+                        self._abort(str(exc))
+                        break
+                with self.lock:
+                    self.done += 1
+                    done = self.done
+                if self.progress:
+                    self.progress(done, self.stats.total)
+        except BaseException as exc:  # never leave the producer blocked on a full queue
+            self._abort(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if smtp is not None:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    smtp.quit()
+            self.ledger.close()
+            self.subs.close()
+
+    def _abort(self, reason: str) -> None:
+        with self.lock:
+            if self.stats.aborted is None:
+                self.stats.aborted = reason
+        self.stop.set()
+
+    def _send_one(self, smtp: smtplib.SMTP, email: str) -> None:
+        from publisher.mailmsg import unsubscribe_url_for
+
+        msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret))
+        self.limiter.wait()
+        marked: list[float] = []
+
+        def before_dot() -> None:
+            self._mark(email, "sending", attempt=True)
+            marked.append(time.monotonic())
+
+        try:
+            accepted = transmit(smtp, self.t.envelope_from, email, msg, before_dot)
+        except Temporary as exc:
+            if marked:  # the server answered 4xx to the final dot: it does not have the message
+                self._mark(email, "pending", error=str(exc)[:500])
+            raise
+        self._mark(email, "sent", code=250)
+        end = time.monotonic()
+        with self.lock:
+            self.stats.sent += 1
+            self.stats.windows.append(end - marked[0])
+            self.stats.accept_to_commit.append(end - accepted)
+
+    def run(self) -> CampaignStats:
+        start = time.monotonic()
+        self.recover()
+        self.stats.total = self.subs.count("active") + self._count_inactive_done()
+        q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + PAGE)
+        threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
+        threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{i}", daemon=True)
+                    for i in range(self.cfg.connections)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:
+            self._abort("interrupted")
+            for t in threads:
+                t.join(10)
+            raise
+        self.stats.elapsed = time.monotonic() - start
+        self.stats.remaining = self.remaining()
+        return self.stats
+
+    def _count_inactive_done(self) -> int:
+        return 0
+
+    def remaining(self) -> int:
+        """Active subscribers without a final row for this issue (streamed, page by page)."""
+        conn = self.ledger.connect()
+        left = 0
+        for page in self.subs.iter_pages("active", PAGE):
+            emails = [s.email for s in page]
+            marks = ",".join("?" * len(emails))
+            done = conn.execute(
+                f"SELECT COUNT(*) FROM email_sends WHERE issue = ? AND email IN ({marks}) "
+                f"AND state IN ('sent', 'failed', 'ambiguous')", (self.t.issue, *emails)).fetchone()[0]
+            left += len(emails) - done
+        return left
+
+
+def _close(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        with contextlib.suppress(OSError):
+            smtp.close()
+    return None
+
+
+def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
+                 ambiguous: str | None = None) -> CampaignStats:
+    """Send `rendition` to every active subscriber not yet done; the standalone entry point."""
+    check_unsubscribe_url(settings)
+    secret = settings.secret("email", "secret_env")
+    template = build_template(rendition, settings)
+    return Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous).run()
+
+
+def send_test(rendition: Rendition, settings, to: str) -> str:
+    """One copy to `to`, subject prefixed [TEST]; the campaign ledger is not touched."""
+    from publisher.mailmsg import unsubscribe_url_for
+    from publisher.subscribers import valid_email
+
+    if not valid_email(to):
+        raise ConfigError(f"--to {to!r} is not an email address")
+    check_unsubscribe_url(settings)
+    secret = settings.secret("email", "secret_env")
+    cfg = SmtpConfig.from_settings(settings)
+    template = build_template(rendition, settings, subject_prefix="[TEST] ")
+    msg = template.render(to, unsubscribe_url_for(settings, to, secret))
+    last: Exception | None = None
+    for attempt in range(1, cfg.max_retries + 2):
+        smtp = None
+        try:
+            smtp = connect(cfg)
+            transmit(smtp, template.envelope_from, to, msg, lambda: None)
+            smtp.quit()
+            return template.message_id(to)
+        except (Temporary, AfterDot) as exc:
+            last = exc
+            _close(smtp)
+            time.sleep(backoff(attempt))
+        except Permanent as exc:
+            _close(smtp)
+            raise TransportError(f"test message to {to} refused: {exc}") from None
+    raise TransportError(f"test message to {to} not sent after {cfg.max_retries + 1} attempts: {last}")
+
+
+def campaign_status(ledger: Ledger, issue: str) -> dict[str, int]:
+    ledger.ensure(SCHEMA)
+    rows = ledger.connect().execute(
+        "SELECT state, COUNT(*) FROM email_sends WHERE issue = ? GROUP BY state", (issue,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+# -- progress display ---------------------------------------------------------------------------
+
+
+class _Display:
+    """rich progress bar on a TTY, a log line every 5 s otherwise."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+        self.last = 0.0
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=False)
+            self.task = self.bar.add_task("email", total=total)
+            self.bar.start()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total or None)
+            return
+        now = time.monotonic()
+        if now - self.last >= 5 or done == total:
+            self.last = now
+            print(f"email: {done}/{total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class EmailTransport(Transport):
+    channel = "email"
+
+    def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
+        settings = ctx.settings
+        to = ctx.options.get("to")
+        if to:
+            if ctx.dry_run:
+                return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
+            mid = send_test(rendition, settings, to)
+            return PushResult(remote_id=mid, details={"test_to": to},
+                              summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
+        if ctx.dry_run:
+            return self._dry_run(rendition, ctx)
+        check_unsubscribe_url(settings)
+        secret = settings.secret("email", "secret_env")
+        template = build_template(rendition, settings)
+        display = None
+        progress = ctx.progress
+        campaign = Campaign(template, settings, ctx.ledger, secret=secret)
+        if progress is None:
+            display = _Display(campaign.subs.count("active"))
+            progress = display
+        campaign.progress = progress
+        try:
+            stats = campaign.run()
+        finally:
+            if display is not None:
+                display.close()
+        print(stats.summary(), file=sys.stderr)
+        if stats.aborted or stats.remaining:
+            why = stats.aborted or f"{stats.deferred} message(s) deferred after [smtp] max_retries"
+            raise TransportError(f"{stats.summary()}; stopped: {why}. Run the push again to resume "
+                                 "(recipients already sent are skipped)")
+        return PushResult(remote_id=template.message_id("campaign"), details=stats.as_details(),
+                          summary=stats.summary())
+
+    def _dry_run(self, rendition: Rendition, ctx: PushContext) -> PushResult:
+        from publisher.mailmsg import sample_eml
+        from publisher.subscribers import open_db
+
+        settings = ctx.settings
+        subs = open_db(settings)
+        ctx.ledger.ensure(SCHEMA)
+        active = subs.count("active")
+        first = next(subs.iter("active", 1), None)
+        status = campaign_status(ctx.ledger, rendition.issue)
+        done = sum(status.get(s, 0) for s in FINAL_STATES)
+        sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
+        print(sample.decode("utf-8", "replace"))
+        return PushResult(details={"active": active, "done": done},
+                          summary=f"email: dry run: {active} active subscriber(s), {done} already done "
+                                  f"for {rendition.issue}; sample message above")

@@ -1,0 +1,413 @@
+"""WeChat Official Account transport: the wechat rendition becomes a draft (and, asked, a post).
+
+Order of work, so that nothing is sent when something is wrong locally:
+1. every platform limit (title, author, digest, content, 阅读原文 URL) and every image (format,
+   size, a cover for the draft) is checked before any API call;
+2. local images are uploaded — in-article images and the QR with media/uploadimg (their URLs
+   replace the refs in the body), the cover with material/add_material (→ thumb_media_id) —
+   each at most once per content hash (table `wechat_uploads`);
+3. the draft is created (draft/add), or, when this issue already has one (table `wechat_drafts`),
+   updated in place (draft/update) unless options["new_draft"];
+4. with options["publish"], freepublish/submit, then freepublish/get is polled with backoff until
+   a final status or [wechat] publish_poll_seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from publisher.channels.base import LocalImage, Rendition
+from publisher.errors import TransportError
+from publisher.ledger import Ledger, now_iso
+from publisher.transports.base import PushContext, PushResult, Transport
+from publisher.wechat_api import WeChatClient, WeChatError
+
+UPLOAD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wechat_uploads (
+    app_id      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('uploadimg', 'material')),
+    url         TEXT,
+    media_id    TEXT,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (app_id, sha256, kind)
+);
+CREATE TABLE IF NOT EXISTS wechat_drafts (
+    app_id        TEXT NOT NULL,
+    issue         TEXT NOT NULL,
+    media_id      TEXT NOT NULL,
+    publish_id    TEXT,
+    publish_status INTEGER,
+    article_url   TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (app_id, issue)
+);
+"""
+
+# platform limits (developers.weixin.qq.com, draft/add)
+TITLE_MAX = 32
+AUTHOR_MAX = 16
+DIGEST_MAX = 128
+CONTENT_CHARS_LIMIT = 20_000  # content must be under this many characters
+CONTENT_BYTES_LIMIT = 1024 * 1024  # … and under 1 MB
+SOURCE_URL_MAX_BYTES = 1024
+UPLOADIMG_LIMIT = 1024 * 1024  # in-article images: jpg/png under 1 MB
+MATERIAL_LIMIT = 10 * 1024 * 1024  # permanent image material: under 10 MB
+
+PUBLISH_STATUS = {
+    0: "成功 (published)",
+    1: "发布中 (publishing)",
+    2: "原创失败 (failed the originality check)",
+    3: "常规失败 (failed)",
+    4: "平台审核不通过 (rejected by the platform's review)",
+    5: "成功后用户删除所有文章 (published, then all its articles were deleted by the account)",
+    6: "成功后系统封禁所有文章 (published, then all its articles were banned by the platform)",
+}
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format from its magic bytes: jpeg, png, gif, bmp, webp or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _to_png(data: bytes) -> bytes | None:
+    """The image converted to PNG with Pillow, or None when Pillow is not installed."""
+    try:
+        from PIL import Image  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    with Image.open(io.BytesIO(data)) as im:
+        out = io.BytesIO()
+        im.save(out, format="PNG")
+        return out.getvalue()
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.2f} MB ({n:,} bytes)"
+
+
+@dataclass
+class Prepared:
+    """An image ready to upload: the bytes that go out and where they came from."""
+
+    image: LocalImage
+    data: bytes
+    filename: str
+    media_type: str
+    sha256: str
+    converted_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.image.path) if self.image.path else self.image.ref
+
+
+def prepare_image(image: LocalImage, *, kind: str) -> Prepared:
+    """Check (and if need be convert) one image; TransportError naming the file when impossible."""
+    label = str(image.path) if image.path else f"{image.ref} (generated {image.role} image)"
+    try:
+        data = image.read()
+    except OSError as exc:
+        raise TransportError(f"cannot read image {label}: {exc.strerror or exc}") from None
+    fmt = sniff(data)
+    allowed = ("jpeg", "png") if kind == "uploadimg" else ("jpeg", "png", "gif", "bmp")
+    converted_from = None
+    if fmt not in allowed:
+        what = fmt or "an unrecognised format"
+        converted = _to_png(data) if fmt is not None else None
+        if converted is None:
+            reason = ("install Pillow (pip install pillow) to have it converted to PNG, or convert it "
+                      "yourself" if fmt is not None else "use a jpg or png file")
+            raise TransportError(
+                f"image {label} is {what}; WeChat takes only jpg/png for "
+                f"{'in-article images' if kind == 'uploadimg' else 'the cover'}: {reason}"
+            )
+        data, converted_from, fmt = converted, fmt, "png"
+    limit = UPLOADIMG_LIMIT if kind == "uploadimg" else MATERIAL_LIMIT
+    if len(data) >= limit:
+        raise TransportError(
+            f"image {label} is {_mb(len(data))}; WeChat takes {'in-article images' if kind == 'uploadimg' else 'cover images'} "
+            f"under {_mb(limit)}: shrink or recompress it"
+        )
+    ext = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp"}[fmt]
+    stem = Path(image.path.name).stem if image.path else (Path(image.ref).stem or image.role)
+    return Prepared(image, data, re.sub(r"[^\w.-]", "_", stem) + ext, f"image/{fmt}",
+                    hashlib.sha256(data).hexdigest(), converted_from)
+
+
+def check_limits(article: dict[str, Any]) -> None:
+    """Every draft/add limit, with the measured value and the limit; TransportError listing all."""
+    problems = []
+    for key, limit in (("title", TITLE_MAX), ("author", AUTHOR_MAX), ("digest", DIGEST_MAX)):
+        n = len(article.get(key) or "")
+        if n > limit:
+            problems.append(f"{key} is {n} characters, WeChat allows at most {limit}: {article[key]!r}")
+    content = article.get("content") or ""
+    chars, size = len(content), len(content.encode("utf-8"))
+    if chars >= CONTENT_CHARS_LIMIT:
+        problems.append(f"content is {chars:,} characters, WeChat needs under {CONTENT_CHARS_LIMIT:,}")
+    if size >= CONTENT_BYTES_LIMIT:
+        problems.append(f"content is {_mb(size)}, WeChat needs under {_mb(CONTENT_BYTES_LIMIT)}")
+    url_size = len((article.get("content_source_url") or "").encode("utf-8"))
+    if url_size > SOURCE_URL_MAX_BYTES:
+        problems.append(f"content_source_url (阅读原文) is {url_size:,} bytes, WeChat allows at most "
+                        f"{SOURCE_URL_MAX_BYTES:,} (1 KB)")
+    if problems:
+        raise TransportError("the WeChat draft cannot be sent: " + "; ".join(problems))
+
+
+def replace_ref(body: str, ref: str, url: str) -> tuple[str, int]:
+    """Replace src="ref" (as written, or HTML-escaped) by src="url"; returns (body, count)."""
+    count = 0
+    for written in {ref, html.escape(ref, quote=True)}:
+        for q in ('"', "'"):
+            needle = f"src={q}{written}{q}"
+            count += body.count(needle)
+            body = body.replace(needle, f'src="{html.escape(url, quote=True)}"')
+    return body, count
+
+
+_IMG_SRC_RE = re.compile(r"<img\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I)
+
+
+class WeChatTransport(Transport):
+    channel = "wechat"
+
+    # polling of freepublish/get: first wait, growth factor, longest wait (seconds)
+    poll_first = 0.5
+    poll_factor = 2.0
+    poll_max = 15.0
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.clock = clock
+        self.sleep = sleep
+
+    # -- the push ------------------------------------------------------------------------------
+
+    def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
+        cfg = ctx.settings["wechat"]
+        options = dict(ctx.options or {})
+        publish = bool(options.get("publish"))
+        new_draft = bool(options.get("new_draft"))
+        notes: list[str] = []
+
+        # 1. everything checked locally, before any request
+        article = self._article(rendition, ctx)
+        check_limits({**article, "content": rendition.body})
+        inline, cover = self._images(rendition, ctx, notes)
+        if ctx.dry_run:
+            return PushResult(
+                details={"dry_run": True, "images": len(inline), "notes": notes},
+                summary=f"dry run: would upload {len(inline)} image(s) and the cover, then "
+                        f"{'create' if new_draft else 'create or update'} the draft"
+                        f"{' and publish it' if publish else ''}",
+            )
+        app_id = ctx.settings.require("wechat", "app_id", "the AppID of the Official Account")
+        secret = ctx.settings.secret("wechat", "app_secret_env")
+        client = WeChatClient(app_id=app_id, secret=secret, ledger=ctx.ledger, api_base=cfg["api_base"],
+                              token_mode=cfg["token_mode"])
+        ledger = ctx.ledger
+        ledger.ensure(UPLOAD_SCHEMA)
+
+        # 2. uploads (each content hash once per account)
+        body = rendition.body
+        uploaded = cached = 0
+        total = len(inline) + 1
+        for done, prep in enumerate(inline, 1):
+            url, fresh = self._upload(client, ledger, app_id, prep, "uploadimg")
+            uploaded, cached = uploaded + fresh, cached + (not fresh)
+            body, count = replace_ref(body, prep.image.ref, url)
+            if count == 0:
+                notes.append(f"image {prep.image.ref} is not referenced in the body")
+            if ctx.progress:
+                ctx.progress(done, total)
+        thumb_media_id, fresh = self._upload(client, ledger, app_id, cover, "material")
+        uploaded, cached = uploaded + fresh, cached + (not fresh)
+        if ctx.progress:
+            ctx.progress(total, total)
+        leftover = sorted({src for src in _IMG_SRC_RE.findall(body)
+                           if not re.match(r"https?://mmbiz\.q(?:pic|logo)\.cn/", src)})
+        if leftover:
+            notes.append(f"{len(leftover)} image(s) not hosted by WeChat will be filtered out by the "
+                         f"platform: {', '.join(leftover[:5])}")
+        article["content"] = body
+        article["thumb_media_id"] = thumb_media_id
+        check_limits(article)  # the image URLs changed the content's length
+
+        # 3. the draft
+        previous = ledger.connect().execute(
+            "SELECT media_id FROM wechat_drafts WHERE app_id = ? AND issue = ?", (app_id, rendition.issue)
+        ).fetchone()
+        action = "added"
+        if previous is not None and not new_draft:
+            media_id = previous["media_id"]
+            try:
+                client.draft_update(media_id, article)
+                action = "updated"
+            except WeChatError as exc:
+                if exc.errcode != 40007:
+                    raise
+                notes.append(f"draft {media_id} no longer exists on the platform (deleted or published); "
+                             "created a new one")
+                media_id = client.draft_add(article)
+        else:
+            media_id = client.draft_add(article)
+        now = now_iso()
+        with ledger.transaction() as conn:
+            conn.execute(
+                """INSERT INTO wechat_drafts (app_id, issue, media_id, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (app_id, issue) DO UPDATE SET media_id = excluded.media_id,
+                     publish_id = CASE WHEN wechat_drafts.media_id = excluded.media_id
+                                       THEN wechat_drafts.publish_id END,
+                     updated_at = excluded.updated_at""",
+                (app_id, rendition.issue, media_id, now, now),
+            )
+        details: dict[str, Any] = {
+            "media_id": media_id, "draft": action, "thumb_media_id": thumb_media_id,
+            "images_uploaded": uploaded, "images_cached": cached, "title": article["title"],
+            "content_chars": len(body), "notes": notes,
+        }
+        summary = f"draft {action} (media_id {media_id}); {uploaded} image(s) uploaded, {cached} from cache"
+        if not publish:
+            return PushResult(remote_id=media_id, details=details, summary=summary)
+
+        # 4. publish
+        publish_id = client.publish_submit(media_id)
+        self._record_publish(ledger, app_id, rendition.issue, publish_id, None, None)
+        details["publish_id"] = publish_id
+        answer = self._poll(client, publish_id, float(cfg["publish_poll_seconds"]))
+        status = int(answer.get("publish_status", -1))
+        article_url = _article_url(answer)
+        self._record_publish(ledger, app_id, rendition.issue, publish_id, status, article_url)
+        details["publish_status"] = status
+        if status == 1:
+            raise TransportError(
+                f"WeChat publish {publish_id} of draft {media_id} is still publishing after "
+                f"{cfg['publish_poll_seconds']} s ([wechat] publish_poll_seconds); check it in the MP console "
+                "(发表记录) or push again with --publish later"
+            )
+        if status != 0:
+            meaning = PUBLISH_STATUS.get(status, "unknown status")
+            fail_idx = answer.get("fail_idx") or []
+            extra = f", failed article index {fail_idx}" if fail_idx else ""
+            raise TransportError(
+                f"WeChat publish {publish_id} of draft {media_id} ended with publish_status {status}: "
+                f"{meaning}{extra}; see 发表记录 in the MP console, fix the draft and push again"
+            )
+        details["article_url"] = article_url
+        return PushResult(remote_id=media_id, url=article_url, details=details,
+                          summary=f"{summary}; published: {article_url}")
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def _article(self, rendition: Rendition, ctx: PushContext) -> dict[str, Any]:
+        cfg = ctx.settings["wechat"]
+        meta = rendition.metadata
+        issue = ctx.issue
+        title = meta.get("title") or cfg["title_template"].format(
+            name=ctx.settings["newsletter"]["name"], date=rendition.issue, title=issue.title)
+        author = meta.get("author") or issue.author or ctx.settings["newsletter"]["author"]
+        return {
+            "title": str(title),
+            "author": str(author or ""),
+            "digest": str(meta.get("digest") or issue.digest or ""),
+            "content": "",
+            "content_source_url": str(meta.get("content_source_url") or ""),
+            "thumb_media_id": "",
+            "need_open_comment": int(cfg["need_open_comment"]),
+            "only_fans_can_comment": int(cfg["only_fans_can_comment"]),
+        }
+
+    def _images(self, rendition: Rendition, ctx: PushContext, notes: list[str]) -> tuple[list[Prepared], Prepared]:
+        inline = [prepare_image(img, kind="uploadimg") for img in rendition.images if img.role in ("inline", "qr")]
+        for prep in inline:
+            if prep.converted_from:
+                notes.append(f"{prep.name}: {prep.converted_from} converted to PNG")
+        covers = [img for img in rendition.images if img.role == "cover"]
+        if covers:
+            return inline, prepare_image(covers[0], kind="material")
+        default = ctx.settings["wechat"].get("default_cover", "")
+        if default:
+            path = Path(default)
+            notes.append(f"the issue has no cover; using [wechat] default_cover {path}")
+            return inline, prepare_image(LocalImage(ref=str(path), path=path, role="cover"), kind="material")
+        qrs = [img for img in rendition.images if img.role == "qr"]
+        if qrs:
+            notes.append("the issue has no cover; using the QR code as the draft's cover (thumb) — set "
+                         "`cover:` in the issue or [wechat] default_cover")
+            return inline, prepare_image(qrs[0], kind="material")
+        raise TransportError(
+            f"issue {rendition.issue}: a WeChat draft needs a cover image (thumb_media_id) and the "
+            "rendition has none (no cover, no QR code): set `cover:` in the issue or [wechat] default_cover"
+        )
+
+    def _upload(self, client: WeChatClient, ledger: Ledger, app_id: str, prep: Prepared,
+                kind: str) -> tuple[str, bool]:
+        """(url or media_id, whether it was uploaded now) — from the cache when already sent."""
+        row = ledger.connect().execute(
+            "SELECT url, media_id FROM wechat_uploads WHERE app_id = ? AND sha256 = ? AND kind = ?",
+            (app_id, prep.sha256, kind),
+        ).fetchone()
+        if row is not None:
+            return (row["url"] if kind == "uploadimg" else row["media_id"]), False
+        if kind == "uploadimg":
+            url, media_id = client.upload_image(prep.data, prep.filename, prep.media_type), None
+        else:
+            media_id, url = client.add_material(prep.data, prep.filename, prep.media_type)
+        with ledger.transaction() as conn:
+            conn.execute(
+                """INSERT OR REPLACE INTO wechat_uploads (app_id, sha256, kind, url, media_id, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (app_id, prep.sha256, kind, url, media_id, now_iso()),
+            )
+        return (url if kind == "uploadimg" else media_id), True
+
+    def _poll(self, client: WeChatClient, publish_id: str, budget: float) -> dict:
+        deadline = self.clock() + budget
+        delay = self.poll_first
+        while True:
+            remaining = deadline - self.clock()
+            self.sleep(max(0.0, min(delay, remaining)))
+            answer = client.publish_get(publish_id)
+            if int(answer.get("publish_status", -1)) != 1 or self.clock() >= deadline:
+                return answer
+            delay = min(delay * self.poll_factor, self.poll_max)
+
+    @staticmethod
+    def _record_publish(ledger: Ledger, app_id: str, issue: str, publish_id: str, status: int | None,
+                        url: str | None) -> None:
+        with ledger.transaction() as conn:
+            conn.execute(
+                """UPDATE wechat_drafts SET publish_id = ?, publish_status = ?, article_url = ?,
+                   updated_at = ? WHERE app_id = ? AND issue = ?""",
+                (publish_id, status, url, now_iso(), app_id, issue),
+            )
+
+
+def _article_url(answer: dict) -> str | None:
+    detail = answer.get("article_detail") or {}
+    for item in detail.get("item") or []:
+        if item.get("article_url"):
+            return str(item["article_url"])
+    return answer.get("article_url")

@@ -1,0 +1,195 @@
+"""Unsubscribe links and `publisher serve`: the one-click unsubscribe endpoint (RFC 8058).
+
+A token is `base64url(email) "." base64url(HMAC-SHA256(secret, list_id NUL lowercased email))`;
+the secret comes from the environment variable named by [email] secret_env. The server needs no
+token table: it verifies the signature and unsubscribes the address the token names.
+
+    GET  /unsubscribe?token=…   a confirmation page with a button (changes nothing: link
+                                scanners and prefetchers follow GET links)
+    POST /unsubscribe?token=…   with `List-Unsubscribe=One-Click` (the mail client's one-click
+                                request) or the page's form: unsubscribes at once
+    GET  /healthz               "ok"
+
+A bad or forged token gets 400 and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import threading
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from urllib.parse import parse_qs, quote
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import click
+
+log = logging.getLogger("publisher.unsubscribe")
+
+MAX_BODY = 4096
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, list_id: str, email: str) -> bytes:
+    msg = f"{list_id}\0{email.strip().lower()}".encode()
+    return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).digest()
+
+
+def make_token(secret: str, list_id: str, email: str) -> str:
+    return f"{_b64(email.encode('utf-8'))}.{_b64(_mac(secret, list_id, email))}"
+
+
+def verify_token(secret: str, list_id: str, token: str) -> str | None:
+    """The email a genuine token names, else None."""
+    try:
+        head, _, sig = token.partition(".")
+        if not head or not sig or len(token) > 1024:
+            return None
+        email = _unb64(head).decode("utf-8")
+        given = _unb64(sig)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not hmac.compare_digest(given, _mac(secret, list_id, email)):
+        return None
+    return email
+
+
+def unsubscribe_url(template: str, token: str) -> str:
+    return template.replace("{token}", quote(token, safe=""))
+
+
+# -- the web app ----------------------------------------------------------------------------
+
+PAGE = """<!doctype html>
+<html lang="zh"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="robots" content="noindex"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;line-height:1.5}}
+button{{font-size:1em;padding:.5em 1.2em}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>
+"""
+
+
+def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = ""):
+    """The WSGI application; `subscribers_db` is opened per request thread."""
+    from publisher.subscribers import SubscriberDB
+
+    db = SubscriberDB(subscribers_db)
+    name = list_name or list_id
+
+    def page(start_response, status: str, title: str, body: str):
+        data = PAGE.format(title=html.escape(title), body=body).encode("utf-8")
+        start_response(status, [("Content-Type", "text/html; charset=utf-8"),
+                                ("Content-Length", str(len(data))),
+                                ("Cache-Control", "no-store"),
+                                ("X-Content-Type-Options", "nosniff"),
+                                ("Referrer-Policy", "no-referrer")])
+        return [data]
+
+    def app(environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path.rstrip("/") != "/unsubscribe":
+            return page(start_response, "404 Not Found", "Not found", "<p>Nothing here.</p>")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        form: dict[str, list[str]] = {}
+        if method == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > MAX_BODY:
+                return page(start_response, "413 Content Too Large", "Too large", "<p>Request too large.</p>")
+            raw = environ["wsgi.input"].read(length) if length > 0 else b""
+            form = parse_qs(raw.decode("utf-8", "replace"))
+        elif method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Type", "text/plain")])
+            return [b"method not allowed\n"]
+        token = (form.get("token") or query.get("token") or [""])[0]
+        email = verify_token(secret, list_id, token) if token else None
+        if email is None:
+            return page(start_response, "400 Bad Request", "Invalid link",
+                        "<p>This unsubscribe link is invalid or was altered. Nothing was changed. "
+                        "Use the link from the newsletter exactly as it was sent.</p>")
+        if method == "POST":
+            changed = db.set_state(email, "unsubscribed", only_from=("active",))
+            log.info("unsubscribe %s", "done" if changed else "no change")
+            return page(start_response, "200 OK", "Unsubscribed",
+                        f"<p>{html.escape(email)} will receive no more email from "
+                        f"{html.escape(name)}.</p>")
+        return page(start_response, "200 OK", "Unsubscribe",
+                    f"<p>Stop sending {html.escape(name)} to <strong>{html.escape(email)}</strong>?</p>"
+                    f'<form method="post" action="unsubscribe">'
+                    f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
+                    f'<button type="submit">Unsubscribe</button></form>')
+
+    return app
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        # never log query strings: they hold tokens
+        log.info("%s %s", self.command, self.path.split("?")[0])
+
+
+def make_wsgi_server(app, host: str, port: int):
+    return make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+
+
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0):
+    """Start the app on a real port in a daemon thread; returns the server (server.server_port)."""
+    server = make_wsgi_server(app, host, port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def app_from_settings(settings):
+    from publisher.subscribers import open_db
+
+    db = open_db(settings)
+    secret = settings.secret("email", "secret_env")
+    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"])
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Override [serve] host.")
+@click.option("--port", type=int, default=None, help="Override [serve] port.")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the unsubscribe endpoint (put it behind an HTTPS reverse proxy)."""
+    from publisher.cli import get_settings
+    from publisher.errors import ConfigError
+
+    settings = get_settings(ctx)
+    app = app_from_settings(settings)
+    host = host or settings["serve"]["host"]
+    port = port if port is not None else settings["serve"]["port"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        server = make_wsgi_server(app, host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ([serve] host/port): {exc.strerror}") from None
+    click.echo(f"unsubscribe endpoint on http://{host}:{server.server_port}/unsubscribe (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,330 @@
+"""A local stand-in for api.weixin.qq.com: a threaded HTTP server with the platform's semantics.
+
+Implements cgi-bin/stable_token and cgi-bin/token (tokens that expire after `ttl` seconds),
+rejection of calls without a valid token (40001 unknown, 42001 expired), media/uploadimg
+(multipart field `media`, jpg/png by magic bytes, under 1 MB), material/add_material, draft
+add/update/get, freepublish submit/get (publishing → final status). Every request is stored
+with its raw body, so `\\uXXXX` escapes stay visible. Switches: `busy_once` (answer -1 once per
+path listed), `force_errcode` (path → errcode answered every time), `ttl`, `publish_status`,
+`publishing_polls`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+APP_ID = "wx0123456789abcdef"
+SECRET = "s3cr3t-app-secret-value-0123456789"
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str  # without the leading slash, e.g. "cgi-bin/draft/add"
+    query: dict[str, str]
+    body: bytes
+    content_type: str
+
+
+@dataclass
+class State:
+    ttl: float = 7200.0
+    busy_once: set[str] = field(default_factory=set)
+    force_errcode: dict[str, int] = field(default_factory=dict)
+    publish_status: int = 0  # the final status freepublish/get reaches
+    publishing_polls: int = 1  # how many polls answer 1 (publishing) first
+    requests: list[Seen] = field(default_factory=list)
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> expires_at
+    current_token: str | None = None
+    uploads: dict[str, bytes] = field(default_factory=dict)  # url -> image
+    materials: dict[str, bytes] = field(default_factory=dict)
+    drafts: dict[str, list[dict]] = field(default_factory=dict)
+    raw_drafts: dict[str, list[bytes]] = field(default_factory=dict)  # media_id -> raw bodies
+    publishes: dict[str, dict] = field(default_factory=dict)
+    rejected: list[tuple[str, int]] = field(default_factory=list)  # (path, errcode) answered
+    issued: list[str] = field(default_factory=list)  # every token ever issued
+
+
+class WeChatServer:
+    def __init__(self) -> None:
+        self.state = State()
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+        handler = type("Handler", (_Handler,), {"server_obj": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> WeChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- helpers for tests ----------------------------------------------------------------------
+
+    def count(self, path: str) -> int:
+        return sum(1 for r in self.state.requests if r.path == path)
+
+    def bodies(self, path: str) -> list[bytes]:
+        return [r.body for r in self.state.requests if r.path == path]
+
+    def expire_tokens(self) -> None:
+        """Every issued token expires now (the next call with one gets 42001)."""
+        with self.lock:
+            for t in self.state.tokens:
+                self.state.tokens[t] = 0.0
+            self.state.current_token = None
+
+    def revoke_tokens(self) -> None:
+        """Every issued token becomes unknown (the next call with one gets 40001)."""
+        with self.lock:
+            self.state.tokens.clear()
+            self.state.current_token = None
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):04d}"
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def handle(self, seen: Seen) -> dict:
+        st = self.state
+        path = seen.path
+        with self.lock:
+            st.requests.append(seen)
+            if path in st.force_errcode:
+                return self._err(path, st.force_errcode[path])
+            if path in st.busy_once:
+                st.busy_once.discard(path)
+                return self._err(path, -1)
+            if path == "cgi-bin/stable_token":
+                return self._stable_token(seen)
+            if path == "cgi-bin/token":
+                return self._token(seen)
+            token = seen.query.get("access_token")
+            if not token:
+                return self._err(path, 41001)
+            if token not in st.tokens:
+                return self._err(path, 40001)
+            if st.tokens[token] <= time.time():
+                return self._err(path, 42001)
+            route = {
+                "cgi-bin/media/uploadimg": self._uploadimg,
+                "cgi-bin/material/add_material": self._add_material,
+                "cgi-bin/draft/add": self._draft_add,
+                "cgi-bin/draft/update": self._draft_update,
+                "cgi-bin/draft/get": self._draft_get,
+                "cgi-bin/freepublish/submit": self._submit,
+                "cgi-bin/freepublish/get": self._publish_get,
+            }.get(path)
+            if route is None:
+                return self._err(path, 40066)  # invalid url
+            return route(seen)
+
+    def _err(self, path: str, code: int) -> dict:
+        self.state.rejected.append((path, code))
+        msgs = {-1: "system error", 40001: "invalid credential, access_token is invalid or not latest",
+                42001: "access_token expired", 40164: "invalid ip 203.0.113.7, not in whitelist",
+                45009: "reach max api daily quota limit", 45011: "api minute-quota reach limit",
+                48001: "api unauthorized", 40125: "invalid appsecret", 40013: "invalid appid"}
+        return {"errcode": code, "errmsg": msgs.get(code, "error") + " rid: 65a1b2c3-0123"}
+
+    def _issue_token(self) -> dict:
+        token = "TOKEN-" + self.next_id("t") + "-" + "x" * 40
+        self.state.tokens[token] = time.time() + self.state.ttl
+        self.state.current_token = token
+        self.state.issued.append(token)
+        return {"access_token": token, "expires_in": int(self.state.ttl) if self.state.ttl >= 1 else self.state.ttl}
+
+    def _check_credentials(self, path: str, appid: str | None, secret: str | None) -> dict | None:
+        if appid != APP_ID:
+            return self._err(path, 40013)
+        if secret != SECRET:
+            return self._err(path, 40125)
+        return None
+
+    def _stable_token(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        bad = self._check_credentials(seen.path, body.get("appid"), body.get("secret"))
+        if bad:
+            return bad
+        if body.get("grant_type") != "client_credential":
+            return self._err(seen.path, 40002)
+        cur = self.state.current_token
+        if not body.get("force_refresh") and cur and self.state.tokens.get(cur, 0) > time.time():
+            return {"access_token": cur, "expires_in": int(self.state.tokens[cur] - time.time())}
+        if body.get("force_refresh") and cur:
+            self.state.tokens.pop(cur, None)  # force_refresh invalidates the previous token
+        return self._issue_token()
+
+    def _token(self, seen: Seen) -> dict:
+        q = seen.query
+        bad = self._check_credentials(seen.path, q.get("appid"), q.get("secret"))
+        if bad:
+            return bad
+        return self._issue_token()
+
+    def _media(self, seen: Seen) -> tuple[str, bytes] | None:
+        if not seen.content_type.startswith("multipart/form-data"):
+            return None
+        msg = BytesParser(policy=email_policy).parsebytes(
+            f"Content-Type: {seen.content_type}\r\n\r\n".encode() + seen.body)
+        for part in msg.iter_parts():
+            if part.get_param("name", header="content-disposition") == "media":
+                return part.get_filename() or "", part.get_payload(decode=True)
+        return None
+
+    @staticmethod
+    def _kind(data: bytes) -> str | None:
+        if data[:3] == b"\xff\xd8\xff":
+            return "jpg"
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return "png"
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return "gif"
+        return None
+
+    def _uploadimg(self, seen: Seen) -> dict:
+        media = self._media(seen)
+        if media is None:
+            return self._err(seen.path, 41005)  # media data missing
+        _, data = media
+        if self._kind(data) not in ("jpg", "png"):
+            return self._err(seen.path, 40005)
+        if len(data) >= 1024 * 1024:
+            return self._err(seen.path, 40009)
+        url = f"http://mmbiz.qpic.cn/mmbiz_png/{self.next_id('img')}/0?wx_fmt=png"
+        self.state.uploads[url] = data
+        return {"url": url}
+
+    def _add_material(self, seen: Seen) -> dict:
+        if seen.query.get("type") != "image":
+            return self._err(seen.path, 40004)
+        media = self._media(seen)
+        if media is None:
+            return self._err(seen.path, 41005)
+        _, data = media
+        if self._kind(data) is None:
+            return self._err(seen.path, 40005)
+        if len(data) >= 10 * 1024 * 1024:
+            return self._err(seen.path, 40006)
+        media_id = self.next_id("MATERIAL-")
+        self.state.materials[media_id] = data
+        return {"media_id": media_id, "url": f"http://mmbiz.qpic.cn/mmbiz_jpg/{media_id}/0"}
+
+    def _check_article(self, path: str, art: dict) -> dict | None:
+        if len(art.get("title", "")) > 32:
+            return self._err(path, 45003)
+        if len(art.get("digest", "")) > 128:
+            return self._err(path, 45004)
+        if len(art.get("content", "")) >= 20000:
+            return self._err(path, 45002)
+        if art.get("thumb_media_id") not in self.state.materials:
+            return self._err(path, 40007)
+        return None
+
+    def _draft_add(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        articles = body.get("articles") or []
+        if not articles:
+            return self._err(seen.path, 44002)
+        for art in articles:
+            bad = self._check_article(seen.path, art)
+            if bad:
+                return bad
+        media_id = self.next_id("DRAFT-")
+        self.state.drafts[media_id] = articles
+        self.state.raw_drafts[media_id] = [seen.body]
+        return {"media_id": media_id}
+
+    def _draft_update(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        media_id = body.get("media_id")
+        if media_id not in self.state.drafts:
+            return self._err(seen.path, 40007)
+        index = body.get("index", 0)
+        if not 0 <= index < len(self.state.drafts[media_id]):
+            return self._err(seen.path, 40007)
+        art = body.get("articles") or {}
+        bad = self._check_article(seen.path, art)
+        if bad:
+            return bad
+        self.state.drafts[media_id][index] = art
+        self.state.raw_drafts[media_id].append(seen.body)
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def _draft_get(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        media_id = body.get("media_id")
+        if media_id not in self.state.drafts:
+            return self._err(seen.path, 40007)
+        return {"news_item": self.state.drafts[media_id]}
+
+    def _submit(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        media_id = body.get("media_id")
+        if media_id not in self.state.drafts:
+            return self._err(seen.path, 40007)
+        publish_id = str(2247483000 + next(self._ids))
+        self.state.publishes[publish_id] = {"media_id": media_id, "polls": 0}
+        return {"errcode": 0, "errmsg": "ok", "publish_id": publish_id}
+
+    def _publish_get(self, seen: Seen) -> dict:
+        body = json.loads(seen.body.decode("utf-8"))
+        pub = self.state.publishes.get(str(body.get("publish_id")))
+        if pub is None:
+            return self._err(seen.path, 53600)  # invalid publish_id
+        pub["polls"] += 1
+        if pub["polls"] <= self.state.publishing_polls:
+            return {"publish_id": body["publish_id"], "publish_status": 1}
+        status = self.state.publish_status
+        answer = {"publish_id": body["publish_id"], "publish_status": status}
+        if status == 0:
+            article_id = "ARTICLE_" + pub["media_id"]
+            answer["article_id"] = article_id
+            answer["article_detail"] = {"count": 1, "item": [
+                {"idx": 1, "article_url": f"https://mp.weixin.qq.com/s/{article_id}"}]}
+            self.state.drafts.pop(pub["media_id"], None)  # a published draft leaves the draft box
+        else:
+            answer["fail_idx"] = [1]
+        return answer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_obj: WeChatServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - silent server
+        pass
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        seen = Seen(self.command, parts.path.lstrip("/"), query, body, self.headers.get("Content-Type", ""))
+        answer = self.server_obj.handle(seen)
+        out = json.dumps(answer, ensure_ascii=False).encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; encoding=utf-8")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = _serve
+    do_POST = _serve
