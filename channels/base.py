@@ -122,6 +122,16 @@ def template_env(settings: Settings) -> jinja2.Environment:
     return env
 
 
+def license_of(issue: Issue, settings: Settings):
+    """The license an issue is published under: its own (old issues) or the configured one."""
+    from publisher.model import License
+
+    if issue.license is not None:
+        return issue.license
+    n = settings["newsletter"]
+    return License(n["license_name"], n["license_url"], n["license_badge"])
+
+
 class Channel:
     """Base of every channel. Subclasses set the class attributes and implement `render`."""
 

@@ -23,6 +23,7 @@ from publisher.channels.html_writer import (
     format_setting,
     is_remote,
     lead_text,
+    license_of,
     local_image,
 )
 
@@ -167,6 +168,7 @@ class EmailChannel(Channel):
             "unsubscribe": UNSUBSCRIBE_PLACEHOLDER,
             "postal_address": mail["postal_address"],
             "qr_alt": f"微信公众号 {news['account']} 二维码",
+            "license": license_of(issue, self.settings),
         }
         env = self.ctx.env
         html = env.get_template(HTML_TEMPLATE).render(

@@ -8,6 +8,7 @@ from itertools import groupby
 from typing import Any
 
 from publisher.channels.base import PastIssue
+
 from publisher.model import Issue
 
 from .markdown_writer import MarkdownWriter, TemplateChannel

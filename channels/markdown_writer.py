@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import jinja2
+from publisher.channels.base import license_of, Channel, LocalImage, Rendition
 
-from publisher.channels.base import Channel, LocalImage, Rendition
 from publisher.errors import ConfigError, SourceError
-
 from publisher.model import (
     Block,
     Brief,
@@ -322,6 +321,7 @@ class TemplateChannel(Channel):
                 for s in issue.sections
             ],
             "author": issue.author or newsletter["author"],
+            "license": license_of(issue, self.settings),
             "past": [
                 {"title": p.title, "date": p.slug, "url": newsletter["archive_url"].format(date=p.slug)}
                 for p in self.ctx.past_issues(issue.date, self.past_limit)

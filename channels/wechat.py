@@ -20,6 +20,7 @@ from publisher.channels.html_writer import (
     format_setting,
     is_remote,
     lead_text,
+    license_of,
     local_image,
     qr_image,
 )
@@ -135,6 +136,7 @@ class WeChatChannel(Channel):
             sections=sections,
             references=refs.entries(),
             qr=qr.ref,
+            license=license_of(issue, self.settings),
         )
         body = re.sub(r"\n+", "\n", body).strip() + "\n"
 

@@ -189,7 +189,7 @@ def _limit_row(label: str, value: str, size: int, limit: int, unit: str = "chars
     over = size >= limit if strict else size > limit
     cls = "over" if over else "ok"
     verdict = "over the limit" if over else "ok"
-    op = "<" if strict else "≤"
+    op = "&lt;" if strict else "≤"
     return (
         f'<tr class="{cls}" data-field="{escape(label)}"><th>{escape(label)}</th><td class="val">{escape(value)}</td>'
         f'<td class="len">{size:,} {unit} {op} {limit:,} — <b>{verdict}</b></td></tr>'
@@ -380,7 +380,7 @@ table{border-collapse:collapse}
 .switches .group{display:inline-flex}
 .switches button{border:1px solid #9ca3af;background:#fff;padding:4px 10px;cursor:pointer;font:inherit}
 .switches button.on{background:#1f2937;color:#fff}
-.mailview{background:#fff;border:1px solid #d1d5db;max-width:100%}
+.mailview{background:#fff;border:1px solid #d1d5db;max-width:100%;margin:0 auto 0 0}
 .mailview.desktop{width:640px}
 .mailview.mobile{width:375px}
 .mail-text{padding:12px;font:13px/1.5 monospace}
@@ -404,6 +404,8 @@ table{border-collapse:collapse}
 .markdown pre{background:#f6f8fa;padding:8px}
 .plain{font:13px/1.6 monospace}
 details.front{margin:0 0 8px;font-size:12px}
+@media (max-width:480px){main{padding:10px 0}.mail .headers,.switches,.notes,.errors,.limits{margin-left:8px;margin-right:8px;width:auto}
+.mailview,.phone{border-left:0;border-right:0;border-radius:0}.pane{border-left:0;border-right:0}}
 """
 
 SCRIPT = r"""

@@ -99,7 +99,8 @@ def schedule_config(settings: Settings, test_at: str | None = None) -> ScheduleC
     jobstore = settings.path("schedule", "jobstore")
     if jobstore is None:
         raise ConfigError(f"[schedule] jobstore is not set: set it in {where}, e.g. \"schedule.db\"")
-    return ScheduleConfig(day, hour, minute, second, tz, int(grace_hours * 3600), jobstore)
+    # 0 hours = no grace: a run more than a second late is reported missed, not run
+    return ScheduleConfig(day, hour, minute, second, tz, max(1, int(grace_hours * 3600)), jobstore)
 
 
 def _clock(value: str, where: str, *, seconds: bool) -> tuple[int, int, int]:
@@ -359,6 +360,7 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
     ledger = open_ledger(settings) if ledger_path and ledger_path.exists() else None
     channels = settings.enabled_channels
     scheduled: set[str] = set()
+    noted: set[str] = set()
     rows = []
     for when in times:
         publish, notes = [], []
@@ -372,8 +374,9 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
             if reason is None:
                 publish.append((issue.slug, todo))
                 scheduled.add(issue.slug)
-            elif issue.status != "ready":
+            elif issue.status != "ready" and issue.slug not in noted:
                 notes.append(f"{issue.slug}: {reason}")
+                noted.add(issue.slug)
         rows.append((when, publish, notes))
     return rows
 

@@ -14,10 +14,10 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-
 from publisher.channels.base import PastIssue, RenderContext
 from publisher.channels.github import calendar
 from publisher.channels.markdown_writer import MarkdownWriter, PlainTextWriter, UnknownNodeError
+
 from publisher.errors import SourceError
 from publisher.model import Image, Paragraph, Text
 from publisher.pipeline import context_for, render

@@ -22,8 +22,31 @@ def load_oracle():
     return module
 
 
+# 2019-03-31 has no 往期回顾 heading, so the oracle (which stops reading there) counts its footer
+# (Editor/Project lines, CC BY-SA 2.0 badge) as content; the importer leaves footers out by design
+# and the github channel writes its own after the heading. The 2.0 license itself is kept (front
+# matter `license:`); see test_old_license_is_kept. Strict: if this ever passes, drop the mark.
+OLD_FOOTER = {"2019-03-31.md"}
+
+
+def corpus_params():
+    for path in corpus_files():
+        marks = [pytest.mark.xfail(strict=True, reason="legacy footer without 往期回顾 heading")] \
+            if path.name in OLD_FOOTER else []
+        yield pytest.param(path, id=path.name, marks=marks)
+
+
 @requires_shared
-@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_old_license_is_kept(tmp_path):
+    target, result = import_file(CORPUS / "2019-03-31.md", tmp_path)
+    lic = result.read.issue.license
+    assert lic is not None and lic.url == "http://creativecommons.org/licenses/by-sa/2.0/"
+    assert "2.0" in lic.name and lic.badge.endswith("/2.0/88x31.png")
+    assert read_issue(target).issue.license == lic
+
+
+@requires_shared
+@pytest.mark.parametrize("path", list(corpus_params()))
 def test_corpus_file_imports_and_keeps_everything(path, tmp_path):
     target, result = import_file(path, tmp_path)
     assert target.name == f"{result.date}.md" == path.name

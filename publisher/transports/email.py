@@ -124,6 +124,9 @@ class SmtpConfig:
             raise ConfigError(f"[smtp] security must be starttls, tls or none, got {s['security']!r}: "
                               f"fix it in {settings.where()}")
         password = settings.secret("smtp", "password_env") if s["username"] else ""
+        if not (password.isascii() and s["username"].isascii()):
+            raise ConfigError(f"the SMTP username or the password in ${s['password_env']} has non-ASCII "
+                              "characters, which SMTP AUTH (PLAIN/LOGIN) cannot carry: use an ASCII password")
         if s["connections"] < 1:
             raise ConfigError(f"[smtp] connections must be at least 1: fix it in {settings.where()}")
         return cls(s["host"], int(s["port"]), s["security"], s["username"], password,

@@ -1,0 +1,370 @@
+"""Email delivery against a real aiosmtpd server (STARTTLS + AUTH) and the real unsubscribe
+endpoint: bytes on the wire, exactly-once bookkeeping, faults, kill -9 trials."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from publisher import pipeline
+from publisher.ledger import Ledger
+from publisher.settings import load_settings
+from publisher.subscribers import SubscriberDB, import_csv
+from publisher.transports import email as email_transport
+from publisher.transports.base import PushContext
+from publisher.transports.email import EmailTransport, campaign_status, run_campaign
+from publisher.unsubscribe import make_app, make_token, serve_in_thread
+from tests.conftest import ROOT
+from tests.email_support import (
+    CHILD,
+    ISSUE,
+    PASSWORD,
+    SECRET,
+    Handler,
+    SmtpServer,
+    free_port,
+    make_cert,
+    rendition_json,
+    write_project,
+)
+
+
+@pytest.fixture(scope="session")
+def cert(tmp_path_factory):
+    return make_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def env(monkeypatch, cert):
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+    monkeypatch.setenv("PUBLISHER_SMTP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("PUBLISHER_UNSUBSCRIBE_SECRET", SECRET)
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    monkeypatch.setattr(email_transport, "BACKOFF_BASE", 0.02)
+    return cert
+
+
+def start_server(cert, handler=None, port=None) -> SmtpServer:
+    return SmtpServer(handler or Handler(), cert[0], cert[1], port).start()
+
+
+def add_subscribers(settings, n: int, domain="example.com") -> list[str]:
+    db = SubscriberDB(settings.path("email", "subscribers_db"))
+    emails = [f"reader{i:05d}@{domain}" for i in range(n)]
+    db.add_many([(e, f"读者 {i}", "") for i, e in enumerate(emails)])
+    return emails
+
+
+def render(settings):
+    issue, _ = pipeline.load(ISSUE)
+    return issue, pipeline.render(issue, "email", settings)
+
+
+def parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+# -- the happy path, byte by byte, and the unsubscribe link through the real endpoint ---------
+
+
+def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
+    server = start_server(env)
+    web_port = free_port()
+    try:
+        cfg = write_project(tmp_path, server.port, web_port=web_port)
+        settings = load_settings(cfg)
+        emails = add_subscribers(settings, 5)
+        issue, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+
+    assert stats.sent == 5 and stats.failed == 0 and stats.remaining == 0
+    got = server.handler.messages
+    assert sorted(server.handler.recipients()) == emails
+    assert all(m.tls and m.auth for m in got), "every message over STARTTLS after AUTH"
+    assert all(m.mail_from == "news@example.org" for m in got)
+
+    by_rcpt = {m.rcpts[0]: m for m in got}
+    urls = {}
+    for rcpt, m in by_rcpt.items():
+        raw = m.data
+        head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+        assert not re.search(r"\r\n[ \t]", head), "header lines are not folded"
+        msg = parse(raw)
+        assert msg["To"] == rcpt
+        assert msg["Subject"] == rendition.metadata["subject"]
+        assert msg["From"].addresses[0].addr_spec == "news@example.org"
+        assert msg["Date"]
+        assert msg["List-Id"].endswith("<embedded-ai.example.org>")
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["Message-ID"] == email_transport.build_template(rendition, settings).message_id(rcpt)
+        assert re.fullmatch(r"<2026-11-23\.[0-9a-f]{32}@example\.org>", msg["Message-ID"])
+        m_unsub = re.fullmatch(r"<(http://[^>]+)>, <mailto:unsubscribe@example.org>", msg["List-Unsubscribe"])
+        assert m_unsub
+        url = m_unsub.group(1)
+        token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+        assert token == make_token(SECRET, "embedded-ai.example.org", rcpt)
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = list(msg.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+        assert all(p["Content-Transfer-Encoding"] == "quoted-printable" for p in parts)
+        text, html_part = parts[0].get_content(), parts[1].get_content()
+        assert "%%UNSUBSCRIBE_URL%%" not in text and "%%UNSUBSCRIBE_URL%%" not in html_part
+        assert url in text
+        assert f'href="{url.replace("&", "&amp;")}"' in html_part
+        # the rest is exactly the channel's rendering
+        assert text.replace("\r\n", "\n").strip() == \
+            rendition.parts["2026-11-23.txt"].replace("%%UNSUBSCRIBE_URL%%", url).strip()
+        assert "嵌入式AI简报" in html_part
+        urls[rcpt] = url
+    assert len(set(urls.values())) == 5, "one personal link per recipient"
+
+    # the links really unsubscribe, through the real WSGI app on a real port
+    app = make_app(SECRET, "embedded-ai.example.org", settings.path("email", "subscribers_db"))
+    web = serve_in_thread(app, "127.0.0.1", web_port)
+    db = SubscriberDB(settings.path("email", "subscribers_db"))
+    try:
+        a, b, c = emails[0], emails[1], emails[2]
+        page = urllib.request.urlopen(urls[a]).read().decode()
+        assert "<form" in page and 'method="post"' in page and a in page
+        assert db.get(a).state == "active", "GET only shows the confirmation page"
+        # RFC 8058 one-click POST to the header URL
+        req = urllib.request.Request(urls[a], data=b"List-Unsubscribe=One-Click", method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert urllib.request.urlopen(req).status == 200
+        assert db.get(a).state == "unsubscribed"
+        # the page's form button posts the token in the body
+        token_b = urllib.parse.parse_qs(urllib.parse.urlsplit(urls[b]).query)["token"][0]
+        form = urllib.parse.urlencode({"token": token_b}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{web_port}/unsubscribe", data=form))
+        assert db.get(b).state == "unsubscribed"
+        # a forged token (c's address, a's signature) and garbage: 400, nothing changes
+        sig_a = urllib.parse.parse_qs(urllib.parse.urlsplit(urls[a]).query)["token"][0].split(".")[1]
+        forged = make_token("wrong-secret", "embedded-ai.example.org", c).split(".")[0] + "." + sig_a
+        for bad in (forged, make_token("wrong-secret", "embedded-ai.example.org", c), "x.y", "<script>"):
+            q = urllib.parse.quote(bad)
+            for data in (None, b"List-Unsubscribe=One-Click"):
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{web_port}/unsubscribe?token={q}", data=data))
+                assert err.value.code == 400
+                assert "<script>" not in err.value.read().decode()
+        assert db.get(c).state == "active"
+    finally:
+        web.shutdown()
+
+    # a re-run sends nothing twice and never mails the unsubscribed
+    server2 = start_server(env, port=server.port)
+    try:
+        stats2 = run_campaign(rendition, settings, ledger)
+    finally:
+        server2.stop()
+    assert stats2.sent == 0 and server2.handler.messages == []
+    assert stats2.already == 3 and stats2.remaining == 0
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def test_451_then_250_is_retried_and_delivered_once(tmp_path, env):
+    server = start_server(env, Handler(tempfail_first_data=True))
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        emails = add_subscribers(settings, 6)
+        _, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+    assert sorted(server.handler.recipients()) == emails  # each exactly once
+    assert stats.sent == 6 and stats.remaining == 0
+    rows = ledger.connect().execute("SELECT state, attempts FROM email_sends").fetchall()
+    assert {(r[0], r[1]) for r in rows} == {("sent", 2)}, "sending marked twice: the 451 and the 250"
+
+
+def test_550_for_one_recipient_is_failed_bounced_and_not_retried(tmp_path, env):
+    emails_domain = "example.com"
+    bad = f"reader00002@{emails_domain}"
+    server = start_server(env, Handler(reject_rcpt={bad}))
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        emails = add_subscribers(settings, 5)
+        _, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+        stats2 = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+    assert sorted(server.handler.recipients()) == [e for e in emails if e != bad]
+    assert stats.failed == 1 and stats.sent == 4 and stats.remaining == 0
+    row = ledger.connect().execute("SELECT state, smtp_code, last_error, attempts FROM email_sends "
+                                   "WHERE email = ?", (bad,)).fetchone()
+    assert (row[0], row[1], row[3]) == ("failed", 550, 0) and "no such user" in row[2]
+    assert campaign_status(ledger, "2026-11-23") == {"sent": 4, "failed": 1}
+    assert SubscriberDB(settings.path("email", "subscribers_db")).get(bad).state == "bounced"
+    assert stats2.sent == 0 and stats2.failed == 0
+
+
+def test_server_stopped_mid_run_then_second_run_completes_exactly(tmp_path, env):
+    handler = Handler(stop_after=7)
+    server = start_server(env, handler)
+    settings = load_settings(write_project(tmp_path, server.port, connections=1, max_retries=2))
+    emails = add_subscribers(settings, 20)
+    _, rendition = render(settings)
+    ledger = Ledger(settings.path("paths", "ledger"))
+
+    import threading
+
+    def stopper():
+        handler.stop_now.wait(30)
+        server.stop()
+
+    t = threading.Thread(target=stopper)
+    t.start()
+    stats = run_campaign(rendition, settings, ledger)
+    t.join()
+    assert stats.aborted and "cannot connect" in stats.aborted
+    assert stats.sent == 7 and stats.remaining == 13
+    first = list(handler.recipients())
+    assert len(first) == 7
+
+    server2 = start_server(env, port=server.port)
+    try:
+        stats2 = run_campaign(rendition, settings, ledger)
+    finally:
+        server2.stop()
+    received = first + server2.handler.recipients()
+    assert sorted(received) == emails, "received == active subscribers exactly: no loss, no duplicate"
+    assert stats2.sent == 13 and stats2.already == 7 and stats2.remaining == 0
+
+
+def test_push_raises_transport_error_when_server_down_and_names_resume(tmp_path, env):
+    port = free_port()  # nothing listens here
+    settings = load_settings(write_project(tmp_path, port, max_retries=1))
+    add_subscribers(settings, 3)
+    issue, rendition = render(settings)
+    ledger = Ledger(settings.path("paths", "ledger"))
+    ctx = PushContext(settings=settings, ledger=ledger, issue=issue, progress=lambda d, t: None)
+    from publisher.errors import TransportError
+
+    with pytest.raises(TransportError) as err:
+        EmailTransport().push(rendition, ctx)
+    assert "remaining 3" in str(err.value) and "again to resume" in str(err.value)
+    assert PASSWORD not in str(err.value)
+
+
+def test_ambiguous_rows_policy_resend_and_skip(tmp_path, env):
+    server = start_server(env)
+    try:
+        for policy in ("resend", "skip"):
+            settings = load_settings(write_project(tmp_path / policy, server.port))
+            emails = add_subscribers(settings, 4, domain=f"{policy}.example.com")
+            _, rendition = render(settings)
+            ledger = Ledger(settings.path("paths", "ledger"))
+            ledger.ensure(email_transport.SCHEMA)
+            # an earlier run died inside the window for emails[1]
+            ledger.connect().execute(
+                "INSERT INTO email_sends (issue, email, state, attempts, updated_at) "
+                "VALUES ('2026-11-23', ?, 'sending', 1, 'x')", (emails[1],))
+            stats = run_campaign(rendition, settings, ledger, ambiguous=policy)
+            assert stats.ambiguous == [emails[1]]
+            assert "ambiguous" in stats.summary()
+            got = [r for r in server.handler.recipients() if r.endswith(f"@{policy}.example.com")]
+            if policy == "resend":
+                assert sorted(got) == emails
+            else:
+                assert sorted(got) == [e for i, e in enumerate(emails) if i != 1]
+                assert campaign_status(ledger, "2026-11-23") == {"sent": 3, "ambiguous": 1}
+    finally:
+        server.stop()
+
+
+def test_test_copy_and_dry_run_leave_the_campaign_ledger_alone(tmp_path, env, capsys):
+    server = start_server(env)
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        add_subscribers(settings, 3)
+        issue, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        ctx = PushContext(settings=settings, ledger=ledger, issue=issue, options={"to": "editor@example.net"})
+        result = EmailTransport().push(rendition, ctx)
+        dry = EmailTransport().push(rendition, PushContext(settings=settings, ledger=ledger, issue=issue,
+                                                           dry_run=True))
+    finally:
+        server.stop()
+    assert [m.rcpts for m in server.handler.messages] == [["editor@example.net"]]
+    msg = parse(server.handler.messages[0].data)
+    assert msg["Subject"] == "[TEST] " + rendition.metadata["subject"]
+    assert "editor@example.net" in result.summary
+    assert campaign_status(ledger, issue.slug if hasattr(issue, "slug") else "2026-11-23") == {}
+    assert "3 active subscriber(s)" in dry.summary
+    out = capsys.readouterr().out
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out and "To: reader00000@example.com" in out
+
+
+# -- kill -9 trials -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
+    """Kill the sending process at random points; re-run; count what the server received."""
+    handler = Handler(data_delay=0.002)
+    server = start_server(env, handler)
+    connections, n = 4, 150
+    rng = random.Random(20261123)
+    report = []
+    try:
+        base_settings = load_settings(write_project(tmp_path / "base", server.port))
+        _, rendition = render(base_settings)
+        rjson = tmp_path / "rendition.json"
+        rjson.write_text(rendition_json(rendition), encoding="utf-8")
+        script = tmp_path / "child.py"
+        script.write_text(CHILD, encoding="utf-8")
+        for trial in range(10):
+            folder = tmp_path / f"trial{trial}"
+            cfg = write_project(folder, server.port, connections=connections)
+            settings = load_settings(cfg)
+            domain = f"t{trial}.example.com"
+            emails = add_subscribers(settings, n, domain=domain)
+            env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+            child = subprocess.Popen([sys.executable, str(script), str(cfg), str(rjson)], env=env_vars,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            # wait for the first accepted message of this trial, then kill at a random moment
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(
+                    r.endswith(domain) for r in handler.recipients()):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.25))
+            child.kill()
+            child.wait()
+            before = Counter(r for r in handler.recipients() if r.endswith(domain))
+            ledger = Ledger(settings.path("paths", "ledger"))
+            stats = run_campaign(rendition, settings, ledger)
+            got = Counter(r for r in handler.recipients() if r.endswith(domain))
+            losses = [e for e in emails if got[e] == 0]
+            dups = sum(c - 1 for c in got.values() if c > 1)
+            report.append({"trial": trial, "before_kill": sum(before.values()),
+                           "ambiguous": len(stats.ambiguous), "duplicates": dups, "losses": len(losses)})
+            assert not losses, report[-1]
+            assert dups <= len(stats.ambiguous) <= connections, report[-1]
+            assert stats.remaining == 0
+    finally:
+        server.stop()
+    print("\nkill -9 trials:", json.dumps(report))
+    assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 8, "kills land mid-campaign"

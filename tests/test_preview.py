@@ -1,0 +1,433 @@
+"""`publisher preview`: the page builder, the command, and the page in a real headless Chromium.
+
+Browser tests need /usr/bin/chromium and the Python `playwright` package and skip otherwise.
+Screenshots are kept in test-artifacts/preview/. Remote images (http/https, e.g. mmbiz.qpic.cn in
+the corpus) are answered by the test with a stub PNG: tests run without network, and the preview
+deliberately leaves remote images to the reader's client.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+from publisher.channels.base import Rendition, available_channels, get_channel
+
+from publisher import pipeline, preview
+from publisher.cli import main
+from publisher.errors import PublisherError
+from publisher.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "preview"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+# a 2x2 PNG for remote images (no network in tests)
+STUB_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
+
+
+def channel_importable(name: str) -> str | None:
+    """None when the channel loads, else the reason it does not (yet)."""
+    try:
+        get_channel(name)
+    except (ImportError, PublisherError, AttributeError) as exc:
+        return f"channel {name} not importable yet: {exc}"
+    return None
+
+
+def importable_channels() -> list[str]:
+    return [c for c in available_channels() if channel_importable(c) is None]
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project fixture with the README demo issues (and their images) in issues/."""
+    shutil.copytree(EXAMPLES / "issues", project / "issues", dirs_exist_ok=True)
+    return project
+
+
+def newest(project: Path) -> Path:
+    return sorted((project / "issues").glob("*.md"))[-1]
+
+
+# ------------------------------------------------------------------------------------------
+# the page builder, channel by channel
+
+
+@pytest.mark.parametrize("channel", available_channels())
+def test_panel_for_each_channel(demo: Path, channel: str) -> None:
+    reason = channel_importable(channel)
+    if reason:
+        pytest.skip(reason)
+    settings = load_settings()
+    issue_path = newest(demo)
+    page = preview.build_page(settings, issue_path, [channel], inline_images=True)
+    issue, _ = pipeline.load(issue_path)
+    try:
+        rendition = pipeline.render(issue, channel, settings)
+    except PublisherError as exc:
+        # e.g. zhihu refuses local images: the tab shows the channel's own message
+        assert f"{channel}: cannot render" in page.html
+        assert str(escape(str(exc).splitlines()[0])) in page.html
+        return
+    assert "cannot render" not in page.html and "internal error" not in page.html
+    for image in rendition.images:
+        if not re.match(r"^[a-z]+://", image.ref):
+            # local images are embedded, never left as refs the browser cannot resolve
+            assert f'src="{image.ref}"' not in page.html
+    if rendition.media_type != "text/plain" and any(i.ref in rendition.body for i in rendition.images):
+        assert "data:image/" in page.html
+    if channel == "email":
+        assert "From</th>" in page.html
+        assert settings["email"]["from_address"] in page.html
+        assert str(rendition.metadata["subject"]) in page.html
+        assert preview.UNSUBSCRIBE_PLACEHOLDER not in page.html
+        assert 'class="mail-text"' in page.html
+    elif channel == "wechat":
+        assert "阅读原文" in page.html
+        assert 'data-field="title"' in page.html and 'data-field="digest"' in page.html
+        title = str(rendition.metadata["title"])
+        assert f"{len(title):,} chars ≤ 32" in page.html
+    else:
+        # the escaped source pane holds the body verbatim
+        assert str(escape(rendition.body)) in page.html
+        assert 'class="pane rendered"' in page.html
+
+
+def test_wechat_limits_flag_over_in_red(demo: Path) -> None:
+    settings = load_settings()
+    long_title = "嵌入式AI简报" * 6  # 42 characters
+    rendition = Rendition(
+        channel="wechat", issue="2026-11-23", body="<p>" + "字" * 20_500 + "</p>", media_type="text/html",
+        filename="2026-11-23.html",
+        metadata={"title": long_title, "digest": "短摘要", "content_source_url": "https://example.org/x"},
+    )
+    panel = str(preview.wechat_panel(rendition, settings, preview.ImageTable(inline=True), None))
+    assert re.search(r'<tr class="over" data-field="title">', panel)
+    assert re.search(r'<tr class="ok" data-field="digest">', panel)
+    assert re.search(r'<tr class="over" data-field="content">', panel)
+    assert "42 chars ≤ 32" in panel
+    assert "20,507 chars &lt; 20,000" in panel
+
+
+def test_missing_local_image_gets_visible_placeholder(demo: Path) -> None:
+    rendition = Rendition(channel="github", issue="x", body="", media_type="text/markdown", filename="x.md")
+    table = preview.ImageTable(inline=True)
+    out = table.rewrite('<img alt="q" src="../wechat_qrcode.jpg">', rendition, demo / "issues")
+    assert "data:image/svg+xml;base64," in out
+    assert table.missing == ["../wechat_qrcode.jpg"]
+    found = table.rewrite('<img src="images/cover.png">', rendition, demo / "issues")
+    assert "data:image/png;base64," in found
+
+
+# ------------------------------------------------------------------------------------------
+# the command
+
+
+def test_command_writes_page_and_prints_path(demo: Path, capsys, monkeypatch) -> None:
+    opened = []
+    monkeypatch.setattr(preview.webbrowser, "open", lambda url: opened.append(url))
+    assert main(["preview"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    path = Path(out[-1])
+    assert path == demo / "build" / "preview" / f"{newest(demo).stem}.html"
+    text = path.read_text(encoding="utf-8")
+    for name in load_settings().enabled_channels:
+        assert f'data-tab="{name}"' in text
+    assert opened == [path.as_uri()]
+
+    opened.clear()
+    assert main(["preview", "--no-open", "--channel", "plaintext", str(newest(demo))]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{newest(demo).stem}-plaintext.html")
+    assert opened == []
+
+
+def test_command_user_errors_are_one_line(demo: Path, capsys) -> None:
+    assert main(["preview", "--no-open", "--channel", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown channel 'nope'" in err and "Traceback" not in err
+
+    assert main(["preview", "--no-open", "issues/1999-01-01.md"]) == 1
+    assert "no such issue file" in capsys.readouterr().err
+
+    broken = demo / "issues" / "2026-12-01.md"
+    broken.write_text("# 嵌入式AI简报 (2026-12-01)\n\n### not a section\n", encoding="utf-8")
+    assert main(["preview", "--no-open", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert f"{broken}:3: error:" in err and "Traceback" not in err
+
+
+def test_empty_issues_folder(project: Path, capsys) -> None:
+    assert main(["preview", "--no-open"]) == 1
+    assert "no issue files" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# in a real browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Tab:
+    """A page with console errors collected and remote images stubbed."""
+
+    def __init__(self, browser, width: int, height: int = 900):
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.context.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), self._stub)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    @staticmethod
+    def _stub(route) -> None:
+        if route.request.resource_type == "image":
+            route.fulfill(status=200, content_type="image/png", body=STUB_PNG)
+        else:
+            route.fulfill(status=200, content_type="text/html", body="<p>stub</p>")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+OVERFLOW_JS = """() => {
+  const out = [["page", document.scrollingElement.scrollWidth, window.innerWidth]];
+  document.querySelectorAll('iframe').forEach(f => {
+    if (f.offsetParent === null) return;
+    const d = f.contentDocument;
+    out.push([f.className, d.scrollingElement.scrollWidth, f.contentWindow.innerWidth]);
+  });
+  return out;
+}"""
+
+IMAGES_JS = """() => {
+  const docs = [document];
+  document.querySelectorAll('iframe').forEach(f => { if (f.contentDocument) docs.push(f.contentDocument); });
+  const bad = [];
+  let n = 0;
+  for (const d of docs) for (const img of d.querySelectorAll('img')) {
+    n++;
+    if (!(img.complete && img.naturalWidth > 0)) bad.push(img.getAttribute('src').slice(0, 120));
+  }
+  return [n, bad];
+}"""
+
+
+def corpus_sample(imported: Path) -> list[Path]:
+    files = sorted(imported.glob("*.md"))
+    largest = max(files, key=lambda p: p.stat().st_size)
+    picks = [largest]
+    for stem in ("2019-04-27", "2020-07-02", "2021-05-21"):
+        p = imported / f"{stem}.md"
+        if p.exists() and p not in picks:
+            picks.append(p)
+    return picks
+
+
+def _corpus_settings(tmp_path: Path, issues: Path):
+    toml = tmp_path / "publisher.toml"
+    toml.write_text(f'[paths]\nissues = "{issues}"\nout = "{tmp_path / "build"}"\n', encoding="utf-8")
+    return load_settings(toml)
+
+
+def _wait_images(page) -> None:
+    page.wait_for_load_state("load")
+    page.wait_for_function(
+        """() => { const docs=[document]; document.querySelectorAll('iframe').forEach(f=>f.contentDocument&&docs.push(f.contentDocument));
+        return docs.every(d => [...d.querySelectorAll('img')].every(i => i.complete)); }""",
+        timeout=10_000,
+    )
+
+
+@pytest.mark.slow
+def test_corpus_previews_in_chromium(browser, imported_corpus: Path, tmp_path: Path) -> None:
+    channels = [c for c in ("wechat", "email", "github", "zhihu", "aijishu", "plaintext") if c in importable_channels()]
+    if "wechat" not in channels and "email" not in channels:
+        pytest.skip("neither the wechat nor the email channel is importable yet")
+    settings = _corpus_settings(tmp_path, imported_corpus)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    for issue_path in corpus_sample(imported_corpus):
+        page_file = preview.write_preview(settings, issue_path, channels)
+        for width in (375, 1280):
+            tab = Tab(browser, width)
+            page = tab.page
+            page.goto(page_file.as_uri())
+            _wait_images(page)
+            count, bad = page.evaluate(IMAGES_JS)
+            assert bad == [], f"{issue_path.name}: images that did not load: {bad}"
+            for channel in channels:
+                page.click(f'nav.tabs button[data-tab="{channel}"]')
+                assert page.is_visible(f"#tab-{channel}")
+                assert "cannot render" not in page.inner_text(f"#tab-{channel}")
+                if channel == "email" and width == 375:
+                    page.click('#tab-email button[data-width="mobile"]')
+                if channel in ("wechat", "email"):
+                    page.wait_for_timeout(50)
+                    sizes = page.evaluate(OVERFLOW_JS)
+                    assert len(sizes) >= 2, f"{channel}: its iframe is not visible"
+                    if width == 375:
+                        assert sizes[1][2] == 375, f"{channel}: the {sizes[1][0]} frame is not 375 px wide"
+                        problems += [
+                            f"{issue_path.name} {channel}: horizontal overflow in {what}: {scroll} > {inner}"
+                            for what, scroll, inner in sizes if scroll > inner
+                        ]
+                page.screenshot(path=str(ARTIFACTS / f"{issue_path.stem}-{channel}-{width}.png"), full_page=True)
+            assert tab.errors == [], f"{issue_path.name}: console errors {tab.errors}"
+            tab.close()
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_email_text_switch(browser, imported_corpus: Path, tmp_path: Path) -> None:
+    if channel_importable("email"):
+        pytest.skip(channel_importable("email"))
+    settings = _corpus_settings(tmp_path, imported_corpus)
+    issue_path = corpus_sample(imported_corpus)[0]
+    issue, _ = pipeline.load(issue_path)
+    rendition = pipeline.render(issue, "email", settings)
+    text_part = rendition.parts[f"{rendition.issue}.txt"]
+    first_line = next(line.strip() for line in text_part.splitlines() if line.strip())
+    page_file = preview.write_preview(settings, issue_path, ["email"])
+    tab = Tab(browser, 375)
+    page = tab.page
+    page.goto(page_file.as_uri())
+    assert page.is_visible("iframe.mail-html") and not page.is_visible("pre.mail-text")
+    page.click('button[data-part="text"]')
+    assert page.is_visible("pre.mail-text") and not page.is_visible("iframe.mail-html")
+    assert first_line in page.inner_text("pre.mail-text")
+    assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "email-text-part.png"), full_page=True)
+    page.click('button[data-part="html"]')
+    assert page.is_visible("iframe.mail-html") and not page.is_visible("pre.mail-text")
+    assert tab.errors == []
+    tab.close()
+
+
+def _publisher_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "publisher"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from publisher.cli import main; sys.exit(main())"]
+
+
+def _start_server(cwd: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PUBLISHER_CONFIG", None)
+    proc = subprocess.Popen(
+        [*_publisher_cmd(), "preview", *args, "--serve", "--port", "0", "--no-open"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line or "")
+        if m:
+            return proc, m.group(1)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"preview server did not start: {proc.stderr.read()}")
+
+
+@pytest.mark.slow
+def test_live_reload_and_broken_source(browser, demo: Path) -> None:
+    if channel_importable("github"):
+        pytest.skip(channel_importable("github"))
+    issue_path = newest(demo)
+    original = issue_path.read_text(encoding="utf-8")
+    proc, url = _start_server(demo, "--channel", "github")
+    tab = Tab(browser, 1024)
+    page = tab.page
+    try:
+        page.goto(url)
+        page.wait_for_selector(".pane.rendered")
+        count, bad = page.evaluate(IMAGES_JS)
+        assert bad == [] and count >= 1  # the demo's local image, served by the preview server
+        page.evaluate("window.__before_edit = true")
+
+        # 1. an edit of the issue shows up by itself
+        issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LIVE1"), encoding="utf-8")
+        page.wait_for_function("document.body.innerText.includes('LIVE1')", timeout=5_000)
+        assert page.evaluate("window.__before_edit === undefined")  # the page reloaded itself
+
+        # 2. a broken source shows file:line: error, the server keeps running
+        lines = original.split("\n")
+        title_at = next(i for i, line in enumerate(lines) if line.startswith("# "))
+        broken = [*lines[: title_at + 1], "### not a section", *lines[title_at + 1:]]
+        issue_path.write_text("\n".join(broken), encoding="utf-8")
+        page.wait_for_selector(".errors", timeout=5_000)
+        err = page.inner_text(".errors")
+        assert f"{issue_path}:{title_at + 2}: error: heading level 3" in err
+        page.screenshot(path=str(ARTIFACTS / "live-broken-source.png"), full_page=True)
+
+        # 3. fixing it brings the preview back
+        issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LIVE2"), encoding="utf-8")
+        page.wait_for_function("document.body.innerText.includes('LIVE2')", timeout=5_000)
+        assert page.query_selector(".errors") is None
+
+        # 4. a config change re-renders too
+        toml = demo / "publisher.toml"
+        toml.write_text(toml.read_text(encoding="utf-8") + '\n[newsletter]\naccount = "CONFIGLIVE3"\n', encoding="utf-8")
+        page.wait_for_function("document.body.innerText.includes('CONFIGLIVE3')", timeout=5_000)
+        page.screenshot(path=str(ARTIFACTS / "live-reloaded.png"), full_page=True)
+        assert tab.errors == []
+    finally:
+        tab.close()
+        issue_path.write_text(original, encoding="utf-8")
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    stderr = proc.stderr.read()
+    assert proc.returncode in (0, 130), stderr
+    assert "Traceback" not in stderr
+    assert "preview stopped" in proc.stdout.read()
+
+
+@pytest.mark.slow
+def test_server_serves_every_enabled_channel(browser, demo: Path) -> None:
+    channels = importable_channels()
+    if not channels:
+        pytest.skip("no channel importable yet")
+    proc, url = _start_server(demo)
+    tab = Tab(browser, 375)
+    try:
+        tab.page.goto(url)
+        _wait_images(tab.page)
+        count, bad = tab.page.evaluate(IMAGES_JS)
+        assert bad == []
+        for name in channels:
+            assert tab.page.query_selector(f'nav.tabs button[data-tab="{name}"]') is not None
+        assert tab.errors == []
+    finally:
+        tab.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert "Traceback" not in proc.stderr.read()

@@ -1,0 +1,421 @@
+"""The WeChat push, end to end: `publisher push … --channel wechat` against a local HTTP server
+with the platform's semantics (tests/wechat_server.py). Nothing of ours is patched: the client
+makes real HTTP requests, and the server keeps the raw bodies it received."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from publisher.channels.base import LocalImage, Rendition
+from publisher.cli import main
+from publisher.errors import TransportError
+from publisher.ledger import Ledger
+from publisher.model import Issue
+from publisher.settings import load_settings
+from publisher.transports import get_transport
+from publisher.transports.base import PushContext
+from tests.wechat_server import APP_ID, SECRET, WeChatServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
+ISSUE = "2026-11-23"  # has a cover and an in-article image
+NO_COVER = "2026-11-09"
+TITLE = "嵌入式AI简报(2026-11-23)"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+GIF = b"GIF89a" + b"\x00" * 64
+
+UPLOADIMG, MATERIAL = "cgi-bin/media/uploadimg", "cgi-bin/material/add_material"
+DRAFT_ADD, DRAFT_UPDATE = "cgi-bin/draft/add", "cgi-bin/draft/update"
+STABLE, SUBMIT, PUB_GET = "cgi-bin/stable_token", "cgi-bin/freepublish/submit", "cgi-bin/freepublish/get"
+
+
+@pytest.fixture
+def server():
+    with WeChatServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch, server):
+    """A project with the example issues, pointing [wechat] at the local server."""
+    shutil.copytree(EXAMPLES, tmp_path / "issues")
+    write_config(tmp_path, server)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+    return tmp_path
+
+
+def write_config(root: Path, server: WeChatServer, **wechat: object) -> None:
+    table = {"app_id": APP_ID, "api_base": server.url, **wechat}
+    lines = "\n".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items())
+    (root / "publisher.toml").write_text(
+        f'[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n[wechat]\n{lines}\n',
+        encoding="utf-8")
+
+
+def push(capsys, *args: str, issue: str = ISSUE) -> tuple[int, str]:
+    rc = main(["push", issue, "--channel", "wechat", *args])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def pushes_row(root: Path, issue: str = ISSUE) -> sqlite3.Row:
+    conn = sqlite3.connect(root / "publisher.db")
+    conn.row_factory = sqlite3.Row
+    return conn.execute("SELECT * FROM pushes WHERE issue = ? AND channel = 'wechat'", (issue,)).fetchone()
+
+
+def only_draft(server: WeChatServer) -> tuple[str, dict]:
+    assert len(server.state.drafts) == 1, server.state.drafts.keys()
+    media_id, articles = next(iter(server.state.drafts.items()))
+    return media_id, articles[0]
+
+
+# ---- the draft -----------------------------------------------------------------------------
+
+
+def test_push_creates_a_draft_with_uploaded_images_and_real_chinese(proj, server, capsys):
+    rc, out = push(capsys)
+    assert rc == 0, out
+    assert server.count(STABLE) == 1
+    assert server.count(UPLOADIMG) == 2  # the in-article image and the QR code
+    assert server.count(MATERIAL) == 1  # the cover
+    assert server.count(DRAFT_ADD) == 1
+    media_id, art = only_draft(server)
+    # the raw body holds the title as UTF-8 characters, not \uXXXX escapes
+    raw = server.state.raw_drafts[media_id][0]
+    assert TITLE.encode("utf-8") in raw
+    assert b"\\u" not in raw
+    assert art["title"] == TITLE
+    assert art["author"] == "示例编辑"
+    assert art["digest"].startswith("本期6条")
+    assert art["content_source_url"].endswith("/2026-11-23.md")
+    assert art["thumb_media_id"] in server.state.materials
+    assert server.state.materials[art["thumb_media_id"]] == (EXAMPLES / "images" / "cover.png").read_bytes()
+    # every local ref replaced by the URL the platform gave for it
+    content = art["content"]
+    assert "images/int4-pipeline.png" not in content and 'src="qr.png"' not in content
+    assert len(server.state.uploads) == 2
+    for url, data in server.state.uploads.items():
+        assert f'src="{url}"' in content
+    assert (EXAMPLES / "images" / "int4-pipeline.png").read_bytes() in server.state.uploads.values()
+    row = pushes_row(proj)
+    assert row["state"] == "done" and row["remote_id"] == media_id
+    assert "draft added" in out and media_id in out
+
+
+def test_second_push_reuses_token_and_uploads_and_updates_the_draft(proj, server, capsys):
+    assert push(capsys)[0] == 0
+    rc, out = push(capsys, "--force")
+    assert rc == 0, out
+    assert server.count(STABLE) == 1  # the cached token served both pushes
+    assert server.count(UPLOADIMG) == 2 and server.count(MATERIAL) == 1  # nothing uploaded again
+    assert server.count(DRAFT_ADD) == 1 and server.count(DRAFT_UPDATE) == 1
+    media_id, art = only_draft(server)
+    update = json.loads(server.bodies(DRAFT_UPDATE)[0])
+    assert update["media_id"] == media_id and update["index"] == 0
+    assert update["articles"]["title"] == TITLE
+    assert TITLE.encode() in server.bodies(DRAFT_UPDATE)[0]
+    assert "draft updated" in out and "0 image(s) uploaded, 3 from cache" in out
+    assert pushes_row(proj)["remote_id"] == media_id
+
+
+def test_new_draft_option_adds_another_draft(proj, server, capsys):
+    assert push(capsys)[0] == 0
+    first = pushes_row(proj)["remote_id"]
+    rc, out = push(capsys, "--force", "--new-draft")
+    assert rc == 0, out
+    assert server.count(DRAFT_ADD) == 2 and server.count(DRAFT_UPDATE) == 0
+    assert len(server.state.drafts) == 2
+    second = pushes_row(proj)["remote_id"]
+    assert second != first and set(server.state.drafts) == {first, second}
+    assert server.state.drafts[second][0]["title"] == TITLE
+    # the ledger now points at the newest draft, so the next push updates that one
+    rc, _ = push(capsys, "--force")
+    newest = pushes_row(proj)["remote_id"]
+    assert rc == 0 and json.loads(server.bodies(DRAFT_UPDATE)[0])["media_id"] == newest
+    assert server.state.drafts[newest][0]["title"] == TITLE
+
+
+def test_issue_without_cover_uses_the_qr_code_as_thumb(proj, server, capsys):
+    rc, out = push(capsys, issue=NO_COVER)
+    assert rc == 0, out
+    _, art = only_draft(server)
+    qr_url = next(iter(server.state.uploads))
+    assert server.state.materials[art["thumb_media_id"]] == server.state.uploads[qr_url]
+    details = json.loads(pushes_row(proj, NO_COVER)["details"])
+    assert any("QR code as the draft's cover" in n for n in details["notes"])
+
+
+# ---- tokens --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, token_path", [("stable_token", STABLE), ("token", "cgi-bin/token")])
+def test_token_cached_in_ledger_across_pushes(proj, server, capsys, mode, token_path):
+    write_config(proj, server, token_mode=mode)
+    assert push(capsys)[0] == 0
+    assert push(capsys, "--force")[0] == 0
+    assert server.count(token_path) == 1
+    assert server.state.rejected == []
+    if mode == "stable_token":
+        body = json.loads(server.bodies(STABLE)[0])
+        assert body == {"grant_type": "client_credential", "appid": APP_ID, "secret": SECRET,
+                        "force_refresh": False}
+    else:
+        seen = next(r for r in server.state.requests if r.path == token_path)
+        assert seen.method == "GET" and seen.query["appid"] == APP_ID
+
+
+def test_token_renewed_before_expiry(proj, server, capsys):
+    server.state.ttl = 2  # the client renews at half the lifetime of short tokens
+    assert push(capsys)[0] == 0
+    time.sleep(1.2)
+    assert push(capsys, "--force")[0] == 0
+    assert server.count(STABLE) == 2
+    assert server.state.rejected == []  # renewed ahead of expiry: no call was refused
+
+
+@pytest.mark.parametrize("invalidate, code", [("expire_tokens", 42001), ("revoke_tokens", 40001)])
+def test_rejected_token_renewed_once_and_call_retried(proj, server, capsys, invalidate, code):
+    assert push(capsys)[0] == 0
+    getattr(server, invalidate)()  # the cached token is now refused by the platform
+    rc, out = push(capsys, "--force")
+    assert rc == 0, out
+    assert server.state.rejected == [(DRAFT_UPDATE, code)]
+    assert server.count(DRAFT_UPDATE) == 2  # refused once, then retried with the new token
+    assert server.count(STABLE) == 2
+    assert json.loads(server.bodies(STABLE)[1])["force_refresh"] is True
+
+
+def test_busy_answer_retried(proj, server, capsys):
+    server.state.busy_once = {DRAFT_ADD, UPLOADIMG}
+    rc, out = push(capsys)
+    assert rc == 0, out
+    assert (DRAFT_ADD, -1) in server.state.rejected and (UPLOADIMG, -1) in server.state.rejected
+    assert server.count(DRAFT_ADD) == 2 and len(server.state.drafts) == 1
+    assert server.count(UPLOADIMG) == 3 and len(server.state.uploads) == 2
+
+
+def test_busy_forever_gives_up(proj, server, capsys):
+    server.state.force_errcode = {DRAFT_ADD: -1}
+    rc, out = push(capsys)
+    assert rc == 1
+    assert server.count(DRAFT_ADD) == 4  # the first try and three retries
+    assert "errcode -1 (system busy)" in out
+    assert pushes_row(proj)["state"] == "failed"
+
+
+@pytest.mark.parametrize("path, code, words", [
+    (STABLE, 40164, ["errcode 40164", "IP whitelist", "开发→基本配置", "203.0.113.7"]),
+    (UPLOADIMG, 45009, ["errcode 45009", "daily quota", "resets"]),
+    (MATERIAL, 45011, ["errcode 45011", "per-minute", "wait a minute"]),
+    (DRAFT_ADD, 48001, ["errcode 48001", "not authorized", "接口权限"]),
+])
+def test_platform_errors_explained(proj, server, capsys, path, code, words):
+    server.state.force_errcode = {path: code}
+    rc, out = push(capsys)
+    assert rc == 1
+    for w in words:
+        assert w in out, (w, out)
+    assert server.count(path) == 1  # not retried
+    row = pushes_row(proj)
+    assert row["state"] == "failed" and f"errcode {code}" in row["last_error"]
+
+
+def test_wrong_secret_explained(proj, server, capsys, monkeypatch):
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", "not-the-secret")
+    rc, out = push(capsys)
+    assert rc == 1 and "errcode 40125" in out and "app_secret_env" in out
+    assert "not-the-secret" not in out
+
+
+# ---- local checks: refused before any request ---------------------------------------------
+
+
+def test_long_title_refused_before_any_request(proj, server, capsys):
+    write_config(proj, server, title_template="{name}：{title}")
+    rc, out = push(capsys)
+    assert rc == 1
+    title = "嵌入式AI简报：嵌入式AI简报 (2026-11-23)：端侧INT4量化/RISC-V向量扩展/稀疏推理"
+    assert f"title is {len(title)} characters, WeChat allows at most 32: {title!r}" in out, out
+    assert len(title) == 53
+    assert server.state.requests == []
+
+
+def test_long_author_digest_and_source_url_refused_together(proj, server, capsys):
+    src = proj / "issues" / f"{ISSUE}.md"
+    text = src.read_text(encoding="utf-8")
+    text = text.replace("author: 示例编辑", "author: 一位名字非常非常非常长的示例编辑同学")
+    (proj / "issues" / f"{ISSUE}.md").write_text(text, encoding="utf-8")
+    long_url = "https://example.org/" + "a" * 1100 + "/{date}.md"
+    (proj / "publisher.toml").write_text(
+        (proj / "publisher.toml").read_text(encoding="utf-8")
+        + f'\n[newsletter]\narchive_url = "{long_url}"\n', encoding="utf-8")
+    rc, out = push(capsys)
+    assert rc == 1
+    assert "author is 20 characters, WeChat allows at most 16" in out, out
+    assert "content_source_url (阅读原文) is 1,143 bytes, WeChat allows at most 1,024" in out
+    assert server.state.requests == []
+
+
+def _ctx(root: Path, server: WeChatServer, monkeypatch, **options) -> tuple[PushContext, object]:
+    write_config(root, server)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+    settings = load_settings()
+    issue = Issue(date=__import__("datetime").date(2026, 11, 30), title="t", brand="嵌入式AI简报")
+    ctx = PushContext(settings=settings, ledger=Ledger(root / "publisher.db"), issue=issue, options=options)
+    return ctx, get_transport("wechat")()
+
+
+def _rendition(body: str, images=(), **meta) -> Rendition:
+    metadata = {"title": "嵌入式AI简报(2026-11-30)", "author": "编辑", "digest": "摘要",
+                "content_source_url": "https://example.org/2026-11-30.md", **meta}
+    return Rendition("wechat", "2026-11-30", body, "text/html", "2026-11-30.html", metadata, tuple(images))
+
+
+COVER = LocalImage("cover.png", data=PNG, role="cover")
+
+
+@pytest.mark.parametrize("body, words", [
+    ("字" * 20_000, "content is 20,000 characters, WeChat needs under 20,000"),
+    ("x" * 25_000, "content is 25,000 characters, WeChat needs under 20,000"),
+])
+def test_long_content_refused_before_any_request(tmp_path, server, monkeypatch, body, words):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    with pytest.raises(TransportError, match=words):
+        transport.push(_rendition(body, [COVER]), ctx)
+    assert server.state.requests == []
+
+
+def test_content_just_under_the_limit_is_sent(tmp_path, server, monkeypatch):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    result = transport.push(_rendition("字" * 19_999, [COVER]), ctx)
+    assert server.state.drafts[result.remote_id][0]["content"] == "字" * 19_999
+
+
+def test_image_of_wrong_format_or_size_refused_before_any_request(tmp_path, server, monkeypatch):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    gif = tmp_path / "anim.gif"
+    gif.write_bytes(GIF)
+    r = _rendition('<img src="anim.gif">', [LocalImage("anim.gif", path=gif), COVER])
+    try:
+        import PIL  # noqa: F401
+        has_pillow = True
+    except ImportError:
+        has_pillow = False
+    if not has_pillow:
+        with pytest.raises(TransportError, match=r"anim\.gif is gif; .*install Pillow"):
+            transport.push(r, ctx)
+    big = tmp_path / "big.png"
+    big.write_bytes(PNG + b"\x00" * (1024 * 1024))
+    r = _rendition('<img src="big.png">', [LocalImage("big.png", path=big), COVER])
+    with pytest.raises(TransportError, match=r"big\.png is 1\.00 MB \(1,048,648 bytes\); .*under 1\.00 MB"):
+        transport.push(r, ctx)
+    assert server.state.requests == []
+
+
+def test_no_cover_and_no_qr_refused(tmp_path, server, monkeypatch):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    with pytest.raises(TransportError, match="needs a cover image"):
+        transport.push(_rendition("<p>x</p>"), ctx)
+    assert server.state.requests == []
+
+
+def test_image_refs_replaced_even_when_written_in_single_quotes(tmp_path, server, monkeypatch):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    r = _rendition("<p><img src='a b&c.png'> <img src=\"a b&amp;c.png\"></p>",
+                   [LocalImage("a b&c.png", data=PNG), COVER])
+    result = transport.push(r, ctx)
+    content = server.state.drafts[result.remote_id][0]["content"]
+    url = next(iter(server.state.uploads)).replace("&", "&amp;")
+    assert content.count(f'src="{url}"') == 2 and "a b" not in content
+    assert result.details["images_uploaded"] == 2
+
+
+# ---- publishing ----------------------------------------------------------------------------
+
+
+def test_publish_polls_until_success(proj, server, capsys):
+    server.state.publishing_polls = 2
+    rc, out = push(capsys, "--publish")
+    assert rc == 0, out
+    assert server.count(SUBMIT) == 1 and server.count(PUB_GET) == 3
+    (publish_id,) = server.state.publishes
+    row = pushes_row(proj)
+    assert row["url"].startswith("https://mp.weixin.qq.com/s/ARTICLE_")
+    details = json.loads(row["details"])
+    assert details["publish_id"] == publish_id and details["publish_status"] == 0
+    conn = sqlite3.connect(proj / "publisher.db")
+    assert conn.execute("SELECT publish_id, publish_status, article_url FROM wechat_drafts").fetchone() == (
+        publish_id, 0, row["url"])
+    assert row["url"] in out
+    # the published draft left the draft box: the next push creates a new draft and says so
+    rc, out = push(capsys, "--force")
+    assert rc == 0, out
+    assert (DRAFT_UPDATE, 40007) in server.state.rejected and server.count(DRAFT_ADD) == 2
+    assert "no longer exists" in pushes_row(proj)["details"]
+
+
+@pytest.mark.parametrize("status, meaning", [(3, "常规失败"), (4, "平台审核不通过"), (6, "成功后系统封禁所有文章")])
+def test_publish_failure_status_reported(proj, server, capsys, status, meaning):
+    server.state.publish_status = status
+    rc, out = push(capsys, "--publish")
+    assert rc == 1
+    assert f"publish_status {status}: {meaning}" in out, out
+    row = pushes_row(proj)
+    assert row["state"] == "failed" and meaning in row["last_error"]
+    conn = sqlite3.connect(proj / "publisher.db")
+    assert conn.execute("SELECT publish_status FROM wechat_drafts").fetchone() == (status,)
+
+
+def test_publish_still_publishing_when_poll_budget_runs_out(proj, server, capsys):
+    write_config(proj, server, publish_poll_seconds=1)
+    server.state.publishing_polls = 1000
+    started = time.monotonic()
+    rc, out = push(capsys, "--publish")
+    assert rc == 1 and "still publishing after 1 s" in out, out
+    assert time.monotonic() - started < 5
+    assert 2 <= server.count(PUB_GET) <= 4
+
+
+# ---- secrets -------------------------------------------------------------------------------
+
+
+def test_secret_and_tokens_never_in_output_logs_or_ledger(proj, server, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert push(capsys)[0] == 0
+    server.expire_tokens()
+    server.state.force_errcode = {MATERIAL: 40164}
+    outputs = [push(capsys, "--force")[1]]
+    server.state.force_errcode = {}
+    (proj / "issues" / "images" / "cover.png").write_bytes(PNG)  # a new cover: uploaded again
+    outputs.append(push(capsys, "--force", "--publish")[1])
+    assert main(["status"]) == 0
+    outputs.append(capsys.readouterr().out)
+    assert len(server.state.issued) >= 2
+    # urllib3 logged the requests at DEBUG (with redacted tokens)
+    assert "access_token=***" in caplog.text
+    ledger_dump = "\n".join(str(tuple(r)) for r in sqlite3.connect(proj / "publisher.db").execute(
+        "SELECT * FROM pushes"))
+    for text in (*outputs, caplog.text, ledger_dump):
+        assert SECRET not in text
+        for token in server.state.issued:
+            assert token not in text
+
+
+def test_unreachable_server_message_has_no_secret(proj, server, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    # token_mode "token" puts the secret in the query string of a GET
+    write_config(proj, server, token_mode="token", api_base="http://127.0.0.1:9")
+    rc, out = push(capsys)
+    assert rc == 1 and "cannot reach http://127.0.0.1:9/" in out, out
+    assert SECRET not in out and SECRET not in caplog.text
+    assert SECRET not in (pushes_row(proj)["last_error"] or "")
