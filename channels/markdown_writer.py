@@ -66,7 +66,9 @@ class MarkdownWriter:
     hard_break = "  "
     list_indent = "    "
 
-    def __init__(self) -> None:
+    def __init__(self, image_base: str = "") -> None:
+        # where local images are published (for editors that import images from the web only)
+        self.image_base = image_base
         self._inline: dict[type, Callable[[Any], str]] = {
             Text: self.text,
             Code: self.code,
@@ -116,7 +118,7 @@ class MarkdownWriter:
 
     def image(self, node: Image) -> str:
         title = f' "{node.title}"' if node.title else ""
-        return f"![{node.alt}]({node.src}{title})"
+        return f"![{node.alt}]({public_src(node.src, self.image_base)}{title})"
 
     def line_break(self, node: LineBreak) -> str:
         return "  \n"
@@ -278,6 +280,13 @@ def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[st
 # ---- the channels built on these writers ---------------------------------------------------
 
 
+def public_src(src: str, base: str) -> str:
+    """A local image path as its public URL under [newsletter] image_base_url (when set)."""
+    if not base or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.I) or src.startswith("/"):
+        return src
+    return base.rstrip("/") + "/" + src.lstrip("./")
+
+
 class TemplateChannel(Channel):
     """A channel whose page is a Jinja2 template fed with the issue's parts written by a writer.
 
@@ -302,7 +311,8 @@ class TemplateChannel(Channel):
     # -- the render ----------------------------------------------------------------------
 
     def render(self, issue: Issue) -> Rendition:
-        writer = self.writer_class()
+        base = self.settings["newsletter"]["image_base_url"] if self.public_images_only else ""
+        writer = self.writer_class(image_base=base)
         newsletter = self.settings["newsletter"]
         context = {
             "issue": issue,
@@ -370,10 +380,13 @@ class TemplateChannel(Channel):
                         file=issue.source_path,
                     )
                 continue
+            if self.public_images_only and self.settings["newsletter"]["image_base_url"]:
+                continue  # written as its public URL; the image is published with the archive
             if self.public_images_only:
                 raise SourceError(
                     f"image {node.src!r} is not a public http(s) URL; the {self.name} editor only imports "
-                    "images from the web: upload it and use its https:// address",
+                    "images from the web: upload it and use its https:// address, or set [newsletter] image_base_url "
+                    "to where the archive publishes images",
                     file=issue.source_path,
                 )
             base = self.ctx.base_dir

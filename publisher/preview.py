@@ -352,6 +352,7 @@ def error_page(issue_path: Path, exc: PublisherError, live_version: int | None) 
 
 CSS = """
 *{box-sizing:border-box}
+[hidden]{display:none!important}
 html,body{margin:0;padding:0}
 body{font:14px/1.5 -apple-system,"PingFang SC","Microsoft YaHei",sans-serif;color:#222;background:#f3f4f6}
 header{padding:10px 14px;background:#1f2937;color:#fff}

@@ -287,3 +287,33 @@ def remove_cmd(ctx: click.Context, email: str, purge: bool) -> None:
     if not changed:
         raise SubscriberError(f"no subscriber {email!r}; see `publisher subscribers list --state all`")
     click.echo(f"{email}: {'deleted' if purge else 'unsubscribed'}")
+
+
+@subscribers_command.command("sends")
+@click.argument("issue")
+@click.option("--state", type=click.Choice(["pending", "sending", "sent", "failed", "ambiguous", "all"]),
+              default="all", show_default=True)
+@click.pass_context
+def sends_cmd(ctx: click.Context, issue: str, state: str) -> None:
+    """Per-recipient delivery of ISSUE (a date) from the ledger: counts, then failures listed."""
+    from publisher.cli import get_settings
+    from publisher.ledger import Ledger
+    from publisher.transports.email import SCHEMA as SENDS_SCHEMA
+
+    settings = get_settings(ctx)
+    ledger = Ledger(settings.require("paths", "ledger", "the ledger database"))
+    ledger.ensure(SENDS_SCHEMA)
+    conn = ledger.connect()
+    counts = dict(conn.execute("SELECT state, COUNT(*) FROM email_sends WHERE issue = ? GROUP BY state",
+                               (issue,)).fetchall())
+    click.echo(f"{issue}: " + (" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing sent yet"))
+    sql = "SELECT email, state, smtp_code, last_error FROM email_sends WHERE issue = ?"
+    args: tuple = (issue,)
+    if state == "all":
+        sql += " AND state NOT IN ('sent')"
+    else:
+        sql += " AND state = ?"
+        args += (state,)
+    writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
+    for row in conn.execute(sql + " ORDER BY email", args):
+        writer.writerow([row[0], row[1], row[2] or "", row[3] or ""])

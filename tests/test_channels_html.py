@@ -192,7 +192,7 @@ def test_wechat_references(settings):
     text_part, refs = body.split("参考资料")
     # one number per distinct URL, in order of first use
     assert re.findall(r"\[(\d+)\] ", refs) == ["1", "2"]
-    assert f"[1] {EXT}" not in refs or refs.count(EXT) == 1
+    assert f"[1] 标题甲 | 来源: {EXT}" in refs and f"[2] {BARE}" in refs
     assert refs.count(EXT) == 1 and refs.count(BARE) == 1
     assert text_part.count("[1]") == 2 and text_part.count("[2]") == 1
     # mp.weixin.qq.com stays a real link; nothing else is a link

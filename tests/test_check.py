@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from publisher.channels.base import Rendition
+
 from publisher.cli import cli
 from publisher.limits import (
     EMAIL_HTML_MAX_BYTES,

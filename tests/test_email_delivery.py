@@ -368,3 +368,44 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
         server.stop()
     print("\nkill -9 trials:", json.dumps(report))
     assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 8, "kills land mid-campaign"
+
+
+# -- `publisher push ISSUE --channel email` end to end (push.py → get_transport → EmailTransport) -
+
+
+def _cli(cwd: Path, *args: str):
+    env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env_vars.pop("PUBLISHER_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "publisher.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env_vars)
+
+
+def test_publisher_push_channel_email_end_to_end(tmp_path, env):
+    server = start_server(env, Handler(reject_rcpt={"reader00003@example.com"}))
+    try:
+        cfg = write_project(tmp_path, server.port)
+        settings = load_settings(cfg)
+        emails = add_subscribers(settings, 8)
+        # a test copy first: one message, the campaign untouched
+        p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email", "--to", "editor@example.net")
+        assert p.returncode == 0, p.stderr
+        assert server.handler.recipients() == ["editor@example.net"]
+        p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email", "--dry-run")
+        assert p.returncode == 0, p.stderr
+        assert "8 active subscriber(s)" in p.stdout + p.stderr and "Message-ID: <2026-11-23." in p.stdout
+        p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
+        assert p.returncode == 0, p.stderr
+        assert "sent 7, failed 1, skipped 0 (done earlier), remaining 0" in p.stdout + p.stderr
+        assert "email: 8/8" in p.stderr  # plain progress lines when not on a TTY
+        assert sorted(server.handler.recipients()[1:]) == [e for e in emails if e != "reader00003@example.com"]
+        p = _cli(tmp_path, "status", "2026-11-23")
+        assert p.returncode == 0 and "email" in p.stdout and "done" in p.stdout
+        p = _cli(tmp_path, "subscribers", "sends", "2026-11-23")
+        assert "failed=1 sent=7" in p.stdout and "reader00003@example.com,failed,550," in p.stdout
+        for out in (p.stdout, p.stderr):
+            assert PASSWORD not in out and SECRET not in out
+        ledger_bytes = (tmp_path / "publisher.db").read_bytes() + b"".join(
+            f.read_bytes() for f in tmp_path.glob("publisher.db-wal"))
+        assert PASSWORD.encode() not in ledger_bytes and SECRET.encode() not in ledger_bytes
+    finally:
+        server.stop()

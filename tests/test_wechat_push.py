@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from publisher.channels.base import LocalImage, Rendition
+
 from publisher.cli import main
 from publisher.errors import TransportError
 from publisher.ledger import Ledger
@@ -103,7 +103,7 @@ def test_push_creates_a_draft_with_uploaded_images_and_real_chinese(proj, server
     content = art["content"]
     assert "images/int4-pipeline.png" not in content and 'src="qr.png"' not in content
     assert len(server.state.uploads) == 2
-    for url, data in server.state.uploads.items():
+    for url in server.state.uploads:
         assert f'src="{url}"' in content
     assert (EXAMPLES / "images" / "int4-pipeline.png").read_bytes() in server.state.uploads.values()
     row = pushes_row(proj)
@@ -249,7 +249,7 @@ def test_long_title_refused_before_any_request(proj, server, capsys):
     assert server.state.requests == []
 
 
-def test_long_author_digest_and_source_url_refused_together(proj, server, capsys):
+def test_long_author_and_source_url_refused_together(proj, server, capsys):
     src = proj / "issues" / f"{ISSUE}.md"
     text = src.read_text(encoding="utf-8")
     text = text.replace("author: 示例编辑", "author: 一位名字非常非常非常长的示例编辑同学")
@@ -260,8 +260,8 @@ def test_long_author_digest_and_source_url_refused_together(proj, server, capsys
         + f'\n[newsletter]\narchive_url = "{long_url}"\n', encoding="utf-8")
     rc, out = push(capsys)
     assert rc == 1
-    assert "author is 20 characters, WeChat allows at most 16" in out, out
-    assert "content_source_url (阅读原文) is 1,143 bytes, WeChat allows at most 1,024" in out
+    assert "author is 18 characters, WeChat allows at most 16" in out, out
+    assert "content_source_url (阅读原文) is 1,134 bytes, WeChat allows at most 1,024" in out
     assert server.state.requests == []
 
 
@@ -292,6 +292,13 @@ def test_long_content_refused_before_any_request(tmp_path, server, monkeypatch, 
     ctx, transport = _ctx(tmp_path, server, monkeypatch)
     with pytest.raises(TransportError, match=words):
         transport.push(_rendition(body, [COVER]), ctx)
+    assert server.state.requests == []
+
+
+def test_long_digest_refused_before_any_request(tmp_path, server, monkeypatch):
+    ctx, transport = _ctx(tmp_path, server, monkeypatch)
+    with pytest.raises(TransportError, match="digest is 129 characters, WeChat allows at most 128"):
+        transport.push(_rendition("<p>x</p>", [COVER], digest="摘" * 129), ctx)
     assert server.state.requests == []
 
 
