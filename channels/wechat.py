@@ -97,10 +97,20 @@ class WeChatChannel(Channel):
             preserve_code=True,
             image_src=image_src,
         )
+        # render in document order: reference numbers follow first use
+        lead = ""
+        if issue.lead:
+            first = issue.lead[0]
+            lead = w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
+        briefs = [w.brief(b) for b in issue.warmup]
+        notes = Markup(w.blocks(issue.notes))
         sections = []
         for section in issue.sections:
             items = []
+            note = Markup(w.inlines(section.note))
             for item in section.items:
+                title = w.item_title(item)
+                fields = [(f.label, w.field(f)) for f in item.fields]
                 summary = ""
                 if item.summary:
                     first, rest = item.summary[0], item.summary[1:]
@@ -111,16 +121,12 @@ class WeChatChannel(Channel):
                         summary = w.open("p") + "摘要：</p>" + w.blocks(item.summary)
                 items.append(
                     {
-                        "title": w.item_title(item),
-                        "fields": [(f.label, w.field(f)) for f in item.fields],
+                        "title": title,
+                        "fields": fields,
                         "summary": Markup(summary),
                     }
                 )
-            sections.append({"name": section.name, "note": Markup(w.inlines(section.note)), "items": items})
-        lead = ""
-        if issue.lead:
-            first = issue.lead[0]
-            lead = w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
+            sections.append({"name": section.name, "note": note, "items": items})
 
         qr = qr_image(self.settings)
         images.append(qr)
@@ -130,8 +136,8 @@ class WeChatChannel(Channel):
         body = self.ctx.env.get_template(TEMPLATE).render(
             issue=issue,
             lead=Markup(lead),
-            briefs=[w.brief(b) for b in issue.warmup],
-            notes=Markup(w.blocks(issue.notes)),
+            briefs=briefs,
+            notes=notes,
             link_note=LINK_NOTE,
             sections=sections,
             references=refs.entries(),

@@ -8,6 +8,7 @@ PublisherError, printed as `file:line: error: …` with exit status 1 — never 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 

@@ -81,6 +81,8 @@ def qp_fragment(value: str) -> bytes:
         if line + len(piece) > 75:
             out += b"=\r\n"
             line = 0
+        if line == 0 and b == 46:  # never a "." at the start of a line: the template is pre-dot-stuffed
+            piece = b"=2E"
         out += piece
         line += len(piece)
     return bytes(out)
@@ -112,13 +114,15 @@ class MessageTemplate:
 
     chunks: tuple[bytes, ...]
     slots: tuple[str, ...]
+    wire_chunks: tuple[bytes, ...]  # the same, SMTP dot-stuffed (slot values never start a line with ".")
     issue: str
     list_id: str
     domain: str
     subject: str
     envelope_from: str
 
-    def render(self, email: str, unsubscribe_url: str) -> bytes:
+    def render(self, email: str, unsubscribe_url: str, *, wire: bool = False) -> bytes:
+        """The recipient's message; `wire=True`: dot-stuffed, ready for SMTP DATA."""
         values = {
             "to": email.encode("ascii", "strict") if email.isascii() else email.encode("utf-8"),
             "msgid": message_id_for(self.issue, email, self.list_id, self.domain).encode("ascii"),
@@ -126,8 +130,9 @@ class MessageTemplate:
             "unsub_text": qp_fragment(unsubscribe_url),
             "unsub_html": qp_fragment(html.escape(unsubscribe_url, quote=True)),
         }
-        parts = [self.chunks[0]]
-        for name, chunk in zip(self.slots, self.chunks[1:], strict=True):
+        chunks = self.wire_chunks if wire else self.chunks
+        parts = [chunks[0]]
+        for name, chunk in zip(self.slots, chunks[1:], strict=True):
             parts.append(values[name])
             parts.append(chunk)
         return b"".join(parts)
@@ -198,7 +203,8 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     pieces = _SLOT.split(head + body)
     chunks = tuple(pieces[0::2])
     slots = tuple(p.decode() for p in pieces[1::2])
-    return MessageTemplate(chunks=chunks, slots=slots, issue=rendition.issue, list_id=list_id,
+    wire = tuple(_SLOT.split(re.sub(rb"(?m)^\.", b"..", head + body))[0::2])
+    return MessageTemplate(chunks=chunks, slots=slots, wire_chunks=wire, issue=rendition.issue, list_id=list_id,
                            domain=domain, subject=subject, envelope_from=from_addr)
 
 

@@ -90,7 +90,7 @@ class ImageTable:
 
     inline: bool
     blobs: list[ImageBlob] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, ref)
     _by_key: dict[tuple, str] = field(default_factory=dict)
 
     def url_for(self, key: tuple, load: Callable[[], ImageBlob]) -> str:
@@ -129,8 +129,8 @@ class ImageTable:
                     return self.url_for(
                         ("file", str(path)), lambda: ImageBlob(path.read_bytes(), _guess_type(path.name))
                     )
-            if src not in self.missing:
-                self.missing.append(src)
+            if (rendition.channel, src) not in self.missing:
+                self.missing.append((rendition.channel, src))
             return _placeholder(src)
 
         def repl(m: re.Match) -> str:
@@ -334,7 +334,7 @@ def build_page(
             tb = traceback.format_exception_only(type(exc), exc)
             panels.append(Panel(name, _error_block([line.rstrip() for line in tb], f"{name}: internal error"), ok=False))
     notes = [str(w) for w in warnings]
-    notes += [f"image not found next to the issue: {ref}" for ref in images.missing]
+    notes += [f"{channel}: image not found next to the issue: {ref}" for channel, ref in images.missing]
     title = f"{issue.title} — preview"
     html_text = _layout(title, str(issue_path), panels, notes, live_version)
     return Page(html_text, images.blobs, True)

@@ -30,6 +30,7 @@ PATH_KEYS = {
     ("schedule", "jobstore"),
     ("outbox", "path"),
     ("newsletter", "qr_image"),
+    ("wechat", "default_cover"),
 }
 
 

@@ -15,6 +15,7 @@ from publisher.channels.wechat import WeChatChannel
 
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (
+    Brief,
     CodeBlock,
     Image,
     Issue,
@@ -172,6 +173,7 @@ def test_corpus_wechat_and_email(name, imported_corpus, settings, oracle, tmp_pa
 EXT = "https://example.org/a"
 WX = "https://mp.weixin.qq.com/s/abc"
 BARE = "https://github.com/owner/bare"
+BRIEF = "https://example.org/brief"
 
 
 def reference_issue() -> Issue:
@@ -184,23 +186,24 @@ def reference_issue() -> Issue:
             para(Text("代码："), Link(BARE, (Text(BARE),))),
         ),
     )
-    return make_issue(Section("论文", (item,)))
+    brief = Brief((Text("简讯"), Link(BRIEF, (Text("简讯链接"),))))
+    return make_issue(Section("论文", (item,)), warmup=(brief,))
 
 
 def test_wechat_references(settings):
     body = WeChatChannel(ctx(settings)).render(reference_issue()).body
     text_part, refs = body.split("参考资料")
-    # one number per distinct URL, in order of first use
-    assert re.findall(r"\[(\d+)\] ", refs) == ["1", "2"]
-    assert f"[1] 标题甲 | 来源: {EXT}" in refs and f"[2] {BARE}" in refs
+    # one number per distinct URL, in document order of first use (warm-up before sections)
+    assert re.findall(r"\[(\d+)\] ", refs) == ["1", "2", "3"]
+    assert f"[1] 简讯链接: {BRIEF}" in refs and f"[2] 标题甲 | 来源: {EXT}" in refs and f"[3] {BARE}" in refs
     assert refs.count(EXT) == 1 and refs.count(BARE) == 1
-    assert text_part.count("[1]") == 2 and text_part.count("[2]") == 1
+    assert text_part.count("[2]") == 2 and text_part.count("[3]") == 1
     # mp.weixin.qq.com stays a real link; nothing else is a link
     hrefs = [a["href"] for tag, a in parse(body).tags if tag == "a"]
     assert hrefs == [WX]
     # a bare URL shows once in the text, with its number, not doubled
     assert text_part.count(BARE) == 1
-    assert re.search(re.escape(BARE) + r"<sup[^>]*>\[2\]</sup>", text_part)
+    assert re.search(re.escape(BARE) + r"<sup[^>]*>\[3\]</sup>", text_part)
 
 
 def test_wechat_lists_two_levels_content_kept(settings):

@@ -130,7 +130,7 @@ def test_missing_local_image_gets_visible_placeholder(demo: Path) -> None:
     table = preview.ImageTable(inline=True)
     out = table.rewrite('<img alt="q" src="../wechat_qrcode.jpg">', rendition, demo / "issues")
     assert "data:image/svg+xml;base64," in out
-    assert table.missing == ["../wechat_qrcode.jpg"]
+    assert table.missing == [("github", "../wechat_qrcode.jpg")]
     found = table.rewrite('<img src="images/cover.png">', rendition, demo / "issues")
     assert "data:image/png;base64," in found
 

@@ -105,11 +105,14 @@ def test_unexpected_exception_is_recorded_and_others_still_run(project, monkeypa
 
 
 def test_render_error_is_a_failed_channel(project):
-    # zhihu accepts only public image URLs: a local image makes its render fail
+    # zhihu's footer needs a public QR image URL: without one its render fails (a ConfigError)
+    add_config(project, '[newsletter]\nqr_public_url = ""\n')
     issue = write_issue(project / "issues", "2026-01-05", image=True)
     report = push_issue(load_settings(), issue, ["zhihu", "plaintext"])
     assert [(o.channel, o.state) for o in report.outcomes] == [("zhihu", "failed"), ("plaintext", "done")]
-    assert "public" in report.outcomes[0].message
+    assert "[newsletter] qr_public_url" in report.outcomes[0].message
+    assert Ledger(project / "publisher.db").get("2026-01-05", "zhihu").state == "failed"
+    # the plaintext page has its image beside it in the outbox
     assert (project / "outbox" / "2026-01-05" / "img" / "2026-01-05.png").is_file()
 
 
@@ -122,9 +125,10 @@ def test_draft_can_be_pushed_by_hand_with_a_warning(project, capsys):
 
 def test_email_test_copy_leaves_the_ledger_row_alone(project, monkeypatch):
     """--to sends one test copy: the pushes row is neither created nor changed, even when done."""
+    from publisher.channels.base import Rendition
+
     import publisher.pipeline as pipeline
     import publisher.transports as transports
-    from publisher.channels.base import Rendition
 
     sent = []
 

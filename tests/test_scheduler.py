@@ -49,7 +49,7 @@ class Daemon:
     def __init__(self, project: Path, test_at: str):
         env = {k: v for k, v in os.environ.items() if k != "PUBLISHER_CONFIG"}
         self.log = project / f"daemon-{time.monotonic_ns()}.log"
-        self._out = open(self.log, "wb")
+        self._out = open(self.log, "wb")  # noqa: SIM115 - lives as long as the daemon
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "publisher.cli", "schedule", "--test-at", test_at],
             cwd=project, env=env, stdout=self._out, stderr=subprocess.STDOUT)

@@ -154,6 +154,25 @@ def test_issue_without_cover_uses_the_qr_code_as_thumb(proj, server, capsys):
     assert any("QR code as the draft's cover" in n for n in details["notes"])
 
 
+def test_issue_without_cover_uses_the_configured_default_cover(proj, server, capsys):
+    (proj / "default-cover.png").write_bytes(PNG + b"default")
+    write_config(proj, server, default_cover="default-cover.png")
+    rc, out = push(capsys, issue=NO_COVER)
+    assert rc == 0, out
+    _, art = only_draft(server)
+    assert server.state.materials[art["thumb_media_id"]] == PNG + b"default"
+    details = json.loads(pushes_row(proj, NO_COVER)["details"])
+    assert any("default_cover" in n for n in details["notes"])
+
+
+def test_dry_run_sends_nothing(proj, server, capsys):
+    rc, out = push(capsys, "--dry-run", "--publish")
+    assert rc == 0, out
+    assert "dry run: would upload 2 image(s) and the cover" in out and "publish" in out
+    assert server.state.requests == []
+    assert pushes_row(proj) is None
+
+
 # ---- tokens --------------------------------------------------------------------------------
 
 
