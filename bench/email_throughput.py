@@ -170,6 +170,7 @@ def main() -> None:
             cfg = project(tmp / "run", port, args.n, args.connections)
             sys.path.insert(0, str(ROOT))
             from publisher.channels.base import Rendition
+
             from publisher.mailmsg import sample_eml
             from publisher.settings import load_settings
 

@@ -50,8 +50,9 @@ def setup(tmp: Path) -> Path:
 
 
 def bench_render(settings, issue_path: Path, rounds: int) -> None:
-    from publisher import pipeline, preview
     from publisher.channels.base import get_channel
+
+    from publisher import pipeline, preview
 
     print(f"\n== re-render {issue_path.name} ({issue_path.stat().st_size:,} bytes), median of {rounds} ==")
     for name in settings.enabled_channels:

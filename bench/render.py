@@ -40,9 +40,9 @@ def main() -> int:
         return 0
 
     import mistune
+    from publisher.channels.base import available_channels
 
     from publisher import pipeline
-    from publisher.channels.base import available_channels
     from publisher.legacy import import_file
     from publisher.settings import load_settings
 

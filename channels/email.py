@@ -26,6 +26,7 @@ from publisher.channels.html_writer import (
     license_of,
     local_image,
 )
+from publisher.channels.markdown_writer import public_src
 
 from publisher.model import (
     Code,
@@ -117,7 +118,8 @@ class EmailChannel(Channel):
             if node.src not in seen:
                 seen.add(node.src)
                 images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
-            return node.src
+            # mail clients need absolute image URLs: the image's public address in the archive
+            return public_src(node.src, news["image_base_url"])
 
         w = HtmlWriter(image_src=image_src)
         t = TextWriter()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import jinja2
-from publisher.channels.base import license_of, Channel, LocalImage, Rendition
+from publisher.channels.base import Channel, LocalImage, Rendition, license_of
 
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (

@@ -233,9 +233,7 @@ def iter_links(node: object):
         yield from iter_links(node.children)
     elif isinstance(node, Image):
         yield node
-    elif isinstance(node, Strong | Emphasis):
-        yield from iter_links(node.children)
-    elif isinstance(node, Paragraph):
+    elif isinstance(node, Strong | Emphasis | Paragraph):
         yield from iter_links(node.children)
     elif isinstance(node, ListBlock):
         yield from iter_links(node.items)

@@ -79,6 +79,17 @@ def _is_test_copy(channel: str, options: Mapping[str, Any]) -> bool:
     return channel == "email" and bool(options.get("to"))
 
 
+def is_done(record, channel: str, options: Mapping[str, Any]) -> bool:
+    """Whether the ledger row means there is nothing left to do for this push.
+
+    A WeChat push without --publish only makes the draft; when publishing is asked for and the
+    row has no publish_id yet, the push is not done (the transport updates the draft in place
+    and publishes it)."""
+    if record is None or record.state != "done":
+        return False
+    return not (channel == "wechat" and options.get("publish") and not record.details.get("publish_id"))
+
+
 def push_issue(
     settings: Settings,
     issue_path: str | Path,
@@ -110,7 +121,7 @@ def push_issue(
     for channel in dict.fromkeys(channels):  # keep order, drop duplicates
         test_copy = _is_test_copy(channel, options)
         record = ledger.get(issue.slug, channel)
-        if record is not None and record.state == "done" and not force and not test_copy:
+        if is_done(record, channel, options) and not force and not test_copy:
             report.outcomes.append(ChannelOutcome(
                 channel, SKIPPED, f"already done ({record.updated_at}); --force pushes it again",
                 record.remote_id, record.url))

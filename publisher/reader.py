@@ -20,11 +20,10 @@ from .markdown import Converter, parse_blocks, parse_inline
 from .model import (
     Block,
     Brief,
-    CodeBlock,
     Field,
     Issue,
-    License,
     Item,
+    License,
     Link,
     ListBlock,
     ListItem,

@@ -33,6 +33,8 @@ log = logging.getLogger("publisher.schedule")
 
 JOB_ID = "publisher-weekly-publish"
 JOB_FUNC = "publisher.scheduler:scheduled_tick"
+# a scheduled run publishes: on WeChat that is the draft *and* its publication (freepublish)
+SCHEDULED_OPTIONS = {"publish": True, "new_draft": False}
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 # the settings the stored job runs with (a job in a persistent store refers to a function by
@@ -150,7 +152,7 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
     """Publish every due issue to every enabled channel; return the push reports.
     Raises PublisherError after the whole tick when any channel failed (the job is then
     reported failed; the ledger has the details and the next tick retries)."""
-    from .push import open_ledger, push_issue
+    from .push import is_done, open_ledger, push_issue
 
     cfg = schedule_config(settings)
     now = now or dt.datetime.now(cfg.timezone)
@@ -165,12 +167,12 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
         if reason:
             log.info("skip %s: %s", issue.slug, reason)
             continue
-        pending = [c for c in channels if (r := ledger.get(issue.slug, c)) is None or r.state != "done"]
+        pending = [c for c in channels if not is_done(ledger.get(issue.slug, c), c, SCHEDULED_OPTIONS)]
         if not pending:
             log.debug("%s: already done on every channel", issue.slug)
             continue
         log.info("publishing %s to %s", issue.slug, ", ".join(pending))
-        report = push_issue(settings, path, pending, ledger=ledger)
+        report = push_issue(settings, path, pending, ledger=ledger, options=SCHEDULED_OPTIONS)
         for o in report.outcomes:
             level = logging.ERROR if o.failed else logging.INFO
             log.log(level, "%s %s: %s: %s", issue.slug, o.channel, o.state, o.message)
@@ -342,7 +344,7 @@ def run_daemon(settings: Settings, cfg: ScheduleConfig) -> int:
 
 def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
     """(run time, [(issue slug, channels still to do)], [skipped notes]) for the next runs."""
-    from .push import open_ledger
+    from .push import is_done, open_ledger
 
     trigger = cfg.trigger()
     now = dt.datetime.now(cfg.timezone)
@@ -368,7 +370,7 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
             if issue is None or issue.slug in scheduled:
                 continue
             todo = [c for c in channels
-                    if ledger is None or (r := ledger.get(issue.slug, c)) is None or r.state != "done"]
+                    if ledger is None or not is_done(ledger.get(issue.slug, c), c, SCHEDULED_OPTIONS)]
             if not todo:
                 continue
             if reason is None:

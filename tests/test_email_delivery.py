@@ -23,7 +23,7 @@ import pytest
 from publisher import pipeline
 from publisher.ledger import Ledger
 from publisher.settings import load_settings
-from publisher.subscribers import SubscriberDB, import_csv
+from publisher.subscribers import SubscriberDB
 from publisher.transports import email as email_transport
 from publisher.transports.base import PushContext
 from publisher.transports.email import EmailTransport, campaign_status, run_campaign

@@ -183,3 +183,17 @@ def test_redact_masks_url_passwords():
     settings = load_settings()
     assert redact("https://user:pw@host/x", settings) == "https://user:***@host/x"
     assert redact("secret=abc&x=1", settings) == "secret=***&x=1"
+
+
+def test_wechat_draft_only_is_not_done_when_publishing_is_asked(project):
+    from publisher.push import is_done
+
+    ledger = Ledger(project / "publisher.db")
+    ledger.begin("2026-01-05", "wechat")
+    ledger.finish("2026-01-05", "wechat", remote_id="MEDIA", details={"media_id": "MEDIA"})
+    draft = ledger.get("2026-01-05", "wechat")
+    assert is_done(draft, "wechat", {"publish": False})
+    assert not is_done(draft, "wechat", {"publish": True})
+    ledger.finish("2026-01-05", "wechat", remote_id="MEDIA", details={"publish_id": "P1"})
+    assert is_done(ledger.get("2026-01-05", "wechat"), "wechat", {"publish": True})
+    assert not is_done(None, "plaintext", {})

@@ -277,6 +277,7 @@ class Campaign:
                               f"fix it in {settings.where()}")
         self.stats = CampaignStats(ambiguous_policy=self.policy)
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
@@ -286,6 +287,12 @@ class Campaign:
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
               attempt: bool = False) -> None:
         conn = self.ledger.connect()
+        # one writer at a time inside this process: SQLite's busy handler would otherwise make
+        # a thread that finds the database locked sleep for milliseconds (widening the window)
+        with self.write_lock:
+            self._write(conn, email, state, code, error, attempt)
+
+    def _write(self, conn, email, state, code, error, attempt) -> None:
         conn.execute(
             f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
