@@ -25,14 +25,16 @@ from publisher.channels.html_writer import (
     qr_image,
 )
 
+from publisher import limits
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue, Paragraph, Text
 
 TEMPLATE = "wechat/article.html"
 STYLES = "wechat/inline-styles.css"
-DIGEST_LIMIT = 128
-TITLE_LIMIT = 32
-CONTENT_LIMIT = 20_000
+# the numbers live in publisher/limits.py, shared with `publisher check` and the transport
+DIGEST_LIMIT = limits.WECHAT_DIGEST_MAX_CHARS
+TITLE_LIMIT = limits.WECHAT_TITLE_MAX_CHARS
+CONTENT_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
 LINK_NOTE = "注：个别链接打不开，请点击文末【阅读原文】跳转"
 WECHAT_HOSTS = ("mp.weixin.qq.com",)
 # images served by WeChat itself survive in `content`; other external images are filtered out

@@ -71,9 +71,33 @@ def _qp(data: bytes) -> bytes:
     return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
 
 
+_QP_SAFE = re.compile(rb"[!-~]*")
+
+
 def qp_fragment(value: str) -> bytes:
-    """A substituted value as quoted-printable: `=` escaped, soft breaks every ≤ 75 chars."""
+    """A substituted value as quoted-printable: `=` escaped, soft breaks every ≤ 75 chars, and
+    never a "." at the start of a line (the template is dot-stuffed once, values are not)."""
     raw = value.encode("utf-8")
+    if _QP_SAFE.fullmatch(raw):  # fast path: printable ASCII, as URLs are
+        enc = raw.replace(b"=", b"=3D")
+        lines = []
+        i, n = 0, len(enc)
+        while i < n:
+            j = min(i + 73, n)
+            if j < n:
+                k = enc.rfind(b"=", j - 2, j)  # do not split an =XX escape
+                if k != -1:
+                    j = k
+            line = enc[i:j]
+            if line[:1] == b".":
+                line = b"=2E" + line[1:]
+            lines.append(line)
+            i = j
+        return b"=\r\n".join(lines)
+    return _qp_fragment_slow(raw)
+
+
+def _qp_fragment_slow(raw: bytes) -> bytes:
     out = bytearray()
     line = 0
     for b in raw:

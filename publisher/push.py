@@ -102,11 +102,16 @@ def push_issue(
 ) -> PushReport:
     """Push one issue to the given channels; return every channel's outcome (never raises for a
     channel's failure; raises SourceError when the issue itself cannot be read)."""
+    from .channels.base import get_channel
     from .pipeline import context_for, load, render
     from .transports import get_transport
     from .transports.base import PushContext
 
     options = dict(options or {})
+    channels = list(dict.fromkeys(channels))  # keep order, drop duplicates
+    for channel in channels:  # a misspelt channel is a usage error, not a failed push
+        get_channel(channel)
+        get_transport(channel)
     ledger = ledger or open_ledger(settings)
     issue, warnings = load(issue_path)
     report = PushReport(issue=issue, warnings=list(warnings))
@@ -118,7 +123,7 @@ def push_issue(
     push_ctx = PushContext(settings=settings, ledger=ledger, issue=issue, dry_run=dry_run,
                            force=force, options=options)
 
-    for channel in dict.fromkeys(channels):  # keep order, drop duplicates
+    for channel in channels:
         test_copy = _is_test_copy(channel, options)
         record = ledger.get(issue.slug, channel)
         if is_done(record, channel, options) and not force and not test_copy:

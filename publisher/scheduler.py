@@ -172,7 +172,12 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
             log.debug("%s: already done on every channel", issue.slug)
             continue
         log.info("publishing %s to %s", issue.slug, ", ".join(pending))
-        report = push_issue(settings, path, pending, ledger=ledger, options=SCHEDULED_OPTIONS)
+        try:
+            report = push_issue(settings, path, pending, ledger=ledger, options=SCHEDULED_OPTIONS)
+        except PublisherError as exc:  # e.g. the file changed since the scan and no longer reads
+            log.error("%s: %s", path, exc)
+            unreadable.append(path.name)
+            continue
         for o in report.outcomes:
             level = logging.ERROR if o.failed else logging.INFO
             log.log(level, "%s %s: %s: %s", issue.slug, o.channel, o.state, o.message)

@@ -431,3 +431,32 @@ def test_server_serves_every_enabled_channel(browser, demo: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_port_in_use_is_a_user_error(demo: Path) -> None:
+    live = preview.LivePreview(load_settings, newest(demo), ["plaintext"])
+    first = preview.start_server(live, 0)
+    try:
+        with pytest.raises(preview.PreviewError, match=r"cannot listen on 127\.0\.0\.1:\d+"):
+            preview.start_server(live, first.server_address[1])
+    finally:
+        first.server_close()
+
+
+def test_live_preview_shows_source_errors_then_recovers(demo: Path) -> None:
+    if channel_importable("plaintext"):
+        pytest.skip(channel_importable("plaintext"))
+    issue_path = newest(demo)
+    original = issue_path.read_text(encoding="utf-8")
+    live = preview.LivePreview(load_settings, issue_path, ["plaintext"])
+    live.rebuild()
+    assert live.page.ok and live.version == 1 and not live.changed()
+    issue_path.write_text(original.replace("# 嵌入式AI简报", "### 嵌入式AI简报", 1), encoding="utf-8")
+    assert live.changed()
+    live.rebuild()
+    assert not live.page.ok and live.version == 2
+    assert f"{issue_path}:" in live.page.html and ": error: " in live.page.html
+    assert 'data-version="2"' in live.page.html
+    issue_path.write_text(original, encoding="utf-8")
+    live.rebuild()
+    assert live.page.ok and 'class="errors"' not in live.page.html

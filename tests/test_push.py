@@ -197,3 +197,11 @@ def test_wechat_draft_only_is_not_done_when_publishing_is_asked(project):
     ledger.finish("2026-01-05", "wechat", remote_id="MEDIA", details={"publish_id": "P1"})
     assert is_done(ledger.get("2026-01-05", "wechat"), "wechat", {"publish": True})
     assert not is_done(None, "plaintext", {})
+
+
+def test_unknown_channel_is_a_usage_error_without_ledger_rows(project, capsys):
+    issue = write_issue(project / "issues", "2026-01-05")
+    assert main(["push", str(issue), "-c", "plaintext", "-c", "myspace"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown channel 'myspace'" in err and "Traceback" not in err
+    assert Ledger(project / "publisher.db").records() == []

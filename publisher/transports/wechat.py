@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from publisher import limits
 from publisher.channels.base import LocalImage, Rendition
 from publisher.errors import TransportError
 from publisher.ledger import Ledger, now_iso
@@ -54,11 +55,12 @@ CREATE TABLE IF NOT EXISTS wechat_drafts (
 """
 
 # platform limits (developers.weixin.qq.com, draft/add)
-TITLE_MAX = 32
-AUTHOR_MAX = 16
-DIGEST_MAX = 128
-CONTENT_CHARS_LIMIT = 20_000  # content must be under this many characters
-CONTENT_BYTES_LIMIT = 1024 * 1024  # … and under 1 MB
+# the numbers live in publisher/limits.py, shared with `publisher check` and the channel
+TITLE_MAX = limits.WECHAT_TITLE_MAX_CHARS
+AUTHOR_MAX = limits.WECHAT_AUTHOR_MAX_CHARS
+DIGEST_MAX = limits.WECHAT_DIGEST_MAX_CHARS
+CONTENT_CHARS_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
+CONTENT_BYTES_LIMIT = limits.WECHAT_CONTENT_MAX_BYTES + 1  # … and under 1 MB
 SOURCE_URL_MAX_BYTES = 1024
 UPLOADIMG_LIMIT = 1024 * 1024  # in-article images: jpg/png under 1 MB
 MATERIAL_LIMIT = 10 * 1024 * 1024  # permanent image material: under 10 MB
