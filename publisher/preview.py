@@ -122,7 +122,13 @@ class ImageTable:
                         lambda: ImageBlob(data, image.media_type or _guess_type(src)),
                     )
             if SCHEME_RE.match(src) or src.startswith("/"):
-                return None  # remote (or absolute): the reader's client loads it
+                # a public URL the channel made of a local image (email links the archive's copy,
+                # which exists only once the issue is pushed): show the local file
+                path_part = urlsplit(src).path
+                for ref, img in by_ref.items():
+                    if not SCHEME_RE.match(ref) and img.role == "inline" and path_part.endswith("/" + ref.lstrip("./")):
+                        return local(ref)
+                return None  # remote: the reader's client loads it
             if base_dir is not None:
                 path = (base_dir / unquote(src.split("#")[0].split("?")[0])).resolve()
                 if path.is_file():
@@ -517,9 +523,9 @@ class LivePreview:
                 files.extend(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         return files
 
-    def _stat(self) -> dict[str, tuple[int, int] | None]:
+    def _stat(self, files: list[Path] | None = None) -> dict[str, tuple[int, int] | None]:
         snap = {}
-        for p in self._watch:
+        for p in self._watch if files is None else files:
             try:
                 st = p.stat()
                 snap[str(p)] = (st.st_mtime_ns, st.st_size)
@@ -530,6 +536,7 @@ class LivePreview:
     def rebuild(self) -> None:
         start = time.perf_counter()
         version = self.version + 1
+        before = self._stat()  # taken first: a save during the render triggers another one
         settings = None
         try:
             settings = self._load_settings()
@@ -541,7 +548,8 @@ class LivePreview:
             self._watch = self.watched_files(settings)
         elif not self._watch:
             self._watch = [self.issue_path]
-        self._snapshot = self._stat()
+        added = [p for p in self._watch if str(p) not in before]
+        self._snapshot = {str(p): before.get(str(p)) for p in self._watch} | self._stat(added)
         self.render_seconds = time.perf_counter() - start
         with self._cond:
             self.page = page

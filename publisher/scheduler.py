@@ -1,7 +1,7 @@
 """`publisher schedule`: the weekly publishing daemon (APScheduler 3, jobs kept in SQLite).
 
 On each run ("tick") every issue in the issues folder whose status is `ready` and whose
-publish_at has come (a naive publish_at is read in [schedule] timezone; none = due now) is
+publish_at has come (a naive publish_at is read in [schedule] timezone; none = never scheduled) is
 pushed to every enabled channel through `push_issue` — the ledger makes a second push of the
 same issue to the same channel a no-op, so a tick can be repeated safely.
 
@@ -140,7 +140,10 @@ def scan_issues(settings: Settings, tz: ZoneInfo, at: dt.datetime):
         when = publish_time(issue, tz)
         if issue.status != "ready":
             reason = f"status is {issue.status} (only ready issues are published)"
-        elif when is not None and when > at:
+        elif when is None:
+            # never guess: an imported archive is all `ready` and must not go out again
+            reason = "no publish_at (set it to schedule the issue, or use `publisher push`)"
+        elif when > at:
             reason = f"publish_at {when.isoformat()} has not come"
         else:
             reason = None

@@ -59,8 +59,17 @@ class Handler:
     data_delay: float = 0.0
     stop_after: int | None = None  # set `stop_now` once this many are accepted, then stall MAIL
     stop_now: threading.Event = field(default_factory=threading.Event)
+    pipelining: bool = True  # advertise PIPELINING (aiosmtpd reads pipelined commands in order)
+    ehlo_features: list[str] = field(default_factory=list)
     _tempfailed: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        self.ehlo_features = list(responses)
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.stop_after is not None and len(self.messages) >= self.stop_after:

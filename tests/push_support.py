@@ -32,6 +32,8 @@ status: {status}
 def write_issue(folder: Path, date: str, *, status: str = "ready", publish_at: str | None = None,
                 image: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    if publish_at is None:  # scheduled at 08:00 on its date unless told otherwise ("" = none)
+        publish_at = f"{date}T08:00:00+08:00"
     extra = f"publish_at: {publish_at}\n" if publish_at else ""
     img = ""
     if image:

@@ -322,8 +322,15 @@ def test_zhihu_rejects_local_images(tmp_path):
     path = issues / "2099-01-01.md"
     path.write_text(SAMPLE.replace("第二段。", "第二段![图](pic.png)。"), encoding="utf-8")
     settings = make_settings(tmp_path, issues)
-    with pytest.raises(SourceError, match="pic.png.*public http"):
-        render_file(path, "zhihu", settings)
+    # with [newsletter] image_base_url set (the default), the image is written at its public URL
+    zhihu = render_file(path, "zhihu", settings)
+    base = settings["newsletter"]["image_base_url"]
+    assert f"![图]({base}pic.png)" in zhihu.body
+    # without it, a local image is refused with what to do
+    cfg = tmp_path / "publisher.toml"
+    cfg.write_text(cfg.read_text(encoding="utf-8") + '[newsletter]\nimage_base_url = ""\n', encoding="utf-8")
+    with pytest.raises(SourceError, match="pic.png.*public http.*image_base_url"):
+        render_file(path, "zhihu", load_settings(cfg))
     github = render_file(path, "github", settings)
     assert [img.ref for img in github.images] == ["pic.png"]
     assert github.images[0].path == issues / "pic.png"

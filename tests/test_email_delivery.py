@@ -82,7 +82,7 @@ def parse(data: bytes):
 
 
 def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
-    server = start_server(env)
+    server = start_server(env, Handler(pipelining=False))  # the plain MAIL / RCPT / DATA path
     web_port = free_port()
     try:
         cfg = write_project(tmp_path, server.port, web_port=web_port)
@@ -98,6 +98,7 @@ def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
     got = server.handler.messages
     assert sorted(server.handler.recipients()) == emails
     assert all(m.tls and m.auth for m in got), "every message over STARTTLS after AUTH"
+    assert "250-PIPELINING" not in server.handler.ehlo_features
     assert all(m.mail_from == "news@example.org" for m in got)
 
     by_rcpt = {m.rcpts[0]: m for m in got}
@@ -182,8 +183,9 @@ def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
 # -- faults -------------------------------------------------------------------------------------
 
 
-def test_451_then_250_is_retried_and_delivered_once(tmp_path, env):
-    server = start_server(env, Handler(tempfail_first_data=True))
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_451_then_250_is_retried_and_delivered_once(tmp_path, env, pipelining):
+    server = start_server(env, Handler(tempfail_first_data=True, pipelining=pipelining))
     try:
         settings = load_settings(write_project(tmp_path, server.port))
         emails = add_subscribers(settings, 6)
@@ -324,9 +326,9 @@ def test_test_copy_and_dry_run_leave_the_campaign_ledger_alone(tmp_path, env, ca
 @pytest.mark.slow
 def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
     """Kill the sending process at random points; re-run; count what the server received."""
-    handler = Handler(data_delay=0.002)
+    handler = Handler(data_delay=0.005)
     server = start_server(env, handler)
-    connections, n = 4, 150
+    connections, n = 4, 300
     rng = random.Random(20261123)
     report = []
     try:
@@ -350,7 +352,7 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
             while time.monotonic() < deadline and not any(
                     r.endswith(domain) for r in handler.recipients()):
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.25))
+            time.sleep(rng.uniform(0.0, 0.3))
             child.kill()
             child.wait()
             before = Counter(r for r in handler.recipients() if r.endswith(domain))
@@ -409,3 +411,39 @@ def test_publisher_push_channel_email_end_to_end(tmp_path, env):
         assert PASSWORD.encode() not in ledger_bytes and SECRET.encode() not in ledger_bytes
     finally:
         server.stop()
+
+
+def test_publisher_serve_command_runs_and_needs_the_secret(tmp_path, env):
+    port = free_port()
+    cfg = write_project(tmp_path, 25, web_port=port)
+    settings = load_settings(cfg)
+    add_subscribers(settings, 1)
+    env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env_vars.pop("PUBLISHER_CONFIG", None)
+    no_secret = {k: v for k, v in env_vars.items() if k != "PUBLISHER_UNSUBSCRIBE_SECRET"}
+    p = subprocess.run([sys.executable, "-m", "publisher.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                       env=no_secret, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "PUBLISHER_UNSUBSCRIBE_SECRET" in p.stderr and "Traceback" not in p.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "publisher.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                            env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, proc.stderr.read1().decode() if proc.poll() else "no server"
+                time.sleep(0.1)
+        assert body == b"ok\n"
+        url = f"http://127.0.0.1:{port}/unsubscribe?token=" + make_token(SECRET, "embedded-ai.example.org",
+                                                                          "reader00000@example.com")
+        req = urllib.request.Request(url, data=b"List-Unsubscribe=One-Click", method="POST")
+        assert urllib.request.urlopen(req, timeout=5).status == 200
+        assert SubscriberDB(settings.path("email", "subscribers_db")).get("reader00000@example.com").state \
+            == "unsubscribed"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    logs = proc.stderr.read().decode() + proc.stdout.read().decode()
+    assert "token=" not in logs, "tokens are never logged"

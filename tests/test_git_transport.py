@@ -156,3 +156,24 @@ def test_wrong_branch_is_refused(project, archive):
     report = push_issue(load_settings(), issue, ["github"])
     assert report.outcomes[0].state == "failed"
     assert "[github] branch is 'main'" in report.outcomes[0].message
+
+
+def test_corpus_issues_pushed_everywhere_without_an_api(project, archive, corpus_dir):
+    from publisher.legacy import import_file
+
+    bare, clone = archive
+    sources = sorted(corpus_dir.glob("*.md"))[-3:]
+    for source in sources:
+        import_file(source, project / "issues")
+    add_config(project, '[channels]\nenabled = ["github", "zhihu", "aijishu", "plaintext"]\n')
+    for path in sorted((project / "issues").glob("*.md")):
+        assert main(["push", str(path), "--all"]) == 0
+    slugs = [p.stem for p in sorted((project / "issues").glob("*.md"))]
+    assert remote_log(bare)[:3] == [f"Publish 嵌入式AI简报 ({s})" for s in reversed(slugs)]
+    readme = git(bare, "show", "master:README.md")
+    for slug in slugs:
+        assert f"(embedded-ai-report/{slug}.md)" in readme
+        assert sorted(p.name for p in (project / "outbox" / slug).glob("*.*")) == [
+            "aijishu.md", "plaintext.txt", "zhihu.md"]
+    ledger = Ledger(project / "publisher.db")
+    assert {(r.issue, r.state) for r in ledger.records()} == {(s, "done") for s in slugs}

@@ -95,7 +95,7 @@ def test_daemon_publishes_ready_skips_draft_refuses_second_instance_stops_on_sig
     issues = sched_project / "issues"
     write_issue(issues, "2026-01-05", status="ready")
     write_issue(issues, "2026-01-12", status="draft")
-    test_at, _ = at_in(5)
+    test_at, _ = at_in(7)
     daemon = Daemon(sched_project, test_at)
     daemons.append(daemon)
     daemon.wait_for("Scheduler started")
@@ -128,7 +128,7 @@ def test_daemon_publishes_ready_skips_draft_refuses_second_instance_stops_on_sig
 
 def test_run_missed_while_down_fires_exactly_once_on_restart(sched_project, daemons):
     write_issue(sched_project / "issues", "2026-01-05", status="ready")
-    test_at, when = at_in(6)
+    test_at, when = at_in(8)
     first = Daemon(sched_project, test_at)
     daemons.append(first)
     first.wait_for("Scheduler started")
@@ -194,12 +194,14 @@ def test_tick_publishes_due_issues_only(sched_project, capsys):
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%S")
     write_issue(issues, "2026-01-05", status="ready", publish_at="2026-01-05T09:00:00")  # naive: UTC
     write_issue(issues, "2026-01-12", status="ready", publish_at=future + "+00:00")
-    write_issue(issues, "2026-01-19", status="ready")  # no publish_at: due at the next run
+    write_issue(issues, "2026-01-19", status="ready")  # publish_at 2026-01-19T08:00+08:00: due
+    write_issue(issues, "2026-01-22", status="ready", publish_at="")  # none: never scheduled
     write_issue(issues, "2026-01-26", status="draft")
 
     assert main(["schedule", "--list"]) == 0
     listing = capsys.readouterr().out
     assert "2026-01-05 → zhihu, plaintext" in listing and "2026-01-26: status is draft" in listing
+    assert "no publish_at" in listing
 
     assert main(["schedule", "--once"]) == 0
     published = sorted(p.name for p in (sched_project / "outbox").iterdir())

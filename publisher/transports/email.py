@@ -59,15 +59,16 @@ CREATE TABLE IF NOT EXISTS email_sends (
     last_error  TEXT,
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (issue, email)
-);
-CREATE INDEX IF NOT EXISTS email_sends_state ON email_sends (issue, state);
+) WITHOUT ROWID;
 """
+# WITHOUT ROWID and no secondary index: each per-message commit touches one b-tree page path
 
 BACKOFF_BASE = 1.0  # seconds; attempt n waits BACKOFF_BASE * 2**(n-1) (± 25 %), capped
 BACKOFF_CAP = 60.0
 PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 FINAL_STATES = ("sent", "failed", "ambiguous")
+_NOTHING = object()
 
 
 @dataclass
@@ -191,14 +192,27 @@ def _check(code: int, resp: bytes, stage: str, *, bounce: bool = False) -> None:
     raise Temporary(f"{stage}: {code} {text}")
 
 
+def _group(sender: str, rcpt: str) -> bytes:
+    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+
+
 def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None],
-             *, stuffed: bool = False) -> float:
+             *, stuffed: bool = False, group_sent: bool = False, next_rcpt: str | None = None
+             ) -> tuple[float, bool]:
     """One message over an open connection; calls `before_dot` just before the final dot.
-    MAIL, RCPT and DATA go in one write when the server offers PIPELINING (RFC 2920).
-    `stuffed`: msg is already dot-stuffed. Returns the time.monotonic() of the 250 reply."""
+
+    With PIPELINING (RFC 2920) MAIL, RCPT and DATA go in one write, and when `next_rcpt` is given
+    the next message's MAIL/RCPT/DATA ride in the same write as this message's final dot (one
+    round trip per message); `group_sent` says this message's group was sent that way. If
+    anything goes wrong while such a group is outstanding the connection is closed, so the
+    server discards the half-open transaction (never an empty message).
+    `stuffed`: msg is already dot-stuffed. Returns (time of the 250 reply, next group sent)."""
+    pipelining = smtp.does_esmtp and smtp.has_extn("pipelining")
+    chain = bool(next_rcpt) and pipelining
     try:
-        if smtp.does_esmtp and smtp.has_extn("pipelining"):
-            smtp.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        if pipelining:
+            if not group_sent:
+                smtp.send(_group(sender, rcpt))
             replies = [smtp.getreply() for _ in range(3)]
             if replies[2][0] == 354 and not all(200 <= c < 300 for c, _ in replies[:2]):
                 smtp.send(b".\r\n")  # the server wants a message although MAIL or RCPT failed
@@ -222,13 +236,15 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
         raise Temporary(f"connection lost: {exc}") from None
     before_dot()
     try:
-        smtp.send(b".\r\n")
+        smtp.send(b".\r\n" + _group(sender, next_rcpt) if chain else b".\r\n")
         code, resp = smtp.getreply()
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         raise AfterDot(f"connection lost after the final dot: {exc}") from None
     accepted = time.monotonic()
+    if chain and not 200 <= code < 300:
+        _close(smtp)  # the next message's group is outstanding: drop it with the connection
     _check(code, resp, "end of DATA")
-    return accepted
+    return accepted, chain
 
 
 class RateLimiter:
@@ -347,23 +363,34 @@ class Campaign:
     def _worker(self, q: queue.Queue) -> None:
         smtp: smtplib.SMTP | None = None
         connect_failures = 0
+        chained: str | None = None  # the email whose MAIL/RCPT/DATA went out with the last dot
+        nxt: object = _NOTHING  # an item taken from the queue ahead of time
         try:
             while True:
-                email = q.get()
-                if email is None or self.stop.is_set():
-                    if email is not None:
-                        continue  # drain
+                if nxt is not _NOTHING:
+                    email, nxt = nxt, _NOTHING
+                else:
+                    email = q.get()
+                if email is None:
                     return
+                if self.stop.is_set():
+                    continue  # drain until the sentinel
                 attempt = 0
                 while True:
                     if self.stop.is_set():
                         break
                     attempt += 1
+                    group_sent, chained = (chained == email and smtp is not None), None
+                    if nxt is _NOTHING:
+                        with contextlib.suppress(queue.Empty):
+                            nxt = q.get_nowait()
                     try:
                         if smtp is None:
                             smtp = connect(self.cfg)
                             connect_failures = 0
-                        self._send_one(smtp, email)
+                        next_rcpt = nxt if isinstance(nxt, str) else None
+                        if self._send_one(smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
+                            chained = next_rcpt
                         break
                     except Temporary as exc:
                         if smtp is not None and "connection lost" in str(exc):
@@ -424,8 +451,11 @@ class Campaign:
             raise
         finally:
             if smtp is not None:
-                with contextlib.suppress(smtplib.SMTPException, OSError):
-                    smtp.quit()
+                if chained is not None:  # a transaction is half open: just drop the connection
+                    _close(smtp)
+                else:
+                    with contextlib.suppress(smtplib.SMTPException, OSError):
+                        smtp.quit()
             self.ledger.close()
             self.subs.close()
 
@@ -435,7 +465,8 @@ class Campaign:
                 self.stats.aborted = reason
         self.stop.set()
 
-    def _send_one(self, smtp: smtplib.SMTP, email: str) -> None:
+    def _send_one(self, smtp: smtplib.SMTP, email: str, *, group_sent: bool = False,
+                  next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True)
@@ -447,7 +478,8 @@ class Campaign:
             marked.append(time.monotonic())
 
         try:
-            accepted = transmit(smtp, self.t.envelope_from, email, msg, before_dot, stuffed=True)
+            accepted, chained = transmit(smtp, self.t.envelope_from, email, msg, before_dot, stuffed=True,
+                                         group_sent=group_sent, next_rcpt=next_rcpt)
         except Temporary as exc:
             if marked:  # the server answered 4xx to the final dot: it does not have the message
                 self._mark(email, "pending", error=str(exc)[:500])
@@ -458,6 +490,7 @@ class Campaign:
             self.stats.sent += 1
             self.stats.windows.append(end - marked[0])
             self.stats.accept_to_commit.append(end - accepted)
+        return chained
 
     def run(self) -> CampaignStats:
         start = time.monotonic()
@@ -532,7 +565,7 @@ def send_test(rendition: Rendition, settings, to: str) -> str:
         smtp = None
         try:
             smtp = connect(cfg)
-            transmit(smtp, template.envelope_from, to, msg, lambda: None)
+            transmit(smtp, template.envelope_from, to, msg, lambda: None)  # one message: no chaining
             smtp.quit()
             return template.message_id(to)
         except (Temporary, AfterDot) as exc:
