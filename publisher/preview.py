@@ -496,9 +496,18 @@ def _layout(
 class LivePreview:
     """Re-renders on change and holds the current page for the server; thread-safe."""
 
-    def __init__(self, load_settings: Callable[[], object], issue_path: Path, channels: list[str] | None):
+    def __init__(
+        self,
+        load_settings: Callable[[], object],
+        issue_path: Path,
+        channels: list[str] | None,
+        *,
+        follow_newest: bool = False,
+    ):
         self._load_settings = load_settings
         self.issue_path = issue_path
+        self.follow_newest = follow_newest  # switch to a newer issue file when one appears
+        self._issues_folder: Path | None = None
         self._channels = channels
         self.version = 0
         self.page: Page | None = None
@@ -540,6 +549,9 @@ class LivePreview:
         settings = None
         try:
             settings = self._load_settings()
+            if self.follow_newest:
+                self._issues_folder = settings.path("paths", "issues")
+                self.issue_path = pipeline.newest_issue(settings).resolve()
             channels = self._channels or settings.enabled_channels
             page = build_page(settings, self.issue_path, channels, inline_images=False, live_version=version)
         except PublisherError as exc:
@@ -557,6 +569,11 @@ class LivePreview:
             self._cond.notify_all()
 
     def changed(self) -> bool:
+        if self.follow_newest and self._issues_folder is not None:
+            newest = max((p.name for p in self._issues_folder.glob("*.md")
+                          if pipeline.ISSUE_FILE_RE.match(p.name)), default=None)
+            if newest is not None and newest != self.issue_path.name:
+                return True
         return self._stat() != self._snapshot
 
     def watch(self, interval: float = POLL_SECONDS) -> None:
@@ -668,7 +685,8 @@ def serve(live: LivePreview, port: int, *, open_browser: bool) -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     watcher = threading.Thread(target=live.watch, name="preview-watch", daemon=True)
     watcher.start()
-    click.echo(f"Preview of {live.issue_path} at {url}")
+    follow = " (follows the newest issue)" if live.follow_newest else ""
+    click.echo(f"Preview of {live.issue_path}{follow} at {url}")
     click.echo("Watching the issue, the config and the templates; Ctrl-C to stop.")
     if open_browser:
         webbrowser.open(url)
@@ -736,7 +754,7 @@ def preview_command(
 
     if serve_mode:
         config_path = ctx.find_root().obj.get("config_path")
-        live = LivePreview(lambda: load_settings(config_path), issue_path, channels)
+        live = LivePreview(lambda: load_settings(config_path), issue_path, channels, follow_newest=issue is None)
         serve(live, settings["preview"]["port"] if port is None else port, open_browser=not no_open)
         return
 

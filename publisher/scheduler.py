@@ -384,7 +384,7 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
             if reason is None:
                 publish.append((issue.slug, todo))
                 scheduled.add(issue.slug)
-            elif issue.status != "ready" and issue.slug not in noted:
+            elif (issue.status != "ready" or issue.publish_at is None) and issue.slug not in noted:
                 notes.append(f"{issue.slug}: {reason}")
                 noted.add(issue.slug)
         rows.append((when, publish, notes))
@@ -413,7 +413,7 @@ def schedule_command(ctx, once, list_runs, test_at) -> int:
         table = Table(title=f"upcoming runs: {cfg.describe()}")
         table.add_column("run at")
         table.add_column("publishes")
-        table.add_column("not yet (drafts)")
+        table.add_column("not scheduled")
         for when, publish, notes in upcoming(settings, cfg):
             table.add_row(when.isoformat(),
                           "\n".join(f"{slug} → {', '.join(chs)}" for slug, chs in publish) or "nothing",

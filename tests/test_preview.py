@@ -95,7 +95,8 @@ def test_panel_for_each_channel(demo: Path, channel: str) -> None:
     if channel == "email":
         assert "From</th>" in page.html
         assert settings["email"]["from_address"] in page.html
-        assert str(rendition.metadata["subject"]) in page.html
+        assert str(escape(rendition.metadata["subject"])) in page.html
+        assert str(escape(rendition.metadata["preheader"])) in page.html
         assert preview.UNSUBSCRIBE_PLACEHOLDER not in page.html
         assert 'class="mail-text"' in page.html
     elif channel == "wechat":
@@ -493,3 +494,24 @@ def test_live_preview_shows_source_errors_then_recovers(demo: Path) -> None:
     issue_path.write_text(original, encoding="utf-8")
     live.rebuild()
     assert live.page.ok and 'class="errors"' not in live.page.html
+
+
+def test_live_preview_follows_newest_issue_and_shows_config_errors(demo: Path) -> None:
+    toml = demo / "publisher.toml"
+    live = preview.LivePreview(lambda: load_settings(toml), newest(demo), ["plaintext"], follow_newest=True)
+    live.rebuild()
+    assert live.issue_path.name == "2026-11-23.md" and not live.changed()
+    newer = demo / "issues" / "2026-12-07.md"
+    newer.write_text(newest(demo).read_text(encoding="utf-8").replace("2026-11-23", "2026-12-07"), encoding="utf-8")
+    assert live.changed()
+    live.rebuild()
+    assert live.issue_path == newer.resolve() and "2026-12-07" in live.page.html
+
+    good = toml.read_text(encoding="utf-8")
+    toml.write_text(good + "\n[paths\n", encoding="utf-8")
+    assert live.changed()
+    live.rebuild()
+    assert not live.page.ok and f"{toml}: invalid TOML" in live.page.html
+    toml.write_text(good, encoding="utf-8")
+    live.rebuild()
+    assert live.page.ok

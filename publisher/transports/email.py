@@ -365,6 +365,7 @@ class Campaign:
         connect_failures = 0
         chained: str | None = None  # the email whose MAIL/RCPT/DATA went out with the last dot
         nxt: object = _NOTHING  # an item taken from the queue ahead of time
+        clean = False
         try:
             while True:
                 if nxt is not _NOTHING:
@@ -372,6 +373,7 @@ class Campaign:
                 else:
                     email = q.get()
                 if email is None:
+                    clean = True
                     return
                 if self.stop.is_set():
                     continue  # drain until the sentinel
@@ -451,7 +453,7 @@ class Campaign:
             raise
         finally:
             if smtp is not None:
-                if chained is not None:  # a transaction is half open: just drop the connection
+                if chained is not None or not clean:  # maybe a half-open transaction: just drop it
                     _close(smtp)
                 else:
                     with contextlib.suppress(smtplib.SMTPException, OSError):
@@ -631,6 +633,9 @@ class EmailTransport(Transport):
         if ctx.dry_run:
             return self._dry_run(rendition, ctx)
         check_unsubscribe_url(settings)
+        if not settings["email"]["unsubscribe_url"].startswith("https://"):
+            print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
+                  "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         template = build_template(rendition, settings)
         display = None
