@@ -220,17 +220,32 @@ class EmailChannel(Channel):
         return line
 
 
+def media_blocks(css: str) -> list[str]:
+    """The bodies of the @media rules of a stylesheet (comments ignored)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    blocks = []
+    for m in re.finditer(r"@media[^{]*\{", css):
+        depth, i = 1, m.end()
+        while i < len(css) and depth:
+            depth += {"{": 1, "}": -1}.get(css[i], 0)
+            i += 1
+        blocks.append(css[m.end():i - 1])
+    return blocks
+
+
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html` with premailer (no network); @media rules stay in a <style>."""
     import cssutils
     from premailer import Premailer
 
     cssutils.log.setLevel(logging.CRITICAL)
-    return Premailer(
+    inlined = Premailer(
         html,
         css_text=css,
         keep_style_tags=False,
-        remove_classes=True,
+        # classes stay: the @media rules left in <style> (e.g. table.main at 100% on phones)
+        # can only reach elements by them
+        remove_classes=False,
         strip_important=False,
         disable_validation=True,
         allow_network=False,
@@ -238,3 +253,11 @@ def inline_css(html: str, css: str) -> str:
         disable_leftover_css=False,
         cache_css_parsing=False,
     ).transform()
+    # Classes are only kept where an @media rule (the one CSS left in <style>) needs them.
+    hooks = set(re.findall(r"\.([A-Za-z_][\w-]*)", " ".join(media_blocks(css))))
+
+    def keep_hooks(m: re.Match) -> str:
+        kept = [c for c in m.group(1).split() if c in hooks]
+        return f' class="{" ".join(kept)}"' if kept else ""
+
+    return re.sub(r'\sclass="([^"]*)"', keep_hooks, inlined)

@@ -59,6 +59,7 @@ class Handler:
     data_delay: float = 0.0
     stop_after: int | None = None  # set `stop_now` once this many are accepted, then stall MAIL
     stop_now: threading.Event = field(default_factory=threading.Event)
+    drop_after_data: set[str] = field(default_factory=set)  # accept, then cut the line before the reply
     pipelining: bool = True  # advertise PIPELINING (aiosmtpd reads pipelined commands in order)
     ehlo_features: list[str] = field(default_factory=list)
     _tempfailed: set[str] = field(default_factory=set)
@@ -96,6 +97,9 @@ class Handler:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content or envelope.content,
                                           session.ssl is not None, bool(session.authenticated)))
+        if rcpt in self.drop_after_data:
+            self.drop_after_data.discard(rcpt)
+            server.transport.abort()  # the message is kept; the client never hears the 250
         return "250 2.0.0 queued"
 
     def recipients(self) -> list[str]:

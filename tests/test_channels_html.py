@@ -152,7 +152,10 @@ def test_corpus_wechat_and_email(name, imported_corpus, settings, oracle, tmp_pa
     assert len(html.encode("utf-8")) < EMAIL_LIMIT, f"{name}: email {len(html.encode())} bytes"
     for css in re.findall(r"<style[^>]*>(.*?)</style>", html, re.S):
         assert "{" not in without_media(css), f"non-@media CSS left in <style>: {css[:80]}"
-    assert not re.search(r"\sclass=", html)
+    # classes are kept only as hooks for the @media rules (inlined CSS needs none)
+    media_css = " ".join(re.findall(r"<style[^>]*>(.*?)</style>", html, re.S))
+    for cls in set(c for attr in re.findall(r'\sclass="([^"]*)"', html) for c in attr.split()):
+        assert f".{cls}" in media_css, f"class {cls} is not used by any @media rule"
     assert UNSUBSCRIBE_PLACEHOLDER in html and UNSUBSCRIBE_PLACEHOLDER in email.parts[f"{issue.slug}.txt"]
 
     # every URL and ≥98% of the text: against the canonical source (strict), and against the

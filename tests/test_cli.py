@@ -89,3 +89,17 @@ def test_usage_errors_exit_2_without_traceback(argv):
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "publisher"
     assert exe.exists(), "the `publisher` console script is missing from the venv"
+
+
+def test_render_email_out_writes_html_text_and_eml(tmp_path):
+    import email
+    from email import policy
+
+    proc = run("render", str(EXAMPLES / "issues" / "2026-11-23.md"), "--channel", "email", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for suffix in (".html", ".txt", ".eml"):
+        assert (tmp_path / f"2026-11-23{suffix}").is_file()
+    msg = email.message_from_bytes((tmp_path / "2026-11-23.eml").read_bytes(), policy=policy.default)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert "%%UNSUBSCRIBE_URL%%" not in msg.get_body(("html",)).get_content()

@@ -271,6 +271,44 @@ def test_push_raises_transport_error_when_server_down_and_names_resume(tmp_path,
     assert PASSWORD not in str(err.value)
 
 
+@pytest.mark.parametrize("policy", ["resend", "skip"])
+def test_connection_lost_after_final_dot_follows_the_policy(tmp_path, env, policy):
+    victim = "reader00001@example.com"
+    server = start_server(env, Handler(drop_after_data={victim}))
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        emails = add_subscribers(settings, 4)
+        _, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger, ambiguous=policy)
+    finally:
+        server.stop()
+    got = Counter(server.handler.recipients())
+    assert set(got) == set(emails)
+    ids = [parse(m.data)["Message-ID"] for m in server.handler.messages if m.rcpts == [victim]]
+    if policy == "resend":  # nobody skipped; the copy carries the same Message-ID
+        assert got[victim] == 2 and len(set(ids)) == 1
+        assert campaign_status(ledger, "2026-11-23") == {"sent": 4}
+    else:  # never twice; recorded as ambiguous
+        assert got[victim] == 1 and stats.ambiguous == [victim]
+        assert campaign_status(ledger, "2026-11-23") == {"sent": 3, "ambiguous": 1}
+    assert stats.remaining == 0
+
+
+def test_rate_cap(tmp_path, env):
+    server = start_server(env)
+    try:
+        settings = load_settings(write_project(tmp_path, server.port, extra="rate_per_second = 20"))
+        add_subscribers(settings, 11)
+        _, rendition = render(settings)
+        t0 = time.monotonic()
+        stats = run_campaign(rendition, settings, Ledger(settings.path("paths", "ledger")))
+        took = time.monotonic() - t0
+    finally:
+        server.stop()
+    assert stats.sent == 11 and took >= 0.5  # 11 messages at 20/s: at least 10 intervals of 50 ms
+
+
 def test_ambiguous_rows_policy_resend_and_skip(tmp_path, env):
     server = start_server(env)
     try:

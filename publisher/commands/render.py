@@ -27,3 +27,10 @@ def render_command(ctx: click.Context, issue: Path, channel: str, out_dir: Path 
         return
     for path in pipeline.write_rendition(rendition, out_dir):
         click.echo(str(path))
+    if rendition.channel == "email":
+        # the complete message as a subscriber receives it (with a sample recipient)
+        from publisher.mailmsg import sample_eml
+
+        eml = out_dir / f"{model.slug}.eml"
+        eml.write_bytes(sample_eml(rendition, settings))
+        click.echo(str(eml))

@@ -497,7 +497,7 @@ class Campaign:
     def run(self) -> CampaignStats:
         start = time.monotonic()
         self.recover()
-        self.stats.total = self.subs.count("active") + self._count_inactive_done()
+        self.stats.total = self.subs.count("active")
         q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + PAGE)
         threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
         threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{i}", daemon=True)
@@ -516,9 +516,6 @@ class Campaign:
         self.stats.elapsed = time.monotonic() - start
         self.stats.remaining = self.remaining()
         return self.stats
-
-    def _count_inactive_done(self) -> int:
-        return 0
 
     def remaining(self) -> int:
         """Active subscribers without a final row for this issue (streamed, page by page)."""
@@ -655,7 +652,7 @@ class EmailTransport(Transport):
             why = stats.aborted or f"{stats.deferred} message(s) deferred after [smtp] max_retries"
             raise TransportError(f"{stats.summary()}; stopped: {why}. Run the push again to resume "
                                  "(recipients already sent are skipped)")
-        return PushResult(remote_id=template.message_id("campaign"), details=stats.as_details(),
+        return PushResult(details=stats.as_details(),
                           summary=stats.summary())
 
     def _dry_run(self, rendition: Rendition, ctx: PushContext) -> PushResult:
