@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Iterable
 
 from markupsafe import Markup
-from publisher.channels.base import Channel, LocalImage, Rendition
+from publisher.channels.base import Channel, LocalImage, Rendition, license_of
 from publisher.channels.html_writer import (
     HtmlWriter,
     UnknownNodeError,
@@ -23,7 +23,6 @@ from publisher.channels.html_writer import (
     format_setting,
     is_remote,
     lead_text,
-    license_of,
     local_image,
 )
 from publisher.channels.markdown_writer import public_src

@@ -380,11 +380,3 @@ def format_setting(settings: Settings, section: str, key: str, **values: object)
         ) from None
 
 
-def license_of(issue: Issue, settings: Settings) -> dict[str, object]:
-    """The issue's own license (kept from a legacy footer) or the configured one."""
-    if issue.license is not None:
-        lic = issue.license
-        return {"name": lic.name, "url": lic.url, "badge": lic.badge, "own_badge": bool(lic.badge)}
-    news = settings["newsletter"]
-    return {"name": news["license_name"], "url": news["license_url"], "badge": news["license_badge"],
-            "own_badge": False}

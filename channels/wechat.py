@@ -12,7 +12,7 @@ import re
 from urllib.parse import urlsplit
 
 from markupsafe import Markup
-from publisher.channels.base import Channel, LocalImage, Rendition
+from publisher.channels.base import Channel, LocalImage, Rendition, license_of
 from publisher.channels.html_writer import (
     HtmlWriter,
     References,
@@ -20,7 +20,6 @@ from publisher.channels.html_writer import (
     format_setting,
     is_remote,
     lead_text,
-    license_of,
     local_image,
     qr_image,
 )
