@@ -27,6 +27,7 @@ from publisher.channels.html_writer import (
 )
 from publisher.channels.markdown_writer import public_src
 
+from publisher import limits
 from publisher.model import (
     Code,
     CodeBlock,
@@ -50,7 +51,7 @@ TEXT_TEMPLATE = "email/email.txt"
 CSS_TEMPLATE = "email/email.css"
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 PREHEADER_LIMIT = 140
-GMAIL_CLIP_BYTES = 102 * 1024
+GMAIL_CLIP_BYTES = limits.EMAIL_HTML_MAX_BYTES + 1  # Gmail clips HTML of this size and more
 
 
 class TextWriter:

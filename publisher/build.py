@@ -36,16 +36,6 @@ def _tree_stamp(folder: Path | None, h) -> None:
             h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
 
 
-def issue_files(settings: Settings) -> list[Path]:
-    """Issue sources in the issues folder (same rule as pipeline.issue_files, without its imports)."""
-    import re
-
-    folder = settings.path("paths", "issues")
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if re.match(r"^\d{4}-\d{2}-\d{2}\.md$", p.name)), reverse=True)
-
-
 def global_fingerprint(settings: Settings, issue_names: list[str]) -> str:
     """What every rendition depends on besides its own source."""
     import importlib.util
@@ -113,7 +103,7 @@ def render_one(path: str, channels: list[str], out: str, settings: Settings | No
 def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | None = None,
           echo=click.echo) -> tuple[int, int, list[str]]:
     """Build everything stale; return (rendered pairs, up-to-date pairs, errors)."""
-    files = issue_files(settings)
+    files = settings.issue_files()
     channels = settings.enabled_channels
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST

@@ -54,14 +54,17 @@ class PushRecord:
     updated_at: str
 
 
-class Ledger:
-    """A handle on the ledger database; safe to share between threads (one connection each)."""
+class SQLiteStore:
+    """A SQLite database in WAL mode; safe to share between threads (one connection each)."""
+
+    schema = ""  # created on open
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.ensure(PUSHES_SCHEMA)
+        if self.schema:
+            self.ensure(self.schema)
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -96,6 +99,12 @@ class Ledger:
 
     def ensure(self, schema_sql: str) -> None:
         self.connect().executescript(schema_sql)
+
+
+class Ledger(SQLiteStore):
+    """The ledger: pushes, plus the tables other parts add with `ensure`."""
+
+    schema = PUSHES_SCHEMA
 
     # -- pushes ----------------------------------------------------------------------------
 

@@ -10,18 +10,12 @@ from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
-from .settings import Settings
-
-ISSUE_FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
+from .settings import ISSUE_FILE_RE, Settings
 
 
 def issue_files(settings: Settings) -> list[Path]:
     """Every issue source in the issues folder, newest first."""
-    folder = settings.path("paths", "issues")
-    if folder is None or not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if ISSUE_FILE_RE.match(p.name)]
-    return sorted(files, key=lambda p: p.name, reverse=True)
+    return settings.issue_files()
 
 
 def newest_issue(settings: Settings) -> Path:

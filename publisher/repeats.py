@@ -30,13 +30,13 @@ from publisher.errors import SourceError
 from publisher.linkcheck import checkable
 from publisher.model import Issue, Item, Paragraph, iter_links, plain_text
 from publisher.reader import read_issue
+from publisher.settings import ISSUE_FILE_RE
 
 TITLE_RATIO = 0.9
 MIN_TITLE_CHARS = 12
 
 # a summary paragraph that is only "label：URL"
 REFERENCE_LINE_RE = re.compile(r"[^：:\n]{1,12}[：:]\s*https?://\S+")
-ISSUE_FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
 
 # Query parameters that only say how a reader arrived, never what they read.
 TRACKING_PARAMS = {

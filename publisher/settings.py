@@ -7,6 +7,7 @@ file and the key. The defaults double as the schema: every key's type is its def
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_FILENAME = "publisher.toml"
+# An issue source in the issues folder: YYYY-MM-DD.md
+ISSUE_FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
 ENV_CONFIG = "PUBLISHER_CONFIG"
 
 # Keys whose value is a file system path, resolved against the directory of the file that set it.
@@ -80,6 +83,13 @@ class Settings:
                 f"[{section}] {key} in {self.where()}: export {var}=…"
             )
         return value
+
+    def issue_files(self) -> list[Path]:
+        """Every issue source in [paths] issues, newest first."""
+        folder = self.path("paths", "issues")
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted((p for p in folder.iterdir() if ISSUE_FILE_RE.match(p.name)), reverse=True)
 
     @property
     def enabled_channels(self) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import click
 
 from publisher.errors import Diagnostic, PublisherError
-from publisher.ledger import now_iso
+from publisher.ledger import SQLiteStore, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -57,31 +56,10 @@ class Subscriber:
     state: str
 
 
-class SubscriberDB:
+class SubscriberDB(SQLiteStore):
     """The subscribers database; one connection per thread."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self.connect().executescript(SCHEMA)
-
-    def connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    schema = SCHEMA
 
     # -- writes ----------------------------------------------------------------------------
 
