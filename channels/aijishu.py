@@ -14,6 +14,7 @@ class AijishuChannel(TemplateChannel):
     name = "aijishu"
     media_type = "text/markdown"
     extension = ".md"
+    transport = "publisher.transports.outbox:OutboxTransport"
     template = "aijishu/issue.md"
     writer_class = MarkdownWriter
 

@@ -1,26 +1,41 @@
 """The channel contract: an Issue in, a Rendition out. Channels never do I/O.
 
-A channel is a small class with a `name`, the `media_type` and file `extension` of what it
-produces, and `render()`. The registry finds built-in and third-party channels alike through
-the `publisher.channels` entry-point group.
+A channel is one class (found through the `publisher.channels` entry-point group, built-in and
+third-party alike) that declares everything the rest of the program needs to know about it, the
+way a Sphinx builder registers itself and its config values:
+
+- `name`, and the `media_type` and file `extension` of what it produces, and `render()`;
+- `transport`: "module:Class" of the Transport that delivers its renditions (None: render only);
+- `config`: TOML text of the config tables it adds, whose defaults double as their schema;
+- `template_folder`: where its templates live, when they are not among the built-in ones
+  (mounted as `<name>/`, so a user's template folder overrides them like any other);
+- `preview_panel`: how `publisher preview` shows it ("mail", "phone" or "source");
+- `check()`: its platform limits, as Violations (see publisher/limits.py).
+
+No code outside the channel's own module is keyed by its name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jinja2
 
 from publisher.errors import ConfigError
 from publisher.model import Issue
-from publisher.settings import Settings
+
+if TYPE_CHECKING:
+    from publisher.limits import Violation
+    from publisher.settings import Settings
 
 ENTRY_POINT_GROUP = "publisher.channels"
 
@@ -101,15 +116,26 @@ def builtin_templates() -> Path:
     return Path(str(resources.files("publisher.templates")))
 
 
+BUILTIN_PREFIX = "!builtin"
+
+
 def template_env(settings: Settings) -> jinja2.Environment:
-    """User template folder first, then the built-in templates; autoescape on for HTML."""
+    """User template folder first, then the built-in templates and those of third-party channels;
+    autoescape on for HTML.
+
+    Every template the program ships is also reachable as `!builtin/<channel>/<file>`, so a user's
+    override can `{% extends "!builtin/github/footer.md" %}` and change one block instead of
+    copying the file (Pelican's `!simple/` prefix)."""
     loaders: list[jinja2.BaseLoader] = []
     user = settings.path("paths", "templates")
     if user is not None:
         if not user.is_dir():
             raise ConfigError(f"[paths] templates: folder {user} does not exist (set in {settings.where()})")
         loaders.append(jinja2.FileSystemLoader(str(user)))
-    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    shipped = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(builtin_templates())),
+                                   jinja2.PrefixLoader(_ChannelTemplateFolders())])
+    loaders.append(shipped)
+    loaders.append(jinja2.PrefixLoader({BUILTIN_PREFIX: shipped}))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm", "xml"), default=False),
@@ -120,6 +146,25 @@ def template_env(settings: Settings) -> jinja2.Environment:
     )
     env.globals["newsletter"] = settings["newsletter"]
     return env
+
+
+class _ChannelTemplateFolders(Mapping[str, jinja2.BaseLoader]):
+    """`<channel>/…` → that channel's own template folder, looked up (and its class loaded) only
+    when a template under that prefix is asked for."""
+
+    def __getitem__(self, name: str) -> jinja2.BaseLoader:
+        if name not in _entry_points():
+            raise KeyError(name)
+        folder = get_channel(name).template_folder
+        if folder is None:
+            raise KeyError(name)
+        return jinja2.FileSystemLoader(str(folder))
+
+    def __iter__(self):
+        return iter(n for n in _entry_points() if get_channel(n).template_folder is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def license_of(issue: Issue, settings: Settings):
@@ -138,6 +183,39 @@ class Channel:
     name: ClassVar[str]
     media_type: ClassVar[str]
     extension: ClassVar[str]
+    transport: ClassVar[str | None] = None  # "package.module:TransportClass"
+    config: ClassVar[str] = ""  # TOML: the tables this channel adds, with their defaults
+    template_folder: ClassVar[str | Path | None] = None  # None: its templates are built in
+    preview_panel: ClassVar[str] = "source"  # "mail", "phone" or "source"
+
+    @classmethod
+    def check(cls, rendition: Rendition) -> list[Violation]:
+        """The platform's limits that `rendition` breaks (none by default)."""
+        return []
+
+    @classmethod
+    def transport_class(cls) -> type:
+        """The Transport that delivers this channel's renditions."""
+        if not cls.transport:
+            raise ConfigError(f"channel '{cls.name}' has no transport: it can be rendered and built, not pushed")
+        module, _, attr = cls.transport.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"channel '{cls.name}': its transport {cls.transport!r} cannot be loaded: {exc}") from None
+
+    @classmethod
+    def config_tables(cls) -> dict[str, dict[str, Any]]:
+        """The tables of `config`, parsed (an invalid declaration is the channel author's error)."""
+        if not cls.config:
+            return {}
+        try:
+            tables = tomllib.loads(cls.config)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"channel '{cls.name}' declares invalid config TOML: {exc}") from None
+        if not all(isinstance(t, dict) for t in tables.values()):
+            raise ConfigError(f"channel '{cls.name}': its config must be TOML tables")
+        return tables
 
     def __init__(self, ctx: RenderContext):
         self.ctx = ctx

@@ -105,6 +105,9 @@ class EmailChannel(Channel):
     name = "email"
     media_type = "text/html"
     extension = ".html"
+    transport = "publisher.transports.email:EmailTransport"
+    preview_panel = "mail"
+    check = staticmethod(limits.check_email)
 
     def render(self, issue: Issue) -> Rendition:
         news = self.settings["newsletter"]

@@ -60,6 +60,7 @@ class GitHubChannel(TemplateChannel):
     name = "github"
     media_type = "text/markdown"
     extension = ".md"
+    transport = "publisher.transports.git:GitTransport"
     template = "github/issue.md"
     writer_class = MarkdownWriter
 

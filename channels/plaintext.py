@@ -9,5 +9,6 @@ class PlainTextChannel(TemplateChannel):
     name = "plaintext"
     media_type = "text/plain"
     extension = ".txt"
+    transport = "publisher.transports.outbox:OutboxTransport"
     template = "plaintext/issue.txt"
     writer_class = PlainTextWriter

@@ -70,6 +70,9 @@ class WeChatChannel(Channel):
     name = "wechat"
     media_type = "text/html"
     extension = ".html"
+    transport = "publisher.transports.wechat:WeChatTransport"
+    preview_panel = "phone"
+    check = staticmethod(limits.check_wechat)
 
     def _styles(self) -> dict[str, str]:
         env = self.ctx.env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from publisher import limits
 from publisher.errors import ConfigError
 from publisher.model import Issue
 
@@ -26,6 +27,8 @@ class ZhihuChannel(TemplateChannel):
     name = "zhihu"
     media_type = "text/markdown"
     extension = ".md"
+    transport = "publisher.transports.outbox:OutboxTransport"
+    check = staticmethod(limits.check_zhihu)
     template = "zhihu/issue.md"
     writer_class = MarkdownWriter
     public_images_only = True

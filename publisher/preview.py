@@ -35,6 +35,7 @@ import click
 from markupsafe import Markup, escape
 
 from publisher import pipeline
+from publisher.channels.base import get_channel
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
@@ -297,7 +298,8 @@ def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
     )
 
 
-PANELS = {"email": email_panel, "wechat": wechat_panel}
+# how each kind of channel is shown; a channel names its kind (Channel.preview_panel)
+PANELS = {"mail": email_panel, "phone": wechat_panel, "source": source_panel}
 
 
 def _error_block(lines: list[str], title: str = "error") -> Markup:
@@ -332,7 +334,7 @@ def build_page(
     for name in channels:
         try:
             rendition = pipeline.render(issue, name, settings, ctx)
-            builder = PANELS.get(name, source_panel)
+            builder = PANELS.get(get_channel(name).preview_panel, source_panel)
             panels.append(Panel(name, builder(rendition, settings, images, ctx.base_dir)))
         except PublisherError as exc:
             panels.append(Panel(name, _error_block(str(exc).splitlines(), f"{name}: cannot render"), ok=False))

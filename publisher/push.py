@@ -74,20 +74,21 @@ def open_ledger(settings: Settings) -> Ledger:
     return Ledger(settings.require("paths", "ledger", "the ledger database"))
 
 
+def _transport(channel: str):
+    from .transports import get_transport
+
+    return get_transport(channel)
+
+
 def _is_test_copy(channel: str, options: Mapping[str, Any]) -> bool:
-    """An email test copy (--to) goes to one address and leaves the pushes row alone."""
-    return channel == "email" and bool(options.get("to"))
+    """A push that leaves the pushes row alone (e.g. an email test copy with --to)."""
+    return not _transport(channel).records_push(options)
 
 
 def is_done(record, channel: str, options: Mapping[str, Any]) -> bool:
-    """Whether the ledger row means there is nothing left to do for this push.
-
-    A WeChat push without --publish only makes the draft; when publishing is asked for and the
-    row has no publish_id yet, the push is not done (the transport updates the draft in place
-    and publishes it)."""
-    if record is None or record.state != "done":
-        return False
-    return not (channel == "wechat" and options.get("publish") and not record.details.get("publish_id"))
+    """Whether the ledger row means there is nothing left to do for this push (the channel's
+    transport decides: a WeChat draft is not done when publishing is asked for)."""
+    return _transport(channel).is_done(record, options)
 
 
 def push_issue(

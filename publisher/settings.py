@@ -118,6 +118,22 @@ def _merge(base: dict, override: Mapping, *, file: Path, root: Path) -> None:
             base[section][key] = value
 
 
+def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> None:
+    """Add to the schema the config tables that channels declare (`Channel.config`): those of every
+    enabled channel and, when the file sets a table nobody declared yet, of every installed one."""
+    from publisher.channels.base import available_channels, get_channel
+
+    installed = available_channels()
+    names = [n for n in enabled if isinstance(n, str) and n in installed] if isinstance(enabled, list) else []
+    if unknown:
+        names += [n for n in installed if n not in names]
+    for name in names:
+        for table, defaults in get_channel(name).config_tables().items():
+            if data.setdefault(table, defaults) != defaults:
+                raise ConfigError(f"channel '{name}' declares the config table [{table}], which another part "
+                                  "of publisher defines differently: the channel must use a table of its own")
+
+
 def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) -> Settings:
     """Load defaults, then `path` (or $PUBLISHER_CONFIG, or ./publisher.toml when present)."""
     cwd = cwd or Path.cwd()
@@ -138,6 +154,7 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
         file = cwd / CONFIG_FILENAME
 
     root = cwd
+    override: dict[str, Any] = {}
     if file is not None:
         root = file.resolve().parent
         try:
@@ -146,6 +163,9 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
             raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    enabled = override.get("channels", {}).get("enabled", data["channels"]["enabled"])
+    _add_channel_tables(data, enabled, [t for t in override if t not in data])
+    if file is not None:
         _merge(data, override, file=file, root=root)
         # defaults' relative paths follow the project file's directory
         defaults = tomllib.loads(_default_text())

@@ -130,9 +130,11 @@ def test_email_test_copy_leaves_the_ledger_row_alone(project, monkeypatch):
     import publisher.pipeline as pipeline
     import publisher.transports as transports
 
+    from publisher.transports.email import EmailTransport
+
     sent = []
 
-    class FakeEmail:
+    class FakeEmail(EmailTransport):  # the real rule for test copies, a push that sends nothing
         def push(self, rendition, ctx):
             sent.append(dict(ctx.options))
             return PushResult(remote_id="msg-1", summary="sent a test copy")

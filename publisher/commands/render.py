@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from publisher import pipeline
+from publisher.channels.base import get_channel
 from publisher.cli import get_settings, print_diagnostics
 
 
 @click.command("render")
 @click.argument("issue", type=click.Path(path_type=Path))
-@click.option("--channel", "-c", required=True, help="Channel name (github, wechat, email, zhihu, aijishu, plaintext).")
+@click.option("--channel", "-c", required=True, help="Channel name (see `publisher build --help`; any installed channel).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write all of the channel's files into this folder instead of printing the body.")
 @click.pass_context
@@ -27,10 +28,9 @@ def render_command(ctx: click.Context, issue: Path, channel: str, out_dir: Path 
         return
     for path in pipeline.write_rendition(rendition, out_dir):
         click.echo(str(path))
-    if rendition.channel == "email":
-        # the complete message as a subscriber receives it (with a sample recipient)
-        from publisher.mailmsg import sample_eml
-
-        eml = out_dir / f"{model.slug}.eml"
-        eml.write_bytes(sample_eml(rendition, settings))
-        click.echo(str(eml))
+    channel_cls = get_channel(channel)
+    if channel_cls.transport:
+        for name, data in channel_cls.transport_class().extra_files(rendition, settings).items():
+            path = out_dir / name
+            path.write_bytes(data)
+            click.echo(str(path))

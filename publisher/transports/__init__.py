@@ -1,27 +1,14 @@
 """Transports: how each channel's rendition reaches its platform.
 
-TRANSPORTS maps a channel name to "module:Class"; modules are imported only when used.
+Which transport carries a channel is the channel's own declaration (`Channel.transport`); this
+module only resolves it, so a third-party channel brings its own transport the same way.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from publisher.errors import ConfigError
-
-TRANSPORTS = {
-    "email": "publisher.transports.email:EmailTransport",
-    "wechat": "publisher.transports.wechat:WeChatTransport",
-    "github": "publisher.transports.git:GitTransport",
-    "zhihu": "publisher.transports.outbox:OutboxTransport",
-    "aijishu": "publisher.transports.outbox:OutboxTransport",
-    "plaintext": "publisher.transports.outbox:OutboxTransport",
-}
-
 
 def get_transport(channel: str):
-    """The transport class for a channel."""
-    if channel not in TRANSPORTS:
-        raise ConfigError(f"no transport for channel '{channel}'; channels with one: {', '.join(TRANSPORTS)}")
-    module, attr = TRANSPORTS[channel].split(":")
-    return getattr(importlib.import_module(module), attr)
+    """The transport class for a channel (a ConfigError when it is unknown or has none)."""
+    from publisher.channels.base import get_channel
+
+    return get_channel(channel).transport_class()

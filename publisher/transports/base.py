@@ -47,3 +47,19 @@ class Transport:
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def records_push(cls, options: Mapping[str, Any]) -> bool:
+        """Whether a push with these options is the issue's push, recorded in the ledger's pushes
+        row (False for a test copy to one address, which leaves the row alone)."""
+        return True
+
+    @classmethod
+    def is_done(cls, record: Any, options: Mapping[str, Any]) -> bool:
+        """Whether the ledger row leaves nothing to do for a push with these options."""
+        return record is not None and record.state == "done"
+
+    @classmethod
+    def extra_files(cls, rendition: Rendition, settings: Settings) -> Mapping[str, bytes]:
+        """Further files `render --out` writes beside the rendition (e.g. the complete .eml)."""
+        return {}

@@ -618,6 +618,17 @@ class _Display:
 class EmailTransport(Transport):
     channel = "email"
 
+    @classmethod
+    def records_push(cls, options) -> bool:
+        return not options.get("to")  # a test copy (--to) leaves the campaign's row alone
+
+    @classmethod
+    def extra_files(cls, rendition: Rendition, settings) -> dict[str, bytes]:
+        from publisher.mailmsg import sample_eml
+
+        # the complete message as a subscriber receives it (with a sample recipient)
+        return {f"{rendition.issue}.eml": sample_eml(rendition, settings)}
+
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
         to = ctx.options.get("to")

@@ -194,6 +194,14 @@ _IMG_SRC_RE = re.compile(r"<img\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I)
 class WeChatTransport(Transport):
     channel = "wechat"
 
+    @classmethod
+    def is_done(cls, record, options) -> bool:
+        """A draft-only row is not done when publishing is asked for and nothing was published:
+        the push then updates the draft in place and publishes it."""
+        if record is None or record.state != "done":
+            return False
+        return not (options.get("publish") and not record.details.get("publish_id"))
+
     # polling of freepublish/get: first wait, growth factor, longest wait (seconds)
     poll_first = 0.5
     poll_factor = 2.0
