@@ -129,7 +129,6 @@ def test_email_test_copy_leaves_the_ledger_row_alone(project, monkeypatch):
 
     import publisher.pipeline as pipeline
     import publisher.transports as transports
-
     from publisher.transports.email import EmailTransport
 
     sent = []

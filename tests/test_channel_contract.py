@@ -1,0 +1,249 @@
+"""The channel contract is the only door: a throwaway third-party channel — its own module,
+template folder, config table and transport, registered by an entry point of a temporary
+distribution — renders, builds, checks, previews and pushes with no file of the project changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+
+CHANNEL_MODULE = '''
+"""A Telegram channel, as a third party would write it."""
+from pathlib import Path
+
+import requests
+
+from publisher.channels.base import Channel, Rendition
+from publisher.errors import TransportError
+from publisher.limits import Violation
+from publisher.transports.base import PushResult, Transport
+
+MAX_CHARS = 4096
+
+
+class TelegramChannel(Channel):
+    name = "telegram"
+    media_type = "text/plain"
+    extension = ".txt"
+    transport = "tgchannel:TelegramTransport"
+    template_folder = Path(__file__).parent / "templates"
+    config = """
+[telegram]
+chat_id = ""
+api_base = "https://api.telegram.org"
+token_env = "TG_BOT_TOKEN"
+"""
+
+    def render(self, issue):
+        body = self.ctx.env.get_template("telegram/message.txt").render(issue=issue)
+        return Rendition(self.name, issue.slug, body, self.media_type, self.filename(issue),
+                         metadata={"chat_id": self.settings["telegram"]["chat_id"]})
+
+    @classmethod
+    def check(cls, rendition):
+        if len(rendition.body) > MAX_CHARS:
+            return [Violation("telegram", "length", f"telegram message is {len(rendition.body)} characters; "
+                              f"the limit is {MAX_CHARS}", len(rendition.body), MAX_CHARS)]
+        return []
+
+
+class TelegramTransport(Transport):
+    channel = "telegram"
+
+    def push(self, rendition, ctx):
+        cfg = ctx.settings["telegram"]
+        token = ctx.settings.secret("telegram", "token_env")
+        if ctx.dry_run:
+            return PushResult(summary="telegram: dry run")
+        r = requests.post(f"{cfg['api_base']}/bot{token}/sendMessage",
+                          json={"chat_id": cfg["chat_id"], "text": rendition.body}, timeout=10)
+        data = r.json()
+        if not data.get("ok"):
+            raise TransportError(f"telegram: {data.get('description')}")
+        mid = str(data["result"]["message_id"])
+        return PushResult(remote_id=mid, summary=f"telegram: message {mid} sent")
+'''
+
+TEMPLATE = """{{ issue.title }}
+{% for section in issue.sections %}
+== {{ section.name }} ==
+{% for item in section.items %}
+- {{ item.title }}{% if item.url %} {{ item.url }}{% endif %}
+
+{% endfor %}
+{% endfor %}
+"""
+
+
+def _project_fingerprint() -> str:
+    """A digest of every file of the project (tracked or not), caches and venvs aside."""
+    h = hashlib.sha256()
+    skip = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "test-artifacts",
+            "build", "dist"}
+    for path in sorted(ROOT.rglob("*")):
+        if any(part in skip or part.endswith(".egg-info") for part in path.relative_to(ROOT).parts):
+            continue
+        if path.is_file():
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+class _BotApi(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ok = self.path == "/botsecret-token/sendMessage"
+        _BotApi.received.append((self.path, body))
+        reply = {"ok": ok, "result": {"message_id": len(_BotApi.received)}} if ok else \
+            {"ok": False, "description": "Unauthorized"}
+        data = json.dumps(reply).encode()
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def bot_api():
+    _BotApi.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BotApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _BotApi.received
+    server.shutdown()
+
+
+@pytest.fixture
+def third_party(tmp_path: Path, bot_api) -> tuple[Path, dict]:
+    """A distribution installed only on PYTHONPATH, and a project that enables its channel."""
+    site = tmp_path / "site"
+    pkg = site / "tgchannel"
+    (pkg / "templates").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent(CHANNEL_MODULE), encoding="utf-8")
+    (pkg / "templates" / "message.txt").write_text(TEMPLATE, encoding="utf-8")
+    dist = site / "tgchannel-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tgchannel\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[publisher.channels]\ntelegram = tgchannel:TelegramChannel\n",
+                                           encoding="utf-8")
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "issues", project / "issues")
+    url, _ = bot_api
+    (project / "publisher.toml").write_text(textwrap.dedent(f"""
+        [paths]
+        issues = "issues"
+        out = "build"
+        ledger = "publisher.db"
+        [channels]
+        enabled = ["github", "telegram"]
+        [telegram]
+        chat_id = "-100123"
+        api_base = "{url}"
+        """), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PUBLISHER_CONFIG"}
+    env["PYTHONPATH"] = str(site)
+    env["TG_BOT_TOKEN"] = "secret-token"
+    return project, env
+
+
+def _publisher(project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "publisher", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_third_party_channel_works_through_every_command(third_party, bot_api) -> None:
+    project, env = third_party
+    _, received = bot_api
+    before = _project_fingerprint()
+    issue = "issues/2026-11-23.md"
+
+    r = _publisher(project, env, "render", issue, "--channel", "telegram")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("嵌入式AI简报 (2026-11-23)") and "== " in r.stdout
+
+    r = _publisher(project, env, "build", "--out", "out")
+    assert r.returncode == 0, r.stderr
+    assert (project / "out" / "telegram" / "2026-11-23.txt").is_file()
+    assert (project / "out" / "github" / "2026-11-23.md").is_file()
+
+    r = _publisher(project, env, "check", "--offline", issue)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    r = _publisher(project, env, "preview", issue, "--channel", "telegram", "--no-open")
+    assert r.returncode == 0, r.stderr
+    page = Path(r.stdout.strip().splitlines()[-1]).read_text(encoding="utf-8")
+    assert "telegram" in page and "== " in page
+
+    r = _publisher(project, env, "push", issue, "--channel", "telegram")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(received) == 1
+    path, body = received[0]
+    assert path == "/botsecret-token/sendMessage" and body["chat_id"] == "-100123"
+    assert body["text"].startswith("嵌入式AI简报 (2026-11-23)")
+    assert "secret-token" not in r.stdout + r.stderr  # the token stays out of the output
+
+    r = _publisher(project, env, "push", issue, "--channel", "telegram")  # done: not sent again
+    assert r.returncode == 0 and len(received) == 1, r.stdout + r.stderr
+    r = _publisher(project, env, "status", "2026-11-23")
+    assert "telegram" in r.stdout and "done" in r.stdout
+
+    assert _project_fingerprint() == before, "the third-party channel changed a file of the project"
+
+
+def test_a_third_party_channels_limits_and_config_are_its_own(third_party) -> None:
+    project, env = third_party
+    # its config table is validated with the schema it declared
+    toml = project / "publisher.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "chat_idd = 1\n", encoding="utf-8")
+    r = _publisher(project, env, "render", "issues/2026-11-23.md", "--channel", "telegram")
+    assert r.returncode == 1 and "unknown key [telegram] chat_idd" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    toml.write_text(toml.read_text(encoding="utf-8").replace("chat_idd = 1\n", ""), encoding="utf-8")
+
+    # its check runs in `publisher check`: a message over 4,096 characters is reported
+    issue = project / "issues" / "2026-11-23.md"
+    text = issue.read_text(encoding="utf-8")
+    long_title = "很长的标题" * 900
+    issue.write_text(text.replace("## ", f"## {long_title}\n\n## ", 1), encoding="utf-8")
+    r = _publisher(project, env, "check", "--offline", str(issue))
+    assert r.returncode == 1 and "telegram message is" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_user_templates_extend_the_builtin_ones(tmp_path: Path) -> None:
+    """A user override can extend a built-in template through the `!builtin/` prefix."""
+    from publisher.pipeline import load, render
+    from publisher.settings import load_settings
+
+    (tmp_path / "tpl" / "github").mkdir(parents=True)
+    (tmp_path / "tpl" / "github" / "footer.md").write_text(
+        '{% extends "!builtin/github/footer.md" %}\n', encoding="utf-8")
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'[paths]\nissues = "{EXAMPLES / "issues"}"\n', encoding="utf-8")
+    (tmp_path / "publisher.toml").write_text(
+        f'[paths]\nissues = "{EXAMPLES / "issues"}"\ntemplates = "tpl"\n', encoding="utf-8")
+    issue, _ = load(EXAMPLES / "issues" / "2026-11-23.md")
+    base = render(issue, "github", load_settings(plain)).body
+    extended = render(issue, "github", load_settings(tmp_path / "publisher.toml")).body
+    assert extended == base
+
+    (tmp_path / "tpl" / "github" / "footer.md").write_text(
+        '{% extends "!builtin/github/footer.md" %}{% block license %}自定义许可{% endblock %}\n', encoding="utf-8")
+    custom = render(issue, "github", load_settings(tmp_path / "publisher.toml")).body
+    assert "自定义许可" in custom and custom != base
