@@ -28,6 +28,7 @@ HARD_BREAK = re.compile(r"( {2,}|\t|\\)$")
 NEW_BLOCK = re.compile(r"^\s*(?:[-*+–—]\s|\d+[.)]\s|#|>|```|~~~|\||!\[)")
 FIELD_LINE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*\S")
 SUMMARY_LINE = re.compile(r"^\s*摘要\s*[：:]")
+LIST_OR_INDENTED = re.compile(r"^(?:[ \t]+\S|\s*\d+[.)]\s)")
 
 
 @dataclass
@@ -183,14 +184,19 @@ def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[
         elif SUMMARY_LINE.match(raw):
             in_summary = True
         prev = joined[-1] if joined else None
-        if (
+        continues = (
             in_sections and in_summary and not in_code and prev is not None and s
-            and prev[1].strip() and prev[0] not in hard
+            and prev[1].strip()
             and not NEW_BLOCK.match(raw) and not SUMMARY_LINE.match(raw)
             and not prev[1].lstrip().startswith(("```", "~~~", "#", "|"))
             and not re.match(r"^[-*+]\s", prev[1])
             and not (FIELD_LINE.match(prev[1].strip()) and not SUMMARY_LINE.match(prev[1]))
-        ):
+        )
+        if continues and prev[0] in hard and raw[:1] in (" ", "\t") and LIST_OR_INDENTED.match(prev[1]):
+            # a hard break inside a nested list item, where the canonical source is Markdown:
+            # written as a visible backslash instead of two trailing spaces
+            joined[-1] = (prev[0], prev[1].rstrip() + "\\")
+        elif continues and prev[0] not in hard:
             joined[-1] = (prev[0], prev[1].rstrip() + " " + s)
             if ln in hard:
                 hard.add(prev[0])
