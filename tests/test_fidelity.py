@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from publisher.legacy import import_legacy
 from publisher.limits import check_rendition
 from publisher.model import Link, Strikethrough, Strong
