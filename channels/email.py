@@ -25,7 +25,7 @@ from publisher.channels.html_writer import (
     lead_text,
     local_image,
 )
-from publisher.channels.markdown_writer import public_src
+from publisher.channels.markdown_writer import public_src, strike_text
 
 from publisher import limits
 from publisher.model import (
@@ -41,9 +41,9 @@ from publisher.model import (
     Paragraph,
     Quote,
     SoftBreak,
+    Strikethrough,
     Strong,
     Text,
-    plain_text,
 )
 
 HTML_TEMPLATE = "email/email.html"
@@ -64,6 +64,8 @@ class TextWriter:
             return f"`{node.text}`"
         if isinstance(node, Strong | Emphasis):
             return self.inlines(node.children)
+        if isinstance(node, Strikethrough):
+            return strike_text(self.inlines(node.children))
         if isinstance(node, Link):
             text = self.inlines(node.children)
             if not node.url or text.strip() == node.url:
@@ -149,8 +151,10 @@ class EmailChannel(Channel):
                     }
                 )
                 text_items.append({"title": self._text_title(item, t), "lines": lines})
-            sections.append({"name": section.name, "note": Markup(w.inlines(section.note)), "items": items})
-            text_sections.append({"name": section.name, "note": t.inlines(section.note), "items": text_items})
+            sections.append({"name": section.name, "note": Markup(w.inlines(section.note)), "items": items,
+                             "closing": Markup(w.blocks(section.closing))})
+            text_sections.append({"name": section.name, "note": t.inlines(section.note), "items": text_items,
+                                  "closing": "\n".join(t.blocks(section.closing))})
 
         lead_html = ""
         if issue.lead:
@@ -186,7 +190,7 @@ class EmailChannel(Channel):
         css, css_name, _ = env.loader.get_source(env, CSS_TEMPLATE)
         html = inline_css(html, css)
         text = env.get_template(TEXT_TEMPLATE).render(
-            lead="\n".join(plain_text(p.children, breaks="\n") for p in issue.lead),
+            lead="\n".join(t.inlines(p.children) for p in issue.lead),  # links keep their URLs
             briefs=[t.inlines(b.content) for b in issue.warmup],
             notes="\n".join("\n".join(t.block(p)) for p in issue.notes),
             sections=text_sections,

@@ -49,6 +49,7 @@ from publisher.model import (
     Paragraph,
     Quote,
     SoftBreak,
+    Strikethrough,
     Strong,
     Text,
     plain_text,
@@ -111,6 +112,7 @@ class HtmlWriter:
             Code: self.code,
             Strong: self.strong,
             Emphasis: self.emphasis,
+            Strikethrough: self.strikethrough,
             Link: self.link,
             Image: self.image,
             LineBreak: self.line_break,
@@ -159,6 +161,9 @@ class HtmlWriter:
 
     def emphasis(self, node: Emphasis) -> str:
         return self.open("em") + self.inlines(node.children) + "</em>"
+
+    def strikethrough(self, node: Strikethrough) -> str:
+        return self.open("del") + self.inlines(node.children) + "</del>"
 
     def link(self, node: Link) -> str:
         inner = self.inlines(node.children)
@@ -293,11 +298,17 @@ class HtmlWriter:
     def item_title(self, item: Item) -> Markup:
         """The title line of an item: prefixes, the linked display title, extra links."""
         head = str(escape(self.item_prefix(item)))
-        title = Text(item.display_title)
+        title: tuple[Inline, ...] = (Text(item.display_title),)
+        if item.title_inlines:  # markup inside the title (`**NVIDIA**`) is kept
+            title = (
+                *((Text(f"{item.repo}: "),) if item.repo else ()),
+                *item.title_inlines,
+                *((Text(f" | {item.source}"),) if item.source else ()),
+            )
         if item.url:
-            head += self.link(Link(item.url, (title,)))
+            head += self.link(Link(item.url, title))
         else:
-            head += self.text(title)
+            head += self.inlines(title)
         if item.extra:
             head += " " + self.inlines(item.extra)
         return Markup(head)

@@ -35,11 +35,16 @@ from publisher.model import (
     Paragraph,
     Quote,
     SoftBreak,
+    Strikethrough,
     Strong,
     Text,
     iter_links,
 )
 
+# Text that a Markdown renderer would read as a character reference or the start of HTML: written
+# back as the reference the source had (the model holds decoded characters).
+_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # The label written before an item's summary, and the colon every labelled line uses.
 SUMMARY_LABEL = "摘要"
 COLON = "："
@@ -74,6 +79,7 @@ class MarkdownWriter:
             Code: self.code,
             Strong: self.strong,
             Emphasis: self.emphasis,
+            Strikethrough: self.strikethrough,
             Link: self.link,
             Image: self.image,
             LineBreak: self.line_break,
@@ -98,7 +104,7 @@ class MarkdownWriter:
         return method(node)
 
     def text(self, node: Text) -> str:
-        return node.text
+        return _HTML_START.sub("&lt;", _ENTITY_LIKE.sub("&amp;", node.text))
 
     def code(self, node: Code) -> str:
         runs = [len(r) for r in re.findall(r"`+", node.text)]
@@ -111,6 +117,9 @@ class MarkdownWriter:
 
     def emphasis(self, node: Emphasis) -> str:
         return f"*{self.inline(node.children)}*"
+
+    def strikethrough(self, node: Strikethrough) -> str:
+        return f"~~{self.inline(node.children)}~~"
 
     def link(self, node: Link) -> str:
         title = f' "{node.title}"' if node.title else ""
@@ -147,6 +156,8 @@ class MarkdownWriter:
         out: list[str] = []
         for k, item in enumerate(node.items):
             marker = f"{node.start + k}. " if node.ordered else "- "
+            if k and not node.tight:
+                out.append("")  # a loose list stays loose: a blank line between its items
             out.extend(self.list_item(item, marker))
         return out
 
@@ -180,43 +191,68 @@ class MarkdownWriter:
     def item_prefixes(self, item: Item) -> str:
         return "".join(f"[{p}] " for p in (item.arxiv, item.venue) if p)
 
+    def item_title(self, item: Item) -> str:
+        """The display title as Markdown: markup inside the title (`**NVIDIA**`) is kept."""
+        if not item.title_inlines:
+            return self.escape_link_text(item.display_title)
+        title = self.inline(item.title_inlines)
+        if item.repo:
+            title = f"{self.escape_link_text(item.repo)}: {title}"
+        return f"{title} | {self.escape_link_text(item.source)}" if item.source else title
+
     def item_head(self, item: Item) -> str:
-        title = self.escape_link_text(item.display_title)
+        title = self.item_title(item)
         head = f"[{title}]({item.url})" if item.url is not None else title
         return self.item_prefixes(item) + head + self.inline(item.extra)
 
     def escape_link_text(self, text: str) -> str:
         return text.replace("[", r"\[").replace("]", r"\]")
 
-    def summary_lines(self, item: Item) -> list[str]:
-        """`摘要：first paragraph` then one line per further block line (lists indented)."""
-        lines: list[str] = []
+    def summary_units(self, item: Item) -> list[tuple[list[str], bool]]:
+        """The summary as (lines, is_paragraph) units: `摘要：first paragraph`, then each block
+        (lists and code indented under the item)."""
+        units: list[tuple[list[str], bool]] = []
         blocks = list(item.summary)
         if not blocks:
-            return lines
-        first_is_para = isinstance(blocks[0], Paragraph)
-        if first_is_para:
+            return units
+        if isinstance(blocks[0], Paragraph):
             para = self.visit_block(blocks.pop(0))
-            lines.append(f"{SUMMARY_LABEL}{COLON}{para[0]}")
-            lines.extend(para[1:])
+            units.append(([f"{SUMMARY_LABEL}{COLON}{para[0]}", *para[1:]], True))
         else:
-            lines.append(f"{SUMMARY_LABEL}{COLON}")
+            units.append(([f"{SUMMARY_LABEL}{COLON}"], True))
         for block in blocks:
             written = self.visit_block(block)
             if isinstance(block, ListBlock | CodeBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
-            lines.extend(written)
-        return lines
+            units.append((written, isinstance(block, Paragraph)))
+        return units
+
+    def summary_lines(self, item: Item) -> list[str]:
+        return [ln for lines, _ in self.summary_units(item) for ln in lines]
 
     def item(self, item: Item) -> str:
-        """One item as a list entry: head line, field lines, summary lines."""
+        """One item as a list entry: head line, field lines, summary lines.
+
+        Each line of the house style (head, field, summary paragraph) ends with `hard_break`
+        where the next line would otherwise run on into it; soft breaks inside a paragraph stay
+        soft, and code and list lines are written verbatim (no trailing spaces)."""
         if not isinstance(item, Item):
             raise UnknownNodeError(self, item)
-        lines = [f"- {self.item_head(item)}"]
-        lines += [self.field(f) for f in item.fields]
-        lines += self.summary_lines(item)
-        brk = self.hard_break
-        return "\n".join((ln + brk) if ln.strip() and k < len(lines) - 1 else ln for k, ln in enumerate(lines))
+        units: list[tuple[list[str], bool]] = [([f"- {self.item_head(item)}"], True)]
+        units += [([self.field(f)], True) for f in item.fields]
+        units += self.summary_units(item)
+        out: list[str] = []
+        for k, (lines, is_para) in enumerate(units):
+            lines = list(lines)
+            nxt = units[k + 1] if k + 1 < len(units) else None
+            if is_para and nxt is not None and nxt[1] and lines and lines[-1].strip():
+                lines[-1] += self.hard_break
+            out.extend(lines)
+        return "\n".join(out)
+
+    def closing(self, blocks: Iterable[Block]) -> str:
+        """Free blocks (a section's closing text): blank lines between them."""
+        return "\n\n".join("\n".join(self.visit_block(b)) for b in blocks)
 
 
 class PlainTextWriter(MarkdownWriter):
@@ -226,11 +262,17 @@ class PlainTextWriter(MarkdownWriter):
     hard_break = ""
     list_indent = "    "
 
+    def text(self, node: Text) -> str:
+        return node.text
+
     def code(self, node: Code) -> str:
         return node.text
 
     def strong(self, node: Strong) -> str:
         return self.inline(node.children)
+
+    def strikethrough(self, node: Strikethrough) -> str:
+        return strike_text(self.inline(node.children))
 
     def emphasis(self, node: Emphasis) -> str:
         return self.inline(node.children)
@@ -267,6 +309,12 @@ class PlainTextWriter(MarkdownWriter):
 
     def item_head(self, item: Item) -> str:
         return self.item_prefixes(item) + item.display_title + self.inline(item.extra)
+
+
+def strike_text(text: str) -> str:
+    """Struck-through text for plain text: each character overlaid with U+0336 (a stroke that
+    text mail clients and terminals show), so a correction still reads as one."""
+    return "".join(ch + "\u0336" if not ch.isspace() else ch for ch in text)
 
 
 def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[str]:
@@ -327,6 +375,7 @@ class TemplateChannel(Channel):
                     "name": s.name,
                     "note": writer.inline(s.note),
                     "items": [writer.item(item) for item in s.items],
+                    "closing": writer.closing(s.closing),
                 }
                 for s in issue.sections
             ],

@@ -130,7 +130,8 @@ class WeChatChannel(Channel):
                         "summary": Markup(summary),
                     }
                 )
-            sections.append({"name": section.name, "note": note, "items": items})
+            sections.append({"name": section.name, "note": note, "items": items,
+                             "closing": Markup(w.blocks(section.closing))})
 
         qr = qr_image(self.settings)
         images.append(qr)
@@ -160,7 +161,9 @@ class WeChatChannel(Channel):
             topics="/".join(issue.topics),
             number="" if issue.number is None else issue.number,
         )
-        digest = cut(issue.digest, DIGEST_LIMIT) if issue.digest else cut(lead_text(issue), DIGEST_LIMIT)
+        # The editor's own digest is never cut: one over the limit is reported by `publisher check`
+        # (and refused by the transport) with its length; the lead, when it stands in, is cut.
+        digest = " ".join(issue.digest.split()) if issue.digest else cut(lead_text(issue), DIGEST_LIMIT)
         metadata = {
             "title": title,
             "title_length": len(title),

@@ -23,6 +23,12 @@ EMPTY_LINK = re.compile(r"\[([^\[\]]*)\]\(\s*\)")
 FONT_NOTE = re.compile(r"^<font[^>]*>(.*)</font>\s*$")
 SUMMARY_NO_COLON = re.compile(r"^(\s*)摘要(?![：:])\s*(\S.*)$")
 EN_DASH_BULLET = re.compile(r"^(\s*)[–—]\s+")
+HARD_BREAK = re.compile(r"( {2,}|\t|\\)$")
+# lines a soft line break never runs into: a new block (list item, heading, quote, code, table)
+NEW_BLOCK = re.compile(r"^\s*(?:[-*+–—]\s|\d+[.)]\s|#|>|```|~~~|\||!\[)")
+FIELD_LINE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*\S")
+SUMMARY_LINE = re.compile(r"^\s*摘要\s*[：:]")
+LIST_OR_INDENTED = re.compile(r"^(?:[ \t]+\S|\s*\d+[.)]\s)")
 
 
 @dataclass
@@ -54,6 +60,7 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
                 break
 
     license_lines = _license(lines, file, warn)
+    hard: set[int] = set()  # lines that end with a hard break (two spaces or a backslash)
     date = None
     in_code = False
     for k in range(i, len(lines)):
@@ -78,8 +85,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
                 continue
         if FOOTER_START.match(s) and date is not None and _rest_is_footer(lines, k):
             break
-        if s.startswith(">") and LINK_NOTE_RE.search(s):
-            continue  # the link note is a channel convention
+        if (s.startswith(">") or FONT_NOTE.match(s)) and LINK_NOTE_RE.search(s):
+            continue  # the link note (阅读原文; in 2019 「PC端微信链接打不开」) is a channel convention
         fm = FONT_NOTE.match(s)
         if fm:
             warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}")
@@ -95,12 +102,15 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             warn(ln, "empty link target '[…]()': the text is kept without a link")
             raw = EMPTY_LINK.sub(lambda m: m.group(1), raw)
         out.append((ln, raw))
+        if HARD_BREAK.search(lines[k]):
+            hard.add(ln)
 
     if date is None:
         raise SourceError(
             "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1
         )
 
+    out = _join_soft_breaks(out, hard)
     # collapse runs of blank lines and trailing blanks
     body: list[tuple[int, str]] = []
     for ln, raw in out:
@@ -110,12 +120,18 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     while body and not body[-1][1].strip():
         body.pop()
 
-    # An archive issue with an empty 导读 is a draft that was committed early (seed 001/004).
+    # An archive issue with an empty 导读 is a draft that was committed early (seed 001/004); one
+    # with no 导读 at all (the 2019 issues) cannot be published as it stands either.
     empty_lead = any(re.fullmatch(r">\s*导读\s*[：:]?\s*", raw.strip()) for _, raw in body)
-    status = "draft" if empty_lead else "ready"
+    no_lead = not any(re.match(r"^>\s*导读", raw.strip()) for _, raw in body)
+    status = "draft" if empty_lead or no_lead else "ready"
     if empty_lead:
         warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft")
-    header = ["---", f"date: {date}", f"status: {status}", *license_lines, "---", ""]
+    elif no_lead:
+        title_ln = next((ln for ln, raw in body if raw.startswith("# ")), 1)
+        warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)")
+    # published in the archive: later issues list it in 往期回顾 even while it is a draft here
+    header = ["---", f"date: {date}", f"status: {status}", "archived: true", *license_lines, "---", ""]
     canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
     origin = [1] * len(header) + [ln for ln, _ in body]
 
@@ -148,6 +164,47 @@ def _license(lines: list[str], file: str, warn) -> list[str]:
             return ["license:", f"  name: {m.group('name')}", f"  url: {m.group('url')}",
                     f"  badge: {m.group('badge')}"]
     return []
+
+
+def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[int, str]]:
+    """Summary text the archive continued with a soft line break (no two trailing spaces), which
+    GitHub shows as one paragraph: joined into one line, since a canonical source ends a line of
+    an item's summary with a line break. Only running text after an item's 摘要 (or in a nested
+    list item) is joined: head, field and 摘要 lines stay lines of their own."""
+    joined: list[tuple[int, str]] = []
+    in_sections = in_summary = in_code = False
+    for ln, raw in out:
+        s = raw.strip()
+        if s.startswith(("```", "~~~")):
+            in_code = not in_code
+        if s.startswith("## "):
+            in_sections, in_summary = True, False
+        elif re.match(r"^[-*+]\s", raw):
+            in_summary = False
+        elif SUMMARY_LINE.match(raw):
+            in_summary = True
+        prev = joined[-1] if joined else None
+        continues = (
+            in_sections and in_summary and not in_code and prev is not None and s
+            and prev[1].strip()
+            and not NEW_BLOCK.match(raw) and not SUMMARY_LINE.match(raw)
+            and not prev[1].lstrip().startswith(("```", "~~~", "#", "|"))
+            and not re.match(r"^[-*+]\s", prev[1])
+            and not (FIELD_LINE.match(prev[1].strip()) and not SUMMARY_LINE.match(prev[1]))
+        )
+        if continues and prev[0] in hard and raw[:1] in (" ", "\t") and LIST_OR_INDENTED.match(prev[1]):
+            # a hard break inside a nested list item, where the canonical source is Markdown:
+            # written as a visible backslash instead of two trailing spaces
+            joined[-1] = (prev[0], prev[1].rstrip() + "\\")
+        elif continues and prev[0] not in hard:
+            joined[-1] = (prev[0], prev[1].rstrip() + " " + s)
+            if ln in hard:
+                hard.add(prev[0])
+            else:
+                hard.discard(prev[0])
+            continue
+        joined.append((ln, raw))
+    return joined
 
 
 def _rest_is_footer(lines: list[str], k: int) -> bool:

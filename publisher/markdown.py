@@ -28,11 +28,12 @@ from .model import (
     Paragraph,
     Quote,
     SoftBreak,
+    Strikethrough,
     Strong,
     Text,
 )
 
-_parse = mistune.create_markdown(renderer=None, plugins=["url"])
+_parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough"])
 
 # A link target a reader can follow; anything with another scheme (javascript:, data:, vbscript:,
 # file: …) is refused. Scheme-less targets (relative paths, anchors) are allowed.
@@ -86,19 +87,23 @@ class Converter:
     def inline(self, tok: dict, line: int) -> Inline | None:
         kind = tok["type"]
         if kind == "text":
-            return Text(tok["raw"])
+            # mistune leaves character references as written; the model holds the characters
+            # (`A&lt;B` is the text A<B), and every writer escapes for its own format, once
+            return Text(html.unescape(tok["raw"]))
         if kind == "codespan":
             return Code(tok["raw"])
         if kind == "strong":
             return Strong(self.inlines(tok["children"], line))
         if kind == "emphasis":
             return Emphasis(self.inlines(tok["children"], line))
+        if kind == "strikethrough":
+            return Strikethrough(self.inlines(tok["children"], line))
         if kind == "link":
             url = check_url(tok["attrs"]["url"], file=self.file, line=line)
             return Link(url, self.inlines(tok["children"], line), tok["attrs"].get("title"))
         if kind == "image":
             src = check_url(tok["attrs"].get("url", ""), file=self.file, line=line)
-            alt = "".join(_raw_text(c) for c in tok.get("children", []))
+            alt = html.unescape("".join(_raw_text(c) for c in tok.get("children", [])))
             return Image(src, alt, tok["attrs"].get("title"))
         if kind == "linebreak":
             return LineBreak()
@@ -132,7 +137,8 @@ class Converter:
                     item_line = item_lines.pop(0) if item_lines else line
                     items.append(ListItem(self.blocks(child["children"], item_line, item_lines), item_line))
                 attrs = tok.get("attrs", {})
-                out.append(ListBlock(tuple(items), bool(attrs.get("ordered")), int(attrs.get("start", 1) or 1), line))
+                out.append(ListBlock(tuple(items), bool(attrs.get("ordered")), int(attrs.get("start", 1) or 1), line,
+                                     tight=tok.get("tight", True)))
             elif kind == "block_code":
                 out.append(CodeBlock(tok["raw"].rstrip("\n"), tok.get("attrs", {}).get("info", "") or "", line))
             elif kind == "block_quote":

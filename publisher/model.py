@@ -37,6 +37,13 @@ class Emphasis:
 
 
 @dataclass(frozen=True)
+class Strikethrough:
+    """`~~struck text~~` (GitHub Flavored Markdown)."""
+
+    children: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
 class Link:
     url: str
     children: tuple[Inline, ...]
@@ -60,8 +67,8 @@ class SoftBreak:
     """A newline inside a paragraph that renders as a space or newline."""
 
 
-Inline = Text | Code | Strong | Emphasis | Link | Image | LineBreak | SoftBreak
-INLINE_TYPES: tuple[type, ...] = (Text, Code, Strong, Emphasis, Link, Image, LineBreak, SoftBreak)
+Inline = Text | Code | Strong | Emphasis | Strikethrough | Link | Image | LineBreak | SoftBreak
+INLINE_TYPES: tuple[type, ...] = (Text, Code, Strong, Emphasis, Strikethrough, Link, Image, LineBreak, SoftBreak)
 
 # ---- block nodes ---------------------------------------------------------------------------
 
@@ -84,6 +91,7 @@ class ListBlock:
     ordered: bool = False
     start: int = 1
     line: int = 0
+    tight: bool = True  # False: a loose list (blank lines between items), written loose again
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,9 @@ class Item:
     venue: str | None = None  # e.g. "CVPR2020"
     repo: str | None = None  # e.g. "OAID/Tengine-lite"
     extra: tuple[Inline, ...] = ()  # what follows the main link on the title line: [[原文]](…)
+    # the title as inline nodes when it has markup (`**NVIDIA**`): without repo and source, which
+    # stay in `repo`/`source`; empty when the title is plain text (then `title` says it all)
+    title_inlines: tuple[Inline, ...] = ()
     fields: tuple[Field, ...] = ()
     summary: tuple[Block, ...] = ()
     line: int = 0
@@ -145,6 +156,9 @@ class Section:
     items: tuple[Item, ...] = ()
     note: tuple[Inline, ...] = ()
     line: int = 0
+    # free text after the section's last item (a blank line, then unindented text that is not an
+    # item): it belongs to the section, as the published archive shows it, not to the last item
+    closing: tuple[Block, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,7 +224,7 @@ def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ")
     for node in inlines:
         if isinstance(node, Text | Code):
             out.append(node.text)
-        elif isinstance(node, Strong | Emphasis | Link):
+        elif isinstance(node, Strong | Emphasis | Strikethrough | Link):
             out.append(plain_text(node.children, breaks=breaks))
         elif isinstance(node, Image):
             out.append(node.alt)
@@ -233,7 +247,7 @@ def iter_links(node: object):
         yield from iter_links(node.children)
     elif isinstance(node, Image):
         yield node
-    elif isinstance(node, Strong | Emphasis | Paragraph):
+    elif isinstance(node, Strong | Emphasis | Strikethrough | Paragraph):
         yield from iter_links(node.children)
     elif isinstance(node, ListBlock):
         yield from iter_links(node.items)
@@ -252,6 +266,7 @@ def iter_links(node: object):
     elif isinstance(node, Section):
         yield from iter_links(node.note)
         yield from iter_links(node.items)
+        yield from iter_links(node.closing)
     elif isinstance(node, Issue):
         for part in (node.lead, node.warmup, node.notes, node.sections):
             yield from iter_links(part)

@@ -29,13 +29,37 @@ def newest_issue(settings: Settings) -> Path:
     return files[0]
 
 
+_FRONT_LISTED = re.compile(
+    r"\A---[ \t]*\n(?:(?!---|\.\.\.).*\n)*?(?:status:[ \t]*['\"]?ready['\"]?|archived:[ \t]*true)[ \t]*(?:#.*)?\n"
+    r"(?:.*\n)*?---",
+    re.M,
+)
+
+
+def is_listed(path: Path) -> bool:
+    """True when other issues may list this one: its front matter says `status: ready` (the
+    default is draft) or `archived: true` (published before, imported from the archive).
+
+    Reads only the front matter (the first 4 KB): the archive lists are built on every render."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", "replace").replace("\r\n", "\n")
+    except OSError:
+        return False
+    return bool(_FRONT_LISTED.match(head))
+
+
 def archive(settings: Settings, extra: Issue | None = None) -> tuple[PastIssue, ...]:
-    """The archive as channels see it: every issue in the issues folder, newest first."""
+    """The archive as channels see it: every `ready` or `archived` issue in the issues folder (a
+    draft is not published yet, so no other issue lists it), plus the issue being rendered;
+    newest first."""
     import datetime as dt
 
     brand = settings["newsletter"]["name"]
     entries: dict[dt.date, PastIssue] = {}
     for path in issue_files(settings):
+        if not is_listed(path):
+            continue
         date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
         entries[date] = PastIssue(date, f"{brand} ({date.isoformat()})")
     if extra is not None:

@@ -45,6 +45,7 @@ FRONT_MATTER_KEYS = {
     "author": "the author's name",
     "tagline": "the line under the title (default: the bold line in the body)",
     "license": "{name, url, badge} when this issue's license differs from [newsletter] license_*",
+    "archived": "true when the issue was published before (imported): 往期回顾 lists it even as a draft",
 }
 
 TITLE_RE = re.compile(
@@ -64,7 +65,9 @@ LIST_LINE_RE = re.compile(r"^\s*(?:[-*+–]|\d+[.)])\s+")
 FENCE_RE = re.compile(r"^\s*(```|~~~)")
 FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
 # The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
-LINK_NOTE_RE = re.compile(r"个别链接打不开")
+LINK_NOTE_RE = re.compile(r"个别链接打不开|PC端微信链接打不开")
+# a line ending inside a link target: `[text](https://…` whose `)` is on the next line
+UNCLOSED_LINK_RE = re.compile(r"\]\(\s*[^()\s]+\s*$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -293,6 +296,8 @@ class _Reader:
             if not isinstance(fm_topics, list) or not all(isinstance(t, str | int | float) for t in fm_topics):
                 raise self.error(key_lines.get("topics", 1), "topics must be a list of keywords")
             topics = tuple(str(t).strip() for t in fm_topics if str(t).strip())
+        if "archived" in meta and not isinstance(meta["archived"], bool):
+            raise self.error(key_lines.get("archived", 1), f"archived must be true or false, not {meta['archived']!r}")
         for key in ("digest", "cover", "author", "tagline"):
             if key in meta and meta[key] is not None and not isinstance(meta[key], str):
                 raise self.error(key_lines.get(key, 1), f"{key} must be text, not {meta[key]!r}")
@@ -456,8 +461,31 @@ class _Reader:
                 continue
             if SUMMARY_RE.match(s):
                 raise self.error(ln, f"摘要 before any item of section '{name}': a summary belongs under an item line '- [title](url)'")
+            if items:
+                closing, i = self._closing(i)
+                return Section(name=name, items=tuple(items), note=note, line=head_line, closing=closing), i
             raise self.error(ln, f"text before the first item of section '{name}': items start with '- '")
         return Section(name=name, items=tuple(items), note=note, line=head_line), i
+
+    def _closing(self, i: int) -> tuple[tuple[Block, ...], int]:
+        """A section's closing text: everything after its last item up to the next heading,
+        read as Markdown blocks (paragraphs, lists) — what GitHub shows after the item list."""
+        lines = self.lines
+        run: list[str] = []
+        first = i + 1
+        while i < len(lines):
+            s = lines[i].strip()
+            if s.startswith("#") or FOOTER_RE.match(s):
+                break
+            if s.startswith(">") and LINK_NOTE_RE.search(s):
+                self.warn(i + 1, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
+                _, i = self._quote_block(i)
+                continue
+            run.append(lines[i])
+            i += 1
+        while run and not run[-1].strip():
+            run.pop()
+        return parse_blocks(run, first_line=first, file=self.file, conv=self.conv), i
 
     # -- items -----------------------------------------------------------------------------
 
@@ -488,10 +516,32 @@ class _Reader:
                 break
             if s.startswith(">") and LINK_NOTE_RE.search(s) and not raw.startswith((" ", "\t")):
                 break
+            if s and body and not body[-1][1].strip() and self._starts_closing(raw):
+                break  # free text after a blank line: the section's closing text, not this item's
+            if body and UNCLOSED_LINK_RE.search(body[-1][1]) and s:
+                # a link target broken across lines, `[text](https://…` then `)`: one line again
+                body[-1] = (body[-1][0], body[-1][1].rstrip() + " " + s)
+                j += 1
+                continue
             body.append((j + 1, raw))
             j += 1
         fields, summary = self._item_body(body)
         return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary)}), j
+
+    @staticmethod
+    def _starts_closing(raw: str) -> bool:
+        """An unindented line after a blank line that is not part of an item's house style
+        (a field, 摘要, list, quote or code) ends the item list, as it does on GitHub."""
+        s = raw.strip()
+        return not (
+            raw[:1] in (" ", "\t")
+            or SUMMARY_RE.match(s)
+            or FIELD_RE.match(s)
+            or LIST_LINE_RE.match(raw)
+            or FENCE_RE.match(raw)
+            or s.startswith(">")
+            or s.startswith("!")
+        )
 
     def _item_head(self, head: str, ln: int) -> dict:
         arxiv = venue = None
@@ -530,8 +580,35 @@ class _Reader:
         rm = REPO_RE.match(title)
         if rm:
             repo, title = rm.group(1), rm.group(2).strip()
+        title_inlines = self._title_inlines(tuple(title_nodes), repo, source, ln)
         return dict(title=title, url=url, source=source, arxiv=arxiv, venue=venue, repo=repo,
-                    extra=tuple(extra), line=ln)
+                    extra=tuple(extra), title_inlines=title_inlines, line=ln)
+
+    def _title_inlines(self, nodes: tuple, repo: str | None, source: str | None, ln: int) -> tuple:
+        """The title's inline nodes without `repo: ` and ` | source` when it has markup
+        (`**NVIDIA**`); () for a plain-text title."""
+        if all(isinstance(n, Text) for n in nodes):
+            return ()
+        rich = list(nodes)
+        if source:
+            last = rich[-1]
+            m = re.search(r"\s*[|｜]\s*[^|｜]*$", last.text) if isinstance(last, Text) else None
+            if m is None:
+                self.warn(ln, "markup around the ' | source' part of an item title is dropped; the title is kept as text")
+                return ()
+            rich[-1] = Text(last.text[: m.start()])
+        if repo:
+            first = rich[0]
+            m = re.match(r"^\s*" + re.escape(repo) + r"\s*[:：]\s*", first.text) if isinstance(first, Text) else None
+            if m is None:
+                self.warn(ln, "markup around the 'owner/repo:' part of an item title is dropped; the title is kept as text")
+                return ()
+            rich[0] = Text(first.text[m.end():])
+        if rich and isinstance(rich[0], Text):
+            rich[0] = Text(rich[0].text.lstrip())
+        if rich and isinstance(rich[-1], Text):
+            rich[-1] = Text(rich[-1].text.rstrip())
+        return tuple(n for n in rich if not (isinstance(n, Text) and not n.text))
 
     def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block]]:
         fields: list[Field] = []

@@ -161,12 +161,18 @@ def test_corpus_wechat_and_email(name, imported_corpus, settings, oracle, tmp_pa
     # every URL and ≥98% of the text: against the canonical source (strict), and against the
     # legacy original, where only what the importer drops (the old hand-written footer) may go
     source_urls = source.read_text(encoding="utf-8")
+    # the 2019 link note 「PC端微信链接打不开请用手机打开」 is a channel convention the importer drops
+    original_without_link_note = tmp_path / f"original-{name}"
+    original_without_link_note.write_text(
+        re.sub(r"(?m)^<font>注：PC端微信链接打不开请用手机打开</font>$", "", original.read_text(encoding="utf-8")),
+        encoding="utf-8",
+    )
     for rendition in (wechat, email):
         out = tmp_path / f"{rendition.channel}.html"
         out.write_text(rendition.body, encoding="utf-8")
         strict = oracle.compare(str(source), str(out))
         assert not strict["urls_lost"] and strict["text_kept"] >= 0.98, (rendition.channel, strict)
-        legacy = oracle.compare(str(original), str(out))
+        legacy = oracle.compare(str(original_without_link_note), str(out))
         assert legacy["text_kept"] >= 0.98, (rendition.channel, legacy)
         assert all(url not in source_urls for url in legacy["urls_lost"]), (rendition.channel, legacy)
 

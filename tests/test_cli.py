@@ -68,8 +68,8 @@ def test_import_command(tmp_path):
     proc = run("import", str(CORPUS / "2020-07-18.md"), str(CORPUS / "2019-03-31.md"), "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "2020-07-18.md").is_file() and (tmp_path / "2019-03-31.md").is_file()
-    assert "<font>" in proc.stderr  # the guess it made is reported as a warning, with its line
-    assert "2019-03-31.md:8: warning" in proc.stderr
+    assert "2019-03-31.md:5: warning: no 导读" in proc.stderr  # the guess it made is reported, with its line
+    assert "2019-03-31.md:72: warning" in proc.stderr  # the old license, kept in the front matter
 
 
 def test_import_of_a_non_issue_fails_cleanly(tmp_path):

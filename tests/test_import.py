@@ -125,19 +125,21 @@ def test_quirks_are_mended_with_warnings():
     result = import_legacy(LEGACY, "legacy.md")
     messages = {w.line: w.message for w in result.warnings}
     assert "15 '#'" in messages[5]
-    assert "<font>" in messages[8]
+    # the 2019 link note 「PC端微信链接打不开请用手机打开」 is the WeChat link note of its time:
+    # left out like 【阅读原文】 (defect 8), not turned into an issue note every channel copies
+    assert 8 not in messages and "PC端微信链接" not in result.text
     assert "empty link target" in messages[16]
     assert "'摘要' without a colon" in messages[17]
     assert "'–'" in messages[18]
     issue = result.read.issue
     assert issue.date.isoformat() == "2020-06-03" and issue.status == "ready"
-    assert issue.notes and "PC端微信链接" in str(issue.notes[0])
+    assert not issue.notes
     first = issue.sections[0].items[0]
     assert first.url is None and first.title == "第一条"
     assert "没有冒号的摘要" in str(first.summary)
     assert "用短横线的子项" in str(first.summary)
     assert "往期回顾" not in result.text and "WeChat:" not in result.text and "wechat_qrcode" not in result.text
-    assert result.text.startswith("---\ndate: 2020-06-03\nstatus: ready\n---\n")
+    assert result.text.startswith("---\ndate: 2020-06-03\nstatus: ready\narchived: true\n---\n")
 
 
 def test_not_an_archive_issue():
