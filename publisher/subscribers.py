@@ -427,3 +427,73 @@ def sends_cmd(ctx: click.Context, issue: str, state: str) -> None:
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
     for row in conn.execute(sql + " ORDER BY email", args):
         writer.writerow([row[0], row[1], row[2] or "", row[3] or ""])
+
+
+def _ledger(ctx: click.Context):
+    from publisher.bounces import SCHEMA as EVENTS_SCHEMA
+    from publisher.cli import get_settings
+    from publisher.ledger import Ledger
+    from publisher.transports.email import SCHEMA as SENDS_SCHEMA
+
+    ledger = Ledger(get_settings(ctx).require("paths", "ledger", "the ledger database"))
+    ledger.ensure(SENDS_SCHEMA)
+    ledger.ensure(EVENTS_SCHEMA)
+    return ledger
+
+
+@subscribers_command.command("show")
+@click.argument("email")
+@click.pass_context
+def show_cmd(ctx: click.Context, email: str) -> None:
+    """Everything kept about EMAIL: state, consent, sends, bounces and complaints."""
+    db = _db(ctx)
+    sub = db.get(email)
+    if sub is None:
+        hint = " (erased with `forget`; only its hash is kept)" if db.is_suppressed(email) else ""
+        raise SubscriberError(f"no subscriber {email!r}{hint}")
+    conn = _ledger(ctx).connect()
+    click.echo(f"email: {sub.email}\nname: {sub.name}\ntags: {sub.tags}\nstate: {sub.state}")
+    row = db.connect().execute("SELECT created_at, updated_at FROM subscribers WHERE id = ?", (sub.id,)).fetchone()
+    click.echo(f"added: {row[0]}\nchanged: {row[1]}")
+    click.echo("consent:")
+    for c in db.consents(sub.email):
+        click.echo(f"  {c['requested_at']} source={c['source']} ip={c['ip'] or '-'} "
+                   f"confirmed={c['confirmed_at'] or '-'}")
+    click.echo("sends:")
+    for r in conn.execute("SELECT issue, state, attempts, smtp_code, updated_at FROM email_sends "
+                          "WHERE email = ? COLLATE NOCASE ORDER BY issue", (sub.email,)):
+        click.echo(f"  {r['issue']} {r['state']} attempts={r['attempts']} code={r['smtp_code'] or '-'} "
+                   f"at={r['updated_at']}")
+    click.echo("bounces and complaints:")
+    for r in conn.execute("SELECT processed_at, kind, issue, action, evidence FROM mail_events "
+                          "WHERE email = ? COLLATE NOCASE ORDER BY processed_at", (sub.email,)):
+        click.echo(f"  {r['processed_at']} {r['kind']} issue={r['issue'] or '-'} {r['action']}: {r['evidence']}")
+
+
+@subscribers_command.command("forget")
+@click.argument("email")
+@click.pass_context
+def forget_cmd(ctx: click.Context, email: str) -> None:
+    """Erase EMAIL everywhere (subscriber, consent, sends, bounce events); keep only its hash so a
+    later import does not add it again."""
+    db = _db(ctx)
+    ledger = _ledger(ctx)
+    conn = ledger.connect()
+    conn.execute("PRAGMA secure_delete = ON")
+    with ledger.transaction() as c:
+        n = c.execute("DELETE FROM email_sends WHERE email = ? COLLATE NOCASE", (email,)).rowcount
+        n += c.execute("DELETE FROM mail_events WHERE email = ? COLLATE NOCASE", (email,)).rowcount
+    scrub(conn)
+    found = db.forget(email) or n > 0
+    click.echo(f"{address_hash(email)[:16]}…: " + ("erased; its hash is kept as a suppression" if found
+                                                     else "nothing stored; its hash is kept as a suppression"))
+
+
+@subscribers_command.command("snippet")
+@click.pass_context
+def snippet_cmd(ctx: click.Context) -> None:
+    """Print the subscribe form as HTML for the archive site (posts to [subscribe] url)."""
+    from publisher.cli import get_settings
+    from publisher.subscribe import snippet
+
+    click.echo(snippet(get_settings(ctx)), nl=False)
