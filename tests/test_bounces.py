@@ -258,7 +258,7 @@ def dovecot(tmp_path, env):  # noqa: F811 - env: SSL_CERT_FILE trusts the test c
 
     if DOVECOT is None:
         pytest.skip("dovecot not installed (apt-get install dovecot-imapd; .ci/run does)")
-    cert, key = env
+    cert_file, key_file = env
     if os.getuid() == 0:
         try:
             login, internal = pwd.getpwnam("dovenull"), pwd.getpwnam("dovecot")
@@ -273,8 +273,8 @@ def dovecot(tmp_path, env):  # noqa: F811 - env: SSL_CERT_FILE trusts the test c
     base = Path(tempfile.mkdtemp(prefix="publisher-dovecot-"))
     for sub in ("run", "mail"):
         (base / sub).mkdir()
-    shutil.copy(cert, base / "cert.pem")
-    shutil.copy(key, base / "key.pem")
+    shutil.copy(cert_file, base / "cert.pem")
+    shutil.copy(key_file, base / "key.pem")
     port = free_port()
     (base / "passwd").write_text(f"bouncer:{{PLAIN}}imap-pw::::{base}/mail::\n")
     conf = base / "dovecot.conf"
