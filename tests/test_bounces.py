@@ -373,3 +373,15 @@ def test_imap_over_tls_applied_once_and_moved(tmp_path, dovecot):
             process_mailboxes(settings)
     finally:
         os.environ.pop("PUBLISHER_IMAP_PASSWORD", None)
+
+
+def test_the_scheduler_processes_bounces_before_mailing(tmp_path):
+    from publisher.scheduler import run_tick
+
+    box = tmp_path / "Maildir"
+    settings, db, e = project(tmp_path, extra=f'mailbox = "{box}"\n')
+    write_maildir(box, {"p": S.postfix_hard(token_for(db, e[0]), e[0])})
+    (tmp_path / "issues").mkdir(exist_ok=True)
+    assert run_tick(settings) == []  # nothing to publish, but the mailbox was read
+    assert db.get(e[0]).state == "bounced"
+    assert len(list((box / ".processed" / "cur").iterdir())) == 1
