@@ -28,6 +28,7 @@ LAZY_COMMANDS = {
     "schedule": "publisher.scheduler:schedule_command",
     "subscribers": "publisher.subscribers:subscribers_command",
     "serve": "publisher.unsubscribe:serve_command",
+    "bounces": "publisher.bounces:bounces_command",
 }
 
 

@@ -161,6 +161,7 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
     now = now or dt.datetime.now(cfg.timezone)
     channels = settings.enabled_channels
     ledger = open_ledger(settings)
+    _bounces(settings)  # before mailing: never mail an address that bounced or complained since
     reports, failures, unreadable = [], [], []
     for path, issue, reason in scan_issues(settings, cfg.timezone, now):
         if issue is None:
@@ -187,6 +188,8 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
             if o.failed:
                 failures.append(f"{issue.slug}/{o.channel}")
         reports.append(report)
+    if reports:
+        _bounces(settings)  # after the campaign: the SMTP-time rejections are in; DSNs follow later
     if failures or unreadable:
         raise PublisherError(
             "scheduled run incomplete: "
@@ -196,6 +199,18 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
             ]))
             + " (see `publisher status`; the next run retries)")
     return reports
+
+
+def _bounces(settings: Settings) -> None:
+    """Process bounces and complaints when [bounces] is configured; a failure is logged, not fatal."""
+    from .bounces import configured, process_mailboxes
+
+    if not configured(settings):
+        return
+    try:
+        log.info("%s", process_mailboxes(settings).line())
+    except PublisherError as exc:
+        log.error("bounce processing failed (the next run retries): %s", exc)
 
 
 def scheduled_tick() -> None:

@@ -32,6 +32,7 @@ PATH_KEYS = {
     ("email", "subscribers_db"),
     ("schedule", "jobstore"),
     ("outbox", "path"),
+    ("bounces", "mailbox"),
     ("newsletter", "qr_image"),
     ("wechat", "default_cover"),
 }

@@ -1,8 +1,11 @@
 """Email subscribers: a SQLite database ([email] subscribers_db) and `publisher subscribers`.
 
-A subscriber is `active`, `unsubscribed` or `bounced`; only active subscribers are mailed, and
-nothing (not even a re-import of the same CSV) makes an unsubscribed or bounced address active
-again. Recipients are streamed in id order with keyset pagination (`WHERE id > ? LIMIT n`): no
+A subscriber is `pending` (asked through the form, not yet confirmed), `active`, `unsubscribed`
+or `bounced`; only active subscribers are mailed, and nothing but the subscriber's own
+confirmed request (double opt-in, publisher/subscribe.py) makes an unsubscribed or bounced
+address active again — not even a re-import of the same CSV. Consent is recorded in `consent`
+(source form/import/api, time, IP, confirmation time). `forget` erases a person and keeps only
+a hash of the address in `suppressions`, so a later import does not add it again. Recipients are streamed in id order with keyset pagination (`WHERE id > ? LIMIT n`): no
 long read transaction, never the whole list in memory, and an unsubscribe that lands during a
 campaign is seen by the next page.
 """
@@ -10,6 +13,7 @@ campaign is seen by the next page.
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -27,14 +31,28 @@ CREATE TABLE IF NOT EXISTS subscribers (
     email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
     name        TEXT NOT NULL DEFAULT '',
     tags        TEXT NOT NULL DEFAULT '',
-    state       TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'unsubscribed', 'bounced')),
+    state       TEXT NOT NULL DEFAULT 'active'
+                CHECK (state IN ('pending', 'active', 'unsubscribed', 'bounced')),
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
+CREATE TABLE IF NOT EXISTS consent (
+    email         TEXT NOT NULL COLLATE NOCASE,
+    source        TEXT NOT NULL CHECK (source IN ('form', 'import', 'api')),
+    ip            TEXT NOT NULL DEFAULT '',
+    requested_at  TEXT NOT NULL,
+    confirmed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
+CREATE TABLE IF NOT EXISTS suppressions (
+    hash        TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
-STATES = ("active", "unsubscribed", "bounced")
+STATES = ("pending", "active", "unsubscribed", "bounced")
 # deliberately simple: one @, no spaces or angle brackets or control characters, a dotted domain
 EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
@@ -45,6 +63,12 @@ class SubscriberError(PublisherError):
 
 def valid_email(address: str) -> bool:
     return bool(EMAIL_RE.match(address)) and len(address) <= 254
+
+
+def address_hash(email: str) -> str:
+    """The one trace `forget` keeps: SHA-256 of the lowercased address (a pseudonym, not a secret:
+    whoever already knows an address can recognise it, nobody can read one out of it)."""
+    return hashlib.sha256(b"publisher-suppression\0" + email.strip().lower().encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -61,25 +85,109 @@ class SubscriberDB(SQLiteStore):
 
     schema = SCHEMA
 
+    def ensure(self, schema_sql: str) -> None:
+        conn = self.connect()
+        old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
+        if old and "'pending'" not in old[0]:  # a database from before double opt-in: widen the CHECK
+            conn.executescript("""BEGIN IMMEDIATE;
+                ALTER TABLE subscribers RENAME TO subscribers_old;
+                DROP INDEX IF EXISTS subscribers_state;""" + SCHEMA + """
+                INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at
+                  FROM subscribers_old;
+                DROP TABLE subscribers_old;
+                COMMIT;""")
+        super().ensure(schema_sql)
+
     # -- writes ----------------------------------------------------------------------------
 
-    def add_many(self, rows: list[tuple[str, str, str]]) -> None:
-        """Insert or update (email, name, tags); an existing subscriber keeps its state."""
+    def add_many(self, rows: list[tuple[str, str, str]], *, source: str = "import", ip: str = "") -> set[str]:
+        """Insert or update (email, name, tags) as active; an existing subscriber keeps its state.
+        Addresses in `suppressions` (forgotten) are not added: they are returned."""
         now = now_iso()
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            hashes = {address_hash(e): e for e, _, _ in rows}
+            suppressed: set[str] = set()
+            keys = list(hashes)
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                for (h,) in conn.execute(
+                        f"SELECT hash FROM suppressions WHERE hash IN ({','.join('?' * len(part))})", part):
+                    suppressed.add(hashes[h])
+            keep = [(e, n, t) for e, n, t in rows if e not in suppressed]
             conn.executemany(
                 """INSERT INTO subscribers (email, name, tags, state, created_at, updated_at)
                    VALUES (?, ?, ?, 'active', ?, ?)
                    ON CONFLICT (email) DO UPDATE SET name = excluded.name, tags = excluded.tags,
                      updated_at = excluded.updated_at""",
-                [(e, n, t, now, now) for e, n, t in rows],
+                [(e, n, t, now, now) for e, n, t in keep],
+            )
+            conn.executemany(
+                """INSERT INTO consent (email, source, ip, requested_at, confirmed_at)
+                   SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
+                [(e, source, ip, now, e) for e, _, _ in keep],
             )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        return suppressed
+
+    def request(self, email: str, ip: str) -> bool:
+        """A subscription asked for through the form: a new address becomes `pending`, every
+        request is recorded in `consent`. True when a confirmation email should be sent (the
+        address is not already active)."""
+        now = now_iso()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
+            if row is not None and row[0] == "active":
+                return False
+            if row is None:
+                conn.execute("INSERT INTO subscribers (email, state, created_at, updated_at) "
+                             "VALUES (?, 'pending', ?, ?)", (email, now, now))
+            conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
+                         (email, ip, now))
+        return True
+
+    def confirm(self, email: str, ip: str) -> bool:
+        """The subscriber followed the confirmation link and pressed the button: `active`.
+        True when the address exists (a forgotten address is not brought back by an old link)."""
+        now = now_iso()
+        with self.transaction() as conn:
+            if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
+                            (now, email)).rowcount == 0:
+                return False
+            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
+                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
+            if last is None:
+                conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
+                             "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
+            else:
+                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
+            conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
+        return True
+
+    def forget(self, email: str) -> bool:
+        """Erase the person: the row and the consent records go (overwritten on disk), a hash of
+        the address stays in `suppressions`. True when there was anything to erase."""
+        conn = self.connect()
+        conn.execute("PRAGMA secure_delete = ON")
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
+            n += c.execute("DELETE FROM consent WHERE email = ?", (email,)).rowcount
+            c.execute("INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?)",
+                      (address_hash(email), now_iso()))
+        scrub(conn)
+        return n > 0
+
+    def consents(self, email: str) -> list[sqlite3.Row]:
+        return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
+                                      "WHERE email = ? ORDER BY rowid", (email,)).fetchall()
+
+    def is_suppressed(self, email: str) -> bool:
+        return self.connect().execute("SELECT 1 FROM suppressions WHERE hash = ?",
+                                      (address_hash(email),)).fetchone() is not None
 
     def set_state(self, email: str, state: str, *, only_from: tuple[str, ...] = ()) -> bool:
         """Change a subscriber's state; True when a row changed."""
@@ -138,6 +246,16 @@ class SubscriberDB(SQLiteStore):
         return bool(row) and row[0] == "active"
 
 
+def scrub(conn: sqlite3.Connection) -> None:
+    """After a secure delete: rewrite the file (no stale copies in free space) and empty the WAL."""
+    conn.execute("VACUUM")
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    if busy:
+        raise SubscriberError("the database is in use by another process (publisher serve, a campaign); "
+                              "its write-ahead log may still hold the erased address: stop it and run "
+                              "the command again")
+
+
 def _sub(row: sqlite3.Row) -> Subscriber:
     return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])
 
@@ -156,6 +274,19 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
     imported = 0
     pending: list[tuple[str, str, str]] = []
     seen_header = False
+    lines: dict[str, int] = {}
+
+    def flush() -> int:
+        suppressed = db.add_many(pending)
+        for email in suppressed:  # never echo a forgotten address: the line says which row
+            problems.append(Diagnostic("warning", "this address was erased with `subscribers forget`; "
+                                       "row skipped (it is only added again through the subscribe form)",
+                                       str(path), lines[email]))
+        n = len(pending) - len(suppressed)
+        pending.clear()
+        lines.clear()
+        return n
+
     try:
         fh = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
@@ -186,18 +317,16 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
                     problems.append(Diagnostic("error", "name contains a line break; row skipped", str(path), line))
                     continue
                 pending.append((email, name, tags))
+                lines[email] = line
                 if len(pending) >= batch:
-                    db.add_many(pending)
-                    imported += len(pending)
-                    pending = []
+                    imported += flush()
         except UnicodeDecodeError as exc:
             raise SubscriberError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8 and import again",
                                   file=path, line=reader.line_num + 1) from None
         except csv.Error as exc:
             raise SubscriberError(f"malformed CSV: {exc}", file=path, line=reader.line_num) from None
     if pending:
-        db.add_many(pending)
-        imported += len(pending)
+        imported += flush()
     return imported, problems
 
 
@@ -227,9 +356,12 @@ def import_cmd(ctx: click.Context, file: Path) -> None:
     db = _db(ctx)
     imported, problems = import_csv(db, file)
     print_diagnostics(problems)
-    click.echo(f"imported {imported} row(s), skipped {len(problems)} bad row(s); "
-               f"{db.count('active')} active subscriber(s)")
-    if problems:
+    bad = [d for d in problems if d.level == "error"]
+    forgotten = len(problems) - len(bad)
+    click.echo(f"imported {imported} row(s), skipped {len(bad)} bad row(s)"
+               + (f" and {forgotten} erased address(es)" if forgotten else "")
+               + f"; {db.count('active')} active subscriber(s)")
+    if bad:
         ctx.exit(1)
 
 
@@ -295,3 +427,73 @@ def sends_cmd(ctx: click.Context, issue: str, state: str) -> None:
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
     for row in conn.execute(sql + " ORDER BY email", args):
         writer.writerow([row[0], row[1], row[2] or "", row[3] or ""])
+
+
+def _ledger(ctx: click.Context):
+    from publisher.bounces import SCHEMA as EVENTS_SCHEMA
+    from publisher.cli import get_settings
+    from publisher.ledger import Ledger
+    from publisher.transports.email import SCHEMA as SENDS_SCHEMA
+
+    ledger = Ledger(get_settings(ctx).require("paths", "ledger", "the ledger database"))
+    ledger.ensure(SENDS_SCHEMA)
+    ledger.ensure(EVENTS_SCHEMA)
+    return ledger
+
+
+@subscribers_command.command("show")
+@click.argument("email")
+@click.pass_context
+def show_cmd(ctx: click.Context, email: str) -> None:
+    """Everything kept about EMAIL: state, consent, sends, bounces and complaints."""
+    db = _db(ctx)
+    sub = db.get(email)
+    if sub is None:
+        hint = " (erased with `forget`; only its hash is kept)" if db.is_suppressed(email) else ""
+        raise SubscriberError(f"no subscriber {email!r}{hint}")
+    conn = _ledger(ctx).connect()
+    click.echo(f"email: {sub.email}\nname: {sub.name}\ntags: {sub.tags}\nstate: {sub.state}")
+    row = db.connect().execute("SELECT created_at, updated_at FROM subscribers WHERE id = ?", (sub.id,)).fetchone()
+    click.echo(f"added: {row[0]}\nchanged: {row[1]}")
+    click.echo("consent:")
+    for c in db.consents(sub.email):
+        click.echo(f"  {c['requested_at']} source={c['source']} ip={c['ip'] or '-'} "
+                   f"confirmed={c['confirmed_at'] or '-'}")
+    click.echo("sends:")
+    for r in conn.execute("SELECT issue, state, attempts, smtp_code, updated_at FROM email_sends "
+                          "WHERE email = ? COLLATE NOCASE ORDER BY issue", (sub.email,)):
+        click.echo(f"  {r['issue']} {r['state']} attempts={r['attempts']} code={r['smtp_code'] or '-'} "
+                   f"at={r['updated_at']}")
+    click.echo("bounces and complaints:")
+    for r in conn.execute("SELECT processed_at, kind, issue, action, evidence FROM mail_events "
+                          "WHERE email = ? COLLATE NOCASE ORDER BY processed_at", (sub.email,)):
+        click.echo(f"  {r['processed_at']} {r['kind']} issue={r['issue'] or '-'} {r['action']}: {r['evidence']}")
+
+
+@subscribers_command.command("forget")
+@click.argument("email")
+@click.pass_context
+def forget_cmd(ctx: click.Context, email: str) -> None:
+    """Erase EMAIL everywhere (subscriber, consent, sends, bounce events); keep only its hash so a
+    later import does not add it again."""
+    db = _db(ctx)
+    ledger = _ledger(ctx)
+    conn = ledger.connect()
+    conn.execute("PRAGMA secure_delete = ON")
+    with ledger.transaction() as c:
+        n = c.execute("DELETE FROM email_sends WHERE email = ? COLLATE NOCASE", (email,)).rowcount
+        n += c.execute("DELETE FROM mail_events WHERE email = ? COLLATE NOCASE", (email,)).rowcount
+    scrub(conn)
+    found = db.forget(email) or n > 0
+    click.echo(f"{address_hash(email)[:16]}…: " + ("erased; its hash is kept as a suppression" if found
+                                                     else "nothing stored; its hash is kept as a suppression"))
+
+
+@subscribers_command.command("snippet")
+@click.pass_context
+def snippet_cmd(ctx: click.Context) -> None:
+    """Print the subscribe form as HTML for the archive site (posts to [subscribe] url)."""
+    from publisher.cli import get_settings
+    from publisher.subscribe import snippet
+
+    click.echo(snippet(get_settings(ctx)), nl=False)

@@ -9,6 +9,7 @@ token table: it verifies the signature and unsubscribes the address the token na
     POST /unsubscribe?token=…   with `List-Unsubscribe=One-Click` (the mail client's one-click
                                 request) or the page's form: unsubscribes at once
     GET  /healthz               "ok"
+    /subscribe, /confirm        the subscribe form and double opt-in (publisher/subscribe.py)
 
 A bad or forged token gets 400 and changes nothing.
 """
@@ -80,8 +81,9 @@ button{{font-size:1em;padding:.5em 1.2em}}</style></head>
 """
 
 
-def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = ""):
-    """The WSGI application; `subscribers_db` is opened per request thread."""
+def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = "", subscribe=None):
+    """The WSGI application; `subscribers_db` is opened per request thread; `subscribe`, a WSGI
+    app, answers /subscribe and /confirm (publisher.subscribe.make_subscribe_app)."""
     from publisher.subscribers import SubscriberDB
 
     db = SubscriberDB(subscribers_db)
@@ -102,6 +104,8 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
+        if subscribe is not None and path.rstrip("/") in ("/subscribe", "/confirm"):
+            return subscribe(environ, start_response)
         if path.rstrip("/") != "/unsubscribe":
             return page(start_response, "404 Not Found", "Not found", "<p>Nothing here.</p>")
         query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -161,11 +165,13 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0):
 
 
 def app_from_settings(settings):
+    from publisher.subscribe import make_subscribe_app
     from publisher.subscribers import open_db
 
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"])
+    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+                    subscribe=make_subscribe_app(settings, secret))
 
 
 @click.command("serve")
@@ -173,7 +179,7 @@ def app_from_settings(settings):
 @click.option("--port", type=int, default=None, help="Override [serve] port.")
 @click.pass_context
 def serve_command(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the unsubscribe endpoint (put it behind an HTTPS reverse proxy)."""
+    """Run the unsubscribe endpoint and the subscribe form (put it behind an HTTPS reverse proxy)."""
     from publisher.cli import get_settings
     from publisher.errors import ConfigError
 
@@ -186,7 +192,8 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None) -> Non
         server = make_wsgi_server(app, host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ([serve] host/port): {exc.strerror}") from None
-    click.echo(f"unsubscribe endpoint on http://{host}:{server.server_port}/unsubscribe (Ctrl-C stops)")
+    click.echo(f"unsubscribe endpoint on http://{host}:{server.server_port}/unsubscribe, subscribe form on "
+               f"/subscribe (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

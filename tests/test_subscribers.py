@@ -53,7 +53,7 @@ def test_unsubscribed_and_bounced_stay_so_after_reimport(tmp_path):
     db.set_state("B@EXAMPLE.COM", "bounced")  # addresses compare case-insensitively
     import_csv(db, f)
     assert [s.email for s in db.iter()] == ["c@example.com"]
-    assert db.counts() == {"active": 1, "unsubscribed": 1, "bounced": 1}
+    assert db.counts() == {"pending": 0, "active": 1, "unsubscribed": 1, "bounced": 1}
 
 
 def test_recipients_are_streamed_in_pages(tmp_path):
@@ -79,7 +79,7 @@ def test_cli_import_list_count_remove(tmp_path):
     p = run(tmp_path, "subscribers", "remove", "ann@example.com")
     assert p.returncode == 0, p.stderr
     p = run(tmp_path, "subscribers", "count")
-    assert p.stdout.strip() == "active=2 unsubscribed=1 bounced=0 total=3"
+    assert p.stdout.strip() == "pending=0 active=2 unsubscribed=1 bounced=0 total=3"
     p = run(tmp_path, "subscribers", "list")
     assert p.stdout.splitlines() == ["carol@example.com,\"Chen, Carol\",,active",
                                      'frank@example.com,弗兰克,"x,y",active']

@@ -197,8 +197,8 @@ def _group(sender: str, rcpt: str) -> bytes:
 
 
 def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None],
-             *, stuffed: bool = False, group_sent: bool = False, next_rcpt: str | None = None
-             ) -> tuple[float, bool]:
+             *, stuffed: bool = False, group_sent: bool = False, next_rcpt: str | None = None,
+             next_sender: str | None = None) -> tuple[float, bool]:
     """One message over an open connection; calls `before_dot` just before the final dot.
 
     With PIPELINING (RFC 2920) MAIL, RCPT and DATA go in one write, and when `next_rcpt` is given
@@ -236,7 +236,7 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
         raise Temporary(f"connection lost: {exc}") from None
     before_dot()
     try:
-        smtp.send(b".\r\n" + _group(sender, next_rcpt) if chain else b".\r\n")
+        smtp.send(b".\r\n" + _group(next_sender or sender, next_rcpt) if chain else b".\r\n")
         code, resp = smtp.getreply()
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         raise AfterDot(f"connection lost after the final dot: {exc}") from None
@@ -298,6 +298,10 @@ class Campaign:
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
         ledger.ensure(SCHEMA)
+        from publisher.bounces import envelope_sender
+
+        # [bounces] address set: a VERP envelope sender per recipient (publisher/bounces.py)
+        self.envelope = envelope_sender(settings, secret, template.issue, self.subs)
 
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
@@ -480,8 +484,10 @@ class Campaign:
             marked.append(time.monotonic())
 
         try:
-            accepted, chained = transmit(smtp, self.t.envelope_from, email, msg, before_dot, stuffed=True,
-                                         group_sent=group_sent, next_rcpt=next_rcpt)
+            sender = self.envelope or (lambda _: self.t.envelope_from)
+            accepted, chained = transmit(smtp, sender(email), email, msg, before_dot, stuffed=True,
+                                         group_sent=group_sent, next_rcpt=next_rcpt,
+                                         next_sender=sender(next_rcpt) if next_rcpt else None)
         except Temporary as exc:
             if marked:  # the server answered 4xx to the final dot: it does not have the message
                 self._mark(email, "pending", error=str(exc)[:500])

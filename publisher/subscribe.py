@@ -1,0 +1,292 @@
+"""Subscribe with double opt-in: the form, the confirmation email, the confirmation link.
+
+Served by `publisher serve` beside the unsubscribe endpoint (publisher/unsubscribe.py dispatches
+these paths here):
+
+    GET  /subscribe          the form ([subscribe] language; templates/subscribe/)
+    POST /subscribe          email=…: a new address becomes `pending` and is sent a confirmation
+                             email with a signed link that expires ([subscribe] confirm_hours)
+    GET  /confirm?token=…    a page with a button; changes nothing (mail scanners follow links)
+    POST /confirm            token=…: the address becomes `active`
+
+The POST /subscribe answer is the same page whether the address is new, pending, active or
+unsubscribed, and the email is sent by a background thread, so neither the page nor its timing
+tells whether an address is on the list. A filled-in honeypot field (`website`, hidden from
+people) gets the same page and changes nothing; more than [subscribe] per_ip_per_hour requests
+from one IP get 429; an address gets at most per_address_per_hour confirmation emails.
+
+A confirmation token is `base64url(email) "." EXPIRES "." base64url(HMAC-SHA256(secret,
+"confirm" NUL list_id NUL email NUL EXPIRES))` (EXPIRES: Unix seconds), signed with the same
+secret as unsubscribe links but never interchangeable with them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import queue
+import threading
+import time
+import tomllib
+from collections import deque
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from urllib.parse import parse_qs, quote
+
+log = logging.getLogger("publisher.subscribe")
+
+MAX_BODY = 4096
+PATHS = ("/subscribe", "/confirm")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, list_id: str, email: str, expires: int) -> bytes:
+    msg = f"confirm\0{list_id}\0{email.strip().lower()}\0{expires}".encode()
+    return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).digest()
+
+
+def make_confirm_token(secret: str, list_id: str, email: str, expires: int) -> str:
+    return f"{_b64(email.encode('utf-8'))}.{expires}.{_b64(_mac(secret, list_id, email, expires))}"
+
+
+def check_confirm_token(secret: str, list_id: str, token: str, now: float | None = None
+                        ) -> tuple[str | None, str]:
+    """(email, "ok") for a genuine unexpired token; (None, "expired") or (None, "invalid")."""
+    try:
+        head, exp, sig = token.split(".")
+        if len(token) > 1024 or not exp.isdigit():
+            return None, "invalid"
+        email, expires, given = _unb64(head).decode("utf-8"), int(exp), _unb64(sig)
+    except (ValueError, UnicodeDecodeError):
+        return None, "invalid"
+    if not hmac.compare_digest(given, _mac(secret, list_id, email, expires)):
+        return None, "invalid"
+    if (time.time() if now is None else now) > expires:
+        return None, "expired"
+    return email, "ok"
+
+
+class Limiter:
+    """At most `limit` events per key in the last `window` seconds (in memory, bounded)."""
+
+    def __init__(self, limit: int, window: float = 3600.0, max_keys: int = 100_000):
+        self.limit, self.window, self.max_keys = limit, window, max_keys
+        self.hits: dict[str, deque] = {}
+        self.lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            q = self.hits.get(key)
+            if q is None:
+                if len(self.hits) >= self.max_keys:  # forget the idle keys first
+                    for k in [k for k, v in self.hits.items() if not v or now - v[-1] > self.window]:
+                        del self.hits[k]
+                    if len(self.hits) >= self.max_keys:
+                        return False
+                q = self.hits[key] = deque()
+            while q and now - q[0] > self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return False
+            q.append(now)
+            return True
+
+
+def strings(settings) -> dict[str, str]:
+    from publisher.channels.base import template_env
+
+    lang = settings["subscribe"]["language"]
+    env = template_env(settings)
+    source, _, _ = env.loader.get_source(env, "subscribe/strings.toml")
+    table = tomllib.loads(source)
+    if lang not in table:
+        from publisher.errors import ConfigError
+
+        raise ConfigError(f"[subscribe] language {lang!r} has no words in templates/subscribe/strings.toml "
+                          f"(known: {', '.join(sorted(table))}): fix it in {settings.where()}")
+    name = settings["newsletter"]["name"]
+    return {k: v.replace("{name}", name) for k, v in table[lang].items()}
+
+
+def snippet(settings) -> str:
+    """The form as HTML to paste into the archive site (posts to [subscribe] url)."""
+    from publisher.channels.base import template_env
+
+    url = settings.require("subscribe", "url", "the public https:// URL of /subscribe")
+    return template_env(settings).get_template("subscribe/snippet.html").render(t=strings(settings), action=url)
+
+
+class Mailer:
+    """Sends confirmation emails from one background thread (the request never waits for SMTP)."""
+
+    def __init__(self, settings, secret: str):
+        from publisher.channels.base import template_env
+        from publisher.transports.email import SmtpConfig
+
+        self.settings = settings
+        self.secret = secret
+        self.cfg = SmtpConfig.from_settings(settings)
+        self.env = template_env(settings)
+        self.q: queue.Queue = queue.Queue(maxsize=1000)
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def message(self, email: str) -> bytes:
+        s, em = self.settings, self.settings["email"]
+        hours = s["subscribe"]["confirm_hours"]
+        expires = int(time.time() + hours * 3600)
+        token = make_confirm_token(self.secret, em["list_id"], email, expires)
+        link = s["subscribe"]["confirm_url"].replace("{token}", quote(token, safe=""))
+        t = strings(s)
+        body = self.env.get_template("subscribe/confirm_email.txt").render(
+            t=t, lang=s["subscribe"]["language"], name=s["newsletter"]["name"], link=link, hours=hours)
+        msg = EmailMessage()
+        msg["From"] = formataddr((em["from_name"], em["from_address"]))
+        msg["To"] = email
+        msg["Subject"] = t["email_subject"]
+        msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
+        msg["Message-ID"] = make_msgid(domain=em["from_address"].rsplit("@", 1)[-1])
+        msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: vacation responders stay quiet
+        msg.set_content(body, cte="quoted-printable")
+        from email import policy
+
+        return msg.as_bytes(policy=policy.SMTP)
+
+    def send_now(self, email: str) -> None:
+        from publisher.transports.email import _close, connect, transmit
+
+        sender = self.settings["bounces"]["address"] or self.settings["email"]["from_address"]
+        smtp = connect(self.cfg)
+        try:
+            transmit(smtp, sender, email, self.message(email), lambda: None)
+            smtp.quit()
+        finally:
+            _close(smtp)
+
+    def submit(self, email: str) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="subscribe-mailer", daemon=True)
+                self.thread.start()
+        try:
+            self.q.put_nowait(email)
+        except queue.Full:
+            log.warning("confirmation queue full; a request was dropped (the reader can submit again)")
+
+    def _run(self) -> None:
+        while True:
+            email = self.q.get()
+            for attempt in range(3):
+                try:
+                    self.send_now(email)
+                    log.info("confirmation email sent")
+                    break
+                except Exception as exc:  # noqa: BLE001 - keep the thread alive; the row stays pending
+                    log.warning("confirmation email not sent (attempt %d): %s", attempt + 1,
+                                type(exc).__name__)
+                    time.sleep(2 ** attempt)
+
+
+def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
+    """The WSGI app of /subscribe and /confirm."""
+    from publisher.channels.base import template_env
+    from publisher.subscribers import open_db, valid_email
+
+    db = open_db(settings)
+    env = template_env(settings)
+    sub = settings["subscribe"]
+    list_id = settings["email"]["list_id"]
+    lang = sub["language"]
+    t = strings(settings)
+    hours = sub["confirm_hours"]
+    per_ip = Limiter(int(sub["per_ip_per_hour"]))
+    per_address = Limiter(int(sub["per_address_per_hour"]))
+    proxies = set(sub["trusted_proxies"])
+    mailer = mailer or Mailer(settings, secret)
+
+    def page(start_response, status: str, template: str, title: str, **values):
+        data = env.get_template(template).render(t=t, lang=lang, title=title, **values).encode("utf-8")
+        start_response(status, [("Content-Type", "text/html; charset=utf-8"),
+                                ("Content-Length", str(len(data))),
+                                ("Cache-Control", "no-store"),
+                                ("X-Content-Type-Options", "nosniff"),
+                                ("X-Frame-Options", "DENY"),
+                                ("Referrer-Policy", "no-referrer")])
+        return [data]
+
+    def client_ip(environ) -> str:
+        ip = environ.get("REMOTE_ADDR", "")
+        fwd = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if ip in proxies and fwd:
+            ip = fwd.split(",")[-1].strip()  # the hop our proxy added
+        return ip[:64]
+
+    def read_form(environ) -> dict[str, list[str]] | None:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            return None
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        return parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10)
+
+    def app(environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/").rstrip("/")
+        if method not in ("GET", "HEAD", "POST"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Type", "text/plain")])
+            return [b"method not allowed\n"]
+        form: dict[str, list[str]] = {}
+        if method == "POST":
+            got = read_form(environ)
+            if got is None:
+                start_response("413 Content Too Large", [("Content-Type", "text/plain")])
+                return [b"request too large\n"]
+            form = got
+        if path == "/subscribe":
+            if method != "POST":
+                return page(start_response, "200 OK", "subscribe/form.html", t["form_title"], action="subscribe",
+                            error="")
+            ip = client_ip(environ)
+            if not per_ip.allow(ip):
+                log.info("subscribe: rate limited")
+                return page(start_response, "429 Too Many Requests", "subscribe/message.html",
+                            t["limited_title"], body=t["limited_body"])
+            email = (form.get("email") or [""])[0].strip()
+            if not valid_email(email):
+                return page(start_response, "400 Bad Request", "subscribe/form.html", t["form_title"],
+                            action="subscribe", error=t["bad_email"])
+            if (form.get("website") or [""])[0]:
+                log.info("subscribe: honeypot filled; ignored")
+            elif db.request(email, ip) and per_address.allow(email.lower()):
+                mailer.submit(email)
+            return page(start_response, "200 OK", "subscribe/message.html", t["thanks_title"],
+                        body=t["thanks_body"].format(email=email, hours=hours))
+        token = (form.get("token") or parse_qs(environ.get("QUERY_STRING", "")).get("token") or [""])[0]
+        email, why = check_confirm_token(secret, list_id, token) if token else (None, "invalid")
+        if email is not None and method == "POST" and not db.confirm(email, client_ip(environ)):
+            email, why = None, "invalid"  # erased (forget) since the link was sent
+        if email is None:
+            status = "410 Gone" if why == "expired" else "400 Bad Request"
+            return page(start_response, status, "subscribe/message.html", t[f"{why}_title"],
+                        body=t[f"{why}_body"])
+        if method == "POST":
+            log.info("confirm: subscribed")
+            return page(start_response, "200 OK", "subscribe/message.html", t["confirmed_title"],
+                        body=t["confirmed_body"].format(email=email))
+        return page(start_response, "200 OK", "subscribe/confirm.html", t["confirm_title"],
+                    body=t["confirm_body"].format(email=email), token=token)
+
+    return app
