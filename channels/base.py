@@ -17,6 +17,7 @@ No code outside the channel's own module is keyed by its name.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import tomllib
@@ -231,6 +232,11 @@ class Channel:
         return tables
 
     def __init__(self, ctx: RenderContext):
+        # a channel rendered without being enabled (`render --channel NAME`) still sees the
+        # defaults of the config tables it declares
+        missing = {t: d for t, d in self.config_tables().items() if t not in ctx.settings.data}
+        if missing:
+            ctx.settings = dataclasses.replace(ctx.settings, data={**ctx.settings.data, **missing})
         self.ctx = ctx
         self.settings = ctx.settings
 
