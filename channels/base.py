@@ -17,6 +17,7 @@ No code outside the channel's own module is keyed by its name.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import tomllib
@@ -83,6 +84,7 @@ class PastIssue:
 
     date: dt.date
     title: str
+    path: Path | None = field(default=None, compare=False)  # its source, when it has one
 
     @property
     def slug(self) -> str:
@@ -99,6 +101,7 @@ class RenderContext:
 
     def __post_init__(self) -> None:
         self._env: jinja2.Environment | None = None
+        self._loaded: dict[dt.date, Issue] = {}
 
     @property
     def env(self) -> jinja2.Environment:
@@ -109,6 +112,17 @@ class RenderContext:
     def past_issues(self, before: dt.date, limit: int | None = None) -> list[PastIssue]:
         past = [p for p in self.archive if p.date < before]
         return past[:limit] if limit else past
+
+    def load(self, past: PastIssue) -> Issue:
+        """Another issue of the archive, read from its source (once), for channels whose output
+        spans the archive (a feed with full content). A source error names its file and line."""
+        if past.date not in self._loaded:
+            if past.path is None:
+                raise ConfigError(f"issue {past.slug} of the archive has no source file to read")
+            from publisher.reader import read_issue
+
+            self._loaded[past.date] = read_issue(past.path).issue
+        return self._loaded[past.date]
 
 
 def builtin_templates() -> Path:
@@ -218,6 +232,11 @@ class Channel:
         return tables
 
     def __init__(self, ctx: RenderContext):
+        # a channel rendered without being enabled (`render --channel NAME`) still sees the
+        # defaults of the config tables it declares
+        missing = {t: d for t, d in self.config_tables().items() if t not in ctx.settings.data}
+        if missing:
+            ctx.settings = dataclasses.replace(ctx.settings, data={**ctx.settings.data, **missing})
         self.ctx = ctx
         self.settings = ctx.settings
 

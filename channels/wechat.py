@@ -170,7 +170,9 @@ class WeChatChannel(Channel):
             "title_limit": TITLE_LIMIT,
             "digest": digest,
             "author": issue.author or news["author"],
-            "content_source_url": format_setting(self.settings, "newsletter", "archive_url", date=issue.slug),
+            "content_source_url": format_setting(
+                self.settings, *(("wechat", "content_source_url") if self.settings["wechat"]["content_source_url"]
+                                 else ("newsletter", "archive_url")), date=issue.slug),
             "content_length": len(body),
             "content_limit": CONTENT_LIMIT,
             "references": len(refs),

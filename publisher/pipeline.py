@@ -61,7 +61,7 @@ def archive(settings: Settings, extra: Issue | None = None) -> tuple[PastIssue, 
         if not is_listed(path):
             continue
         date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
-        entries[date] = PastIssue(date, f"{brand} ({date.isoformat()})")
+        entries[date] = PastIssue(date, f"{brand} ({date.isoformat()})", path)
     if extra is not None:
         entries.setdefault(extra.date, PastIssue(extra.date, f"{brand} ({extra.date.isoformat()})"))
     return tuple(sorted(entries.values(), key=lambda p: p.date, reverse=True))
@@ -111,7 +111,7 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
         if image.data is not None:
             _atomic_write(target, image.data)
         elif image.path is not None and image.path.is_file():
-            if target.resolve() == image.path.resolve():
+            if target.resolve() == image.path.resolve() or _same_bytes(target, image.path.read_bytes()):
                 continue
             shutil.copyfile(image.path, target)
         else:
@@ -120,7 +120,18 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     return written
 
 
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file; a file that already holds exactly these
+    bytes is left alone (not rewritten), so a rebuild touches only what changed."""
+    if _same_bytes(path, data):
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -39,7 +39,11 @@ CHANNELS = available_channels()
 def settings(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("PUBLISHER_CONFIG", raising=False)
-        return load_settings(cwd=tmp_path_factory.mktemp("proj"))
+        proj = tmp_path_factory.mktemp("proj")
+        # the web channel needs its public address (absolute URLs in its feed and metadata)
+        (proj / "publisher.toml").write_text('[web]\nbase_url = "https://example.org/newsletter/"\n',
+                                             encoding="utf-8")
+        return load_settings(cwd=proj)
 
 
 def channel(name: str, settings) -> Channel:

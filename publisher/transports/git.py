@@ -27,8 +27,8 @@ _START_RE = re.compile(r"<!-- publisher:archive-index:start[^>]*-->")
 MONTHS = ["1月", "2月", "3月", "4月", "5月", "6月", "7月", "8月", "9月", "10月", "11月", "12月"]
 
 
-def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+def git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
     try:
         proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
     except FileNotFoundError:
