@@ -377,7 +377,7 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
         rjson.write_text(rendition_json(rendition), encoding="utf-8")
         script = tmp_path / "child.py"
         script.write_text(CHILD, encoding="utf-8")
-        for trial in range(10):
+        for trial in range(20):
             folder = tmp_path / f"trial{trial}"
             cfg = write_project(folder, server.port, connections=connections)
             settings = load_settings(cfg)
@@ -404,11 +404,12 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
                            "ambiguous": len(stats.ambiguous), "duplicates": dups, "losses": len(losses)})
             assert not losses, report[-1]
             assert dups <= len(stats.ambiguous) <= connections, report[-1]
+            assert stats.resent == len(stats.ambiguous) and f"ambiguous-resent {stats.resent}" in stats.summary()
             assert stats.remaining == 0
     finally:
         server.stop()
     print("\nkill -9 trials:", json.dumps(report))
-    assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 8, "kills land mid-campaign"
+    assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 16, "kills land mid-campaign"
 
 
 # -- `publisher push ISSUE --channel email` end to end (push.py → get_transport → EmailTransport) -
