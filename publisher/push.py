@@ -260,6 +260,18 @@ def redact(text: str | None, settings: Settings) -> str:
     return _USERINFO_RE.sub(r"\1***@", text)
 
 
+def _email_counts(ledger: Ledger, record) -> str:
+    """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
+    from .transports.email import campaign_status
+
+    counts = campaign_status(ledger, record.issue)
+    d = record.details
+    parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
+    parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"), ("ambiguous_resent", "ambiguous-resent"))
+              if k in d]
+    return ", ".join(parts)
+
+
 @click.command("status")
 @click.argument("issue", required=False)
 @click.pass_context
@@ -292,6 +304,8 @@ def status_command(ctx, issue) -> int:
     colors = {"done": "green", "failed": "red", "pushing": "yellow", "pending": "cyan"}
     for r in records:
         remote = " ".join(x for x in (r.remote_id, r.url) if x)
+        if r.channel == "email":
+            remote = " ".join(filter(None, [remote, _email_counts(Ledger(ledger_path), r)]))
         table.add_row(r.issue, r.channel, Text(r.state, style=colors.get(r.state, "")),
                       str(r.attempts), Text(redact(remote, settings)), r.updated_at,
                       Text(redact(r.last_error, settings)))

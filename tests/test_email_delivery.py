@@ -442,6 +442,8 @@ def test_publisher_push_channel_email_end_to_end(tmp_path, env):
         assert sorted(server.handler.recipients()[1:]) == [e for e in emails if e != "reader00003@example.com"]
         p = _cli(tmp_path, "status", "2026-11-23")
         assert p.returncode == 0 and "email" in p.stdout and "done" in p.stdout
+        flat = " ".join(p.stdout.replace("│", " ").split())
+        assert "sent 7" in flat and "failed 1" in flat and "bounced 1" in flat and "ambiguous-resent 0" in flat
         p = _cli(tmp_path, "subscribers", "sends", "2026-11-23")
         assert "failed=1 sent=7" in p.stdout and "reader00003@example.com,failed,550," in p.stdout
         for out in (p.stdout, p.stderr):

@@ -681,12 +681,15 @@ def _close(smtp: smtplib.SMTP | None) -> None:
 
 
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
-                 ambiguous: str | None = None) -> CampaignStats:
-    """Send `rendition` to every active subscriber not yet done; the standalone entry point."""
+                 ambiguous: str | None = None, lease=None) -> CampaignStats:
+    """Send `rendition` to every active subscriber not yet done; the standalone entry point.
+    `lease`: the (issue, "email") lease the caller holds (push_issue takes it), if any."""
     check_unsubscribe_url(settings)
     secret = settings.secret("email", "secret_env")
     template = build_template(rendition, settings)
-    return Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous).run()
+    campaign = Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous)
+    campaign.lease = lease
+    return campaign.run()
 
 
 def send_test(rendition: Rendition, settings, to: str) -> str:
