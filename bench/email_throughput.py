@@ -38,11 +38,13 @@ from publisher.settings import load_settings
 from publisher.transports.email import run_campaign
 settings = load_settings(sys.argv[1])
 rendition = Rendition(**json.loads(open(sys.argv[2], encoding="utf-8").read()))
-stats = run_campaign(rendition, settings, Ledger(settings.path("paths", "ledger")))
+ledger = Ledger(settings.path("paths", "ledger"))
+with ledger.acquire(rendition.issue, "email") as lease:  # as `publisher push` does: lease + heartbeat
+    stats = run_campaign(rendition, settings, ledger, lease=lease)
 w = sorted(stats.windows); a = sorted(stats.accept_to_commit)
 pct = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else None
 print(json.dumps({"sent": stats.sent, "elapsed": stats.elapsed, "remaining": stats.remaining,
-                  "failed": stats.failed, "aborted": stats.aborted,
+                  "failed": stats.failed, "faults": stats.faults, "aborted": stats.aborted,
                   "window_ms": {"p50": pct(w, .5), "p99": pct(w, .99), "max": pct(w, 1)},
                   "accept_to_commit_ms": {"p50": pct(a, .5), "p99": pct(a, .99), "max": pct(a, 1)}}))
 """

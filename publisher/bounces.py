@@ -95,7 +95,7 @@ def verp_pattern(base: str) -> re.Pattern:
                       rf"{re.escape(domain)}(?![\w-])")
 
 
-def envelope_sender(settings, secret: str, issue: str, subs):
+def verp_sender(settings, secret: str, issue: str, subs):
     """For a campaign: a function email → MAIL FROM, or None when [bounces] address is not set."""
     base = settings["bounces"]["address"]
     if not base:

@@ -13,8 +13,10 @@ never wraps across it. At substitution the URL itself is quoted-printable encode
 `=3D`, long URLs get soft breaks) and, in the HTML part, HTML-escaped first (`&` → `&amp;`).
 Decoded, the parts read exactly as the channel wrote them with the token replaced.
 
-Headers are written on one line each (no folding: folding has broken DKIM in practice);
-non-ASCII text uses RFC 2047 encoded words side by side on that line. Message-IDs are
+Headers follow RFC 5322 and RFC 2047: non-ASCII text becomes base64 encoded words of at most 75
+characters (each holding whole UTF-8 characters), and every header is folded (CRLF + space) at
+whitespace so that no line exceeds 78 characters where a break is possible (an unbreakable run of
+ASCII longer than that is encoded too, so no line can reach the 998-character limit). Message-IDs are
 deterministic per (issue, recipient), so a re-sent copy carries the same Message-ID and mail
 systems that de-duplicate by Message-ID show it once.
 """
@@ -43,27 +45,58 @@ def _slot(name: str) -> bytes:
     return b"\x00" + name.encode() + b"\x00"
 
 
-def encode_header_text(text: str) -> str:
-    """ASCII text as is; otherwise RFC 2047 base64 encoded words (each ≤ 75 chars), one line."""
-    if text.isascii() and not re.search(r"[\x00-\x1f\x7f]|=\?", text):
-        return text
+LINE_MAX = 78  # RFC 5322 2.1.1: SHOULD (998 MUST)
+WORD_BYTES = 42  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 56 base64 + "?=" = 68 characters
+
+
+def _encoded_words(text: str) -> list[str]:
     words, chunk = [], ""
-    for ch in text.replace("\r", " ").replace("\n", " "):
-        if len((chunk + ch).encode("utf-8")) > 45:
+    for ch in text:
+        if len((chunk + ch).encode("utf-8")) > WORD_BYTES:
             words.append(chunk)
             chunk = ""
         chunk += ch
     if chunk:
         words.append(chunk)
-    return " ".join(f"=?utf-8?b?{b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words)
+    return [f"=?utf-8?b?{b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
 
 
-def _address(name: str, addr: str) -> str:
+def header_tokens(text: str) -> list[str]:
+    """Text as header tokens to be joined by whitespace: ASCII words as they are; RFC 2047
+    encoded words (≤ 75 characters each) for non-ASCII text, control characters, text that
+    looks like an encoded word, or a word too long to fit on a line."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if text.isascii() and not re.search(r"[\x00-\x1f\x7f]|=\?", text):
+        words = text.split()
+        if all(len(w) <= LINE_MAX - 12 for w in words):
+            return words
+    return _encoded_words(text)
+
+
+def encode_header_text(text: str) -> str:
+    """ASCII text as is; otherwise RFC 2047 base64 encoded words (each ≤ 75 chars), unfolded."""
+    return " ".join(header_tokens(text))
+
+
+def fold(name: str, tokens: list[str]) -> str:
+    """`Name: tok tok …` folded with CRLF + space so that each line stays within 78 characters."""
+    lines, line = [], f"{name}:"
+    for tok in tokens:
+        if len(line) + 1 + len(tok) > LINE_MAX and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += " " + tok
+    lines.append(line)
+    return "\r\n".join(lines)
+
+
+def _address(name: str, addr: str) -> list[str]:
+    """A mailbox as header tokens."""
     if not name:
-        return addr
+        return [addr]
     if name.isascii() and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.]+", name):
-        return f"{name} <{addr}>" if "." not in name else f'"{name}" <{addr}>'
-    return f"{encode_header_text(name)} <{addr}>"
+        return [*name.split(), f"<{addr}>"] if "." not in name else [f'"{name}"', f"<{addr}>"]
+    return [*header_tokens(name), f"<{addr}>"]
 
 
 def _qp(data: bytes) -> bytes:
@@ -192,9 +225,9 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     boundary = "==pub_" + hashlib.sha256((rendition.body + text).encode("utf-8")).hexdigest()[:28]
 
     headers = [
-        f"From: {_address(em['from_name'], from_addr)}",
+        fold("From", _address(em["from_name"], from_addr)),
         "To: \x00to\x00",
-        f"Subject: {encode_header_text(subject)}",
+        fold("Subject", header_tokens(subject)),
         f"Date: {format_datetime(date)}",
         "Message-ID: \x00msgid\x00",
         "MIME-Version: 1.0",
@@ -202,16 +235,16 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     if em["reply_to"]:
         headers.append(f"Reply-To: {em['reply_to']}")
     name = em["from_name"]
-    headers.append(f"List-Id: {encode_header_text(name)} <{list_id}>" if name else f"List-Id: <{list_id}>")
+    headers.append(fold("List-Id", [*header_tokens(name), f"<{list_id}>"] if name else [f"<{list_id}>"]))
     unsub = "List-Unsubscribe: <\x00unsub_hdr\x00>"
     if em["unsubscribe_mailto"]:
         mailto = em["unsubscribe_mailto"]
         if not mailto.startswith("mailto:"):
             mailto = "mailto:" + mailto
-        unsub += f", <{mailto}>"
+        unsub += f",\r\n <{mailto}>"  # the per-reader URL is long: the mailto on a line of its own
     headers.append(unsub)
     headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
     head = ("\r\n".join(headers) + "\r\n\r\n").encode("utf-8")
 
     b = boundary.encode("ascii")

@@ -1,13 +1,16 @@
 """The one push path: an issue → each channel's rendition → its transport → the ledger.
 
 `publisher push`, `publisher schedule` and anything else that publishes go through
-`push_issue()`. Per channel: skipped when the ledger already says `done` (unless force), else
-ledger.begin → render → transport.push → ledger.finish, or ledger.fail with the error. One
-channel failing never stops the others; the caller turns any failure into a non-zero exit.
+`push_issue()`. Per channel: the (issue, channel) lease is taken (another live sender → `busy`,
+naming it; nothing written); then skipped when the ledger already says `done` (unless force),
+else ledger.begin → render → transport.push → ledger.finish, or ledger.fail with the error; the
+lease is released. One channel failing never stops the others; the caller turns any failure
+(busy included) into a non-zero exit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,18 +20,19 @@ from typing import Any
 import click
 
 from .errors import Diagnostic, PublisherError, SourceError
-from .ledger import Ledger
+from .ledger import LeaseHeld, Ledger, checkpoint
 from .model import Issue
 from .settings import Settings
 
 # outcome states
 DONE, SKIPPED, FAILED, DRY_RUN = "done", "skipped", "failed", "dry-run"
+BUSY = "busy"  # another live process holds the (issue, channel) lease: nothing was done
 
 
 @dataclass(frozen=True)
 class ChannelOutcome:
     channel: str
-    state: str  # done | skipped | failed | dry-run
+    state: str  # done | skipped | failed | busy | dry-run
     message: str = ""
     remote_id: str | None = None
     url: str | None = None
@@ -36,7 +40,7 @@ class ChannelOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.state == FAILED
+        return self.state in (FAILED, BUSY)
 
 
 @dataclass
@@ -104,7 +108,7 @@ def push_issue(
     """Push one issue to the given channels; return every channel's outcome (never raises for a
     channel's failure; raises SourceError when the issue itself cannot be read)."""
     from .channels.base import get_channel
-    from .pipeline import context_for, load, render
+    from .pipeline import context_for, load
     from .transports import get_transport
     from .transports.base import PushContext
 
@@ -126,48 +130,68 @@ def push_issue(
 
     for channel in channels:
         test_copy = _is_test_copy(channel, options)
-        record = ledger.get(issue.slug, channel)
-        if is_done(record, channel, options) and not force and not test_copy:
-            report.outcomes.append(ChannelOutcome(
-                channel, SKIPPED, f"already done ({record.updated_at}); --force pushes it again",
-                record.remote_id, record.url))
-            continue
         touch_ledger = not dry_run and not test_copy
+        lease = None
         if touch_ledger:
-            ledger.begin(issue.slug, channel)
+            try:
+                lease = ledger.acquire(issue.slug, channel)
+            except LeaseHeld as exc:
+                report.outcomes.append(ChannelOutcome(channel, BUSY, str(exc)))
+                continue
         try:
-            transport = get_transport(channel)()
-            rendition = render(issue, channel, settings, render_ctx)
-            result = transport.push(rendition, push_ctx)
-        except PublisherError as exc:
-            message = exc.message if hasattr(exc, "message") else str(exc)
-            if touch_ledger:
-                ledger.fail(issue.slug, channel, message)
-            report.outcomes.append(ChannelOutcome(channel, FAILED, message))
-            continue
-        except Exception as exc:  # an unexpected bug: record it and go on with the other channels
-            message = f"{type(exc).__name__}: {exc}"
-            if touch_ledger:
-                ledger.fail(issue.slug, channel, message)
-            report.outcomes.append(ChannelOutcome(channel, FAILED, message))
-            continue
-        if touch_ledger:
-            ledger.finish(issue.slug, channel, remote_id=result.remote_id, url=result.url,
-                          details=result.details)
-        state = DRY_RUN if dry_run else DONE
-        summary = result.summary or (f"would push {rendition.filename}" if dry_run else "pushed")
-        if test_copy and not dry_run:
-            summary += " (test copy; ledger unchanged)"
-        report.outcomes.append(ChannelOutcome(channel, state, summary, result.remote_id, result.url,
-                                              dict(result.details)))
+            report.outcomes.append(_push_channel(
+                ledger, issue, channel, settings, render_ctx, dataclasses.replace(push_ctx, lease=lease),
+                force=force, dry_run=dry_run, options=options, test_copy=test_copy,
+                touch_ledger=touch_ledger))
+        finally:
+            if lease is not None:
+                lease.release()
     return report
+
+
+def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, force, dry_run, options,
+                  test_copy, touch_ledger) -> ChannelOutcome:
+    """One channel, under its lease (read the row only now: another sender may just have
+    finished it)."""
+    from .pipeline import render
+    from .transports import get_transport
+
+    record = ledger.get(issue.slug, channel)
+    if is_done(record, channel, options) and not force and not test_copy:
+        return ChannelOutcome(channel, SKIPPED, f"already done ({record.updated_at}); --force pushes it again",
+                              record.remote_id, record.url)
+    if touch_ledger:
+        ledger.begin(issue.slug, channel)
+        checkpoint(f"push:{channel}")  # crash tests pause here, holding the lease
+    try:
+        transport = get_transport(channel)()
+        rendition = render(issue, channel, settings, render_ctx)
+        result = transport.push(rendition, push_ctx)
+    except PublisherError as exc:
+        message = exc.message if hasattr(exc, "message") else str(exc)
+        if touch_ledger:
+            ledger.fail(issue.slug, channel, message, getattr(exc, "details", None))
+        return ChannelOutcome(channel, FAILED, message)
+    except Exception as exc:  # an unexpected bug: record it and go on with the other channels
+        message = f"{type(exc).__name__}: {exc}"
+        if touch_ledger:
+            ledger.fail(issue.slug, channel, message)
+        return ChannelOutcome(channel, FAILED, message)
+    if touch_ledger:
+        ledger.finish(issue.slug, channel, remote_id=result.remote_id, url=result.url,
+                      details=result.details)
+    state = DRY_RUN if dry_run else DONE
+    summary = result.summary or (f"would push {rendition.filename}" if dry_run else "pushed")
+    if test_copy and not dry_run:
+        summary += " (test copy; ledger unchanged)"
+    return ChannelOutcome(channel, state, summary, result.remote_id, result.url, dict(result.details))
 
 
 def print_report(report: PushReport) -> None:
     from .cli import print_diagnostics
 
     print_diagnostics(report.warnings)
-    colors = {DONE: "green", SKIPPED: "cyan", FAILED: "red", DRY_RUN: "yellow"}
+    colors = {DONE: "green", SKIPPED: "cyan", FAILED: "red", BUSY: "red", DRY_RUN: "yellow"}
     for o in report.outcomes:
         where = f" {o.url}" if o.url and o.url not in o.message else ""
         line = f"{report.issue.slug} {o.channel}: {o.state}: {o.message}{where}"
@@ -237,6 +261,18 @@ def redact(text: str | None, settings: Settings) -> str:
     return _USERINFO_RE.sub(r"\1***@", text)
 
 
+def _email_counts(ledger: Ledger, record) -> str:
+    """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
+    from .transports.email import campaign_status
+
+    counts = campaign_status(ledger, record.issue)
+    d = record.details
+    parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
+    parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"), ("ambiguous_resent", "ambiguous-resent"))
+              if k in d]
+    return ", ".join(parts)
+
+
 @click.command("status")
 @click.argument("issue", required=False)
 @click.pass_context
@@ -269,6 +305,8 @@ def status_command(ctx, issue) -> int:
     colors = {"done": "green", "failed": "red", "pushing": "yellow", "pending": "cyan"}
     for r in records:
         remote = " ".join(x for x in (r.remote_id, r.url) if x)
+        if r.channel == "email":
+            remote = " ".join(filter(None, [remote, _email_counts(Ledger(ledger_path), r)]))
         table.add_row(r.issue, r.channel, Text(r.state, style=colors.get(r.state, "")),
                       str(r.attempts), Text(redact(remote, settings)), r.updated_at,
                       Text(redact(r.last_error, settings)))

@@ -126,10 +126,24 @@ def publish_time(issue, tz: ZoneInfo) -> dt.datetime | None:
     return issue.publish_at if issue.publish_at.tzinfo else issue.publish_at.replace(tzinfo=tz)
 
 
+LATE = "max_late_days"  # in the reason of an issue too late to publish automatically
+
+
+def max_late(settings: Settings) -> dt.timedelta:
+    days = settings["schedule"].get("max_late_days", 7)
+    if not isinstance(days, int | float) or isinstance(days, bool) or days < 0:
+        raise ConfigError(f"[schedule] max_late_days must be a number of days, 0 or more, not {days!r}: "
+                          f"fix it in {settings.where()}")
+    return dt.timedelta(days=days)
+
+
 def scan_issues(settings: Settings, tz: ZoneInfo, at: dt.datetime):
-    """(path, issue, reason) for every issue file, oldest first; reason is None when it is due."""
+    """(path, issue, reason) for every issue file, oldest first; reason is None when it is due.
+    A due issue whose publish_at is more than [schedule] max_late_days past is not due: an old
+    `ready` issue must not go out by surprise."""
     from .pipeline import issue_files, load
 
+    late = max_late(settings)
     out = []
     for path in reversed(issue_files(settings)):
         try:
@@ -145,6 +159,11 @@ def scan_issues(settings: Settings, tz: ZoneInfo, at: dt.datetime):
             reason = "no publish_at (set it to schedule the issue, or use `publisher push`)"
         elif when > at:
             reason = f"publish_at {when.isoformat()} has not come"
+        elif at - when > late:
+            reason = (f"publish_at {when.isoformat()} is {(at - when).days} days past, more than "
+                      f"[schedule] {LATE} = {settings['schedule'].get('max_late_days', 7)}: not published "
+                      f"automatically; publish it by hand with `publisher push {issue.slug} --all` "
+                      "(or give it a new publish_at)")
         else:
             reason = None
         out.append((path, issue, reason))
@@ -169,7 +188,7 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
             unreadable.append(path.name)
             continue
         if reason:
-            log.info("skip %s: %s", issue.slug, reason)
+            log.log(logging.WARNING if LATE in reason else logging.INFO, "skip %s: %s", issue.slug, reason)
             continue
         pending = [c for c in channels if not is_done(ledger.get(issue.slug, c), c, SCHEDULED_OPTIONS)]
         if not pending:
@@ -399,7 +418,8 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
             if reason is None:
                 publish.append((issue.slug, todo))
                 scheduled.add(issue.slug)
-            elif (issue.status != "ready" or issue.publish_at is None) and issue.slug not in noted:
+            elif (issue.status != "ready" or issue.publish_at is None or LATE in reason) \
+                    and issue.slug not in noted:
                 notes.append(f"{issue.slug}: {reason}")
                 noted.add(issue.slug)
         rows.append((when, publish, notes))

@@ -82,6 +82,9 @@ ERRCODES: dict[int, tuple[str, str]] = {
 }
 
 TOKEN_ERRCODES = {40001, 42001, 40014}
+# calls with a side effect that must not happen twice: never re-sent after a connection failure
+# (the request may have been done and only the reply lost); the caller reconciles instead
+NOT_RESENT = {"cgi-bin/draft/add", "cgi-bin/freepublish/submit"}
 BUSY = -1
 
 _SECRET_QUERY_RE = re.compile(r"((?:access_token|secret)=)[^&\s'\"]+")
@@ -257,6 +260,12 @@ class WeChatClient:
                     resp = self.session.request(method, url, params=params, data=data, headers=headers,
                                                 timeout=self.timeout)
             except requests.ConnectionError as exc:
+                if path in NOT_RESENT:
+                    raise TransportError(
+                        f"WeChat {api}: the connection failed before the answer came "
+                        f"({redact(type(exc).__name__, self._secret, token)}); it may or may not have been "
+                        "done. Push again: publisher looks on the platform for what was done and never "
+                        "does it twice") from None
                 if attempt <= self.busy_retries:
                     self.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
@@ -333,6 +342,13 @@ class WeChatClient:
         if publish_id in (None, ""):
             raise TransportError("WeChat cgi-bin/freepublish/submit: the answer has no publish_id")
         return str(publish_id)
+
+    def draft_batchget(self, offset: int = 0, count: int = 20) -> dict:
+        return self.call("cgi-bin/draft/batchget", json_body={"offset": offset, "count": count, "no_content": 1})
+
+    def publish_batchget(self, offset: int = 0, count: int = 20) -> dict:
+        return self.call("cgi-bin/freepublish/batchget",
+                         json_body={"offset": offset, "count": count, "no_content": 1})
 
     def publish_get(self, publish_id: str) -> dict:
         return self.call("cgi-bin/freepublish/get", json_body={"publish_id": publish_id})

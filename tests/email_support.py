@@ -45,6 +45,7 @@ class Received:
     mail_from: str
     rcpts: list[str]
     data: bytes
+    mail_options: list[str]
     tls: bool
     auth: bool
 
@@ -55,6 +56,7 @@ class Handler:
 
     messages: list[Received] = field(default_factory=list)
     reject_rcpt: set[str] = field(default_factory=set)  # 550 at RCPT TO
+    reject_all: str | None = None  # this reply to every RCPT TO (a misconfigured relay)
     tempfail_first_data: bool = False  # 451 at the first end-of-DATA per recipient
     data_delay: float = 0.0
     stop_after: int | None = None  # set `stop_now` once this many are accepted, then stall MAIL
@@ -81,6 +83,8 @@ class Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.reject_all:
+            return self.reject_all
         if address in self.reject_rcpt:
             return "550 5.1.1 no such user here"
         envelope.rcpt_tos.append(address)
@@ -96,6 +100,7 @@ class Handler:
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content or envelope.content,
+                                          list(envelope.mail_options),
                                           session.ssl is not None, bool(session.authenticated)))
         if rcpt in self.drop_after_data:
             self.drop_after_data.discard(rcpt)
@@ -114,14 +119,15 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 class SmtpServer:
     """aiosmtpd on 127.0.0.1 with STARTTLS required and AUTH required."""
 
-    def __init__(self, handler: Handler, cert: Path, key: Path, port: int | None = None):
+    def __init__(self, handler: Handler, cert: Path, key: Path, port: int | None = None, *,
+                 smtputf8: bool = False):
         self.handler = handler
         self.port = port or free_port()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert, key)
         self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, tls_context=ctx,
                                      require_starttls=True, authenticator=authenticator, auth_required=True,
-                                     auth_require_tls=True)
+                                     auth_require_tls=True, enable_SMTPUTF8=smtputf8)
 
     def start(self) -> SmtpServer:
         self.controller.start()

@@ -58,8 +58,8 @@ def env(monkeypatch, cert):
     return cert
 
 
-def start_server(cert, handler=None, port=None) -> SmtpServer:
-    return SmtpServer(handler or Handler(), cert[0], cert[1], port).start()
+def start_server(cert, handler=None, port=None, *, smtputf8=False) -> SmtpServer:
+    return SmtpServer(handler or Handler(), cert[0], cert[1], port, smtputf8=smtputf8).start()
 
 
 def add_subscribers(settings, n: int, domain="example.com") -> list[str]:
@@ -106,7 +106,8 @@ def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
     for rcpt, m in by_rcpt.items():
         raw = m.data
         head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
-        assert not re.search(r"\r\n[ \t]", head), "header lines are not folded"
+        assert all(len(line) <= 998 for line in head.split("\r\n"))
+        assert all(len(w) <= 75 for w in re.findall(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=", head))
         msg = parse(raw)
         assert msg["To"] == rcpt
         assert msg["Subject"] == rendition.metadata["subject"]
@@ -116,7 +117,7 @@ def test_campaign_bytes_headers_parts_and_unsubscribe_roundtrip(tmp_path, env):
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert msg["Message-ID"] == email_transport.build_template(rendition, settings).message_id(rcpt)
         assert re.fullmatch(r"<2026-11-23\.[0-9a-f]{32}@example\.org>", msg["Message-ID"])
-        m_unsub = re.fullmatch(r"<(http://[^>]+)>, <mailto:unsubscribe@example.org>", msg["List-Unsubscribe"])
+        m_unsub = re.fullmatch(r"<(http://[^>]+)>,\s+<mailto:unsubscribe@example.org>", msg["List-Unsubscribe"])
         assert m_unsub
         url = m_unsub.group(1)
         token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
@@ -376,7 +377,7 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
         rjson.write_text(rendition_json(rendition), encoding="utf-8")
         script = tmp_path / "child.py"
         script.write_text(CHILD, encoding="utf-8")
-        for trial in range(10):
+        for trial in range(20):
             folder = tmp_path / f"trial{trial}"
             cfg = write_project(folder, server.port, connections=connections)
             settings = load_settings(cfg)
@@ -403,11 +404,12 @@ def test_sigkill_trials_no_loss_duplicates_within_window(tmp_path, env):
                            "ambiguous": len(stats.ambiguous), "duplicates": dups, "losses": len(losses)})
             assert not losses, report[-1]
             assert dups <= len(stats.ambiguous) <= connections, report[-1]
+            assert stats.resent == len(stats.ambiguous) and f"ambiguous-resent {stats.resent}" in stats.summary()
             assert stats.remaining == 0
     finally:
         server.stop()
     print("\nkill -9 trials:", json.dumps(report))
-    assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 8, "kills land mid-campaign"
+    assert sum(1 for r in report if 0 < r["before_kill"] < n) >= 16, "kills land mid-campaign"
 
 
 # -- `publisher push ISSUE --channel email` end to end (push.py → get_transport → EmailTransport) -
@@ -435,11 +437,13 @@ def test_publisher_push_channel_email_end_to_end(tmp_path, env):
         assert "8 active subscriber(s)" in p.stdout + p.stderr and "Message-ID: <2026-11-23." in p.stdout
         p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
         assert p.returncode == 0, p.stderr
-        assert "sent 7, failed 1, skipped 0 (done earlier), remaining 0" in p.stdout + p.stderr
+        assert "sent 7, failed 1, bounced 1, ambiguous-resent 0, skipped 0 (done earlier), remaining 0" in p.stdout + p.stderr
         assert "email: 8/8" in p.stderr  # plain progress lines when not on a TTY
         assert sorted(server.handler.recipients()[1:]) == [e for e in emails if e != "reader00003@example.com"]
         p = _cli(tmp_path, "status", "2026-11-23")
         assert p.returncode == 0 and "email" in p.stdout and "done" in p.stdout
+        flat = " ".join(p.stdout.replace("│", " ").split())
+        assert "sent 7" in flat and "failed 1" in flat and "bounced 1" in flat and "ambiguous-resent 0" in flat
         p = _cli(tmp_path, "subscribers", "sends", "2026-11-23")
         assert "failed=1 sent=7" in p.stdout and "reader00003@example.com,failed,550," in p.stdout
         for out in (p.stdout, p.stderr):
@@ -485,3 +489,171 @@ def test_publisher_serve_command_runs_and_needs_the_secret(tmp_path, env):
         proc.wait(10)
     logs = proc.stderr.read().decode() + proc.stdout.read().decode()
     assert "token=" not in logs, "tokens are never logged"
+
+
+# -- failures classified: the server's fault is not the readers' ---------------------------------
+
+
+def _subscriber_states(settings) -> Counter:
+    db = SubscriberDB(settings.path("email", "subscribers_db"))
+    return Counter(s.state for s in db.iter(None))
+
+
+@pytest.mark.parametrize("reply", [
+    "550 5.7.1 Relaying denied",  # a misconfigured relay: a campaign fault at once
+    "550 5.1.1 Recipient address rejected",  # the same 'unknown mailbox' for everybody
+    "550 Requested action not taken: mailbox unavailable",  # the same, without an enhanced code
+])
+def test_server_refusing_everybody_bounces_nobody_fails_the_push_and_a_rerun_delivers(tmp_path, env, reply):
+    handler = Handler(reject_all=reply)
+    server = start_server(env, handler)
+    cfg = write_project(tmp_path, server.port)
+    settings = load_settings(cfg)
+    emails = add_subscribers(settings, 200)
+    try:
+        p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
+    finally:
+        server.stop()
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert "circuit breaker" in out and "nobody was marked bounced" in out and "Traceback" not in out
+    assert re.search(r"sent 0, failed 0, bounced 0, ambiguous-resent 0", out), out
+    assert _subscriber_states(settings) == {"active": 200}
+    ledger = Ledger(settings.path("paths", "ledger"))
+    assert ledger.get("2026-11-23", "email").state == "failed"
+    assert set(campaign_status(ledger, "2026-11-23")) <= {"pending"}, "nothing final: all to be resent"
+    assert handler.messages == []
+    # the relay fixed: a re-run delivers to everyone exactly once
+    server2 = start_server(env, port=server.port)
+    try:
+        p = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
+    finally:
+        server2.stop()
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(server2.handler.recipients()) == emails
+    assert ledger.get("2026-11-23", "email").state == "done"
+
+
+def test_isolated_server_fault_keeps_the_row_pending_and_the_push_failed(tmp_path, env):
+    class PolicyOnce(Handler):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address == "reader00004@example.com":
+                return "554 5.7.1 rejected by local policy"
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    server = start_server(env, PolicyOnce(reject_rcpt={"reader00002@example.com"}))
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        add_subscribers(settings, 10)
+        _, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+    assert (stats.sent, stats.failed, stats.faults, stats.bounced, stats.remaining) == (8, 1, 1, 1, 1)
+    assert stats.tripped is None
+    states = _subscriber_states(settings)
+    assert states == {"active": 9, "bounced": 1}  # only the unknown mailbox
+    row = ledger.connect().execute("SELECT state, last_error FROM email_sends WHERE email = ?",
+                                   ("reader00004@example.com",)).fetchone()
+    assert row[0] == "pending" and "5.7.1" in row[1]
+
+
+@pytest.mark.parametrize("code, message, kind", [
+    (550, "RCPT TO: 550 5.1.1 <a@b.c>: user unknown", "bounce"),
+    (550, "RCPT TO: 550 5.2.1 mailbox disabled", "bounce"),
+    (552, "RCPT TO: 552 5.2.2 mailbox full", "recipient"),
+    (550, "RCPT TO: 550 5.7.1 relay access denied", "campaign"),
+    (554, "RCPT TO: 554 relay access denied", "campaign"),
+    (553, "RCPT TO: 553 5.1.8 sender address domain does not exist", "campaign"),
+    (550, "MAIL FROM: 550 5.1.0 sender rejected", "campaign"),
+    (500, "end of DATA: 500 Line too long", "campaign"),
+    (554, "end of DATA: 554 5.6.0 message content rejected", "campaign"),
+    (550, "RCPT TO: 550 no such user", "bounce"),
+    (550, "RCPT TO: 550 5.3.0 system not accepting", "campaign"),
+    (None, "address 'ü@x' needs SMTPUTF8", "recipient"),
+])
+def test_classification(code, message, kind):
+    assert email_transport.classify(code, message) == kind
+
+
+# -- headers: RFC 5322 folding, RFC 2047 words, SMTPUTF8 -------------------------------------
+
+
+def test_sixty_topic_subject_goes_through_aiosmtpd_and_decodes_back(tmp_path, env):
+    server = start_server(env)
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        add_subscribers(settings, 2)
+        _, rendition = render(settings)
+        title = "嵌入式AI简报 (2026-11-23)：" + "/".join(f"端侧INT4量化专题{i}" for i in range(60))
+        rendition = type(rendition)(**{**rendition.__dict__, "metadata": {**rendition.metadata, "subject": title}})
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+    assert len(title.encode()) > 998
+    assert stats.sent == 2 and stats.failed == 0 and stats.faults == 0
+    for m in server.handler.messages:
+        assert parse(m.data)["Subject"] == title
+        head = m.data.split(b"\r\n\r\n", 1)[0]
+        assert max(len(line) for line in head.split(b"\r\n") if not line.startswith(b"List-Unsub")) <= 78
+
+
+@pytest.mark.parametrize("smtputf8", [False, True])
+def test_non_ascii_address_needs_smtputf8(tmp_path, env, smtputf8):
+    server = start_server(env, smtputf8=smtputf8)
+    try:
+        settings = load_settings(write_project(tmp_path, server.port))
+        emails = add_subscribers(settings, 3)
+        SubscriberDB(settings.path("email", "subscribers_db")).add_many([("üser@example.com", "Ü", "")])
+        _, rendition = render(settings)
+        ledger = Ledger(settings.path("paths", "ledger"))
+        stats = run_campaign(rendition, settings, ledger)
+    finally:
+        server.stop()
+    got = server.handler.recipients()
+    assert sorted(e for e in got if e.isascii()) == emails
+    db = SubscriberDB(settings.path("email", "subscribers_db"))
+    assert db.get("üser@example.com").state == "active", "never bounced for our server's limits"
+    if smtputf8:
+        assert "üser@example.com" in got and stats.sent == 4
+        m = next(m for m in server.handler.messages if m.rcpts == ["üser@example.com"])
+        assert "SMTPUTF8" in m.mail_options
+        assert all("SMTPUTF8" not in x.mail_options for x in server.handler.messages if x is not m)
+    else:
+        assert "üser@example.com" not in got and stats.failed == 1 and stats.remaining == 0
+        err = ledger.connect().execute("SELECT last_error FROM email_sends WHERE email = ?",
+                                       ("üser@example.com",)).fetchone()[0]
+        assert "SMTPUTF8" in err and "not bounced" in err
+
+
+# -- two senders at once: the lease ----------------------------------------------------------------
+
+
+def test_two_campaigns_started_together_send_each_message_once(tmp_path, env):
+    handler = Handler(data_delay=0.002)
+    server = start_server(env, handler)
+    try:
+        cfg = write_project(tmp_path, server.port)
+        emails = add_subscribers(load_settings(cfg), 400)
+        env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env_vars.pop("PUBLISHER_CONFIG", None)
+        cmd = [sys.executable, "-m", "publisher", "push", str(ISSUE), "--channel", "email"]
+        procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env_vars, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        codes = [p.returncode for p in procs]
+        # whoever lost (busy) runs again after the winner: nothing left to send
+        again = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
+    finally:
+        server.stop()
+    got = Counter(handler.recipients())
+    assert sorted(got) == emails and max(got.values()) == 1, "0 lost, 0 duplicates"
+    assert sorted(codes) == [0, 1], outs
+    loser_pid = procs[codes.index(1)].pid
+    winner_pid = procs[codes.index(0)].pid
+    loser_err = outs[codes.index(1)][0] + outs[codes.index(1)][1]
+    assert f"busy: 2026-11-23 email is being sent by another process: pid {winner_pid}" in loser_err, loser_err
+    assert str(loser_pid) not in loser_err.split("pid ", 1)[1][:10]
+    assert again.returncode == 0 and "skipped: already done" in again.stdout

@@ -1,4 +1,4 @@
-"""The MIME byte template: substitution survives quoted-printable, dot-stuffing, no folding."""
+"""The MIME byte template: substitution survives quoted-printable, dot-stuffing, folded headers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import email
 import email.policy
 import re
 
+import pytest
 from publisher.channels.base import Rendition
 
 from publisher.mailmsg import build_template, qp_fragment, sample_eml
@@ -35,8 +36,9 @@ def test_substitution_decodes_exactly_and_lines_stay_short(tmp_path):
     assert html.replace("\r\n", "\n") == r.body.replace("%%UNSUBSCRIBE_URL%%", escaped)
     assert msg["Subject"] == r.metadata["subject"]
     head, body = raw.split(b"\r\n\r\n", 1)
-    assert not re.search(rb"\r\n[ \t]", head), "no folded header"
-    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert re.search(rb"\r\nSubject: [^\r]+\r\n =\?utf-8\?b\?", head), "the long subject is folded"
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith(b"List-Unsubscribe:"))
+    assert all(len(w) <= 75 for w in re.findall(rb"=\?[^?]+\?[bq]\?[^?]*\?=", head))
     assert all(len(line) <= 76 for line in body.split(b"\r\n")), "quoted-printable lines ≤ 76"
     assert msg["To"] == "Reader.One@example.com"
 
@@ -59,3 +61,24 @@ def test_message_id_is_deterministic_per_issue_and_recipient(tmp_path):
     assert t.message_id("a@example.com").endswith("@example.org>")
     eml = sample_eml(rendition(), settings)
     assert b"token=SAMPLE-TOKEN" in eml and b"%%UNSUBSCRIBE_URL%%" not in eml
+
+
+@pytest.mark.parametrize("subject", [
+    "嵌入式AI简报 (2026-11-23)：" + "/".join(f"主题{i}端侧INT4量化" for i in range(60)),  # 60 topics
+    "Embedded AI report: " + " ".join(f"topic-{i}" for i in range(300)),  # long ASCII, breakable
+    "x" * 1500,  # one unbreakable ASCII word longer than a line may be
+    "=?utf-8?q?not-an-encoded-word?= ü\r\nBcc: injected@example.org",
+])
+def test_long_or_tricky_subjects_fold_within_limits_and_decode_back(tmp_path, subject):
+    settings = load_settings(cwd=tmp_path)
+    r = rendition()
+    r = Rendition(**{**r.__dict__, "metadata": {"subject": subject}})
+    raw = build_template(r, settings).render("reader@example.com", URL)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        assert len(line) <= (998 if line.startswith(b"List-Unsubscribe:") else 78), line
+    assert all(len(w) <= 75 for w in re.findall(rb"=\?[^?]+\?[bq]\?[^?]*\?=", head))
+    assert b"\r\nBcc:" not in head
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Subject"] == " ".join(subject.replace("\r", " ").replace("\n", " ").split()) \
+        or msg["Subject"] == subject.replace("\r", " ").replace("\n", " ")

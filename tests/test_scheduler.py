@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +36,7 @@ day = "monday"
 time = "09:00"
 timezone = "UTC"
 misfire_grace_hours = 1
+max_late_days = 3650
 jobstore = "state/schedule.db"
 """)
     return project
@@ -236,3 +238,69 @@ def test_schedule_config_errors_name_the_key_and_file(project, table, key, capsy
     assert main(["schedule", "--list"]) == 1
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err
+
+
+def test_issue_older_than_max_late_days_is_not_published_and_says_how(sched_project, capsys, caplog):
+    text = (sched_project / "publisher.toml").read_text().replace("max_late_days = 3650", "max_late_days = 7")
+    (sched_project / "publisher.toml").write_text(text)
+    today = dt.datetime.now(dt.UTC)
+    old = (today - dt.timedelta(days=150)).strftime("%Y-%m-%d")
+    recent = (today - dt.timedelta(days=2)).strftime("%Y-%m-%d")
+    write_issue(sched_project / "issues", old, status="ready", publish_at=f"{old}T08:00:00+00:00")
+    write_issue(sched_project / "issues", recent, status="ready", publish_at=f"{recent}T08:00:00+00:00")
+
+    assert main(["schedule", "--list"]) == 0
+    listing = capsys.readouterr().out
+    flat = re.sub(r"[\s│]", "", listing)  # the table wraps long notes
+    assert f"{old}:publish_at" in flat and "max_late_days=7" in flat
+    assert f"publisherpush{old}--all" in flat
+    caplog.set_level(logging.INFO)
+    assert main(["schedule", "--once"]) == 0
+    assert sorted(p.name for p in (sched_project / "outbox").iterdir()) == [recent]
+    assert any(r.levelno == logging.WARNING and "max_late_days" in r.getMessage() and old in r.getMessage()
+               for r in caplog.records)
+    # by hand it goes out
+    assert main(["push", old, "--all"]) == 0
+    assert sorted(p.name for p in (sched_project / "outbox").iterdir()) == sorted([old, recent])
+
+
+def test_max_late_days_must_be_a_number(sched_project, capsys):
+    text = (sched_project / "publisher.toml").read_text().replace("max_late_days = 3650", "max_late_days = -1")
+    (sched_project / "publisher.toml").write_text(text)
+    write_issue(sched_project / "issues", "2026-01-05", status="ready")
+    assert main(["schedule", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert "[schedule] max_late_days" in err and "Traceback" not in err
+
+
+def test_schedule_once_racing_a_push_refuses_naming_the_holder(sched_project, tmp_path):
+    """A `publisher push` paused inside its outbox write (holding the lease) and a
+    `schedule --once` started meanwhile: the scheduler refuses the busy channels naming the
+    holder, exits 1, writes nothing; after the push finishes a second tick has nothing to do."""
+    write_issue(sched_project / "issues", "2026-01-05", status="ready")
+    pause = tmp_path / "paused"
+    env = {**os.environ, "PUBLISHER_PAUSE_AT": "push:zhihu", "PUBLISHER_PAUSE_FILE": str(pause)}
+    env.pop("PUBLISHER_CONFIG", None)
+    pusher = subprocess.Popen([sys.executable, "-m", "publisher", "push", "2026-01-05", "-c", "zhihu"],
+                              cwd=sched_project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not pause.exists() and time.monotonic() < deadline:
+            assert pusher.poll() is None, pusher.communicate()
+            time.sleep(0.05)
+        assert pause.exists()
+        env2 = {k: v for k, v in os.environ.items() if k not in ("PUBLISHER_PAUSE_AT", "PUBLISHER_CONFIG")}
+        tick = subprocess.run([sys.executable, "-m", "publisher", "schedule", "--once"], cwd=sched_project,
+                              env=env2, capture_output=True, text=True, timeout=120)
+        assert tick.returncode == 1
+        assert f"being sent by another process: pid {pusher.pid}" in tick.stderr
+        assert "2026-01-05/zhihu" in tick.stderr
+        assert not (sched_project / "outbox" / "2026-01-05" / "zhihu.md").exists()
+        assert (sched_project / "outbox" / "2026-01-05" / "plaintext.txt").exists()  # not leased: done
+    finally:
+        pusher.kill()
+        pusher.wait()
+    # the holder was killed mid-write: its lease is taken over at once (dead pid on this host)
+    assert main(["schedule", "--once"]) == 0
+    assert (sched_project / "outbox" / "2026-01-05" / "zhihu.md").exists()
+    assert attempts(sched_project, "2026-01-05") == {"zhihu": ("done", 2), "plaintext": ("done", 1)}

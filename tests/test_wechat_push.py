@@ -383,11 +383,16 @@ def test_publish_polls_until_success(proj, server, capsys):
     assert conn.execute("SELECT publish_id, publish_status, article_url FROM wechat_drafts").fetchone() == (
         publish_id, 0, row["url"])
     assert row["url"] in out
-    # the published draft left the draft box: the next push creates a new draft and says so
-    rc, out = push(capsys, "--force")
-    assert rc == 0, out
-    assert (DRAFT_UPDATE, 40007) in server.state.rejected and server.count(DRAFT_ADD) == 2
-    assert "no longer exists" in pushes_row(proj)["details"]
+    # pushed again (with or without --publish): recognised as published, never a second article
+    for args in (("--force",), ("--force", "--publish")):
+        rc, out = push(capsys, *args)
+        assert rc == 0, out
+        assert "already submitted" in out and row["url"] in out
+    assert server.count(DRAFT_ADD) == 1 and server.count(SUBMIT) == 1
+    assert len(server.articles_for(TITLE)) == 1
+    # a second, separate draft only when asked for
+    rc, out = push(capsys, "--force", "--new-draft")
+    assert rc == 0 and server.count(DRAFT_ADD) == 2 and server.count(SUBMIT) == 1
 
 
 @pytest.mark.parametrize("status, meaning", [(3, "常规失败"), (4, "平台审核不通过"), (6, "成功后系统封禁所有文章")])
@@ -410,6 +415,12 @@ def test_publish_still_publishing_when_poll_budget_runs_out(proj, server, capsys
     assert rc == 1 and "still publishing after 1 s" in out, out
     assert time.monotonic() - started < 5
     assert 2 <= server.count(PUB_GET) <= 4
+    # the advice followed: push again later → the same publish is polled, never submitted again
+    server.state.publishing_polls = 0
+    rc, out = push(capsys, "--publish")
+    assert rc == 0 and "published: https://mp.weixin.qq.com/s/" in out, out
+    assert server.count(SUBMIT) == 1 and len(server.articles_for(TITLE)) == 1
+    assert server.count(DRAFT_ADD) == 1
 
 
 # ---- secrets -------------------------------------------------------------------------------
@@ -445,3 +456,117 @@ def test_unreachable_server_message_has_no_secret(proj, server, capsys, caplog):
     assert rc == 1 and "cannot reach http://127.0.0.1:9/" in out, out
     assert SECRET not in out and SECRET not in caplog.text
     assert SECRET not in (pushes_row(proj)["last_error"] or "")
+
+
+# ---- never two articles: kill trials and lost replies ---------------------------------------
+
+DRAFT_BATCH, PUB_BATCH = "cgi-bin/draft/batchget", "cgi-bin/freepublish/batchget"
+KILL_POINTS = ["wechat:after-draft-add", "wechat:after-submit", "wechat:polling"]
+
+
+def _killed_push(root: Path, point: str, args: tuple[str, ...]) -> None:
+    """`publisher push … --channel wechat` in a subprocess, SIGKILLed where it pauses at `point`."""
+    import os
+    import subprocess
+    import sys
+
+    pause = root / "paused"
+    pause.unlink(missing_ok=True)
+    env = {**os.environ, "PUBLISHER_PAUSE_AT": point, "PUBLISHER_PAUSE_FILE": str(pause),
+           "PUBLISHER_WECHAT_SECRET": SECRET}
+    env.pop("PUBLISHER_CONFIG", None)
+    child = subprocess.Popen([sys.executable, "-m", "publisher", "push", ISSUE, "--channel", "wechat", *args],
+                             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not pause.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the push never reached " + point
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.slow
+def test_kill_trials_at_every_step_make_one_draft_and_at_most_one_article(tmp_path, monkeypatch, capsys):
+    """21 trials: a push killed (SIGKILL) after draft/add, after freepublish/submit (both before
+    the ledger write) and while polling; then `push --publish` again, as the scheduler would."""
+    report = []
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+    for trial in range(21):
+        point = KILL_POINTS[trial % 3]
+        root = tmp_path / f"t{trial}"
+        shutil.copytree(EXAMPLES, root / "issues")
+        with WeChatServer() as srv:
+            srv.state.publish_seconds = 0.3  # the platform publishes whether polled or not
+            write_config(root, srv, publish_poll_seconds=10)
+            monkeypatch.chdir(root)
+            _killed_push(root, point, ("--publish",))
+            rc, out = push(capsys, "--publish")
+            assert rc == 0, out
+            rc2, out2 = push(capsys, "--publish", "--force")  # and once more: nothing new
+            assert rc2 == 0, out2
+            report.append({"point": point, "draft_add": srv.count(DRAFT_ADD), "submits": srv.count(SUBMIT),
+                           "articles": len(srv.articles_for(TITLE))})
+            assert srv.count(DRAFT_ADD) == 1, report[-1]
+            assert srv.count(SUBMIT) == 1 and len(srv.articles_for(TITLE)) == 1, report[-1]
+            assert pushes_row(root)["url"].startswith("https://mp.weixin.qq.com/s/ARTICLE_")
+    print("\nwechat kill trials:", json.dumps(report))
+
+
+def test_kill_after_draft_add_without_publish_finds_the_draft(tmp_path, monkeypatch, capsys, server):
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+    shutil.copytree(EXAMPLES, tmp_path / "issues")
+    write_config(tmp_path, server)
+    monkeypatch.chdir(tmp_path)
+    _killed_push(tmp_path, "wechat:after-draft-add", ())
+    assert server.count(DRAFT_ADD) == 1
+    rc, out = push(capsys)
+    assert rc == 0 and "not adding another" in pushes_row(tmp_path)["details"], out
+    media_id, _ = only_draft(server)
+    assert server.count(DRAFT_ADD) == 1 and server.count(DRAFT_UPDATE) == 1 and server.count(DRAFT_BATCH) == 1
+    assert pushes_row(tmp_path)["remote_id"] == media_id
+
+
+@pytest.mark.parametrize("path", [DRAFT_ADD, SUBMIT])
+def test_reply_lost_after_the_platform_did_the_work_is_never_redone(proj, server, capsys, path):
+    server.state.lose_reply[path] = 1
+    server.state.publish_seconds = 0.2
+    write_config(proj, server, publish_poll_seconds=5)
+    rc, out = push(capsys, "--publish")
+    assert rc == 1 and "may or may not have been done" in out and "never does it twice" in out, out
+    assert server.count(path) == 1, "not re-sent after the connection failed"
+    rc, out = push(capsys, "--publish")
+    assert rc == 0, out
+    assert server.count(DRAFT_ADD) == 1 and server.count(SUBMIT) == 1
+    assert len(server.articles_for(TITLE)) == 1
+
+
+def test_submit_that_never_took_effect_is_submitted_again(proj, server, capsys):
+    """A publish intent without effect (the process died before the request left): the draft is
+    still in the box and nothing is published within the poll budget → submit once."""
+    write_config(proj, server, publish_poll_seconds=1)
+    rc, _ = push(capsys)
+    assert rc == 0
+    media_id, _ = only_draft(server)
+    ledger = Ledger(proj / "publisher.db")
+    with ledger.transaction() as conn:
+        conn.execute("INSERT INTO wechat_intents (app_id, issue, step, media_id, created_at) "
+                     "VALUES (?, ?, 'publish_submit', ?, '2026-11-23T00:00:00+00:00')", (APP_ID, ISSUE, media_id))
+    rc, out = push(capsys, "--publish", "--force")
+    assert rc == 0 and "did not take effect" in pushes_row(proj)["details"], out
+    assert server.count(SUBMIT) == 1 and len(server.articles_for(TITLE)) == 1
+
+
+def test_draft_published_by_hand_is_recognised_not_replaced(proj, server, capsys):
+    rc, _ = push(capsys)
+    media_id, _ = only_draft(server)
+    with server.lock:  # the editor publishes the draft in the MP console
+        server.state.publishes["999"] = {"media_id": media_id, "polls": 0, "at": 0}
+        server._finish(server.state.publishes["999"])
+    rc, out = push(capsys, "--force")
+    assert rc == 0 and "already published" in out, out
+    assert server.count(DRAFT_ADD) == 1 and len(server.articles_for(TITLE)) == 1

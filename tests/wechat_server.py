@@ -3,10 +3,13 @@
 Implements cgi-bin/stable_token and cgi-bin/token (tokens that expire after `ttl` seconds),
 rejection of calls without a valid token (40001 unknown, 42001 expired), media/uploadimg
 (multipart field `media`, jpg/png by magic bytes, under 1 MB), material/add_material, draft
-add/update/get, freepublish submit/get (publishing → final status). Every request is stored
+add/update/get/batchget, freepublish submit/get/batchget (publishing → final status; a
+published draft leaves the draft box and shows in freepublish/batchget). Every request is stored
 with its raw body, so `\\uXXXX` escapes stay visible. Switches: `busy_once` (answer -1 once per
-path listed), `force_errcode` (path → errcode answered every time), `ttl`, `publish_status`,
-`publishing_polls`.
+path listed), `force_errcode` (path → errcode answered every time), `lose_reply` (path → how many
+times to do the work and then drop the connection without an answer: a reply lost on the way),
+`ttl`, `publish_status`, `publishing_polls` (polls answered 1 first), `publish_seconds` (> 0: a
+publish also completes that long after its submit, polled or not).
 """
 
 from __future__ import annotations
@@ -41,12 +44,16 @@ class State:
     force_errcode: dict[str, int] = field(default_factory=dict)
     publish_status: int = 0  # the final status freepublish/get reaches
     publishing_polls: int = 1  # how many polls answer 1 (publishing) first
+    publish_seconds: float = 0.0  # > 0: a publish completes this long after submit, polled or not
+    lose_reply: dict[str, int] = field(default_factory=dict)  # path -> replies to drop after the work
+    published: dict[str, dict] = field(default_factory=dict)  # article_id -> freepublish item
     requests: list[Seen] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expires_at
     current_token: str | None = None
     uploads: dict[str, bytes] = field(default_factory=dict)  # url -> image
     materials: dict[str, bytes] = field(default_factory=dict)
     drafts: dict[str, list[dict]] = field(default_factory=dict)
+    draft_times: dict[str, int] = field(default_factory=dict)  # media_id -> update_time
     raw_drafts: dict[str, list[bytes]] = field(default_factory=dict)  # media_id -> raw bodies
     publishes: dict[str, dict] = field(default_factory=dict)
     rejected: list[tuple[str, int]] = field(default_factory=list)  # (path, errcode) answered
@@ -129,12 +136,40 @@ class WeChatServer:
                 "cgi-bin/draft/add": self._draft_add,
                 "cgi-bin/draft/update": self._draft_update,
                 "cgi-bin/draft/get": self._draft_get,
+                "cgi-bin/draft/batchget": self._draft_batchget,
+                "cgi-bin/freepublish/batchget": self._publish_batchget,
                 "cgi-bin/freepublish/submit": self._submit,
                 "cgi-bin/freepublish/get": self._publish_get,
             }.get(path)
             if route is None:
                 return self._err(path, 40066)  # invalid url
-            return route(seen)
+            self._advance()
+            answer = route(seen)
+            if st.lose_reply.get(path, 0) > 0 and not answer.get("errcode"):
+                st.lose_reply[path] -= 1
+                return LOST
+            return answer
+
+    def _advance(self) -> None:
+        """Publishes whose time has come complete (publish_seconds), polled or not."""
+        if self.state.publish_seconds <= 0:
+            return
+        for pub in self.state.publishes.values():
+            if "final" not in pub and time.time() - pub["at"] >= self.state.publish_seconds:
+                self._finish(pub)
+
+    def _finish(self, pub: dict) -> dict:
+        status = self.state.publish_status
+        pub["final"] = status
+        if status == 0:
+            article_id = "ARTICLE_" + pub["media_id"]
+            pub["article_id"] = article_id
+            articles = self.state.drafts.pop(pub["media_id"], None) or []  # leaves the draft box
+            url = f"https://mp.weixin.qq.com/s/{article_id}"
+            self.state.published[article_id] = {
+                "article_id": article_id, "update_time": int(time.time()),
+                "content": {"news_item": [{**a, "url": url, "is_deleted": False} for a in articles]}}
+        return pub
 
     def _err(self, path: str, code: int) -> dict:
         self.state.rejected.append((path, code))
@@ -249,6 +284,7 @@ class WeChatServer:
                 return bad
         media_id = self.next_id("DRAFT-")
         self.state.drafts[media_id] = articles
+        self.state.draft_times[media_id] = int(time.time())
         self.state.raw_drafts[media_id] = [seen.body]
         return {"media_id": media_id}
 
@@ -265,6 +301,7 @@ class WeChatServer:
         if bad:
             return bad
         self.state.drafts[media_id][index] = art
+        self.state.draft_times[media_id] = int(time.time())
         self.state.raw_drafts[media_id].append(seen.body)
         return {"errcode": 0, "errmsg": "ok"}
 
@@ -280,8 +317,10 @@ class WeChatServer:
         media_id = body.get("media_id")
         if media_id not in self.state.drafts:
             return self._err(seen.path, 40007)
+        if any(p["media_id"] == media_id and "final" not in p for p in self.state.publishes.values()):
+            return self._err(seen.path, 53503)  # already being published
         publish_id = str(2247483000 + next(self._ids))
-        self.state.publishes[publish_id] = {"media_id": media_id, "polls": 0}
+        self.state.publishes[publish_id] = {"media_id": media_id, "polls": 0, "at": time.time()}
         return {"errcode": 0, "errmsg": "ok", "publish_id": publish_id}
 
     def _publish_get(self, seen: Seen) -> dict:
@@ -290,19 +329,50 @@ class WeChatServer:
         if pub is None:
             return self._err(seen.path, 53600)  # invalid publish_id
         pub["polls"] += 1
-        if pub["polls"] <= self.state.publishing_polls:
+        if "final" not in pub and pub["polls"] <= self.state.publishing_polls:
             return {"publish_id": body["publish_id"], "publish_status": 1}
-        status = self.state.publish_status
+        if "final" not in pub:
+            self._finish(pub)
+        status = pub["final"]
         answer = {"publish_id": body["publish_id"], "publish_status": status}
         if status == 0:
-            article_id = "ARTICLE_" + pub["media_id"]
+            article_id = pub["article_id"]
             answer["article_id"] = article_id
             answer["article_detail"] = {"count": 1, "item": [
                 {"idx": 1, "article_url": f"https://mp.weixin.qq.com/s/{article_id}"}]}
-            self.state.drafts.pop(pub["media_id"], None)  # a published draft leaves the draft box
         else:
             answer["fail_idx"] = [1]
         return answer
+
+    def _page(self, seen: Seen, items: list[dict]) -> dict:
+        body = json.loads(seen.body.decode("utf-8") or "{}")
+        offset, count = int(body.get("offset", 0)), int(body.get("count", 20))
+        if not 1 <= count <= 20 or offset < 0:
+            return self._err(seen.path, 40097)  # invalid args
+        items = sorted(items, key=lambda i: i["update_time"], reverse=True)
+        page = items[offset:offset + count]
+        if body.get("no_content"):
+            page = [{**i, "content": {"news_item": [{k: v for k, v in a.items() if k != "content"}
+                                                    for a in i["content"]["news_item"]]}} for i in page]
+        return {"total_count": len(items), "item_count": len(page), "item": page}
+
+    def _draft_batchget(self, seen: Seen) -> dict:
+        return self._page(seen, [{"media_id": m, "content": {"news_item": arts},
+                                  "update_time": self.state.draft_times.get(m, 0)}
+                                 for m, arts in self.state.drafts.items()])
+
+    def _publish_batchget(self, seen: Seen) -> dict:
+        return self._page(seen, list(self.state.published.values()))
+
+    # -- what tests count --------------------------------------------------------------------------
+
+    def articles_for(self, title: str) -> list[str]:
+        """Published article ids whose first article has this title."""
+        return [a for a, item in self.state.published.items()
+                if item["content"]["news_item"] and item["content"]["news_item"][0].get("title") == title]
+
+
+LOST = {"__lost__": True}  # handle() result: drop the connection without an answer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -319,6 +389,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         seen = Seen(self.command, parts.path.lstrip("/"), query, body, self.headers.get("Content-Type", ""))
         answer = self.server_obj.handle(seen)
+        if answer is LOST:
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         out = json.dumps(answer, ensure_ascii=False).encode("utf-8")
         self.send_response(200)
         self.send_header("Content-Type", "application/json; encoding=utf-8")

@@ -30,6 +30,9 @@ class PushContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     # where to report progress (a callable taking done, total); None = silent
     progress: Any = None
+    # the (issue, channel) lease held for this push (publisher.ledger.Lease; None in a dry run or
+    # a test copy): a transport that sends for long stops when `lease.lost` is set
+    lease: Any = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,17 @@ most one message per connection is in that window at any moment, so after a cras
   `connections` recipients may get none. They are listed in the summary either way.
 
 A recipient whose subscriber row is no longer active (unsubscribed or bounced) is never mailed.
+
+**Failures are classified** (`classify`): a permanent failure that names the recipient (unknown
+mailbox 5.1.x, disabled 5.2.1) is `failed` and bounces the address — at the end of a run that did
+not trip the breaker; one that is the recipient's alone but not proof of a dead address (mailbox
+full 5.2.2, 5.4.x routing) is `failed` without a bounce; anything that says the server or the
+sender is the problem (MAIL FROM refused, relay denied, 5.7.x policy, 5.3.x/5.5.x, 5.6.x content,
+a 5xx at end of DATA) is a *campaign fault*: the row stays `pending`. The **circuit breaker**
+stops the campaign after BREAKER_FAULTS campaign faults in a row, or BREAKER_SAME identical
+recipient failures in a row (the same 5xx for every recipient is the server's problem, not the
+readers'); when it trips nobody is bounced, the failures of that kind go back to `pending`, the
+push is recorded failed, and a re-run after the fix resumes.
 """
 
 from __future__ import annotations
@@ -69,6 +80,44 @@ PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 FINAL_STATES = ("sent", "failed", "ambiguous")
 _NOTHING = object()
+BREAKER_FAULTS = 3  # campaign faults in a row (no success between) that stop the campaign
+BREAKER_SAME = 20  # identical recipient failures in a row that stop the campaign
+BOUNCE, RECIPIENT, CAMPAIGN = "bounce", "recipient", "campaign"
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_SERVER_WORDS = re.compile(r"(?i)relay|denied|policy|authenticat|spam|blocked|blacklist|sender|"
+                           r"not permitted|too long|syntax|rate limit|quota")
+_MAILBOX_WORDS = re.compile(r"(?i)unknown|no such|does not exist|not exist|not found|invalid recipient|"
+                            r"user unknown|mailbox unavailable|unrouteable|disabled")
+_ADDRESSY = re.compile(r"<[^>]*>|\S+@\S+")
+
+
+def classify(code: int | None, message: str) -> str:
+    """A permanent failure → BOUNCE (the address is dead), RECIPIENT (this reader only, keep the
+    address) or CAMPAIGN (the server or the sender is the problem). `message` starts with the
+    stage: "MAIL FROM: …", "RCPT TO: …", "end of DATA: …", "DATA: …"."""
+    stage, _, reply = message.partition(": ")
+    if code is None:
+        return RECIPIENT  # refused before any command (e.g. an address that needs SMTPUTF8)
+    if stage == "MAIL FROM" or 500 <= code <= 504:
+        return CAMPAIGN
+    m = _ENHANCED.search(reply)
+    if m:
+        subject, detail = int(m.group(2)), int(m.group(3))
+        if subject == 1:
+            return CAMPAIGN if detail in (7, 8) else BOUNCE  # 5.1.7/5.1.8: the sender's address
+        if subject == 2:
+            return BOUNCE if detail == 1 else (CAMPAIGN if detail == 3 else RECIPIENT)
+        if subject == 4:
+            return RECIPIENT
+        return CAMPAIGN  # 5.0 other, 5.3 system, 5.5 protocol, 5.6 content, 5.7 policy
+    if _SERVER_WORDS.search(reply) or stage != "RCPT TO":
+        return CAMPAIGN
+    return BOUNCE if _MAILBOX_WORDS.search(reply) else RECIPIENT
+
+
+def signature(code: int | None, message: str) -> str:
+    """What makes two failures "the same": the code and the reply without addresses."""
+    return f"{code} {_ADDRESSY.sub('<>', message)}"[:200]
 
 
 @dataclass
@@ -76,8 +125,12 @@ class CampaignStats:
     total: int = 0  # active subscribers when the run started
     sent: int = 0  # sent by this run
     already: int = 0  # skipped: sent (or failed/ambiguous) by an earlier run
-    failed: int = 0  # 5xx by this run
+    failed: int = 0  # 5xx by this run, recipient-level (campaign faults are not counted here)
+    bounced: int = 0  # subscribers marked bounced at the end of this run
+    faults: int = 0  # campaign-level 5xx by this run (rows left pending)
+    resent: int = 0  # ambiguous messages sent again by this run (from a crash or a lost reply)
     deferred: int = 0  # 4xx / connection trouble after max_retries: left pending
+    tripped: str | None = None  # why the circuit breaker stopped the campaign
     ambiguous: list[str] = field(default_factory=list)  # rows found in `sending` at start
     ambiguous_policy: str = "resend"
     aborted: str | None = None
@@ -87,14 +140,18 @@ class CampaignStats:
     remaining: int = 0
 
     def summary(self) -> str:
-        s = (f"email: sent {self.sent}, failed {self.failed}, skipped {self.already} (done earlier), "
+        s = (f"email: sent {self.sent}, failed {self.failed}, bounced {self.bounced}, "
+             f"ambiguous-resent {self.resent}, skipped {self.already} (done earlier), "
              f"remaining {self.remaining}")
+        if self.faults:
+            s += f"; {self.faults} refused by the server for a reason not the reader's (left pending)"
         if self.ambiguous:
             s += f"; {len(self.ambiguous)} ambiguous from an interrupted run ({self.ambiguous_policy})"
         return s
 
     def as_details(self) -> dict:
-        d = {"sent": self.sent, "failed": self.failed, "skipped": self.already,
+        d = {"sent": self.sent, "failed": self.failed, "bounced": self.bounced, "faults": self.faults,
+             "ambiguous_resent": self.resent, "skipped": self.already,
              "remaining": self.remaining, "ambiguous": len(self.ambiguous),
              "ambiguous_policy": self.ambiguous_policy, "elapsed_s": round(self.elapsed, 3)}
         if self.windows:
@@ -141,12 +198,12 @@ class Temporary(Exception):
 
 
 class Permanent(Exception):
-    """5xx: never retried."""
+    """5xx (or an address this server cannot take): not retried in this run; see classify()."""
 
-    def __init__(self, code: int, message: str, *, bounce: bool):
+    def __init__(self, code: int | None, message: str):
         super().__init__(message)
         self.code = code
-        self.bounce = bounce
+        self.kind = classify(code, message)
 
 
 class AfterDot(Exception):
@@ -183,17 +240,38 @@ def connect(cfg: SmtpConfig) -> smtplib.SMTP:
     return smtp
 
 
-def _check(code: int, resp: bytes, stage: str, *, bounce: bool = False) -> None:
+def _check(code: int, resp: bytes, stage: str) -> None:
     if 200 <= code < 400:
         return
     text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+    text = " ".join(text.split())
     if 500 <= code < 600:
-        raise Permanent(code, f"{stage}: {code} {text}", bounce=bounce)
+        raise Permanent(code, f"{stage}: {code} {text}")
     raise Temporary(f"{stage}: {code} {text}")
 
 
-def _group(sender: str, rcpt: str) -> bytes:
-    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+def envelope_sender(template: MessageTemplate, rcpt: str) -> str:
+    """The envelope sender (MAIL FROM) of the message to `rcpt`: the one place to change it
+    (e.g. a VERP Return-Path per recipient)."""
+    return template.envelope_from
+
+
+def needs_smtputf8(smtp: smtplib.SMTP, sender: str, rcpt: str) -> bool:
+    """Whether this message needs SMTPUTF8 (RFC 6531); Permanent (a recipient failure, never a
+    bounce) when the server does not offer it."""
+    if sender.isascii() and rcpt.isascii():
+        return False
+    if smtp.does_esmtp and smtp.has_extn("smtputf8"):
+        return True
+    raise Permanent(None, f"address {rcpt!r} has non-ASCII characters and the SMTP server does not offer "
+                          "SMTPUTF8 (RFC 6531): not sent, not bounced; use a server that offers SMTPUTF8 "
+                          "or ask the reader for an ASCII address")
+
+
+def _group(sender: str, rcpt: str, utf8: bool = False) -> bytes:
+    if utf8:
+        return f"MAIL FROM:<{sender}> SMTPUTF8\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode("ascii")
 
 
 def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None],
@@ -208,23 +286,24 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
     server discards the half-open transaction (never an empty message).
     `stuffed`: msg is already dot-stuffed. Returns (time of the 250 reply, next group sent)."""
     pipelining = smtp.does_esmtp and smtp.has_extn("pipelining")
-    chain = bool(next_rcpt) and pipelining
+    utf8 = needs_smtputf8(smtp, sender, rcpt)
+    chain = bool(next_rcpt) and pipelining and next_rcpt.isascii() and not utf8
     try:
         if pipelining:
             if not group_sent:
-                smtp.send(_group(sender, rcpt))
+                smtp.send(_group(sender, rcpt, utf8))
             replies = [smtp.getreply() for _ in range(3)]
             if replies[2][0] == 354 and not all(200 <= c < 300 for c, _ in replies[:2]):
                 smtp.send(b".\r\n")  # the server wants a message although MAIL or RCPT failed
                 smtp.getreply()
             (c1, r1), (c2, r2), (c3, r3) = replies
             _check(c1, r1, "MAIL FROM")
-            _check(c2, r2, "RCPT TO", bounce=True)
+            _check(c2, r2, "RCPT TO")
         else:
-            c1, r1 = smtp.mail(sender)
+            c1, r1 = smtp.mail(sender, ["SMTPUTF8"] if utf8 else [])
             _check(c1, r1, "MAIL FROM")
             c2, r2 = smtp.rcpt(rcpt)
-            _check(c2, r2, "RCPT TO", bounce=True)
+            _check(c2, r2, "RCPT TO")
             c3, r3 = smtp.docmd("DATA")
         if c3 != 354:
             _check(c3 if c3 >= 400 else 451, r3, "DATA")
@@ -292,16 +371,19 @@ class Campaign:
             raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
         self.stats = CampaignStats(ambiguous_policy=self.policy)
+        self.lease = None  # a publisher.ledger.Lease: stop when it is lost
+        self.faults_in_row = 0  # campaign faults since the last success
+        self.same: tuple[str, int] = ("", 0)  # (signature, count) of identical failures in a row
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
         ledger.ensure(SCHEMA)
-        from publisher.bounces import envelope_sender
+        from publisher.bounces import verp_sender
 
         # [bounces] address set: a VERP envelope sender per recipient (publisher/bounces.py)
-        self.envelope = envelope_sender(settings, secret, template.issue, self.subs)
+        self.envelope = verp_sender(settings, secret, template.issue, self.subs)
 
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
@@ -330,6 +412,8 @@ class Campaign:
         if not rows:
             return
         new = "pending" if self.policy == "resend" else "ambiguous"
+        if new == "pending":
+            self.stats.resent += len(rows)
         with self.ledger.transaction() as c:
             c.execute("UPDATE email_sends SET state = ?, last_error = 'interrupted in the ambiguous window', "
                       "updated_at = ? WHERE issue = ? AND state = 'sending'", (new, now_iso(), self.t.issue))
@@ -421,6 +505,9 @@ class Campaign:
                         self.stop.wait(backoff(attempt))
                     except AfterDot as exc:
                         smtp = _close(smtp)
+                        if self.policy == "resend":
+                            with self.lock:
+                                self.stats.resent += 1  # counted when it is sent again
                         if self.policy == "skip":
                             self._mark(email, "ambiguous", error=str(exc)[:500])
                             with self.lock:
@@ -433,12 +520,7 @@ class Campaign:
                             break
                         self.stop.wait(backoff(attempt))
                     except Permanent as exc:
-                        self._mark(email, "failed", code=exc.code, error=str(exc)[:500])
-                        if exc.bounce:
-                            self.subs.set_state(email, "bounced", only_from=("active",))
-                        log.warning("%s: failed: %s", email, exc)
-                        with self.lock:
-                            self.stats.failed += 1
+                        self._permanent(email, exc)
                         try:
                             smtp.rset()
                         except (smtplib.SMTPException, OSError, AttributeError):
@@ -465,6 +547,61 @@ class Campaign:
             self.ledger.close()
             self.subs.close()
 
+    def _permanent(self, email: str, exc: Permanent) -> None:
+        """Record a permanent failure by its class and feed the circuit breaker."""
+        error = str(exc)[:500]
+        sig = signature(exc.code, error)
+        if exc.kind == CAMPAIGN:
+            self._mark(email, "pending", code=exc.code, error=error)
+            log.warning("%s: refused for a reason that is not the reader's: %s", email, exc)
+        else:
+            self._mark(email, "failed", code=exc.code, error=error)
+            log.warning("%s: failed: %s", email, exc)
+        with self.lock:
+            if exc.kind == CAMPAIGN:
+                self.stats.faults += 1
+                self.faults_in_row += 1
+            else:
+                self.stats.failed += 1
+            self.same = (sig, self.same[1] + 1) if self.same[0] == sig else (sig, 1)
+            trip = None
+            if self.faults_in_row >= BREAKER_FAULTS:
+                trip = f"{self.faults_in_row} refusals in a row that are not the readers' fault, the last: {exc}"
+            elif self.same[1] >= BREAKER_SAME:
+                trip = f"the same failure for {self.same[1]} recipients in a row: {exc}"
+            if trip and self.stats.tripped is None:
+                self.stats.tripped = trip
+        if trip:
+            self._abort(f"circuit breaker: {trip}")
+
+    def _succeeded(self) -> None:
+        with self.lock:
+            self.faults_in_row = 0
+            self.same = ("", 0)
+
+    def _after_run(self) -> None:
+        """Tripped: the failures of the kind that tripped it go back to pending, nobody bounced.
+        Otherwise: every recipient failure of this issue that proves a dead address bounces it
+        (idempotent, so a crash before this point is mended by the next run)."""
+        conn = self.ledger.connect()
+        rows = conn.execute("SELECT email, smtp_code, last_error FROM email_sends WHERE issue = ? "
+                            "AND state = 'failed'", (self.t.issue,)).fetchall()
+        if self.stats.tripped:
+            sig = self.same[0]
+            back = [r[0] for r in rows if classify(r[1], r[2] or "") == CAMPAIGN
+                    or (sig and signature(r[1], r[2] or "") == sig)]
+            with self.ledger.transaction() as c:
+                c.executemany("UPDATE email_sends SET state = 'pending', updated_at = ? WHERE issue = ? "
+                              "AND email = ? AND state = 'failed'",
+                              [(now_iso(), self.t.issue, e) for e in back])
+            with self.lock:
+                self.stats.failed = max(0, self.stats.failed - len(back))
+            return
+        for email, code, error in rows:
+            if classify(code, error or "") == BOUNCE and \
+                    self.subs.set_state(email, "bounced", only_from=("active",)):
+                self.stats.bounced += 1
+
     def _abort(self, reason: str) -> None:
         with self.lock:
             if self.stats.aborted is None:
@@ -475,6 +612,9 @@ class Campaign:
                   next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
+        if self.lease is not None and self.lease.lost.is_set():
+            raise TransportError("the lease of this campaign was taken over by another process (our "
+                                 "heartbeat stopped); stopped sending")
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True)
         self.limiter.wait()
         marked: list[float] = []
@@ -484,7 +624,7 @@ class Campaign:
             marked.append(time.monotonic())
 
         try:
-            sender = self.envelope or (lambda _: self.t.envelope_from)
+            sender = self.envelope or (lambda rcpt: envelope_sender(self.t, rcpt))
             accepted, chained = transmit(smtp, sender(email), email, msg, before_dot, stuffed=True,
                                          group_sent=group_sent, next_rcpt=next_rcpt,
                                          next_sender=sender(next_rcpt) if next_rcpt else None)
@@ -493,6 +633,7 @@ class Campaign:
                 self._mark(email, "pending", error=str(exc)[:500])
             raise
         self._mark(email, "sent", code=250)
+        self._succeeded()
         end = time.monotonic()
         with self.lock:
             self.stats.sent += 1
@@ -519,6 +660,7 @@ class Campaign:
             for t in threads:
                 t.join(10)
             raise
+        self._after_run()
         self.stats.elapsed = time.monotonic() - start
         self.stats.remaining = self.remaining()
         return self.stats
@@ -545,12 +687,15 @@ def _close(smtp: smtplib.SMTP | None) -> None:
 
 
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
-                 ambiguous: str | None = None) -> CampaignStats:
-    """Send `rendition` to every active subscriber not yet done; the standalone entry point."""
+                 ambiguous: str | None = None, lease=None) -> CampaignStats:
+    """Send `rendition` to every active subscriber not yet done; the standalone entry point.
+    `lease`: the (issue, "email") lease the caller holds (push_issue takes it), if any."""
     check_unsubscribe_url(settings)
     secret = settings.secret("email", "secret_env")
     template = build_template(rendition, settings)
-    return Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous).run()
+    campaign = Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous)
+    campaign.lease = lease
+    return campaign.run()
 
 
 def send_test(rendition: Rendition, settings, to: str) -> str:
@@ -570,7 +715,7 @@ def send_test(rendition: Rendition, settings, to: str) -> str:
         smtp = None
         try:
             smtp = connect(cfg)
-            transmit(smtp, template.envelope_from, to, msg, lambda: None)  # one message: no chaining
+            transmit(smtp, envelope_sender(template, to), to, msg, lambda: None)  # one message: no chaining
             smtp.quit()
             return template.message_id(to)
         except (Temporary, AfterDot) as exc:
@@ -655,6 +800,7 @@ class EmailTransport(Transport):
         display = None
         progress = ctx.progress
         campaign = Campaign(template, settings, ctx.ledger, secret=secret)
+        campaign.lease = ctx.lease
         if progress is None:
             display = _Display(campaign.subs.count("active"))
             progress = display
@@ -666,9 +812,15 @@ class EmailTransport(Transport):
                 display.close()
         print(stats.summary(), file=sys.stderr)
         if stats.aborted or stats.remaining:
-            why = stats.aborted or f"{stats.deferred} message(s) deferred after [smtp] max_retries"
-            raise TransportError(f"{stats.summary()}; stopped: {why}. Run the push again to resume "
+            why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
+                                    "not the reader's" if stats.faults else
+                                    f"{stats.deferred} message(s) deferred after [smtp] max_retries")
+            fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
+                   "marked bounced." if stats.tripped or stats.faults else "")
+            exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
                                  "(recipients already sent are skipped)")
+            exc.details = stats.as_details()
+            raise exc
         return PushResult(details=stats.as_details(),
                           summary=stats.summary())
 

@@ -10,6 +10,14 @@ Order of work, so that nothing is sent when something is wrong locally:
    updated in place (draft/update) unless options["new_draft"];
 4. with options["publish"], freepublish/submit, then freepublish/get is polled with backoff until
    a final status or [wechat] publish_poll_seconds.
+
+Never two articles for one issue: the intent is recorded before each side effect (table
+`wechat_intents`: a draft being added, a publish being submitted) and cleared in the same
+transaction that records its result. A push that finds an intent left by a crash reconciles
+before doing anything: the draft is looked up in draft/batchget (our title and 阅读原文 URL are the
+marker) instead of being added again; a submit whose publish_id was not recorded is looked up in
+freepublish/batchget; a recorded publish_id is polled and never submitted again; a draft that left
+the draft box because it was published is recognised in freepublish/batchget, not replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 from publisher import limits
 from publisher.channels.base import LocalImage, Rendition
 from publisher.errors import TransportError
-from publisher.ledger import Ledger, now_iso
+from publisher.ledger import Ledger, checkpoint, now_iso
 from publisher.transports.base import PushContext, PushResult, Transport
 from publisher.wechat_api import WeChatClient, WeChatError
 
@@ -40,6 +48,14 @@ CREATE TABLE IF NOT EXISTS wechat_uploads (
     media_id    TEXT,
     created_at  TEXT NOT NULL,
     PRIMARY KEY (app_id, sha256, kind)
+);
+CREATE TABLE IF NOT EXISTS wechat_intents (
+    app_id      TEXT NOT NULL,
+    issue       TEXT NOT NULL,
+    step        TEXT NOT NULL CHECK (step IN ('draft_add', 'publish_submit')),
+    media_id    TEXT,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (app_id, issue, step)
 );
 CREATE TABLE IF NOT EXISTS wechat_drafts (
     app_id        TEXT NOT NULL,
@@ -74,6 +90,8 @@ PUBLISH_STATUS = {
     5: "成功后用户删除所有文章 (published, then all its articles were deleted by the account)",
     6: "成功后系统封禁所有文章 (published, then all its articles were banned by the platform)",
 }
+PUBLISH_FAILED = (2, 3, 4)  # not published: submitting again makes no second article
+SCAN_PAGES = 5  # batchget pages (20 each) searched when reconciling: the newest 100
 
 
 def sniff(data: bytes) -> str | None:
@@ -264,24 +282,93 @@ class WeChatTransport(Transport):
         article["thumb_media_id"] = thumb_media_id
         check_limits(article)  # the image URLs changed the content's length
 
-        # 3. the draft
-        previous = ledger.connect().execute(
-            "SELECT media_id FROM wechat_drafts WHERE app_id = ? AND issue = ?", (app_id, rendition.issue)
-        ).fetchone()
+        # 3. reconcile what an interrupted push left, then the draft
+        issue = rendition.issue
+        state = self._reconcile(client, ledger, app_id, issue, article, cfg, notes)
+        base = {"thumb_media_id": thumb_media_id, "images_uploaded": uploaded, "images_cached": cached,
+                "title": article["title"], "content_chars": len(body), "notes": notes}
+        if state["publish_id"] and state["publish_status"] not in PUBLISH_FAILED and not new_draft:
+            # submitted before: poll that publish, never submit again
+            return self._finish_publish(client, ledger, app_id, issue, state["media_id"], state["publish_id"],
+                                        state["publish_status"], state["article_url"], cfg, base,
+                                        "the issue was already submitted for publishing")
         action = "added"
-        if previous is not None and not new_draft:
-            media_id = previous["media_id"]
+        media_id = state["media_id"]
+        if media_id is not None and not new_draft:
             try:
                 client.draft_update(media_id, article)
                 action = "updated"
             except WeChatError as exc:
                 if exc.errcode != 40007:
                     raise
-                notes.append(f"draft {media_id} no longer exists on the platform (deleted or published); "
-                             "created a new one")
-                media_id = client.draft_add(article)
+                found = self._find_published(client, article)
+                if found is not None:  # published (e.g. by hand in the MP console): not replaced
+                    self._record_publish(ledger, app_id, issue, found[0], 0, found[1])
+                    notes.append(f"draft {media_id} was published on the platform: {found[1]}")
+                    return PushResult(remote_id=media_id, url=found[1],
+                                      details={**base, "media_id": media_id, "publish_id": found[0],
+                                               "publish_status": 0, "article_url": found[1]},
+                                      summary=f"already published: {found[1]}")
+                notes.append(f"draft {media_id} no longer exists on the platform (deleted); created a new one")
+                media_id = self._add_draft(client, ledger, app_id, issue, article)
         else:
-            media_id = client.draft_add(article)
+            media_id = self._add_draft(client, ledger, app_id, issue, article)
+        details: dict[str, Any] = {"media_id": media_id, "draft": action, **base}
+        summary = f"draft {action} (media_id {media_id}); {uploaded} image(s) uploaded, {cached} from cache"
+        if not publish:
+            return PushResult(remote_id=media_id, details=details, summary=summary)
+
+        # 4. publish: the intent first, then the submit, then its publish_id (one transaction)
+        self._intent(ledger, app_id, issue, "publish_submit", media_id)
+        publish_id = client.publish_submit(media_id)
+        checkpoint("wechat:after-submit")
+        self._record_publish(ledger, app_id, issue, publish_id, None, None, clear="publish_submit")
+        return self._finish_publish(client, ledger, app_id, issue, media_id, publish_id, None, None, cfg,
+                                    {**details, "draft": action}, summary)
+
+    def _finish_publish(self, client, ledger, app_id, issue, media_id, publish_id, status, article_url,
+                        cfg, details, summary) -> PushResult:
+        details = {**details, "media_id": media_id, "publish_id": publish_id}
+        if status != 0:
+            answer = self._poll(client, publish_id, float(cfg["publish_poll_seconds"]))
+            status = int(answer.get("publish_status", -1))
+            article_url = _article_url(answer)
+            self._record_publish(ledger, app_id, issue, publish_id, status, article_url)
+        details["publish_status"] = status
+        if status == 1:
+            raise TransportError(
+                f"WeChat publish {publish_id} of draft {media_id} is still publishing after "
+                f"{cfg['publish_poll_seconds']} s ([wechat] publish_poll_seconds); check it in the MP console "
+                "(发表记录) or push again with --publish later (it polls this publish; it never submits twice)"
+            )
+        if status != 0:
+            meaning = PUBLISH_STATUS.get(status, "unknown status")
+            raise TransportError(
+                f"WeChat publish {publish_id} of draft {media_id} ended with publish_status {status}: "
+                f"{meaning}; see 发表记录 in the MP console, fix the draft and push again"
+            )
+        details["article_url"] = article_url
+        return PushResult(remote_id=media_id, url=article_url, details=details,
+                          summary=f"{summary}; published: {article_url}")
+
+    # -- intents and reconciliation --------------------------------------------------------------
+
+    @staticmethod
+    def _intent(ledger: Ledger, app_id: str, issue: str, step: str, media_id: str | None) -> None:
+        with ledger.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO wechat_intents (app_id, issue, step, media_id, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (app_id, issue, step, media_id, now_iso()))
+
+    def _add_draft(self, client: WeChatClient, ledger: Ledger, app_id: str, issue: str,
+                   article: dict[str, Any]) -> str:
+        self._intent(ledger, app_id, issue, "draft_add", None)
+        media_id = client.draft_add(article)
+        checkpoint("wechat:after-draft-add")
+        self._record_draft(ledger, app_id, issue, media_id)
+        return media_id
+
+    @staticmethod
+    def _record_draft(ledger: Ledger, app_id: str, issue: str, media_id: str) -> None:
         now = now_iso()
         with ledger.transaction() as conn:
             conn.execute(
@@ -290,44 +377,111 @@ class WeChatTransport(Transport):
                    ON CONFLICT (app_id, issue) DO UPDATE SET media_id = excluded.media_id,
                      publish_id = CASE WHEN wechat_drafts.media_id = excluded.media_id
                                        THEN wechat_drafts.publish_id END,
+                     publish_status = CASE WHEN wechat_drafts.media_id = excluded.media_id
+                                       THEN wechat_drafts.publish_status END,
                      updated_at = excluded.updated_at""",
-                (app_id, rendition.issue, media_id, now, now),
+                (app_id, issue, media_id, now, now),
             )
-        details: dict[str, Any] = {
-            "media_id": media_id, "draft": action, "thumb_media_id": thumb_media_id,
-            "images_uploaded": uploaded, "images_cached": cached, "title": article["title"],
-            "content_chars": len(body), "notes": notes,
-        }
-        summary = f"draft {action} (media_id {media_id}); {uploaded} image(s) uploaded, {cached} from cache"
-        if not publish:
-            return PushResult(remote_id=media_id, details=details, summary=summary)
+            conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = 'draft_add'",
+                         (app_id, issue))
 
-        # 4. publish
-        publish_id = client.publish_submit(media_id)
-        self._record_publish(ledger, app_id, rendition.issue, publish_id, None, None)
-        details["publish_id"] = publish_id
-        answer = self._poll(client, publish_id, float(cfg["publish_poll_seconds"]))
-        status = int(answer.get("publish_status", -1))
-        article_url = _article_url(answer)
-        self._record_publish(ledger, app_id, rendition.issue, publish_id, status, article_url)
-        details["publish_status"] = status
-        if status == 1:
-            raise TransportError(
-                f"WeChat publish {publish_id} of draft {media_id} is still publishing after "
-                f"{cfg['publish_poll_seconds']} s ([wechat] publish_poll_seconds); check it in the MP console "
-                "(发表记录) or push again with --publish later"
-            )
-        if status != 0:
-            meaning = PUBLISH_STATUS.get(status, "unknown status")
-            fail_idx = answer.get("fail_idx") or []
-            extra = f", failed article index {fail_idx}" if fail_idx else ""
-            raise TransportError(
-                f"WeChat publish {publish_id} of draft {media_id} ended with publish_status {status}: "
-                f"{meaning}{extra}; see 发表记录 in the MP console, fix the draft and push again"
-            )
-        details["article_url"] = article_url
-        return PushResult(remote_id=media_id, url=article_url, details=details,
-                          summary=f"{summary}; published: {article_url}")
+    def _reconcile(self, client: WeChatClient, ledger: Ledger, app_id: str, issue: str,
+                   article: dict[str, Any], cfg, notes: list[str]) -> dict[str, Any]:
+        """The issue's draft and publish as the platform has them, after an interrupted push."""
+        conn = ledger.connect()
+        intents = {r["step"]: r for r in conn.execute(
+            "SELECT step, media_id FROM wechat_intents WHERE app_id = ? AND issue = ?", (app_id, issue))}
+        if "draft_add" in intents:
+            media_id = self._find_draft(client, article)
+            if media_id is not None:
+                notes.append(f"found draft {media_id} added by an interrupted push; not adding another")
+                self._record_draft(ledger, app_id, issue, media_id)
+            else:
+                found = self._find_published(client, article)
+                if found is not None:
+                    self._record_draft(ledger, app_id, issue, found[2])
+                    self._record_publish(ledger, app_id, issue, found[0], 0, found[1])
+                    notes.append(f"the draft of an interrupted push was already published: {found[1]}")
+                else:
+                    with ledger.transaction() as c:  # draft/add never took effect
+                        c.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? "
+                                  "AND step = 'draft_add'", (app_id, issue))
+        if "publish_submit" in intents:
+            self._reconcile_submit(client, ledger, app_id, issue, article, intents["publish_submit"]["media_id"],
+                                   float(cfg["publish_poll_seconds"]), notes)
+        row = conn.execute("SELECT media_id, publish_id, publish_status, article_url FROM wechat_drafts "
+                           "WHERE app_id = ? AND issue = ?", (app_id, issue)).fetchone()
+        if row is None:
+            return {"media_id": None, "publish_id": None, "publish_status": None, "article_url": None}
+        return dict(row)
+
+    def _reconcile_submit(self, client, ledger, app_id, issue, article, media_id, budget, notes) -> None:
+        """A submit was started and its publish_id never recorded: did it take effect?"""
+        deadline = self.clock() + budget
+        delay = self.poll_first
+        while True:
+            found = self._find_published(client, article)
+            if found is not None:
+                self._record_publish(ledger, app_id, issue, found[0], 0, found[1], clear="publish_submit")
+                notes.append(f"the publish submitted by an interrupted push succeeded: {found[1]}")
+                return
+            if not self._draft_exists(client, media_id):
+                raise TransportError(
+                    f"WeChat: an interrupted push submitted draft {media_id} for publishing; the draft has left "
+                    "the draft box but no published article with this title and 阅读原文 URL is listed yet. "
+                    "Check 发表记录 in the MP console; push again later (publisher will not submit twice)")
+            if self.clock() >= deadline:
+                break
+            self.sleep(min(delay, max(0.0, deadline - self.clock())))
+            delay = min(delay * self.poll_factor, self.poll_max)
+        # the draft is still in the box and nothing was published within the poll budget: the
+        # submit never took effect
+        with ledger.transaction() as conn:
+            conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = 'publish_submit'",
+                         (app_id, issue))
+        notes.append(f"the submit of an interrupted push did not take effect within {budget:.0f} s; submitting again")
+
+    @staticmethod
+    def _ours(news_item: list, article: dict[str, Any]) -> bool:
+        first = (news_item or [{}])[0]
+        return (first.get("title") == article["title"]
+                and (first.get("content_source_url") or "") == (article.get("content_source_url") or "")
+                and not first.get("is_deleted"))
+
+    def _find_draft(self, client: WeChatClient, article: dict[str, Any]) -> str | None:
+        for page in range(SCAN_PAGES):
+            answer = client.draft_batchget(page * 20, 20)
+            for item in answer.get("item") or []:
+                if self._ours((item.get("content") or {}).get("news_item"), article):
+                    return str(item["media_id"])
+            if (page + 1) * 20 >= int(answer.get("total_count") or 0):
+                return None
+        return None
+
+    def _find_published(self, client: WeChatClient, article: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(publish ref, article URL, article id) of our article among the newest published."""
+        for page in range(SCAN_PAGES):
+            answer = client.publish_batchget(page * 20, 20)
+            for item in answer.get("item") or []:
+                news = (item.get("content") or {}).get("news_item") or []
+                if self._ours(news, article):
+                    return f"article:{item.get('article_id')}", str(news[0].get("url") or ""), \
+                        str(item.get("article_id"))
+            if (page + 1) * 20 >= int(answer.get("total_count") or 0):
+                return None
+        return None
+
+    @staticmethod
+    def _draft_exists(client: WeChatClient, media_id: str | None) -> bool:
+        if not media_id:
+            return False
+        try:
+            client.draft_get(media_id)
+        except WeChatError as exc:
+            if exc.errcode == 40007:
+                return False
+            raise
+        return True
 
     # -- pieces ----------------------------------------------------------------------------------
 
@@ -400,19 +554,23 @@ class WeChatTransport(Transport):
             remaining = deadline - self.clock()
             self.sleep(max(0.0, min(delay, remaining)))
             answer = client.publish_get(publish_id)
+            checkpoint("wechat:polling")
             if int(answer.get("publish_status", -1)) != 1 or self.clock() >= deadline:
                 return answer
             delay = min(delay * self.poll_factor, self.poll_max)
 
     @staticmethod
     def _record_publish(ledger: Ledger, app_id: str, issue: str, publish_id: str, status: int | None,
-                        url: str | None) -> None:
+                        url: str | None, *, clear: str | None = None) -> None:
         with ledger.transaction() as conn:
             conn.execute(
                 """UPDATE wechat_drafts SET publish_id = ?, publish_status = ?, article_url = ?,
                    updated_at = ? WHERE app_id = ? AND issue = ?""",
                 (publish_id, status, url, now_iso(), app_id, issue),
             )
+            if clear:
+                conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = ?",
+                             (app_id, issue, clear))
 
 
 def _article_url(answer: dict) -> str | None:
