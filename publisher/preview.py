@@ -376,6 +376,7 @@ main{padding:12px 14px}
 .errors h3{margin:0 0 4px;font-size:15px}
 .errors ul{margin:0;padding-left:18px;font-family:monospace;white-space:pre-wrap}
 .over,.limits tr.over td,.limits tr.over th{color:#dc2626}
+.overflow-flag{margin:0;padding:6px 10px;background:#fee2e2;font-weight:600;overflow-wrap:anywhere}
 .limits tr.over{background:#fee2e2}
 iframe{border:0;display:block;width:100%;background:#fff}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
@@ -417,7 +418,15 @@ details.front{margin:0 0 8px;font-size:12px}
 
 SCRIPT = r"""
 (function(){
-  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';}}catch(e){}}
+  function flag(f,d){
+    // a frame wider than its view is flagged in red, not silently cut off (readers would scroll sideways)
+    var n=f.previousElementSibling;
+    if(!n||!n.classList.contains('overflow-flag')){n=document.createElement('p');n.className='overflow-flag over';n.hidden=true;f.parentNode.insertBefore(n,f);}
+    var w=d.scrollingElement?d.scrollingElement.scrollWidth:0,v=f.contentWindow.innerWidth;
+    var over=f.offsetParent!==null&&v>0&&w>v;
+    n.hidden=!over;n.textContent=over?'Horizontal overflow: the content is '+w+' px wide in a '+v+' px view; readers would have to scroll sideways.':'';
+  }
+  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';flag(f,d);}}catch(e){}}
   function fitAll(){document.querySelectorAll('iframe').forEach(fit);}
   document.querySelectorAll('iframe').forEach(function(f){f.addEventListener('load',function(){fit(f);});});
   var tabs=document.querySelectorAll('nav.tabs button');
