@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from .atomic import atomic_write
 from .cli import get_settings
 from .errors import PublisherError
 from .settings import Settings
@@ -158,9 +159,7 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
     # forget issues that are gone
     names = {p.name for p in files}
     manifest = {k: v for k, v in manifest.items() if k.split("/")[0] in names}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(manifest_path)
+    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
     return rendered, fresh, errors
 
 

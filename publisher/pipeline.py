@@ -7,6 +7,7 @@ from pathlib import Path
 
 from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
 
+from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
@@ -64,20 +65,18 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
 
 def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     """Write a rendition's body, parts and images into out_dir; return the paths written."""
-    import shutil
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     main = out_dir / rendition.filename
-    _atomic_write(main, rendition.body.encode("utf-8"))
+    atomic_write(main, rendition.body.encode("utf-8"))
     written.append(main)
     for name, text in rendition.parts.items():
         p = out_dir / name
-        _atomic_write(p, text.encode("utf-8"))
+        atomic_write(p, text.encode("utf-8"))
         written.append(p)
     for name, data in rendition.binary_parts.items():
         p = out_dir / name
-        _atomic_write(p, data)
+        atomic_write(p, data)
         written.append(p)
     for image in rendition.images:
         if re.match(r"^[a-z]+://", image.ref) or image.ref.startswith("/"):
@@ -85,18 +84,12 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
         target = out_dir / image.ref
         target.parent.mkdir(parents=True, exist_ok=True)
         if image.data is not None:
-            _atomic_write(target, image.data)
+            atomic_write(target, image.data)
         elif image.path is not None and image.path.is_file():
             if target.resolve() == image.path.resolve():
                 continue
-            shutil.copyfile(image.path, target)
+            atomic_write(target, image.path.read_bytes())
         else:
             continue
         written.append(target)
     return written
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

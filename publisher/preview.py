@@ -35,6 +35,7 @@ import click
 from markupsafe import Markup, escape
 
 from publisher import pipeline
+from publisher.atomic import atomic_write
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
@@ -731,9 +732,7 @@ def write_preview(settings, issue_path: Path, channels: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stem = issue_path.stem if len(channels) != 1 else f"{issue_path.stem}-{channels[0]}"
     target = folder / f"{stem}.html"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(page.html, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write(target, page.html)
     return target
 
 

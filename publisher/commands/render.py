@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from publisher import pipeline
+from publisher.atomic import atomic_write
 from publisher.cli import get_settings, print_diagnostics
 
 
@@ -32,5 +33,5 @@ def render_command(ctx: click.Context, issue: Path, channel: str, out_dir: Path 
         from publisher.mailmsg import sample_eml
 
         eml = out_dir / f"{model.slug}.eml"
-        eml.write_bytes(sample_eml(rendition, settings))
+        atomic_write(eml, sample_eml(rendition, settings))
         click.echo(str(eml))
