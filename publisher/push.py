@@ -135,6 +135,7 @@ def push_issue(
         if touch_ledger:
             ledger.begin(issue.slug, channel)
         try:
+            settings.check_sendable(channel)  # no shipped placeholder reaches readers
             transport = get_transport(channel)()
             rendition = render(issue, channel, settings, render_ctx)
             result = transport.push(rendition, push_ctx)

@@ -6,6 +6,7 @@ file and the key. The defaults double as the schema: every key's type is its def
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -35,6 +36,20 @@ PATH_KEYS = {
     ("newsletter", "qr_image"),
     ("wechat", "default_cover"),
 }
+
+
+# Shipped defaults that stand for the user's own values: pushing a channel that sends with one of
+# them is refused (Settings.check_sendable); rendering and previewing still work.
+PLACEHOLDERS = {
+    ("email", "from_address"): ("email",),
+    ("email", "unsubscribe_url"): ("email",),
+    ("email", "list_id"): ("email",),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    return tomllib.loads(_default_text())
 
 
 def _default_text() -> str:
@@ -90,6 +105,24 @@ class Settings:
         if folder is None or not folder.is_dir():
             return []
         return sorted((p for p in folder.iterdir() if ISSUE_FILE_RE.match(p.name)), reverse=True)
+
+    def check_sendable(self, channel: str) -> None:
+        """ConfigError when pushing `channel` would reach readers with a shipped placeholder value
+        (or, for WeChat, a QR image WeChat would drop): the message names the key to set."""
+        for (section, key), channels in PLACEHOLDERS.items():
+            default = _defaults()[section][key]
+            if channel in channels and self.data[section][key] == default:
+                raise ConfigError(
+                    f"[{section}] {key} is still the shipped placeholder {default!r}: set your own "
+                    f"in {self.where()} before pushing {channel}"
+                )
+        news = self.data["newsletter"]
+        if channel == "wechat" and not (news["qr_image"] or news["qr_target"]):
+            raise ConfigError(
+                "[newsletter] qr_image is not set: WeChat drops images it does not host, so the "
+                "account's QR image must be uploaded; save it (qr_public_url) as a file and set "
+                f"qr_image to its path in {self.where()}"
+            )
 
     @property
     def enabled_channels(self) -> list[str]:
