@@ -30,6 +30,34 @@ def newest_issue(settings: Settings) -> Path:
     return files[0]
 
 
+def issue_paths(settings: Settings, args: list[str] | tuple[str, ...]) -> list[Path]:
+    """What an issue argument can be, for every command: an issue file, a date (YYYY-MM-DD, looked
+    up in [paths] issues) or a folder (every YYYY-MM-DD.md in it); no argument = the issues folder."""
+    if not args:
+        files = issue_files(settings)
+        if not files:
+            newest_issue(settings)  # the error naming [paths] issues
+        return files
+    paths: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted((p for p in path.iterdir() if ISSUE_FILE_RE.match(p.name)), reverse=True)
+            if not found:
+                raise SourceError(f"no issue files (YYYY-MM-DD.md) in folder {path}")
+            paths += found
+        elif not path.exists() and re.fullmatch(r"\d{4}-\d{2}-\d{2}", arg):
+            folder = settings.path("paths", "issues")
+            candidate = folder / f"{arg}.md" if folder else Path(f"{arg}.md")
+            if not candidate.is_file():
+                raise SourceError(
+                    f"no issue {arg}: {candidate} does not exist ([paths] issues in {settings.where()})")
+            paths.append(candidate)
+        else:
+            paths.append(path)  # a missing file is reported by the reader with its name
+    return list(dict.fromkeys(paths))
+
+
 def archive(settings: Settings, extra: Issue | None = None) -> tuple[PastIssue, ...]:
     """The archive as channels see it: every issue in the issues folder, newest first."""
     import datetime as dt

@@ -186,7 +186,16 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
             if key not in override.get(section, {}) and defaults[section][key]:
                 data[section][key] = str((root / defaults[section][key]).resolve())
 
-    unknown = [c for c in data["channels"]["enabled"] if not isinstance(c, str)]
-    if unknown:
+    enabled = data["channels"]["enabled"]
+    if any(not isinstance(c, str) for c in enabled):
         raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")
+    from publisher.channels.base import available_channels
+
+    known = available_channels()
+    unknown = [c for c in enabled if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"{file or 'defaults'}: [channels] enabled: unknown channel {', '.join(map(repr, unknown))}; "
+            f"available channels: {', '.join(known) or '(none installed)'}"
+        )
     return Settings(data=data, file=file, root=root)

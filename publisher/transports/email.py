@@ -667,7 +667,9 @@ class EmailTransport(Transport):
         status = campaign_status(ctx.ledger, rendition.issue)
         done = sum(status.get(s, 0) for s in FINAL_STATES)
         sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
-        print(sample.decode("utf-8", "replace"))
+        from publisher.push import readable_message
+
+        print(readable_message(sample))
         return PushResult(details={"active": active, "done": done},
                           summary=f"email: dry run: {active} active subscriber(s), {done} already done "
                                   f"for {rendition.issue}; sample message above")
