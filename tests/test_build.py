@@ -12,7 +12,10 @@ from publisher.settings import load_settings
 
 def _settings(tmp_path: Path, issues: Path, out: Path):
     toml = tmp_path / "publisher.toml"
-    toml.write_text(f'[paths]\nissues = "{issues}"\nout = "{out}"\n', encoding="utf-8")
+    # a generated QR code: every wechat rendition writes the same wechat/qr.png
+    toml.write_text(f'[paths]\nissues = "{issues}"\nout = "{out}"\n[newsletter]\n'
+                    'qr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n',
+                    encoding="utf-8")
     return load_settings(toml)
 
 
