@@ -352,8 +352,10 @@ def local_image(src: str, base_dir: Path | None, issue: Issue, role: str) -> Loc
     return LocalImage(ref=src, path=path, role=role, media_type=media)
 
 
-def qr_image(settings: Settings) -> LocalImage:
-    """The follow-account QR image: [newsletter] qr_image, else generated from qr_target (PNG)."""
+def qr_image(settings: Settings) -> LocalImage | str:
+    """The follow-account QR image: [newsletter] qr_image (a file), else a QR code generated from
+    qr_target (PNG) when one is configured, else the account's real QR image by its public URL
+    (qr_public_url, as the other channels show it)."""
     news = settings["newsletter"]
     if news.get("qr_image"):
         path = Path(news["qr_image"]).expanduser()
@@ -362,15 +364,13 @@ def qr_image(settings: Settings) -> LocalImage:
         if not path.is_file():
             raise ConfigError(
                 f"[newsletter] qr_image: file {path} does not exist (set in {settings.where()}); "
-                "fix the path or leave it empty to generate the QR code from qr_target"
+                "fix the path, or leave it empty to use qr_target or qr_public_url"
             )
         media = mimetypes.guess_type(path.name)[0] or "image/png"
         return LocalImage(ref=path.name, path=path, role="qr", media_type=media)
     target = news.get("qr_target") or ""
     if not target:
-        raise ConfigError(
-            f"[newsletter] qr_target and qr_image are both empty: set one of them in {settings.where()}"
-        )
+        return settings.require("newsletter", "qr_public_url", "the follow-account QR code: or set qr_image")
     import segno
 
     buf = io.BytesIO()

@@ -133,8 +133,9 @@ class WeChatChannel(Channel):
             sections.append({"name": section.name, "note": note, "items": items,
                              "closing": Markup(w.blocks(section.closing))})
 
-        qr = qr_image(self.settings)
-        images.append(qr)
+        qr = qr_image(self.settings)  # a file to upload, or the public URL of the real QR image
+        if not isinstance(qr, str):
+            images.append(qr)
         if issue.cover and not is_remote(issue.cover):
             images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
 
@@ -146,7 +147,7 @@ class WeChatChannel(Channel):
             link_note=LINK_NOTE,
             sections=sections,
             references=refs.entries(),
-            qr=qr.ref,
+            qr=qr if isinstance(qr, str) else qr.ref,
             license=license_of(issue, self.settings),
         )
         body = re.sub(r"\n+", "\n", body).strip() + "\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from .atomic import atomic_write
 from .cli import get_settings
 from .errors import PublisherError
 from .settings import Settings
@@ -101,8 +102,9 @@ def render_one(path: str, channels: list[str], out: str, settings: Settings | No
 
 
 def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | None = None,
-          echo=click.echo) -> tuple[int, int, list[str]]:
-    """Build everything stale; return (rendered pairs, up-to-date pairs, errors)."""
+          echo=click.echo, progress=None) -> tuple[int, int, list[str]]:
+    """Build everything stale; return (rendered pairs, up-to-date pairs, errors). `echo` prints
+    the sources' warnings; `progress(done, total, result)` is called as each issue finishes."""
     files = settings.issue_files()
     channels = settings.enabled_channels
     out.mkdir(parents=True, exist_ok=True)
@@ -130,8 +132,13 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
             todo[str(path)] = stale
 
     results: list[dict] = []
+    report = progress or (lambda done, total, result: None)
+    if progress:
+        report(0, len(todo), None)
     if len(todo) <= 1 or jobs == 1:
-        results = [render_one(p, chans, str(out), settings) for p, chans in todo.items()]
+        for p, chans in todo.items():
+            results.append(render_one(p, chans, str(out), settings))
+            report(len(results), len(todo), results[-1])
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -139,7 +146,9 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         config = str(settings.file) if settings.file else None
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config, str(settings.root))) as pool:
             futures = [pool.submit(render_one, p, chans, str(out)) for p, chans in todo.items()]
-            results = [f.result() for f in as_completed(futures)]
+            for f in as_completed(futures):
+                results.append(f.result())
+                report(len(results), len(todo), results[-1])
 
     errors: list[str] = []
     rendered = 0
@@ -153,15 +162,42 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         for chan, written in res["written"].items():
             manifest[f"{name}/{chan}"] = {"key": keys[res["path"]], "files": written}
             rendered += 1
-            for f in written:
-                echo(f)
     # forget issues that are gone
     names = {p.name for p in files}
     manifest = {k: v for k, v in manifest.items() if k.split("/")[0] in names}
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(manifest_path)
+    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
     return rendered, fresh, errors
+
+
+class _Progress:
+    """Build progress on stderr: a rich bar on a terminal, else one plain line per issue."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int, result: dict | None) -> None:
+        if result is None:  # start
+            if sys.stderr.isatty() and total:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+                self.bar = Progress(TextColumn("building"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.description}"),
+                                    console=Console(stderr=True, color_system=None if os.environ.get("NO_COLOR") else "auto"),
+                                    transient=True)
+                self.bar.start()
+                self.task = self.bar.add_task("", total=total)
+            return
+        name = Path(result["path"]).name
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, description=name)
+            if done == total:
+                self.bar.stop()
+            return
+        failed = f", {len(result['errors'])} failed" if result["errors"] else ""
+        click.echo(f"[{done}/{total}] {name}: {len(result['written'])} channel(s){failed}", err=True)
 
 
 @click.command("build")
@@ -169,18 +205,24 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
               help="Output folder (default: [paths] out).")
 @click.option("--force", is_flag=True, help="Render everything, even what is up to date.")
 @click.option("-j", "--jobs", type=int, default=None, help="Parallel worker processes (default: CPU count).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors (no progress, warnings or summary).")
 @click.pass_context
-def build_command(ctx: click.Context, out_dir: Path | None, force: bool, jobs: int | None) -> None:
-    """Render every issue in the issues folder to every enabled channel (only what changed)."""
+def build_command(ctx: click.Context, out_dir: Path | None, force: bool, jobs: int | None, quiet: bool) -> None:
+    """Render every issue in the issues folder to every enabled channel (only what changed).
+
+    Progress goes to stderr: a bar on a terminal, one line per issue otherwise."""
     settings = get_settings(ctx)
     out = out_dir or settings.path("paths", "out")
     folder = settings.path("paths", "issues")
     if folder is None or not folder.is_dir():
         raise PublisherError(f"issues folder {folder} does not exist; set [paths] issues in {settings.where()}")
-    rendered, fresh, errors = build(settings, out, force=force, jobs=jobs)
+    echo = (lambda *a, **k: None) if quiet else click.echo
+    rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, echo=echo,
+                                    progress=None if quiet else _Progress(out))
     for e in errors:
         click.secho(e, fg="red", err=True)
-    click.echo(f"built {rendered} rendition(s), {fresh} up to date, {len(errors)} failed → {out}", err=True)
+    if not quiet:
+        click.echo(f"built {rendered} rendition(s), {fresh} up to date, {len(errors)} failed → {out}", err=True)
     if errors:
         ctx.exit(1)
 

@@ -299,19 +299,24 @@ def run_check(paths: list[Path], settings, *, offline: bool = False, progress: b
 
 
 @click.command("check")
-@click.argument("issues", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("issues", nargs=-1, metavar="[ISSUE|DATE|FOLDER]...")
 @click.option("--offline", is_flag=True, help="Skip the link check (no network).")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit status 1).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json for tools.")
 @click.pass_context
-def check_command(ctx: click.Context, issues: tuple[Path, ...], offline: bool, strict: bool, fmt: str) -> None:
-    """Check ISSUES before publishing: structure, 导读, channel limits, links, repeats.
+def check_command(ctx: click.Context, issues: tuple[str, ...], offline: bool, strict: bool, fmt: str) -> None:
+    """Check issues before publishing: structure, 导读, channel limits, links, repeats.
+
+    Each argument is an issue file, a date (YYYY-MM-DD, in [paths] issues) or a folder; none
+    checks every issue in [paths] issues.
 
     Exit status 0 when clean, 1 on any error (with --strict, on any warning too).
     """
+    from .pipeline import issue_paths
+
     settings = get_settings(ctx)
-    checked_files, findings, links = run_check(list(issues), settings, offline=offline,
+    checked_files, findings, links = run_check(issue_paths(settings, issues), settings, offline=offline,
                                                progress=fmt == "text")
     if fmt == "json":
         click.echo(to_json(checked_files, findings, links))

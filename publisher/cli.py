@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -86,10 +87,13 @@ def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # NO_COLOR (https://no-color.org): no ANSI colours anywhere, even on a terminal (rich's
+    # tables and bars honour it by themselves)
+    color = False if os.environ.get("NO_COLOR") else None
     try:
-        rv = cli.main(args=argv, prog_name="publisher", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="publisher", standalone_mode=False, color=color)
     except PublisherError as exc:
-        click.secho(str(exc) if "error:" in str(exc) else f"error: {exc}", fg="red", err=True)
+        click.secho(str(exc) if "error:" in str(exc) else f"error: {exc}", fg="red", err=True, color=color)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

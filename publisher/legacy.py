@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
 from .reader import LINK_NOTE_RE, ReadResult, decode, parse_issue
 
@@ -230,7 +231,5 @@ def import_file(path: str | Path, out_dir: str | Path, *, force: bool = False) -
         raise SourceError(
             f"{target} already exists and differs; pass --force to overwrite it", file=str(path)
         )
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text(result.text, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write(target, result.text)
     return target, result

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
 
+from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
@@ -47,6 +48,32 @@ def is_listed(path: Path) -> bool:
     except OSError:
         return False
     return bool(_FRONT_LISTED.match(head))
+def issue_paths(settings: Settings, args: list[str] | tuple[str, ...]) -> list[Path]:
+    """What an issue argument can be, for every command: an issue file, a date (YYYY-MM-DD, looked
+    up in [paths] issues) or a folder (every YYYY-MM-DD.md in it); no argument = the issues folder."""
+    if not args:
+        files = issue_files(settings)
+        if not files:
+            newest_issue(settings)  # the error naming [paths] issues
+        return files
+    paths: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted((p for p in path.iterdir() if ISSUE_FILE_RE.match(p.name)), reverse=True)
+            if not found:
+                raise SourceError(f"no issue files (YYYY-MM-DD.md) in folder {path}")
+            paths += found
+        elif not path.exists() and re.fullmatch(r"\d{4}-\d{2}-\d{2}", arg):
+            folder = settings.path("paths", "issues")
+            candidate = folder / f"{arg}.md" if folder else Path(f"{arg}.md")
+            if not candidate.is_file():
+                raise SourceError(
+                    f"no issue {arg}: {candidate} does not exist ([paths] issues in {settings.where()})")
+            paths.append(candidate)
+        else:
+            paths.append(path)  # a missing file is reported by the reader with its name
+    return list(dict.fromkeys(paths))
 
 
 def archive(settings: Settings, extra: Issue | None = None) -> tuple[PastIssue, ...]:
@@ -88,20 +115,18 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
 
 def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     """Write a rendition's body, parts and images into out_dir; return the paths written."""
-    import shutil
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     main = out_dir / rendition.filename
-    _atomic_write(main, rendition.body.encode("utf-8"))
+    _write_if_changed(main, rendition.body.encode("utf-8"))
     written.append(main)
     for name, text in rendition.parts.items():
         p = out_dir / name
-        _atomic_write(p, text.encode("utf-8"))
+        _write_if_changed(p, text.encode("utf-8"))
         written.append(p)
     for name, data in rendition.binary_parts.items():
         p = out_dir / name
-        _atomic_write(p, data)
+        _write_if_changed(p, data)
         written.append(p)
     for image in rendition.images:
         if re.match(r"^[a-z]+://", image.ref) or image.ref.startswith("/"):
@@ -109,11 +134,11 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
         target = out_dir / image.ref
         target.parent.mkdir(parents=True, exist_ok=True)
         if image.data is not None:
-            _atomic_write(target, image.data)
+            _write_if_changed(target, image.data)
         elif image.path is not None and image.path.is_file():
-            if target.resolve() == image.path.resolve() or _same_bytes(target, image.path.read_bytes()):
+            if target.resolve() == image.path.resolve():
                 continue
-            shutil.copyfile(image.path, target)
+            _write_if_changed(target, image.path.read_bytes())
         else:
             continue
         written.append(target)
@@ -127,11 +152,8 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file; a file that already holds exactly these
-    bytes is left alone (not rewritten), so a rebuild touches only what changed."""
-    if _same_bytes(path, data):
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """A file that already holds exactly these bytes is left alone (not rewritten), so a rebuild
+    touches only what changed; anything else is written atomically."""
+    if not _same_bytes(path, data):
+        atomic_write(path, data)

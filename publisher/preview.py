@@ -35,6 +35,7 @@ import click
 from markupsafe import Markup, escape
 
 from publisher import pipeline
+from publisher.atomic import atomic_write
 from publisher.channels.base import get_channel
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
@@ -378,6 +379,7 @@ main{padding:12px 14px}
 .errors h3{margin:0 0 4px;font-size:15px}
 .errors ul{margin:0;padding-left:18px;font-family:monospace;white-space:pre-wrap}
 .over,.limits tr.over td,.limits tr.over th{color:#dc2626}
+.overflow-flag{margin:0;padding:6px 10px;background:#fee2e2;font-weight:600;overflow-wrap:anywhere}
 .limits tr.over{background:#fee2e2}
 iframe{border:0;display:block;width:100%;background:#fff}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
@@ -419,7 +421,15 @@ details.front{margin:0 0 8px;font-size:12px}
 
 SCRIPT = r"""
 (function(){
-  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';}}catch(e){}}
+  function flag(f,d){
+    // a frame wider than its view is flagged in red, not silently cut off (readers would scroll sideways)
+    var n=f.previousElementSibling;
+    if(!n||!n.classList.contains('overflow-flag')){n=document.createElement('p');n.className='overflow-flag over';n.hidden=true;f.parentNode.insertBefore(n,f);}
+    var w=d.scrollingElement?d.scrollingElement.scrollWidth:0,v=f.contentWindow.innerWidth;
+    var over=f.offsetParent!==null&&v>0&&w>v;
+    n.hidden=!over;n.textContent=over?'Horizontal overflow: the content is '+w+' px wide in a '+v+' px view; readers would have to scroll sideways.':'';
+  }
+  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';flag(f,d);}}catch(e){}}
   function fitAll(){document.querySelectorAll('iframe').forEach(fit);}
   document.querySelectorAll('iframe').forEach(function(f){f.addEventListener('load',function(){fit(f);});});
   var tabs=document.querySelectorAll('nav.tabs button');
@@ -724,9 +734,7 @@ def write_preview(settings, issue_path: Path, channels: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stem = issue_path.stem if len(channels) != 1 else f"{issue_path.stem}-{channels[0]}"
     target = folder / f"{stem}.html"
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(page.html, encoding="utf-8")
-    tmp.replace(target)
+    atomic_write(target, page.html)
     return target
 
 

@@ -164,7 +164,9 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
         ledger.begin(issue.slug, channel)
         checkpoint(f"push:{channel}")  # crash tests pause here, holding the lease
     try:
-        transport = get_transport(channel)()
+        transport_cls = get_transport(channel)
+        transport_cls.check_config(settings)  # e.g. no shipped placeholder reaches readers
+        transport = transport_cls()
         rendition = render(issue, channel, settings, render_ctx)
         result = transport.push(rendition, push_ctx)
     except PublisherError as exc:
@@ -202,7 +204,29 @@ def print_report(report: PushReport) -> None:
                     "(channels already done are skipped)", fg="red", err=True)
 
 
+def readable_message(raw: bytes) -> str:
+    """An email message as a person reads it (for --dry-run): decoded headers, the text/plain
+    part decoded from quoted-printable/base64, and the size of the HTML part."""
+    from email import policy
+    from email.parser import BytesParser
+
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    lines = [f"{k}: {v}" for k, v in msg.items()]
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    lines.append("")
+    lines.append(text.get_content().rstrip("\n") if text is not None else "(no text/plain part)")
+    if html is not None:
+        size = len(html.get_content().encode("utf-8"))
+        lines += ["", f"[text/html part: {size:,} bytes; see it with `publisher preview` or "
+                      "`publisher render ISSUE -c email --out DIR`]"]
+    return "\n".join(lines)
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
+
+
+_ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:\"()\[\].]+")
 
 
 @click.command("push")
@@ -228,6 +252,9 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
         raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
     if to and "email" not in names:
         raise click.UsageError("--to sends an email test copy: add --channel email")
+    if to and not _ADDRESS_RE.fullmatch(to):
+        raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net)",
+                                 param_hint="--to")
     options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
     if to:
         options["to"] = to
@@ -261,26 +288,25 @@ def redact(text: str | None, settings: Settings) -> str:
     return _USERINFO_RE.sub(r"\1***@", text)
 
 
-def _email_counts(ledger: Ledger, record) -> str:
-    """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
-    from .transports.email import campaign_status
+def _counts(ledger: Ledger | None, record) -> str:
+    """What the channel's transport says of a push beyond its state (email: recipients by state)."""
+    from .channels.base import available_channels
 
-    counts = campaign_status(ledger, record.issue)
-    d = record.details
-    parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
-    parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"), ("ambiguous_resent", "ambiguous-resent"))
-              if k in d]
-    return ", ".join(parts)
+    if ledger is None or record.channel not in available_channels():
+        return ""
+    return _transport(record.channel).describe(ledger, record)
 
 
 @click.command("status")
 @click.argument("issue", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default=None,
+              help="table (default on a terminal), tsv (default when piped: one line per row, "
+                   "tab-separated, never wrapped) or json.")
 @click.pass_context
-def status_command(ctx, issue) -> int:
+def status_command(ctx, issue, fmt) -> int:
     """Show the ledger: what went where, for every issue or for ISSUE (a date or a file)."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    import json
+    import sys
 
     from .cli import get_settings
 
@@ -291,24 +317,44 @@ def status_command(ctx, issue) -> int:
         if not m:
             raise PublisherError(f"'{issue}' names no issue: give a date (YYYY-MM-DD) or an issue file")
         slug = m.group(1)
+    fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
     ledger_path = settings.require("paths", "ledger", "the ledger database")
-    if not Path(ledger_path).exists():
-        click.echo(f"nothing pushed yet (no ledger at {ledger_path})")
+    records = Ledger(ledger_path).records(slug) if Path(ledger_path).exists() else []
+    ledger = Ledger(ledger_path) if records else None
+    rows = [{"issue": r.issue, "channel": r.channel, "state": r.state, "attempts": r.attempts,
+             "remote_id": r.remote_id, "url": redact(r.url, settings) or None,
+             "counts": _counts(ledger, r), "updated": r.updated_at,
+             "last_error": redact(r.last_error, settings) or None}
+            for r in records]
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
         return 0
-    records = Ledger(ledger_path).records(slug)
-    if not records:
-        click.echo(f"nothing pushed yet{' for ' + slug if slug else ''}")
+    if not rows:
+        where = f"no ledger at {ledger_path}" if not Path(ledger_path).exists() else f"{ledger_path}"
+        click.echo(f"nothing pushed yet{' for ' + slug if slug else ''} ({where})")
         return 0
+    columns = ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error")
+    cells = [[r["issue"], r["channel"], r["state"], str(r["attempts"]),
+              redact(" ".join(x for x in (r["remote_id"], r["url"], r["counts"]) if x), settings),
+              r["updated"], r["last_error"] or ""] for r in rows]
+    if fmt == "tsv":
+        click.echo("\t".join(columns))
+        for row in cells:
+            click.echo("\t".join(" ".join(c.split()) for c in row))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=f"pushes ({ledger_path})")
-    for col in ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error"):
+    for col in columns:
         table.add_column(col, overflow="fold")
     colors = {"done": "green", "failed": "red", "pushing": "yellow", "pending": "cyan"}
-    for r in records:
-        remote = " ".join(x for x in (r.remote_id, r.url) if x)
-        if r.channel == "email":
-            remote = " ".join(filter(None, [remote, _email_counts(Ledger(ledger_path), r)]))
-        table.add_row(r.issue, r.channel, Text(r.state, style=colors.get(r.state, "")),
-                      str(r.attempts), Text(redact(remote, settings)), r.updated_at,
-                      Text(redact(r.last_error, settings)))
-    Console(width=max(120, Console().width)).print(table)
+    for row in cells:
+        table.add_row(*row[:2], Text(row[2], style=colors.get(row[2], "")), row[3], Text(row[4]),
+                      row[5], Text(row[6]))
+    import os
+
+    # NO_COLOR: no ANSI styling at all (rich alone would still write bold and italics)
+    Console(color_system=None if os.environ.get("NO_COLOR") else "auto").print(table)
     return 0

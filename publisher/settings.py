@@ -6,6 +6,7 @@ file and the key. The defaults double as the schema: every key's type is its def
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -36,6 +37,13 @@ PATH_KEYS = {
     ("newsletter", "qr_image"),
     ("wechat", "default_cover"),
 }
+
+
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    return tomllib.loads(_default_text())
 
 
 def _default_text() -> str:
@@ -91,6 +99,16 @@ class Settings:
         if folder is None or not folder.is_dir():
             return []
         return sorted((p for p in folder.iterdir() if ISSUE_FILE_RE.match(p.name)), reverse=True)
+
+    def require_own(self, section: str, key: str, why: str) -> Any:
+        """A value that must be the user's own, not the shipped default standing in for it (e.g.
+        `newsletter@example.org`): a ConfigError naming the key otherwise."""
+        value = self.require(section, key, why)
+        default = _defaults().get(section, {}).get(key)
+        if value == default:
+            raise ConfigError(f"[{section}] {key} is still the shipped placeholder {default!r}: set your own "
+                              f"in {self.where()} ({why})")
+        return value
 
     @property
     def enabled_channels(self) -> list[str]:
@@ -174,7 +192,16 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
             if key not in override.get(section, {}) and defaults[section][key]:
                 data[section][key] = str((root / defaults[section][key]).resolve())
 
-    unknown = [c for c in data["channels"]["enabled"] if not isinstance(c, str)]
-    if unknown:
+    enabled = data["channels"]["enabled"]
+    if any(not isinstance(c, str) for c in enabled):
         raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")
+    from publisher.channels.base import available_channels
+
+    known = available_channels()
+    unknown = [c for c in enabled if c not in known]
+    if unknown:
+        raise ConfigError(
+            f"{file or 'defaults'}: [channels] enabled: unknown channel {', '.join(map(repr, unknown))}; "
+            f"available channels: {', '.join(known) or '(none installed)'}"
+        )
     return Settings(data=data, file=file, root=root)

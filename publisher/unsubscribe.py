@@ -107,7 +107,7 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         if subscribe is not None and path.rstrip("/") in ("/subscribe", "/confirm"):
             return subscribe(environ, start_response)
         if path.rstrip("/") != "/unsubscribe":
-            return page(start_response, "404 Not Found", "Not found", "<p>Nothing here.</p>")
+            return page(start_response, "404 Not Found", "未找到", "<p>这里什么也没有。</p>")
         query = parse_qs(environ.get("QUERY_STRING", ""))
         form: dict[str, list[str]] = {}
         if method == "POST":
@@ -116,7 +116,7 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
             except ValueError:
                 length = 0
             if length > MAX_BODY:
-                return page(start_response, "413 Content Too Large", "Too large", "<p>Request too large.</p>")
+                return page(start_response, "413 Content Too Large", "请求过大", "<p>请求过大。</p>")
             raw = environ["wsgi.input"].read(length) if length > 0 else b""
             form = parse_qs(raw.decode("utf-8", "replace"))
         elif method not in ("GET", "HEAD"):
@@ -125,20 +125,19 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         token = (form.get("token") or query.get("token") or [""])[0]
         email = verify_token(secret, list_id, token) if token else None
         if email is None:
-            return page(start_response, "400 Bad Request", "Invalid link",
-                        "<p>This unsubscribe link is invalid or was altered. Nothing was changed. "
-                        "Use the link from the newsletter exactly as it was sent.</p>")
+            return page(start_response, "400 Bad Request", "链接无效",
+                        "<p>这个退订链接无效或已被改动，没有做任何更改。"
+                        "请使用邮件中原样的退订链接。</p>")
         if method == "POST":
             changed = db.set_state(email, "unsubscribed", only_from=("active",))
             log.info("unsubscribe %s", "done" if changed else "no change")
-            return page(start_response, "200 OK", "Unsubscribed",
-                        f"<p>{html.escape(email)} will receive no more email from "
-                        f"{html.escape(name)}.</p>")
-        return page(start_response, "200 OK", "Unsubscribe",
-                    f"<p>Stop sending {html.escape(name)} to <strong>{html.escape(email)}</strong>?</p>"
+            return page(start_response, "200 OK", "已退订",
+                        f"<p>{html.escape(email)} 不会再收到{html.escape(name)}的邮件。</p>")
+        return page(start_response, "200 OK", "退订",
+                    f"<p>不再向 <strong>{html.escape(email)}</strong> 发送{html.escape(name)}？</p>"
                     f'<form method="post" action="unsubscribe">'
                     f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
-                    f'<button type="submit">Unsubscribe</button></form>')
+                    f'<button type="submit">确认退订</button></form>')
 
     return app
 

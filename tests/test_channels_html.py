@@ -254,8 +254,15 @@ def test_wechat_metadata_digest_title_author(settings):
     assert "往期回顾：见公众号主菜单【历史消息】" in body and "阅读原文" in body
 
 
-def test_wechat_qr_generated_in_memory(settings):
+def test_wechat_qr_is_the_real_image_unless_a_target_is_configured(settings):
+    # shipped defaults: no made-up target is encoded; the account's real QR image by its URL
     r = WeChatChannel(ctx(settings)).render(make_issue())
+    assert [i for i in r.images if i.role == "qr"] == []
+    assert f'src="{settings["newsletter"]["qr_public_url"]}"' in r.body
+    # an explicitly configured target: generated in memory with segno
+    data = {k: dict(v) for k, v in settings.data.items()}
+    data["newsletter"]["qr_target"] = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzREAL=="
+    r = WeChatChannel(ctx(type(settings)(data=data, file=None, root=settings.root))).render(make_issue())
     (qr,) = [i for i in r.images if i.role == "qr"]
     assert qr.ref == "qr.png" and qr.data.startswith(b"\x89PNG") and qr.path is None
     assert f'src="{qr.ref}"' in r.body

@@ -80,7 +80,7 @@ def test_import_of_a_non_issue_fails_cleanly(tmp_path):
     assert not (tmp_path / "out" / "junk.md").exists()
 
 
-@pytest.mark.parametrize("argv", [["render"], ["check"], ["import", "x.md"]])
+@pytest.mark.parametrize("argv", [["render"], ["push"], ["import", "x.md"]])
 def test_usage_errors_exit_2_without_traceback(argv):
     proc = run(*argv)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Usage" in proc.stderr

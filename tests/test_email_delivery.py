@@ -357,6 +357,10 @@ def test_test_copy_and_dry_run_leave_the_campaign_ledger_alone(tmp_path, env, ca
     assert "3 active subscriber(s)" in dry.summary
     out = capsys.readouterr().out
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in out and "To: reader00000@example.com" in out
+    # decoded for a person: the text part as written, no quoted-printable or base64
+    assert rendition.parts[f"{issue.slug}.txt"].splitlines()[0] in out
+    assert "=E5" not in out and "=?utf-8?" not in out and "[text/html part:" in out
+    assert "Subject: " + rendition.metadata["subject"] in out
 
 
 # -- kill -9 trials -------------------------------------------------------------------------------

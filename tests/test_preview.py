@@ -296,13 +296,14 @@ def test_corpus_previews_in_chromium(browser, imported_corpus: Path, tmp_path: P
 @pytest.mark.slow
 @pytest.mark.parametrize("channel", ["wechat", "email"])
 def test_no_horizontal_overflow_at_375(browser, imported_corpus: Path, tmp_path: Path, channel: str) -> None:
-    """The page and the channel's frame (phone / mobile mail view) fit a 375 px screen."""
+    """The page and the channel's frame (phone / mobile mail view) fit a 375 px screen, for every
+    corpus issue (long URLs and identifiers in field lines and summaries must wrap)."""
     if channel_importable(channel):
         pytest.skip(channel_importable(channel))
     settings = _corpus_settings(tmp_path, imported_corpus)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    for issue_path in corpus_sample(imported_corpus):
+    for issue_path in sorted(imported_corpus.glob("*.md")):
         page_file = preview.write_preview(settings, issue_path, [channel])
         tab = Tab(browser, 375)
         page = tab.page
@@ -322,6 +323,52 @@ def test_no_horizontal_overflow_at_375(browser, imported_corpus: Path, tmp_path:
         assert tab.errors == []
         tab.close()
     assert problems == []
+
+
+FLAG_JS = """(sel) => [...document.querySelectorAll(sel + ' .overflow-flag')]
+  .filter(n => !n.hidden && n.offsetParent !== null).map(n => n.textContent)"""
+
+
+@pytest.mark.slow
+def test_preview_flags_an_overflow_it_sees(browser, demo: Path, tmp_path: Path) -> None:
+    """A frame wider than its 375 px view gets a visible red flag instead of being cut off; the
+    shipped templates raise none."""
+    for ch in ("email", "wechat"):
+        if channel_importable(ch):
+            pytest.skip(channel_importable(ch))
+
+    def flags(settings) -> dict[str, list[str]]:
+        page_file = preview.write_preview(settings, newest(demo), ["email", "wechat"])
+        tab = Tab(browser, 375)
+        try:
+            tab.page.goto(page_file.as_uri())
+            _wait_images(tab.page)
+            tab.page.click('nav.tabs button[data-tab="email"]')
+            tab.page.click('button[data-width="mobile"]')
+            tab.page.wait_for_timeout(50)
+            found = {"email": tab.page.evaluate(FLAG_JS, "#tab-email")}
+            tab.page.click('nav.tabs button[data-tab="wechat"]')
+            tab.page.wait_for_timeout(50)
+            found["wechat"] = tab.page.evaluate(FLAG_JS, "#tab-wechat")
+            assert tab.errors == []
+            return found
+        finally:
+            tab.close()
+
+    assert flags(load_settings(demo / "publisher.toml")) == {"email": [], "wechat": []}
+    # a user's templates that stop long lines from wrapping: both frames overflow
+    tpl = demo / "tpl"
+    (tpl / "email").mkdir(parents=True)
+    (tpl / "wechat").mkdir(parents=True)
+    (tpl / "email" / "email.css").write_text("td.content { white-space: nowrap; }\n", encoding="utf-8")
+    (tpl / "wechat" / "inline-styles.css").write_text("img { width:900px;max-width:none }\n", encoding="utf-8")
+    toml = demo / "publisher.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("[paths]\n", '[paths]\ntemplates = "tpl"\n'),
+                    encoding="utf-8")
+    found = flags(load_settings(toml))
+    for ch in ("email", "wechat"):
+        assert len(found[ch]) == 1, found
+        assert re.fullmatch(r"Horizontal overflow: the content is \d+ px wide in a 3\d\d px view; .*", found[ch][0])
 
 
 @pytest.mark.slow

@@ -142,6 +142,8 @@ def test_email_test_copy_leaves_the_ledger_row_alone(project, monkeypatch):
     monkeypatch.setattr(transports, "get_transport", lambda c: FakeEmail if c == "email" else real_get(c))
     monkeypatch.setattr(pipeline, "render", lambda issue, channel, settings, ctx=None: Rendition(
         channel, issue.slug, "body", "text/html", f"{issue.slug}.html"))
+    add_config(project, '[email]\nfrom_address = "news@example.net"\nlist_id = "news.example.net"\n'
+               'unsubscribe_url = "https://example.net/u?t={token}"\n')
     issue = write_issue(project / "issues", "2026-01-05")
     settings = load_settings()
     report = push_issue(settings, issue, ["email"], options={"to": "me@example.org"})
@@ -206,3 +208,31 @@ def test_unknown_channel_is_a_usage_error_without_ledger_rows(project, capsys):
     err = capsys.readouterr().err
     assert "unknown channel 'myspace'" in err and "Traceback" not in err
     assert Ledger(project / "publisher.db").records() == []
+
+
+def test_shipped_placeholders_are_refused_before_anything_is_sent(project, capsys, monkeypatch):
+    """With the shipped newsletter@example.org / example.org unsubscribe link, an email push (a
+    test copy too) fails naming the key, before any connection; so does WeChat without a QR
+    image it can host. Rendering still works, and setting the keys is the recovery."""
+    import smtplib
+
+    issue = write_issue(project / "issues", "2026-01-05")
+    attempts = []
+    real_smtp = smtplib.SMTP.__init__
+
+    def no_connect(self, *a, **k):
+        attempts.append(a)
+        return real_smtp(self, *a, **k)
+
+    monkeypatch.setattr(smtplib.SMTP, "__init__", no_connect)
+    assert main(["push", str(issue), "-c", "email", "--to", "me@example.net"]) == 1
+    err = capsys.readouterr().err
+    assert "[email] from_address is still the shipped placeholder 'newsletter@example.org'" in err
+    assert str(project / "publisher.toml") in err
+    assert main(["push", str(issue), "-c", "wechat", "--dry-run"]) == 1
+    assert "[newsletter] qr_image is not set" in capsys.readouterr().err
+    assert attempts == []
+    add_config(project, '[email]\nfrom_address = "news@example.net"\n')
+    report = push_issue(load_settings(), issue, ["email"], dry_run=True)
+    assert "[email] unsubscribe_url is still the shipped placeholder" in report.outcomes[0].message
+    assert main(["render", str(issue), "-c", "email"]) == 0

@@ -56,7 +56,9 @@ def write_config(root: Path, server: WeChatServer, **wechat: object) -> None:
     table = {"app_id": APP_ID, "api_base": server.url, **wechat}
     lines = "\n".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items())
     (root / "publisher.toml").write_text(
-        f'[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n[wechat]\n{lines}\n',
+        f'[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n[wechat]\n{lines}\n'
+        # the account's QR: generated from an explicitly configured target
+        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n',
         encoding="utf-8")
 
 
@@ -276,7 +278,7 @@ def test_long_author_and_source_url_refused_together(proj, server, capsys):
     long_url = "https://example.org/" + "a" * 1100 + "/{date}.md"
     (proj / "publisher.toml").write_text(
         (proj / "publisher.toml").read_text(encoding="utf-8")
-        + f'\n[newsletter]\narchive_url = "{long_url}"\n', encoding="utf-8")
+        .replace("[newsletter]\n", f'[newsletter]\narchive_url = "{long_url}"\n'), encoding="utf-8")
     rc, out = push(capsys)
     assert rc == 1
     assert "author is 18 characters, WeChat allows at most 16" in out, out

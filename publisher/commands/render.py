@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from publisher import pipeline
+from publisher.atomic import atomic_write
 from publisher.channels.base import get_channel
 from publisher.cli import get_settings, print_diagnostics
 
@@ -32,5 +33,5 @@ def render_command(ctx: click.Context, issue: Path, channel: str, out_dir: Path 
     if channel_cls.transport:
         for name, data in channel_cls.transport_class().extra_files(rendition, settings).items():
             path = out_dir / name
-            path.write_bytes(data)
+            atomic_write(path, data)
             click.echo(str(path))

@@ -52,6 +52,11 @@ class Transport:
         raise NotImplementedError
 
     @classmethod
+    def check_config(cls, settings: Settings) -> None:
+        """Refuse (ConfigError naming the key) a push the configuration is not ready for, before
+        anything is rendered or sent; nothing to check by default."""
+
+    @classmethod
     def records_push(cls, options: Mapping[str, Any]) -> bool:
         """Whether a push with these options is the issue's push, recorded in the ledger's pushes
         row (False for a test copy to one address, which leaves the row alone)."""
@@ -61,6 +66,11 @@ class Transport:
     def is_done(cls, record: Any, options: Mapping[str, Any]) -> bool:
         """Whether the ledger row leaves nothing to do for a push with these options."""
         return record is not None and record.state == "done"
+
+    @classmethod
+    def describe(cls, ledger: Ledger, record: Any) -> str:
+        """A short account of a push for `publisher status` beyond its state (e.g. counts)."""
+        return ""
 
     @classmethod
     def extra_files(cls, rendition: Rendition, settings: Settings) -> Mapping[str, bytes]:

@@ -770,6 +770,21 @@ class EmailTransport(Transport):
     channel = "email"
 
     @classmethod
+    def check_config(cls, settings) -> None:
+        for key in ("from_address", "unsubscribe_url", "list_id"):  # no shipped placeholder reaches readers
+            settings.require_own("email", key, "subscribers would see it: set it before pushing email")
+
+    @classmethod
+    def describe(cls, ledger, record) -> str:
+        """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
+        counts = campaign_status(ledger, record.issue)
+        d = record.details
+        parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
+        parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
+                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
+        return ", ".join(parts)
+
+    @classmethod
     def records_push(cls, options) -> bool:
         return not options.get("to")  # a test copy (--to) leaves the campaign's row alone
 
@@ -836,7 +851,9 @@ class EmailTransport(Transport):
         status = campaign_status(ctx.ledger, rendition.issue)
         done = sum(status.get(s, 0) for s in FINAL_STATES)
         sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
-        print(sample.decode("utf-8", "replace"))
+        from publisher.push import readable_message
+
+        print(readable_message(sample))
         return PushResult(details={"active": active, "done": done},
                           summary=f"email: dry run: {active} active subscriber(s), {done} already done "
                                   f"for {rendition.issue}; sample message above")

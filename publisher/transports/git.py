@@ -15,6 +15,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from publisher.atomic import atomic_write
 from publisher.channels.base import Rendition
 from publisher.errors import TransportError
 from publisher.pipeline import ISSUE_FILE_RE, write_rendition
@@ -142,7 +143,4 @@ class GitTransport(Transport):
         old = index.read_text(encoding="utf-8") if index.exists() else ""
         new = update_index(old, index_block(entries, brand), brand)
         if new != old:
-            index.parent.mkdir(parents=True, exist_ok=True)
-            tmp = index.with_name(index.name + ".tmp")
-            tmp.write_text(new, encoding="utf-8")
-            tmp.replace(index)
+            atomic_write(index, new)

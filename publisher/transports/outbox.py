@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+from publisher.atomic import atomic_write
 from publisher.channels.base import Rendition
 from publisher.errors import TransportError
 
@@ -20,17 +21,7 @@ _REMOTE_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, fsync=True)
 
 
 class OutboxTransport(Transport):

@@ -34,7 +34,7 @@ from typing import Any
 
 from publisher import limits
 from publisher.channels.base import LocalImage, Rendition
-from publisher.errors import TransportError
+from publisher.errors import ConfigError, TransportError
 from publisher.ledger import Ledger, checkpoint, now_iso
 from publisher.transports.base import PushContext, PushResult, Transport
 from publisher.wechat_api import WeChatClient, WeChatError
@@ -211,6 +211,15 @@ _IMG_SRC_RE = re.compile(r"<img\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I)
 
 class WeChatTransport(Transport):
     channel = "wechat"
+
+    @classmethod
+    def check_config(cls, settings) -> None:
+        news = settings["newsletter"]
+        if not (news["qr_image"] or news["qr_target"]):
+            raise ConfigError(
+                "[newsletter] qr_image is not set: WeChat drops images it does not host, so the "
+                "account's QR image must be uploaded; save it (qr_public_url) as a file and set "
+                f"qr_image to its path in {settings.where()}")
 
     @classmethod
     def is_done(cls, record, options) -> bool:
