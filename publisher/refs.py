@@ -67,7 +67,7 @@ def contained(root: Path, ref: str) -> Path | None:
 
     Absolute paths, `..` that climbs out and symlinks pointing elsewhere all give None.
     """
-    path = urllib.parse.unquote(ref.split("#", 1)[0].split("?", 1)[0])
+    path = ref.split("#", 1)[0].split("?", 1)[0]  # a file name as the file system reads it
     if not path or os.path.isabs(path) or path.startswith(("~", "\\")) or "\x00" in path:
         return None
     root = root.resolve()

@@ -32,7 +32,7 @@ DANGEROUS_LINKS = (
     "&#x6A;avascript:alert(1)", "blob:http://x.org/uuid",
 )
 
-TRAVERSAL = ("../../../../etc/passwd", "/etc/passwd", "images/../../outside.png", "%2e%2e/%2e%2e/etc/passwd")
+TRAVERSAL = ("../../../../etc/passwd", "/etc/passwd", "images/../../outside.png", "images/../../../etc/passwd")
 
 
 def hostile_source(date: str = "2026-11-23") -> str:

@@ -158,6 +158,8 @@ def test_contained_resolves_inside_only(tmp_path):
     assert contained(tmp_path, "a/b.png") == (tmp_path / "a" / "b.png").resolve()
     for ref in TRAVERSAL + ("~/x", "a/../../x"):
         assert contained(tmp_path, ref) is None, ref
+    # %-escapes are not path syntax to the file system: this names a folder called '%2e%2e'
+    assert contained(tmp_path, "%2e%2e/x") == tmp_path.resolve() / "%2e%2e" / "x"
 
 
 def test_hostile_source_reads_with_warnings_only():
@@ -167,3 +169,143 @@ def test_hostile_source_reads_with_warnings_only():
 
 def _unused(_: Path) -> None:  # keeps Path imported for the channel tests below
     pass
+
+
+# ---- escaping in every channel --------------------------------------------------------------
+
+CHANNELS = ("github", "wechat", "email", "zhihu", "aijishu", "plaintext")
+# What a payload leaves behind if it reached a reader as markup.
+MARKERS = ("alert", "onerror", "onload", "ontoggle", "<script", "<iframe", "<svg", "<details", "<!--", "javascript")
+
+
+def _tokens(tokens):
+    for tok in tokens:
+        yield tok
+        yield from _tokens(tok.children or ())
+
+
+def assert_no_markup_in_markdown(text: str, *, jekyll: bool) -> None:
+    """Parse as CommonMark does (cmark-gfm, kramdown and the column editors pass HTML through):
+    no HTML token may carry source text, and for Jekyll no Liquid may survive outside raw blocks."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable("table")
+    for tok in _tokens(md.parse(text)):
+        if tok.type in ("html_block", "html_inline"):
+            assert not any(m in tok.content.lower() for m in MARKERS), tok.content
+        if tok.type in ("link_open", "image"):
+            assert unsafe_scheme(tok.attrGet("href") or tok.attrGet("src") or "") is None
+    if jekyll:
+        outside_raw = re.sub(r"\{% raw %\}.*?\{% endraw %\}", "", text, flags=re.S)
+        assert "{{" not in outside_raw and "{%" not in outside_raw, outside_raw[outside_raw.find("{"):][:80]
+
+
+def assert_no_markup_in_html(text: str) -> None:
+    """Parse as a browser does: no element or attribute from the source text."""
+    from html.parser import HTMLParser
+
+    class Check(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            assert tag not in ("script", "iframe", "svg", "details", "object", "embed"), tag
+            for name, value in attrs:
+                assert not name.startswith("on"), (tag, name)
+                if name in ("href", "src"):
+                    assert unsafe_scheme(value or "") is None, value
+
+        def handle_comment(self, data):
+            assert not any(m in data.lower() for m in MARKERS), data
+
+    Check().feed(text)
+
+
+@pytest.fixture
+def hostile_project(tmp_path, monkeypatch):
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    issues = tmp_path / "issues"
+    issues.mkdir()
+    (issues / "2026-11-23.md").write_text(hostile_source(), encoding="utf-8")
+    (tmp_path / "publisher.toml").write_text('[paths]\nissues = "issues"\nout = "build"\n', encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", CHANNELS)
+def test_no_markup_from_source_text_in_any_channel(hostile_project, name):
+    from publisher import pipeline
+    from publisher.settings import load_settings
+
+    settings = load_settings(cwd=hostile_project)
+    issue, _ = pipeline.load(hostile_project / "issues" / "2026-11-23.md")
+    r = pipeline.render(issue, name, settings)
+    if r.media_type == "text/markdown":
+        assert_no_markup_in_markdown(r.body, jekyll=name == "github")
+    elif r.media_type == "text/html":
+        assert_no_markup_in_html(r.body)
+    else:  # plain text is never rendered: it keeps the editor's characters
+        assert "<script>alert(1)</script>" in r.body
+
+
+def test_liquid_in_code_is_kept_from_jekyll_and_shown_verbatim():
+    from channels.markdown_writer import JekyllWriter, MarkdownWriter
+    from publisher.model import Code, CodeBlock
+
+    span = JekyllWriter().code(Code("{{ x }} <b>"))
+    assert span == "<code>&#123;&#123; x }} &lt;b&gt;</code>"
+    assert MarkdownWriter().code(Code("{{ x }}")) == "`{{ x }}`"
+    block = JekyllWriter().code_block(CodeBlock("{% if a %}", "py", 3))
+    assert block[0] == "{% raw %}" and block[-1] == "{% endraw %}"
+    with pytest.raises(SourceError):
+        JekyllWriter().code_block(CodeBlock("{% endraw %}{{ site }}", "", 3))
+
+
+def _tree(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")}
+
+
+def test_render_and_build_write_only_under_out(hostile_project, tmp_path):
+    from tests.test_cli import run
+
+    outside = _tree(tmp_path)
+    for name in CHANNELS:
+        proc = run("render", "issues/2026-11-23.md", "--channel", name, "--out", "r", cwd=hostile_project)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = run("build", "--out", "b", cwd=hostile_project)
+    assert proc.returncode == 0, proc.stderr
+    new = _tree(tmp_path) - outside
+    assert new and all(p.is_relative_to(hostile_project / "r") or p.is_relative_to(hostile_project / "b")
+                       or p.name.endswith(".db") for p in new), sorted(new)
+
+
+@pytest.mark.parametrize("ref", TRAVERSAL)
+def test_traversal_is_an_error_in_check_render_and_build_and_writes_nothing(hostile_project, tmp_path, ref):
+    from tests.test_cli import run
+
+    (hostile_project / "issues" / "2026-11-23.md").write_text(source_with_image(ref), encoding="utf-8")
+    before = _tree(tmp_path)
+    for args in (("check", "--offline", "issues/2026-11-23.md"),
+                 ("render", "issues/2026-11-23.md", "--channel", "github", "--out", "r"),
+                 ("build", "--out", "b")):
+        proc = run(*args, cwd=hostile_project)
+        assert proc.returncode == 1, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and "2026-11-23.md:11" in proc.stdout + proc.stderr
+    assert not any("passwd" in p.name or p.name == "outside.png" for p in _tree(tmp_path) - before)
+
+
+def test_write_rendition_refuses_names_and_images_outside(tmp_path):
+    from publisher.channels.base import LocalImage, Rendition
+
+    from publisher.pipeline import write_rendition
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    (tmp_path / "issue").mkdir()
+    out = tmp_path / "out"
+    for r in (Rendition("c", "d", "body", "text/plain", "../escaped.txt"),
+              Rendition("c", "d", "body", "text/plain", "ok.txt", parts={"../../p.txt": "x"}),
+              Rendition("c", "d", "body", "text/plain", "ok.txt",
+                        images=(LocalImage(ref="../secret.txt", path=tmp_path / "issue" / "../secret.txt"),))):
+        with pytest.raises(SourceError):
+            write_rendition(r, out)
+        assert not (tmp_path / "escaped.txt").exists() and not (out / "ok.txt").exists()
