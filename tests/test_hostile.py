@@ -309,3 +309,28 @@ def test_write_rendition_refuses_names_and_images_outside(tmp_path):
         with pytest.raises(SourceError):
             write_rendition(r, out)
         assert not (tmp_path / "escaped.txt").exists() and not (out / "ok.txt").exists()
+
+
+# ---- config values that reach headers -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("reply_to", "a@example.org\\r\\nBcc: victim@example.org"),
+    ("list_id", "list.example.org\\nBcc: victim@example.org"),
+    ("unsubscribe_mailto", "u@example.org\\r\\nBcc: x@example.org"),
+    ("from_name", "Name\\r\\nBcc: x@example.org"),
+    ("reply_to", "not an address"),
+    ("list_id", "<no spaces allowed>"),
+])
+def test_header_config_values_are_validated_on_load(tmp_path, monkeypatch, key, value):
+    from publisher.errors import ConfigError
+    from publisher.settings import load_settings
+
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    (tmp_path / "publisher.toml").write_text(f'[email]\n{key} = "{value}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cwd=tmp_path)
+    assert f"[email] {key}" in str(err.value) and "Bcc" not in str(err.value).split("got")[0]
+    (tmp_path / "publisher.toml").write_text(f'[email]\n{key} = "{value.split(chr(92))[0]}"\n', encoding="utf-8")
+    if key in ("reply_to", "unsubscribe_mailto", "from_name") and "@" in value:
+        assert load_settings(cwd=tmp_path)["email"][key]
