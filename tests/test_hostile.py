@@ -334,3 +334,49 @@ def test_header_config_values_are_validated_on_load(tmp_path, monkeypatch, key, 
     (tmp_path / "publisher.toml").write_text(f'[email]\n{key} = "{value.split(chr(92))[0]}"\n', encoding="utf-8")
     if key in ("reply_to", "unsubscribe_mailto", "from_name") and "@" in value:
         assert load_settings(cwd=tmp_path)["email"][key]
+
+
+# ---- preview isolation in Chromium ----------------------------------------------------------
+
+from tests.test_preview import browser  # noqa: E402,F401  (the Chromium fixture)
+
+
+def _dialogs_on(chromium, url: str, tabs=()) -> tuple[list[str], list[str]]:
+    page = chromium.new_page()
+    dialogs: list[str] = []
+    console: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: console.append(m.text))
+    page.goto(url)
+    for tab in tabs:
+        page.click(f'nav.tabs button[data-tab="{tab}"]')
+    page.wait_for_timeout(500)
+    page.close()
+    return dialogs, console
+
+
+def test_preview_of_the_hostile_issue_runs_no_script(browser, hostile_project):  # noqa: F811
+    from publisher import preview
+    from publisher.settings import load_settings
+
+    settings = load_settings(cwd=hostile_project)
+    page_file = preview.write_preview(settings, hostile_project / "issues" / "2026-11-23.md", list(CHANNELS))
+    dialogs, console = _dialogs_on(browser, page_file.as_uri(), CHANNELS)
+    assert dialogs == [] and not any("alert" in c or "lol" in c for c in console)
+
+
+def test_preview_isolates_markup_even_when_a_channel_lets_it_through(browser, tmp_path):  # noqa: F811
+    """The second wall: a rendition that does carry live markup still runs nothing."""
+    from publisher import preview
+
+    evil = "# t\n\n<script>alert('md')</script>\n<img src=x onerror=\"alert('img')\">\n<svg onload=\"alert('svg')\"></svg>\n"
+    front, rendered = preview._markdown_to_html(evil)
+    page = ("<!doctype html><html><body>"
+            f'<iframe sandbox="{preview.SANDBOX}" srcdoc="{preview._srcdoc(preview._iframe_doc(rendered))}"></iframe>'
+            f'<iframe sandbox="{preview.SANDBOX}" srcdoc="{preview._srcdoc(preview._with_policy("<html><head></head><body>" + rendered))}"></iframe>'
+            "<script>console.log('page script ran')</script></body></html>")
+    assert "<script>alert('md')</script>" in rendered  # the markup really is there
+    (tmp_path / "p.html").write_text(page, encoding="utf-8")
+    dialogs, console = _dialogs_on(browser, (tmp_path / "p.html").as_uri())
+    assert dialogs == []
+    assert "page script ran" in console  # the preview's own scripts keep working
