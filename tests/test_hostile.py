@@ -380,3 +380,65 @@ def test_preview_isolates_markup_even_when_a_channel_lets_it_through(browser, tm
     dialogs, console = _dialogs_on(browser, (tmp_path / "p.html").as_uri())
     assert dialogs == []
     assert "page script ran" in console  # the preview's own scripts keep working
+
+
+# ---- push to the WeChat test server ---------------------------------------------------------
+
+
+@pytest.fixture
+def wechat_project(tmp_path, monkeypatch):
+    from tests.test_wechat_push import SECRET, WeChatServer, write_config
+
+    with WeChatServer() as srv:
+        (tmp_path / "issues" / "images").mkdir(parents=True)
+        write_config(tmp_path, srv)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+        monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+        yield tmp_path, srv
+
+
+def test_push_of_the_hostile_issue_carries_no_markup(wechat_project, capsys):
+    from publisher.cli import main
+
+    root, srv = wechat_project
+    source = hostile_source().replace('author: "作者<img src=x onerror=alert(2)>{% raw %}"', 'author: "<b>x</b>"')
+    (root / "issues" / "2026-11-23.md").write_text(source, encoding="utf-8")  # WeChat: author ≤ 16
+    rc = main(["push", "2026-11-23", "--channel", "wechat"])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    (media_id, articles), = srv.state.drafts.items()
+    assert_no_markup_in_html(articles[0]["content"])
+
+
+@pytest.mark.parametrize("how", ["symlink", "relative", "cover-symlink"])
+def test_push_uploads_nothing_from_outside_the_issue_folder(wechat_project, capsys, how):
+    from publisher.cli import main
+
+    root, srv = wechat_project
+    secret = root / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n" + b"SECRET" * 10)
+    os.symlink(secret, root / "issues" / "images" / "link.png")
+    (root / "issues" / "images" / "ok.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    ref, cover = {"symlink": ("images/link.png", None), "relative": ("../secret.png", None),
+                  "cover-symlink": ("images/ok.png", "images/link.png")}[how]
+    (root / "issues" / "2026-11-23.md").write_text(source_with_image(ref, cover=cover), encoding="utf-8")
+    rc = main(["push", "2026-11-23", "--channel", "wechat"])
+    out = capsys.readouterr()
+    assert rc == 1 and "outside the issue's folder" in out.out + out.err
+    assert "Traceback" not in out.err
+    assert srv.state.requests == [] and not any(b"SECRET" in d for d in srv.state.uploads.values())
+
+
+def test_upload_time_check_refuses_an_image_outside_even_without_the_reader(tmp_path):
+    from publisher.channels.base import LocalImage
+
+    from publisher.errors import TransportError
+    from publisher.transports.wechat import prepare_image
+
+    (tmp_path / "issue" / "images").mkdir(parents=True)
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    os.symlink(tmp_path / "secret.png", tmp_path / "issue" / "images" / "a.png")
+    for ref in ("images/a.png", "../secret.png"):
+        with pytest.raises(TransportError):
+            prepare_image(LocalImage(ref=ref, path=tmp_path / "issue" / ref), kind="uploadimg")
