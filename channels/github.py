@@ -11,7 +11,7 @@ from publisher.channels.base import PastIssue
 
 from publisher.model import Issue
 
-from .markdown_writer import MarkdownWriter, TemplateChannel
+from .markdown_writer import JekyllWriter, MarkdownWriter, TemplateChannel
 
 CALENDAR_COLUMNS = 4
 
@@ -62,7 +62,7 @@ class GitHubChannel(TemplateChannel):
     extension = ".md"
     transport = "publisher.transports.git:GitTransport"
     template = "github/issue.md"
-    writer_class = MarkdownWriter
+    writer_class = JekyllWriter
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         gh = self.settings["github"]

@@ -9,6 +9,7 @@ around them — title, headings, link note, footer — is laid out by each chann
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from publisher.model import (
     Inline,
     Issue,
     Item,
+    License,
     LineBreak,
     Link,
     ListBlock,
@@ -40,10 +42,30 @@ from publisher.model import (
     Text,
     iter_links,
 )
+from publisher.refs import safe_url
 
-# Text that a Markdown renderer would read as a character reference or the start of HTML: written
-# back as the reference the source had (the model holds decoded characters).
-_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
+# What would make a Markdown engine read source text as markup: `<` opening a tag, comment or
+# declaration (GitHub/cmark-gfm, kramdown, the column editors all pass raw HTML through), and `{{`
+# or `{%` opening Liquid (Jekyll runs Liquid over the page before kramdown sees it). Written as
+# entities, they show as the same characters on every engine and are never markup.
+_HTML_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_LIQUID_OPEN = re.compile(r"\{(?=[{%])")
+# Characters that end or break a Markdown link destination.
+_URL_BREAKERS = re.compile(r"[\s<>\"`]")
+
+
+def escape_text(text: str) -> str:
+    """Source text as Markdown text that no engine reads as HTML, Liquid or a character reference
+    (the model holds decoded characters: `A&lt;B` in a source is the text `A<B`)."""
+    return _LIQUID_OPEN.sub("&#123;", _HTML_OPEN.sub("&lt;", _ENTITY_LIKE.sub("&amp;", text)))
+
+
+def markdown_url(url: str) -> str:
+    """A URL for a Markdown link or image: refused schemes dropped, breaking characters encoded."""
+    return _URL_BREAKERS.sub(lambda m: f"%{ord(m.group(0)):02X}", safe_url(url.strip()))
+
+
+# `&` that a Markdown renderer would read as the start of a character reference.
 _ENTITY_LIKE = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # The label written before an item's summary, and the colon every labelled line uses.
 SUMMARY_LABEL = "摘要"
@@ -70,6 +92,7 @@ class MarkdownWriter:
 
     hard_break = "  "
     list_indent = "    "
+    liquid = False  # Jekyll: code that holds `{{`/`{%` must not reach Liquid either
 
     def __init__(self, image_base: str = "") -> None:
         # where local images are published (for editors that import images from the web only)
@@ -104,9 +127,20 @@ class MarkdownWriter:
         return method(node)
 
     def text(self, node: Text) -> str:
-        return _HTML_START.sub("&lt;", _ENTITY_LIKE.sub("&amp;", node.text))
+        return escape_text(node.text)
+
+    def escape(self, text: str) -> str:
+        """Plain source text (titles, names, labels) as this writer writes text."""
+        return escape_text(text)
+
+    def escape_url(self, url: str) -> str:
+        """A configured URL for a template (also inside an HTML attribute of a footer)."""
+        return html.escape(safe_url(url))
 
     def code(self, node: Code) -> str:
+        if self.liquid and _LIQUID_OPEN.search(node.text):
+            # a code span is verbatim to Markdown but not to Liquid: write it as HTML with entities
+            return "<code>" + html.escape(node.text).replace("{", "&#123;") + "</code>"
         runs = [len(r) for r in re.findall(r"`+", node.text)]
         fence = "`" * (max(runs, default=0) + 1)
         pad = " " if node.text.startswith("`") or node.text.endswith("`") else ""
@@ -121,13 +155,15 @@ class MarkdownWriter:
     def strikethrough(self, node: Strikethrough) -> str:
         return f"~~{self.inline(node.children)}~~"
 
+    def link_title(self, title: str | None) -> str:
+        return ' "' + escape_text(title).replace("\\", "\\\\").replace('"', '\\"') + '"' if title else ""
+
     def link(self, node: Link) -> str:
-        title = f' "{node.title}"' if node.title else ""
-        return f"[{self.inline(node.children)}]({node.url}{title})"
+        return f"[{self.inline(node.children)}]({markdown_url(node.url)}{self.link_title(node.title)})"
 
     def image(self, node: Image) -> str:
-        title = f' "{node.title}"' if node.title else ""
-        return f"![{node.alt}]({public_src(node.src, self.image_base)}{title})"
+        alt = self.escape_link_text(escape_text(node.alt))
+        return f"![{alt}]({markdown_url(public_src(node.src, self.image_base))}{self.link_title(node.title)})"
 
     def line_break(self, node: LineBreak) -> str:
         return "  \n"
@@ -171,7 +207,17 @@ class MarkdownWriter:
     def code_block(self, node: CodeBlock) -> list[str]:
         runs = [len(r) for r in re.findall(r"^`{3,}", node.text, re.M)]
         fence = "`" * max(3, max(runs, default=0) + 1)
-        return [fence + node.info, *node.text.rstrip("\n").split("\n"), fence]
+        info = re.sub(r"[^\w+#.-]", "", node.info)
+        lines = [fence + info, *node.text.rstrip("\n").split("\n"), fence]
+        if self.liquid and _LIQUID_OPEN.search(node.text):
+            if re.search(r"\{%-?\s*endraw", node.text):
+                raise SourceError(
+                    f"code block on line {node.line} contains '{{% endraw %}}', which the Jekyll archive cannot "
+                    "show verbatim; write it as '{ % endraw % }'",
+                    line=node.line,
+                )
+            lines = ["{% raw %}", *lines, "{% endraw %}"]
+        return lines
 
     def quote(self, node: Quote) -> list[str]:
         return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
@@ -186,23 +232,23 @@ class MarkdownWriter:
     def field(self, f: Field) -> str:
         if not isinstance(f, Field):
             raise UnknownNodeError(self, f)
-        return f"{f.label}{COLON}{self.inline(f.value)}"
+        return f"{self.escape(f.label)}{COLON}{self.inline(f.value)}"
 
     def item_prefixes(self, item: Item) -> str:
-        return "".join(f"[{p}] " for p in (item.arxiv, item.venue) if p)
+        return "".join(f"[{self.escape(p)}] " for p in (item.arxiv, item.venue) if p)
 
     def item_title(self, item: Item) -> str:
         """The display title as Markdown: markup inside the title (`**NVIDIA**`) is kept."""
         if not item.title_inlines:
-            return self.escape_link_text(item.display_title)
+            return self.escape_link_text(self.escape(item.display_title))
         title = self.inline(item.title_inlines)
         if item.repo:
-            title = f"{self.escape_link_text(item.repo)}: {title}"
-        return f"{title} | {self.escape_link_text(item.source)}" if item.source else title
+            title = f"{self.escape_link_text(self.escape(item.repo))}: {title}"
+        return f"{title} | {self.escape_link_text(self.escape(item.source))}" if item.source else title
 
     def item_head(self, item: Item) -> str:
         title = self.item_title(item)
-        head = f"[{title}]({item.url})" if item.url is not None else title
+        head = f"[{title}]({markdown_url(item.url)})" if item.url is not None else title
         return self.item_prefixes(item) + head + self.inline(item.extra)
 
     def escape_link_text(self, text: str) -> str:
@@ -265,6 +311,12 @@ class PlainTextWriter(MarkdownWriter):
     def text(self, node: Text) -> str:
         return node.text
 
+    def escape(self, text: str) -> str:
+        return text
+
+    def escape_url(self, url: str) -> str:
+        return safe_url(url)
+
     def code(self, node: Code) -> str:
         return node.text
 
@@ -317,6 +369,12 @@ def strike_text(text: str) -> str:
     return "".join(ch + "\u0336" if not ch.isspace() else ch for ch in text)
 
 
+class JekyllWriter(MarkdownWriter):
+    """The GitHub archive: read by cmark-gfm on github.com and by Jekyll (Liquid, then kramdown)."""
+
+    liquid = True
+
+
 def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[str]:
     """The lines of a run of paragraphs (the lead, notes)."""
     out: list[str] = []
@@ -362,27 +420,30 @@ class TemplateChannel(Channel):
         base = self.settings["newsletter"]["image_base_url"] if self.public_images_only else ""
         writer = self.writer_class(image_base=base)
         newsletter = self.settings["newsletter"]
+        esc = writer.escape
+        lic = license_of(issue, self.settings)
         context = {
             "issue": issue,
-            "title": self.title(issue),
-            "tagline": issue.tagline or newsletter["tagline"],
+            "title": esc(self.title(issue)),
+            "tagline": esc(issue.tagline or newsletter["tagline"]),
             "lead": lines_of(issue.lead, writer),
             "notes": lines_of(issue.notes, writer),
-            "warmup_intro": issue.warmup_intro,
+            "warmup_intro": esc(issue.warmup_intro),
             "warmup": [writer.brief(b) for b in issue.warmup],
             "sections": [
                 {
-                    "name": s.name,
+                    "name": esc(s.name),
                     "note": writer.inline(s.note),
                     "items": [writer.item(item) for item in s.items],
                     "closing": writer.closing(s.closing),
                 }
                 for s in issue.sections
             ],
-            "author": issue.author or newsletter["author"],
-            "license": license_of(issue, self.settings),
+            "author": esc(issue.author or newsletter["author"]),
+            # every URL passes the one allow-list; attribute-safe for the HTML of the GitHub footer
+            "license": License(esc(lic.name), writer.escape_url(lic.url), writer.escape_url(lic.badge)),
             "past": [
-                {"title": p.title, "date": p.slug, "url": newsletter["archive_url"].format(date=p.slug)}
+                {"title": esc(p.title), "date": p.slug, "url": markdown_url(newsletter["archive_url"].format(date=p.slug))}
                 for p in self.ctx.past_issues(issue.date, self.past_limit)
             ],
             "channel": self.settings.data.get(self.name, {}),
@@ -409,7 +470,7 @@ class TemplateChannel(Channel):
             body=body,
             media_type=self.media_type,
             filename=self.filename(issue),
-            metadata={"title": context["title"], "images": image_refs, "author": context["author"]},
+            metadata={"title": self.title(issue), "images": image_refs, "author": issue.author or newsletter["author"]},
             images=images,
         )
 

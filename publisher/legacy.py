@@ -16,7 +16,8 @@ from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
 from .reader import LINK_NOTE_RE, ReadResult, decode, parse_issue
 
-TITLE_RE = re.compile(r"^(#+)\s*(.*?\(\s*(\d{4}-\d{1,2}-\d{1,2})\s*\).*?)\s*$")
+# The date of a title line `#… text (YYYY-MM-DD) …`; searched once, the rest is sliced (linear).
+TITLE_DATE_RE = re.compile(r"\(\s*(\d{4}-\d{1,2}-\d{1,2})\s*\)")
 FOOTER_START = re.compile(
     r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|>\s*往期回顾|<a rel=\"license\"|- WeChat:|- Editor:|- Project:)"
 )
@@ -75,14 +76,16 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             out.append((ln, raw))
             continue
         if date is None:
-            m = TITLE_RE.match(s)
+            hashes = len(s) - len(s.lstrip("#"))
+            m = TITLE_DATE_RE.search(s) if hashes else None
             if m:
-                if len(m.group(1)) != 1:
-                    warn(ln, f"title line started with {len(m.group(1))} '#'; written as '# {m.group(2)}'")
-                date = m.group(3)
+                title = s[hashes:].strip()
+                if hashes != 1:
+                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'")
+                date = m.group(1)
                 y, mo, d = (int(p) for p in date.split("-"))
                 date = f"{y:04d}-{mo:02d}-{d:02d}"
-                out.append((ln, f"# {m.group(2)}"))
+                out.append((ln, f"# {title}"))
                 continue
         if FOOTER_START.match(s) and date is not None and _rest_is_footer(lines, k):
             break

@@ -6,10 +6,8 @@ here names it. Link targets are checked here, once, for every channel.
 
 from __future__ import annotations
 
-import html
 import re
 import textwrap
-import urllib.parse
 
 import mistune
 
@@ -33,30 +31,10 @@ from .model import (
     Text,
 )
 
+# One scheme allow-list for every URL; the reader checks each link target here.
+from .refs import SAFE_SCHEMES, check_url  # noqa: F401
+
 _parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough"])
-
-# A link target a reader can follow; anything with another scheme (javascript:, data:, vbscript:,
-# file: …) is refused. Scheme-less targets (relative paths, anchors) are allowed.
-SAFE_SCHEMES = {"http", "https", "mailto"}
-_SCHEME = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9+.\-]*)\s*:")
-# Browsers ignore ASCII tab/newline and control characters inside a scheme: `java\tscript:`.
-_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
-
-
-def check_url(url: str, *, file: str | None, line: int) -> str:
-    """Return the URL if its scheme is safe, else raise a SourceError naming the line."""
-    # Check what a browser might see: entities and %-escapes decoded, control characters gone.
-    squashed = _CONTROL.sub("", urllib.parse.unquote(html.unescape(url)))
-    m = _SCHEME.match(squashed)
-    if m and m.group(1).lower() not in SAFE_SCHEMES:
-        raise SourceError(
-            f"link target '{url[:60]}' uses the '{m.group(1).lower()}:' scheme, which is refused; "
-            "use an http(s) URL",
-            file=file,
-            line=line,
-        )
-    return url.strip()
-
 
 class Converter:
     """Turns mistune tokens into model nodes; collects warnings as (line, message)."""

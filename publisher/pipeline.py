@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
@@ -11,6 +10,7 @@ from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
+from .refs import contained, excerpt, is_local, out_path
 from .settings import ISSUE_FILE_RE, Settings
 
 
@@ -114,33 +114,34 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
 
 
 def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
-    """Write a rendition's body, parts and images into out_dir; return the paths written."""
+    """Write a rendition's body, parts and images into out_dir; return the paths written.
+
+    Every name is resolved (after symlinks) under out_dir and every local image it copies under
+    the issue's folder, all before the first byte is written: nothing is ever written outside
+    out_dir, and a refused name writes nothing at all."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    main = out_dir / rendition.filename
-    _write_if_changed(main, rendition.body.encode("utf-8"))
-    written.append(main)
-    for name, text in rendition.parts.items():
-        p = out_dir / name
-        _write_if_changed(p, text.encode("utf-8"))
-        written.append(p)
-    for name, data in rendition.binary_parts.items():
-        p = out_dir / name
-        _write_if_changed(p, data)
-        written.append(p)
+    files: list[tuple[Path, bytes]] = [(out_path(out_dir, rendition.filename), rendition.body.encode("utf-8"))]
+    files += [(out_path(out_dir, name), text.encode("utf-8")) for name, text in rendition.parts.items()]
+    files += [(out_path(out_dir, name), data) for name, data in rendition.binary_parts.items()]
+    copies: list[tuple[Path, Path]] = []
     for image in rendition.images:
-        if re.match(r"^[a-z]+://", image.ref) or image.ref.startswith("/"):
+        if not is_local(image.ref) or image.ref.startswith("/"):
             continue
-        target = out_dir / image.ref
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = out_path(out_dir, image.ref)
         if image.data is not None:
-            _write_if_changed(target, image.data)
-        elif image.path is not None and image.path.is_file():
-            if target.resolve() == image.path.resolve():
-                continue
-            _write_if_changed(target, image.path.read_bytes())
-        else:
-            continue
+            files.append((target, image.data))
+        elif image.path is not None:
+            source = issue_file(image)
+            if source.is_file() and target != source:
+                copies.append((source, target))
+    written = []
+    for path, data in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(path, data)
+        written.append(path)
+    for source, target in copies:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(target, source.read_bytes())
         written.append(target)
     return written
 
@@ -157,3 +158,18 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     touches only what changed; anything else is written atomically."""
     if not _same_bytes(path, data):
         atomic_write(path, data)
+
+
+def issue_file(image) -> Path:
+    """The file of a LocalImage, resolved; an image the issue names (inline or cover) must be
+    inside the issue's folder (its path is that folder / ref), a configured one (the QR) may not."""
+    if image.role == "qr":
+        return image.path.resolve()
+    root = image.path
+    for _ in Path(image.ref).parts:
+        root = root.parent
+    source = contained(root, image.ref) if not Path(image.ref).is_absolute() else None
+    if source is None or source != image.path.resolve():
+        raise SourceError(f"image {excerpt(image.ref)} is outside the issue's folder (a '..', an absolute path "
+                          "or a symlink to elsewhere); nothing was written or uploaded: move the file beside the issue")
+    return source

@@ -170,15 +170,34 @@ def _srcdoc(document: str) -> str:
     return html.escape(document, quote=True)
 
 
+# Rendered content is shown only inside sandboxed iframes (no allow-scripts) under this policy:
+# no script, object or frame from an issue runs, whatever a channel lets through.
+CONTENT_POLICY = ("default-src 'none'; img-src * data: blob:; style-src 'unsafe-inline'; "
+                  "font-src data:; base-uri 'none'; form-action 'none'")
+SANDBOX = "allow-same-origin allow-popups allow-popups-to-escape-sandbox"
+
+
+def _with_policy(document: str) -> str:
+    """A complete HTML document (the email) with the content policy as the first thing in it."""
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_POLICY}">'
+    head = re.search(r"<head[^>]*>", document[:4096], re.I)
+    return document[: head.end()] + meta + document[head.end():] if head else meta + document
+
+
 def _iframe_doc(body: str, *, extra_css: str = "") -> str:
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_POLICY}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<base target="_blank">'
         "<style>html,body{margin:0}body{padding:16px 14px;font-family:-apple-system,"
         '"PingFang SC","Microsoft YaHei",sans-serif}img{max-width:100%;height:auto}'
         f"{extra_css}</style></head><body>{body}</body></html>"
     )
+
+
+MARKDOWN_CSS = ("body{overflow-wrap:anywhere}table{display:block;overflow-x:auto}"
+                "pre{background:#f6f8fa;padding:8px;overflow-x:auto}")
 
 
 def _markdown_to_html(text: str) -> tuple[str, str]:
@@ -231,7 +250,7 @@ def email_panel(rendition, settings, images: ImageTable, base_dir: Path | None) 
 <span class="group"><button type="button" class="on" data-width="desktop">Desktop 640</button><button type="button" data-width="mobile">Mobile 375</button></span>
 </div>
 <div class="mailview desktop">
-<iframe class="mail-html" title="email HTML part" sandbox="allow-same-origin allow-popups" srcdoc="{_srcdoc(body)}"></iframe>
+<iframe class="mail-html" title="email HTML part" sandbox="{SANDBOX}" srcdoc="{_srcdoc(_with_policy(body))}"></iframe>
 <pre class="mail-text" hidden>{escape(text)}</pre>
 </div>
 </div>"""
@@ -264,7 +283,7 @@ def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
         f"""<div class="wechat">
 <div class="phone">
 <div class="phone-bar">{escape(account)}</div>
-<iframe class="wechat-article" title="WeChat article" sandbox="allow-same-origin allow-popups" srcdoc="{_srcdoc(_iframe_doc(body))}"></iframe>
+<iframe class="wechat-article" title="WeChat article" sandbox="{SANDBOX}" srcdoc="{_srcdoc(_iframe_doc(body))}"></iframe>
 <div class="phone-foot">{read_more}</div>
 </div>
 <table class="limits"><caption>Draft fields (draft/add)</caption>{"".join(rows)}</table>
@@ -278,11 +297,14 @@ def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
     if "markdown" in rendition.media_type:
         front, rendered = _markdown_to_html(body)
         rendered = images.rewrite(rendered, rendition, base_dir)
-        rendered_html = f'<div class="markdown">{rendered}</div>'
+        rendered_html = (
+            f'<iframe class="html-render markdown-render" title="rendered Markdown" sandbox="{SANDBOX}" '
+            f'srcdoc="{_srcdoc(_iframe_doc(rendered, extra_css=MARKDOWN_CSS))}"></iframe>'
+        )
     elif "html" in rendition.media_type:
         rendered = images.rewrite(body, rendition, base_dir)
         rendered_html = (
-            f'<iframe class="html-render" sandbox="allow-same-origin allow-popups" '
+            f'<iframe class="html-render" sandbox="{SANDBOX}" '
             f'srcdoc="{_srcdoc(_iframe_doc(rendered))}"></iframe>'
         )
     else:

@@ -21,6 +21,7 @@ from .model import (
     Block,
     Brief,
     Field,
+    Image,
     Issue,
     Item,
     License,
@@ -33,6 +34,7 @@ from .model import (
     Text,
     plain_text,
 )
+from .refs import check_local, check_url, excerpt, is_local
 
 FRONT_MATTER_KEYS = {
     "date": "the issue's date, YYYY-MM-DD",
@@ -48,14 +50,15 @@ FRONT_MATTER_KEYS = {
     "archived": "true when the issue was published before (imported): 往期回顾 lists it even as a draft",
 }
 
-TITLE_RE = re.compile(
-    r"^(?P<brand>.*?)\s*[（(]\s*(?P<date>\d{4}-\d{1,2}-\d{1,2})\s*[)）]\s*[：:]?\s*(?P<topics>.*?)\s*$"
-)
-HEADING_RE = re.compile(r"^(#+)\s*(.*?)\s*#*\s*$")
+# Every pattern here is linear on any line (no two adjacent quantifiers can trade characters):
+# a 100,000-character line is read in milliseconds. The title and heading are split by code.
+TITLE_DATE_RE = re.compile(r"[（(]\s*(\d{4}-\d{1,2}-\d{1,2})\s*[)）]")
 ARXIV_RE = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
 PREFIX_RE = re.compile(r"^\[([^\[\]()]+)\](?!\()\s*")
 REPO_RE = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)\s*[:：]\s*(\S.*)$")
 SOURCE_RE = re.compile(r"^(?P<title>.*?\S)\s*[|｜]\s*(?P<source>[^|｜]*\S)\s*$")
+# Front matter is a handful of short keys; a bigger block is a mistake or an attack.
+MAX_FRONT_MATTER = 16 * 1024
 ITEM_RE = re.compile(r"^[-*+]\s+(.*)$")
 SUMMARY_RE = re.compile(r"^摘要\s*[：:]\s*(.*)$")
 FIELD_RE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*(?P<value>\S.*)$")
@@ -81,6 +84,48 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 
 
+class _Match:
+    """The groups of a title or heading line, as the regexes they replace gave them."""
+
+    def __init__(self, *groups: str, **named: str):
+        self._groups, self._named = groups, named
+
+    def group(self, key):
+        return self._named[key] if isinstance(key, str) else self._groups[key - 1]
+
+
+def match_heading(s: str) -> _Match | None:
+    """`## text ##` → ('##', 'text'): leading '#'s, text without the closing '#'s (linear)."""
+    level = len(s) - len(s.lstrip("#"))
+    if not level:
+        return None
+    return _Match(s[:level], s[level:].strip().rstrip("#").rstrip())
+
+
+def match_title(text: str) -> _Match | None:
+    """`brand (YYYY-MM-DD)：topics` → brand, date, topics (linear: one search, then slicing)."""
+    m = TITLE_DATE_RE.search(text)
+    if not m:
+        return None
+    topics = text[m.end():].lstrip()
+    topics = topics[1:] if topics[:1] in ("：", ":") else topics
+    return _Match(brand=text[: m.start()].strip(), date=m.group(1), topics=topics.strip())
+
+
+def _refuse_references(raw: str, error) -> None:
+    """Anchors, aliases and merge keys are refused before anything is built (no YAML bombs)."""
+    previous = None
+    for token in yaml.scan(raw, Loader=_YamlLoader):
+        kind = type(token)
+        if kind in (yaml.AnchorToken, yaml.AliasToken) or (
+            kind is yaml.ScalarToken and token.value == "<<" and token.plain and previous is yaml.KeyToken
+        ):
+            what = {yaml.AnchorToken: "anchor '&'", yaml.AliasToken: "alias '*'"}.get(kind, "merge key '<<'")
+            raise error(token.start_mark.line + 2, f"front matter uses a YAML {what}, which is refused: "
+                        "write each value out in full")
+        previous = kind
+
+
 @dataclass
 class ReadResult:
     issue: Issue
@@ -88,8 +133,9 @@ class ReadResult:
 
 
 class _Reader:
-    def __init__(self, text: str, file: str):
+    def __init__(self, text: str, file: str, base: Path | None = None):
         self.file = file
+        self.base = base  # the issue's folder: every local file it names must be inside it
         self.conv = Converter(file)
         self.warnings: list[Diagnostic] = []
         self.lines = text.split("\n")
@@ -117,7 +163,11 @@ class _Reader:
         else:
             raise self.error(1, "front matter opened with '---' is never closed with '---'")
         raw = "\n".join(self.lines[1:end])
+        if len(raw) > MAX_FRONT_MATTER:
+            raise self.error(2, f"front matter is {len(raw):,} characters; at most {MAX_FRONT_MATTER:,} are read "
+                             "(a few short 'key: value' lines): move text into the body")
         try:
+            _refuse_references(raw, self.error)
             data = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else {}
         except (ValueError, TypeError) as exc:
             raise self.error(2, f"front matter cannot be read: {exc}") from None
@@ -174,7 +224,7 @@ class _Reader:
                 continue
             if FOOTER_RE.match(s):
                 raise self._footer_error(ln)
-            h = HEADING_RE.match(s) if s.startswith("#") else None
+            h = match_heading(s)
             if h:
                 level, text = len(h.group(1)), h.group(2)
                 if level == 1:
@@ -183,7 +233,7 @@ class _Reader:
                     title_line, title = ln, text
                     if not text:
                         raise self.error(ln, "the title line '#' has no text")
-                    m = TITLE_RE.match(text)
+                    m = match_title(text)
                     if m:
                         brand = m.group("brand").strip()
                         title_date = self._date(m.group("date"), ln, "title")
@@ -258,7 +308,7 @@ class _Reader:
                 continue
             if FOOTER_RE.match(s):
                 raise self._footer_error(ln)
-            h = HEADING_RE.match(s) if s.startswith("#") else None
+            h = match_heading(s)
             if not h or len(h.group(1)) != 2:
                 raise self.error(ln, "expected a section heading '## <name>'")
             section, i = self._section(i, h.group(2))
@@ -284,11 +334,11 @@ class _Reader:
 
         status = meta.get("status", "draft")
         if status not in ("draft", "ready"):
-            raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {status!r}")
+            raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {excerpt(status)}")
         publish_at = self._datetime(meta.get("publish_at"), key_lines.get("publish_at", 1))
         number = meta.get("number")
         if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
-            raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {number!r}")
+            raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {excerpt(number)}")
         if "topics" in meta:
             fm_topics = meta["topics"]
             if isinstance(fm_topics, str):
@@ -300,20 +350,20 @@ class _Reader:
             raise self.error(key_lines.get("archived", 1), f"archived must be true or false, not {meta['archived']!r}")
         for key in ("digest", "cover", "author", "tagline"):
             if key in meta and meta[key] is not None and not isinstance(meta[key], str):
-                raise self.error(key_lines.get(key, 1), f"{key} must be text, not {meta[key]!r}")
+                raise self.error(key_lines.get(key, 1), f"{key} must be text, not {excerpt(meta[key])}")
         license = None
         if meta.get("license") is not None:
             lic = meta["license"]
             if not isinstance(lic, dict) or not {"name", "url"} <= set(lic) or set(lic) - {"name", "url", "badge"}:
                 raise self.error(key_lines.get("license", 1), "license must have name and url (and optionally badge)")
-            from .markdown import check_url as _check
-
-            _check(str(lic["url"]), file=self.file, line=key_lines.get("license", 1))
+            for part in ("url", "badge"):
+                if lic.get(part):
+                    check_url(str(lic[part]), file=self.file, line=key_lines.get("license", 1), what=f"license {part}")
             license = License(str(lic["name"]), str(lic["url"]), str(lic.get("badge") or ""))
         if meta.get("cover"):
-            from .markdown import check_url
-
-            check_url(meta["cover"], file=self.file, line=key_lines.get("cover", 1))
+            check_url(meta["cover"], file=self.file, line=key_lines.get("cover", 1), what="cover")
+            if self.base is not None and is_local(meta["cover"]):
+                check_local(self.base, meta["cover"], file=self.file, line=key_lines.get("cover", 1), what="cover")
 
         issue = Issue(
             date=date,
@@ -336,6 +386,10 @@ class _Reader:
             source_path=self.file,
         )
         self._lint(issue)
+        if self.base is not None:
+            for node, line, _ in _links_with_lines(issue):
+                if isinstance(node, Image) and is_local(node.src):
+                    check_local(self.base, node.src, file=self.file, line=line)
         for line, message in self.conv.warnings:
             self.warn(line, message)
         self.warnings.sort(key=lambda d: d.line or 0)
@@ -358,7 +412,7 @@ class _Reader:
             y, m, d = (int(p) for p in str(value).strip().split("-"))
             return dt.date(y, m, d)
         except (ValueError, TypeError):
-            raise self.error(line, f"invalid date {str(value)!r} in the {where}: use a real date, YYYY-MM-DD") from None
+            raise self.error(line, f"invalid date {excerpt(str(value))} in the {where}: use a real date, YYYY-MM-DD") from None
 
     def _datetime(self, value, line: int) -> dt.datetime | None:
         if value is None:
@@ -371,7 +425,7 @@ class _Reader:
             return dt.datetime.fromisoformat(str(value).strip())
         except ValueError:
             raise self.error(
-                line, f"invalid publish_at {value!r}: use ISO 8601, e.g. 2026-11-23T09:00:00+08:00"
+                line, f"invalid publish_at {excerpt(value)}: use ISO 8601, e.g. 2026-11-23T09:00:00+08:00"
             ) from None
 
     def _quote_block(self, i: int) -> tuple[list[tuple[int, str]], int]:
@@ -707,13 +761,19 @@ class _Reader:
 def _urls_with_lines(issue: Issue):
     """(url, line, scope) for every link in the issue, in document order; scope numbers the
     item, brief or paragraph the link belongs to."""
+    for node, line, scope in _links_with_lines(issue):
+        yield (node if isinstance(node, str) else _target(node)), line, scope
+
+
+def _links_with_lines(issue: Issue):
+    """(Link or Image node — or an item's URL — , line, scope) for every link in the issue."""
     from .model import iter_links
 
     def walk_blocks(blocks, fallback):
         for b in blocks:
             if isinstance(b, Paragraph):
                 for link in iter_links(b.children):
-                    yield _target(link), b.line or fallback
+                    yield link, b.line or fallback
             elif isinstance(b, ListBlock):
                 for it in b.items:
                     yield from walk_blocks(it.blocks, it.line or b.line)
@@ -728,20 +788,20 @@ def _urls_with_lines(issue: Issue):
     for brief in issue.warmup:
         scope += 1
         for link in iter_links(brief.content):
-            yield _target(link), brief.line, scope
+            yield link, brief.line, scope
     for section in issue.sections:
         scope += 1
         for link in iter_links(section.note):
-            yield _target(link), section.line, scope
+            yield link, section.line, scope
         for item in section.items:
             scope += 1
             if item.url:
                 yield item.url, item.line, scope
             for link in iter_links(item.extra):
-                yield _target(link), item.line, scope
+                yield link, item.line, scope
             for f in item.fields:
                 for link in iter_links(f.value):
-                    yield _target(link), f.line, scope
+                    yield link, f.line, scope
             for url, line in walk_blocks(item.summary, item.line):
                 yield url, line, scope
 
@@ -773,10 +833,12 @@ def decode(data: bytes, file: str) -> str:
     return text
 
 
-def parse_issue(text: str, file: str = "<issue>") -> ReadResult:
-    """Parse canonical source text; raises SourceError (with file and line) on bad input."""
+def parse_issue(text: str, file: str = "<issue>", base: Path | None = None) -> ReadResult:
+    """Parse canonical source text; raises SourceError (with file and line) on bad input.
+
+    With `base` (the issue's folder), every local image and the cover must resolve inside it."""
     try:
-        return _Reader(text, file).read()
+        return _Reader(text, file, base).read()
     except SourceError:
         raise
     except RecursionError:
@@ -793,7 +855,7 @@ def read_issue(path: str | Path) -> ReadResult:
         raise SourceError("is a folder, not an issue file", file=str(path)) from None
     except OSError as exc:
         raise SourceError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    return parse_issue(decode(data, str(path)), str(path))
+    return parse_issue(decode(data, str(path)), str(path), path.resolve().parent)
 
 
 __all__ = ["ReadResult", "parse_issue", "read_issue", "decode", "urls_with_lines", "FRONT_MATTER_KEYS"]

@@ -39,11 +39,32 @@ PATH_KEYS = {
 }
 
 
-
-
 @functools.lru_cache(maxsize=1)
 def _defaults() -> dict:
     return tomllib.loads(_default_text())
+
+
+# Values that reach email headers: no CR/LF (header injection) and the syntax of what they are.
+_ADDRESS_RE = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_LIST_ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\.[A-Za-z0-9.-]+")
+HEADER_KEYS = {
+    ("email", "from_address"): (_ADDRESS_RE, "an address like newsletter@example.org"),
+    ("email", "reply_to"): (_ADDRESS_RE, "an address like editor@example.org"),
+    ("email", "list_id"): (_LIST_ID_RE, "a list id like embedded-ai-report.example.org (RFC 2919)"),
+    ("email", "unsubscribe_mailto"): (_ADDRESS_RE, "an address like unsubscribe@example.org"),
+    ("email", "from_name"): (None, "a name on one line"),
+    ("email", "subject_template"): (None, "a subject on one line"),
+    ("email", "unsubscribe_url"): (re.compile(r"https?://\S+"), "an http(s) URL with {token}"),
+}
+
+
+def _check_headers(data: Mapping[str, Mapping[str, Any]], where: str) -> None:
+    for (section, key), (pattern, what) in HEADER_KEYS.items():
+        value = data[section][key]
+        if not value:
+            continue
+        if any(c in value for c in "\r\n\x00") or (pattern is not None and not pattern.fullmatch(value)):
+            raise ConfigError(f"{where}: [{section}] {key} must be {what}, got {value[:60]!r}")
 
 
 def _default_text() -> str:
@@ -192,6 +213,7 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
             if key not in override.get(section, {}) and defaults[section][key]:
                 data[section][key] = str((root / defaults[section][key]).resolve())
 
+    _check_headers(data, str(file or "defaults"))
     enabled = data["channels"]["enabled"]
     if any(not isinstance(c, str) for c in enabled):
         raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")

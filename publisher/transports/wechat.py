@@ -34,7 +34,7 @@ from typing import Any
 
 from publisher import limits
 from publisher.channels.base import LocalImage, Rendition
-from publisher.errors import ConfigError, TransportError
+from publisher.errors import ConfigError, SourceError, TransportError
 from publisher.ledger import Ledger, checkpoint, now_iso
 from publisher.transports.base import PushContext, PushResult, Transport
 from publisher.wechat_api import WeChatClient, WeChatError
@@ -144,6 +144,13 @@ class Prepared:
 def prepare_image(image: LocalImage, *, kind: str) -> Prepared:
     """Check (and if need be convert) one image; TransportError naming the file when impossible."""
     label = str(image.path) if image.path else f"{image.ref} (generated {image.role} image)"
+    if image.path is not None and not Path(image.ref).is_absolute():
+        from publisher.pipeline import issue_file
+
+        try:  # checked again at upload time: nothing outside the issue's folder is ever sent
+            issue_file(image)
+        except SourceError as exc:
+            raise TransportError(str(exc)) from None
     try:
         data = image.read()
     except OSError as exc:
