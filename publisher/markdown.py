@@ -6,6 +6,7 @@ here names it. Link targets are checked here, once, for every channel.
 
 from __future__ import annotations
 
+import html
 import re
 import textwrap
 

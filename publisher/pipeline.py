@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
