@@ -80,13 +80,15 @@ def _open(data: bytes):
         im = Image.open(io.BytesIO(data))
         w, h = im.size
         if w * h > MAX_PIXELS:
-            raise ImageError(f"is {w} × {h} pixels, more than the {MAX_PIXELS:,} this program decodes; "
-                             "scale it down")
+            raise ImageError(f"is {w} × {h} pixels, more than the {MAX_PIXELS:,} pixels this program "
+                             "decodes; scale it down")
         frames = getattr(im, "n_frames", 1)
         if frames > 1:  # an animation: its first frame
             im = next(iter(ImageSequence.Iterator(im))).copy()
         im.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise ImageError(f"has more than the {MAX_PIXELS:,} pixels this program decodes; scale it down") from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise ImageError(f"cannot be decoded as {fmt}: {exc}") from None
     note = f"{fmt} ({frames} frames) → first frame" if frames > 1 else ""
     return im, fmt, note

@@ -403,6 +403,7 @@ class WeChatTransport(Transport):
                 out.append(Prepared(image, b"", "", "", "", source_url=url, cached_url=known[url]))
                 continue
             file, line = _source_line(ctx.issue, url)
+            where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
             try:
                 data = images.download(url, max_bytes=int(cfg["remote_image_max_bytes"]),
                                        timeout=float(cfg["remote_image_timeout"]),
@@ -410,9 +411,9 @@ class WeChatTransport(Transport):
                 prep = prepare_image(LocalImage(ref=url, data=data, role="inline"), kind="uploadimg",
                                      label=f"remote image {url}")
             except images.ImageError as exc:
-                raise TransportError(f"remote image {url} {exc}", file=file, line=line) from None
+                raise TransportError(f"{where}remote image {url} {exc}") from None
             except TransportError as exc:
-                raise TransportError(exc.message, file=file, line=line) from None
+                raise TransportError(f"{where}{exc.message}") from None
             prep.source_url = url
             out.append(prep)
         return out
