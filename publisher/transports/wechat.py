@@ -386,6 +386,52 @@ class WeChatTransport(Transport):
             )
         return (url if kind == "uploadimg" else media_id), True
 
+    @classmethod
+    def pasteable(cls, rendition: Rendition, settings) -> tuple[str, list[str]]:
+        """The article for the mp editor: local and remote images replaced by the mmbiz URLs the
+        ledger records for this account; a warning with the command to run for those it has not."""
+        body = rendition.body
+        app_id = settings["wechat"]["app_id"]
+        by_hash: dict[str, str] = {}
+        remote: dict[str, str] = {}
+        path = settings.path("paths", "ledger")
+        if path is not None and path.is_file():
+            import sqlite3
+
+            ledger = Ledger(path)
+            try:
+                rows = ledger.connect().execute(
+                    "SELECT sha256, url FROM wechat_uploads WHERE app_id = ? AND kind = 'uploadimg'", (app_id,))
+                by_hash = {row["sha256"]: row["url"] for row in rows}
+                remote = remote_uploads(ledger, app_id)
+            except sqlite3.OperationalError:  # nothing pushed to WeChat with this ledger yet
+                pass
+        missing = []
+        for image in rendition.images:
+            if image.role not in ("inline", "qr"):
+                continue
+            try:
+                url = by_hash.get(hashlib.sha256(image.read()).hexdigest())
+            except OSError:
+                url = None
+            if url:
+                body, _ = replace_ref(body, image.ref, url)
+            else:
+                missing.append(image.ref)
+        for src in dict.fromkeys(html.unescape(s) for s in _IMG_SRC_RE.findall(body)):
+            if src in remote:
+                body, _ = replace_ref(body, src, remote[src])
+            elif re.match(r"https?://", src, re.I) and not _WECHAT_HOSTED.match(src):
+                missing.append(src)
+        warnings = []
+        if missing:
+            warnings.append(
+                f"{len(missing)} image(s) not uploaded to WeChat yet ({', '.join(missing[:5])}"
+                f"{', …' if len(missing) > 5 else ''}): the mp editor cannot show them. Upload them with "
+                f"`publisher push {rendition.issue} --channel wechat` (it also creates or updates the "
+                "draft), then copy again — or replace them in the editor by hand")
+        return body, warnings
+
     def _remote_images(self, rendition: Rendition, ctx: PushContext) -> list[Prepared]:
         """Every http(s) <img> of the body not hosted by WeChat: downloaded (once per URL and
         account: a URL uploaded before is taken from the ledger) and converted like local images."""
