@@ -282,8 +282,9 @@ def copy_block(rendition, settings) -> str:
     """The 复制到公众号 button: it copies the article exactly as the mp editor takes it (the body
     with the uploaded image URLs the ledger records), read from JSON embedded in this page — never
     from the (sandboxed) iframe."""
-    transport = get_channel(rendition.channel).transport_class()
-    body, warnings = transport.pasteable(rendition, settings)
+    channel = get_channel(rendition.channel)
+    body, warnings = (channel.transport_class().pasteable(rendition, settings) if channel.transport
+                      else (rendition.body, []))
     notes = "".join(f'<p class="copy-warning">{escape(w)}</p>' for w in warnings)
     data = _json_for_script({"html": body})
     return (f'<div class="copy"><button type="button" data-copy>复制到公众号</button>'
