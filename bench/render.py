@@ -11,6 +11,7 @@ beside the interpreter's own start-up. Goals: ≤ 8× the floor; no-op build < 0
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = Path(os.environ.get("PUBLISHER_SHARED", ROOT.parent / "shared")) / "corpus"
 
 
 def best_of(fn, repeat: int) -> float:
@@ -78,6 +79,23 @@ def main() -> int:
     print(f"{'floor':<12}{floor / n * 1000:>10.2f}   (bare mistune → HTML of the same files)")
     print(f"ratio all six / floor: {total / floor:.2f}x   (goal ≤ 8x)")
     print(f"ratio read + all six / floor: {(total + parse) / floor:.2f}x")
+
+    # code highlighting ([code] highlight_style): its cost in WeChat characters (budget 20,000)
+    # and time, over the corpus plus the shipped example (the corpus has no fenced code)
+    import dataclasses
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "issues" / "2026-11-23.md"
+    pairs = list(zip(issues, ctxs, strict=True)) + [(pipeline.load(example)[0], None)]
+    for style in ("", settings["code"]["highlight_style"]):
+        data = {k: dict(v) for k, v in settings.data.items()}
+        data["code"]["highlight_style"] = style
+        styled = dataclasses.replace(settings, data=data)
+        start = time.perf_counter()
+        sizes = [len(pipeline.render(i, "wechat", styled).body)
+                 for i, _ in pairs]
+        ms = (time.perf_counter() - start) / len(pairs) * 1000
+        print(f"wechat, highlight_style={style or '(off)'!r}: largest {max(sizes):,} chars "
+              f"(limit 19,999), example issue {sizes[-1]:,} chars, {ms:.2f} ms/issue")
 
     # no-op build, in a fresh process each time, against interpreter start-up
     exe = Path(sys.executable).parent / "publisher"

@@ -126,7 +126,7 @@ class EmailChannel(Channel):
             # mail clients need absolute image URLs: the image's public address in the archive
             return public_src(node.src, news["image_base_url"])
 
-        w = HtmlWriter(image_src=image_src)
+        w = HtmlWriter(image_src=image_src, highlight=self.settings["code"]["highlight_style"])
         t = TextWriter()
         sections, text_sections = [], []
         for section in issue.sections:

@@ -13,6 +13,9 @@ differs between channels is a parameter, not a copy of the walk:
 - `max_list_depth`: deeper lists are flattened into the deepest allowed level, content kept.
 - `preserve_code`: code blocks keep newlines and runs of spaces as `<br>` and `&nbsp;` for
   editors that collapse whitespace inside `<pre>`.
+- `highlight`: a Pygments style name; code blocks that name their language (```python) get its
+  colours as inline `style` attributes on `<span>`s (no classes); "" or an unknown language:
+  monochrome.
 - `image_src`: maps an image's src to the src written in the HTML (or None to turn the image
   into a reference); channels use it to collect local images.
 
@@ -21,6 +24,7 @@ Every piece of user-written text goes through `markupsafe.escape`.
 
 from __future__ import annotations
 
+import functools
 import io
 import mimetypes
 import re
@@ -99,6 +103,7 @@ class HtmlWriter:
         preserve_code: bool = False,
         image_src: Callable[[Image], str | None] = lambda image: image.src,
         ref_format: str = "[{n}]",
+        highlight: str = "",
     ):
         self.styles = dict(styles or {})
         self.references = references
@@ -107,6 +112,7 @@ class HtmlWriter:
         self.preserve_code = preserve_code
         self.image_src = image_src
         self.ref_format = ref_format
+        self.highlight = highlight  # a Pygments style name; "" = code stays monochrome
         self._inline_rules: dict[type, Callable[[object], str]] = {
             Text: self.text,
             Code: self.code,
@@ -261,19 +267,11 @@ class HtmlWriter:
         return "<br>" + "<br>".join(lines)
 
     def code_block(self, node: CodeBlock, depth: int = 0) -> str:
-        text = node.text
+        lines = code_runs(node, self.highlight)
         if self.preserve_code:
-            lines = []
-            for line in text.split("\n"):
-                stripped = line.lstrip(" \t")
-                indent = line[: len(line) - len(stripped)].replace("\t", "    ")
-                body = str(escape(stripped))
-                # runs of spaces inside the line: every second one non-breaking
-                body = body.replace("  ", " &nbsp;")
-                lines.append("&nbsp;" * len(indent) + body)
-            inner = "<br>".join(lines)
+            inner = "<br>".join(_preserved_line(runs) for runs in lines)
         else:
-            inner = str(escape(text))
+            inner = "\n".join("".join(_span(style, text, str(escape(text))) for style, text in runs) for runs in lines)
         return self.open("pre") + "<code>" + inner + "</code></pre>"
 
     def quote(self, node: Quote, depth: int = 0) -> str:
@@ -319,6 +317,90 @@ class HtmlWriter:
 
 def is_remote(src: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", src, re.I)) or src.startswith("//")
+
+
+Run = tuple[str, str]  # (inline style, text) of a piece of code
+
+
+def code_runs(node: CodeBlock, style_name: str) -> list[list[Run]]:
+    """The code block's lines as runs of (inline style, text); one unstyled run per line when
+    there is no style, no language or no lexer for it."""
+    lexer = _lexer(node.info.split()[0]) if style_name and node.info.strip() else None
+    if lexer is None:
+        return [[("", line)] for line in node.text.split("\n")]
+    styles = token_styles(style_name)
+    lines: list[list[Run]] = [[]]
+    for ttype, value in lexer.get_tokens(node.text):
+        css = styles(ttype)
+        for i, piece in enumerate(value.split("\n")):
+            if i:
+                lines.append([])
+            if not piece:
+                continue
+            runs = lines[-1]
+            if runs and runs[-1][0] == css:
+                runs[-1] = (css, runs[-1][1] + piece)
+            else:
+                runs.append((css, piece))
+    return lines
+
+
+def _lexer(language: str):
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        return get_lexer_by_name(language.lower(), stripnl=False, ensurenl=False, stripall=False)
+    except ClassNotFound:
+        return None
+
+
+@functools.cache
+def token_styles(style_name: str) -> Callable[[object], str]:
+    """token type -> the inline CSS of `style_name` for it (colour, bold, italic; short forms)."""
+    from pygments.styles import get_style_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        style = get_style_by_name(style_name)
+    except ClassNotFound:
+        from pygments.styles import get_all_styles
+
+        raise ConfigError(f"[code] highlight_style: unknown Pygments style {style_name!r}; known: "
+                          f"{', '.join(sorted(get_all_styles()))} (or \"\" for no highlighting)") from None
+    cache: dict[object, str] = {}
+
+    def css(ttype: object) -> str:
+        if ttype not in cache:
+            s = style.style_for_token(ttype)
+            parts = [f"color:#{s['color']}"] if s["color"] else []
+            parts += ["font-weight:bold"] if s["bold"] else []
+            parts += ["font-style:italic"] if s["italic"] else []
+            cache[ttype] = ";".join(parts)
+        return cache[ttype]
+
+    return css
+
+
+def _span(style: str, text: str, html_text: str) -> str:
+    """`html_text` (the escaped `text`) in a styled span, unless it is unstyled or blank."""
+    return f'<span style="{style}">{html_text}</span>' if style and text.strip() else html_text
+
+
+def _preserved_line(runs: list[Run]) -> str:
+    """One code line for editors that collapse whitespace: the indentation as &nbsp;, and every
+    second space of a run of spaces non-breaking."""
+    out, start = [], True
+    for style, text in runs:
+        if start:
+            stripped = text.lstrip(" \t")
+            indent = text[: len(text) - len(stripped)].replace("\t", "    ")
+            piece = "&nbsp;" * len(indent) + str(escape(stripped)).replace("  ", " &nbsp;")
+            start = not stripped
+        else:
+            piece = str(escape(text)).replace("  ", " &nbsp;")
+        out.append(_span(style, text, piece))
+    return "".join(out)
 
 
 def lead_text(issue: Issue) -> str:

@@ -86,7 +86,8 @@ class WeChatChannel(Channel):
 
         def image_src(node: Image) -> str | None:
             if is_remote(node.src):
-                return node.src if _host(node.src) in WECHAT_IMAGE_HOSTS else None
+                # http(s) images of other sites stay; the transport downloads and uploads them
+                return node.src if urlsplit(node.src).scheme.lower() in ("http", "https") else None
             if node.src not in seen_refs:
                 seen_refs.add(node.src)
                 images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
@@ -100,6 +101,7 @@ class WeChatChannel(Channel):
             max_list_depth=2,
             preserve_code=True,
             image_src=image_src,
+            highlight=self.settings["code"]["highlight_style"],
         )
         # render in document order: reference numbers follow first use
         lead = ""

@@ -281,6 +281,8 @@ def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
     account = settings["newsletter"].get("account", "")
     return Markup(
         f"""<div class="wechat">
+{copy_block(rendition, settings)}
+{feed_card(rendition, images, title, digest, account)}
 <div class="phone">
 <div class="phone-bar">{escape(account)}</div>
 <iframe class="wechat-article" title="WeChat article" sandbox="{SANDBOX}" srcdoc="{_srcdoc(_iframe_doc(body))}"></iframe>
@@ -289,6 +291,43 @@ def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
 <table class="limits"><caption>Draft fields (draft/add)</caption>{"".join(rows)}</table>
 </div>"""
     )
+
+
+def _json_for_script(value: object) -> str:
+    """JSON safe inside <script> (no `</script>`, no `<!--`)."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
+
+
+def copy_block(rendition, settings) -> str:
+    """The 复制到公众号 button: it copies the article exactly as the mp editor takes it (the body
+    with the uploaded image URLs the ledger records), read from JSON embedded in this page — never
+    from the (sandboxed) iframe."""
+    channel = get_channel(rendition.channel)
+    body, warnings = (channel.transport_class().pasteable(rendition, settings) if channel.transport
+                      else (rendition.body, []))
+    notes = "".join(f'<p class="copy-warning">{escape(w)}</p>' for w in warnings)
+    data = _json_for_script({"html": body})
+    return (f'<div class="copy"><button type="button" data-copy>复制到公众号</button>'
+            f'<span class="copy-status" role="status"></span>{notes}'
+            f'<script type="application/json" class="copy-data">{data}</script></div>')
+
+
+def feed_card(rendition, images: ImageTable, title: str, digest: str, account: str) -> str:
+    """The article as followers see it in their feed: the cover at 2.35:1, the title, the digest."""
+    covers = [img for img in rendition.images if img.role == "cover"]
+    cover = '<div class="feed-cover none">no cover: the push uses [wechat] default_cover or the QR code</div>'
+    if covers:
+        img = covers[0]
+        try:
+            data = img.read()
+            url = images.url_for(("rendition", rendition.channel, img.ref),
+                                 lambda: ImageBlob(data, img.media_type or _guess_type(img.ref)))
+            cover = f'<img class="feed-cover" alt="cover" src="{escape(url)}">'
+        except OSError:
+            pass
+    return (f'<figure class="feed-card" title="the feed card">{cover}<figcaption>'
+            f'<b class="feed-title">{escape(title)}</b><span class="feed-digest">{escape(digest)}</span>'
+            f'<span class="feed-account">{escape(account)}</span></figcaption></figure>')
 
 
 def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
@@ -437,6 +476,11 @@ table{border-collapse:collapse}
 .markdown pre{background:#f6f8fa;padding:8px}
 .plain{font:13px/1.6 monospace}
 details.front{margin:0 0 8px;font-size:12px}
+.copy{max-width:375px;margin:0 auto 10px}.copy button{padding:6px 14px;background:#07c160;color:#fff;border:0;border-radius:4px;cursor:pointer}
+.copy-status{margin-left:8px;font-size:13px}.copy-warning{color:#a00;font-size:13px}
+.feed-card{max-width:375px;margin:0 auto 12px;border:1px solid #ddd;border-radius:6px;overflow:hidden;background:#fff}
+.feed-cover{display:block;width:100%;aspect-ratio:2.35/1;object-fit:cover}.feed-cover.none{background:#eee;color:#666;font-size:12px;padding:8px;box-sizing:border-box}
+.feed-card figcaption{padding:8px 10px;font-size:13px;color:#666}.feed-title{display:block;font-size:16px;color:#111;margin-bottom:4px}.feed-account{display:block;font-size:12px;margin-top:4px}
 @media (max-width:480px){main{padding:10px 0}.mail .headers,.switches,.notes,.errors,.limits{margin-left:8px;margin-right:8px;width:auto}
 .mailview,.phone{border-left:0;border-right:0;border-radius:0}.pane{border-left:0;border-right:0}}
 """
@@ -474,6 +518,13 @@ SCRIPT = r"""
       var v=m.querySelector('.mailview');v.classList.toggle('mobile',b.dataset.width==='mobile');
       v.classList.toggle('desktop',b.dataset.width!=='mobile');fitAll();});});
   });
+  document.querySelectorAll('[data-copy]').forEach(function(b){b.addEventListener('click',function(){
+    var box=b.closest('.copy'),html=JSON.parse(box.querySelector('.copy-data').textContent).html;
+    var text=new DOMParser().parseFromString(html,'text/html').body.textContent;
+    function put(e){e.clipboardData.setData('text/html',html);e.clipboardData.setData('text/plain',text);e.preventDefault();}
+    document.addEventListener('copy',put);var ok=false;
+    try{ok=document.execCommand('copy');}catch(e){}finally{document.removeEventListener('copy',put);}
+    box.querySelector('.copy-status').textContent=ok?'已复制：在公众号编辑器里粘贴 (Ctrl+V)':'复制失败：浏览器拒绝了剪贴板';});});
   window.addEventListener('resize',fitAll);
   var live=document.body.dataset.version;
   if(live!==undefined&&window.EventSource){

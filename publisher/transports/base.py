@@ -76,3 +76,10 @@ class Transport:
     def extra_files(cls, rendition: Rendition, settings: Settings) -> Mapping[str, bytes]:
         """Further files `render --out` writes beside the rendition (e.g. the complete .eml)."""
         return {}
+
+    @classmethod
+    def pasteable(cls, rendition: Rendition, settings: Settings) -> tuple[str, list[str]]:
+        """The body as it is pasted into the platform's own editor (`render --copy`, the preview's
+        copy button): images this transport already uploaded in place of their refs, and warnings
+        for what it could not replace. Reads the ledger, never changes it."""
+        return rendition.body, []

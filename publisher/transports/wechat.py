@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import html
-import io
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from publisher import limits
+from publisher import images, limits
 from publisher.channels.base import LocalImage, Rendition
 from publisher.errors import ConfigError, SourceError, TransportError
 from publisher.ledger import Ledger, checkpoint, now_iso
@@ -70,6 +70,17 @@ CREATE TABLE IF NOT EXISTS wechat_drafts (
 );
 """
 
+# remote images of an issue: URL -> hash of the bytes downloaded (whose upload is in wechat_uploads)
+REMOTE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wechat_remote_images (
+    app_id      TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (app_id, url)
+);
+"""
+
 # platform limits (developers.weixin.qq.com, draft/add)
 # the numbers live in publisher/limits.py, shared with `publisher check` and the channel
 TITLE_MAX = limits.WECHAT_TITLE_MAX_CHARS
@@ -96,29 +107,7 @@ SCAN_PAGES = 5  # batchget pages (20 each) searched when reconciling: the newest
 
 def sniff(data: bytes) -> str | None:
     """The image format from its magic bytes: jpeg, png, gif, bmp, webp or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def _to_png(data: bytes) -> bytes | None:
-    """The image converted to PNG with Pillow, or None when Pillow is not installed."""
-    try:
-        from PIL import Image  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    with Image.open(io.BytesIO(data)) as im:
-        out = io.BytesIO()
-        im.save(out, format="PNG")
-        return out.getvalue()
+    return images.sniff(data)
 
 
 def _mb(n: int) -> str:
@@ -127,7 +116,11 @@ def _mb(n: int) -> str:
 
 @dataclass
 class Prepared:
-    """An image ready to upload: the bytes that go out and where they came from."""
+    """An image ready to upload: the bytes that go out and where they came from.
+
+    `sha256` is the hash of the image as found (file, generated or downloaded bytes), so the
+    upload cache is looked up by the source; `source_url` is set for a downloaded remote image,
+    `cached_url` when that URL was uploaded before (nothing is downloaded or sent again)."""
 
     image: LocalImage
     data: bytes
@@ -135,15 +128,18 @@ class Prepared:
     media_type: str
     sha256: str
     converted_from: str | None = None
+    source_url: str | None = None
+    cached_url: str | None = None
 
     @property
     def name(self) -> str:
         return str(self.image.path) if self.image.path else self.image.ref
 
 
-def prepare_image(image: LocalImage, *, kind: str) -> Prepared:
-    """Check (and if need be convert) one image; TransportError naming the file when impossible."""
-    label = str(image.path) if image.path else f"{image.ref} (generated {image.role} image)"
+def prepare_image(image: LocalImage, *, kind: str, label: str | None = None) -> Prepared:
+    """Check and convert one image with publisher/images.py (in-article: jpg/png under 1 MB; the
+    cover: the feed card's 2.35:1); TransportError naming the image when impossible."""
+    label = label or (str(image.path) if image.path else f"{image.ref} (generated {image.role} image)")
     if image.path is not None and not Path(image.ref).is_absolute():
         from publisher.pipeline import issue_file
 
@@ -155,30 +151,15 @@ def prepare_image(image: LocalImage, *, kind: str) -> Prepared:
         data = image.read()
     except OSError as exc:
         raise TransportError(f"cannot read image {label}: {exc.strerror or exc}") from None
-    fmt = sniff(data)
-    allowed = ("jpeg", "png") if kind == "uploadimg" else ("jpeg", "png", "gif", "bmp")
-    converted_from = None
-    if fmt not in allowed:
-        what = fmt or "an unrecognised format"
-        converted = _to_png(data) if fmt is not None else None
-        if converted is None:
-            reason = ("install Pillow (pip install pillow) to have it converted to PNG, or convert it "
-                      "yourself" if fmt is not None else "use a jpg or png file")
-            raise TransportError(
-                f"image {label} is {what}; WeChat takes only jpg/png for "
-                f"{'in-article images' if kind == 'uploadimg' else 'the cover'}: {reason}"
-            )
-        data, converted_from, fmt = converted, fmt, "png"
-    limit = UPLOADIMG_LIMIT if kind == "uploadimg" else MATERIAL_LIMIT
-    if len(data) >= limit:
-        raise TransportError(
-            f"image {label} is {_mb(len(data))}; WeChat takes {'in-article images' if kind == 'uploadimg' else 'cover images'} "
-            f"under {_mb(limit)}: shrink or recompress it"
-        )
-    ext = {"jpeg": ".jpg", "png": ".png", "gif": ".gif", "bmp": ".bmp"}[fmt]
-    stem = Path(image.path.name).stem if image.path else (Path(image.ref).stem or image.role)
-    return Prepared(image, data, re.sub(r"[^\w.-]", "_", stem) + ext, f"image/{fmt}",
-                    hashlib.sha256(data).hexdigest(), converted_from)
+    try:
+        fitted = images.fit(data) if kind == "uploadimg" else images.cover(data, pad=image.role == "qr")
+    except images.ImageError as exc:
+        raise TransportError(f"image {label} {exc}") from None
+    if len(fitted.data) >= (UPLOADIMG_LIMIT if kind == "uploadimg" else MATERIAL_LIMIT):
+        raise TransportError(f"image {label} is {_mb(len(fitted.data))} after conversion; shrink it")
+    stem = Path(image.path.name).stem if image.path else (Path(urlsplit(image.ref).path).stem or image.role)
+    return Prepared(image, fitted.data, re.sub(r"[^\w.-]", "_", stem)[:60] + fitted.extension,
+                    f"image/{fitted.format}", hashlib.sha256(data).hexdigest(), fitted.note or None)
 
 
 def check_limits(article: dict[str, Any]) -> None:
@@ -521,9 +502,10 @@ class WeChatTransport(Transport):
 
     def _images(self, rendition: Rendition, ctx: PushContext, notes: list[str]) -> tuple[list[Prepared], Prepared]:
         inline = [prepare_image(img, kind="uploadimg") for img in rendition.images if img.role in ("inline", "qr")]
+        inline += self._remote_images(rendition, ctx)
         for prep in inline:
             if prep.converted_from:
-                notes.append(f"{prep.name}: {prep.converted_from} converted to PNG")
+                notes.append(f"{prep.name}: {prep.converted_from}")
         covers = [img for img in rendition.images if img.role == "cover"]
         if covers:
             return inline, prepare_image(covers[0], kind="material")
@@ -545,6 +527,17 @@ class WeChatTransport(Transport):
     def _upload(self, client: WeChatClient, ledger: Ledger, app_id: str, prep: Prepared,
                 kind: str) -> tuple[str, bool]:
         """(url or media_id, whether it was uploaded now) — from the cache when already sent."""
+        if prep.cached_url:
+            return prep.cached_url, False
+        result = self._upload_bytes(client, ledger, app_id, prep, kind)
+        if prep.source_url:
+            with ledger.transaction() as conn:
+                conn.execute("INSERT OR REPLACE INTO wechat_remote_images (app_id, url, sha256, created_at) "
+                             "VALUES (?, ?, ?, ?)", (app_id, prep.source_url, prep.sha256, now_iso()))
+        return result
+
+    def _upload_bytes(self, client: WeChatClient, ledger: Ledger, app_id: str, prep: Prepared,
+                      kind: str) -> tuple[str, bool]:
         row = ledger.connect().execute(
             "SELECT url, media_id FROM wechat_uploads WHERE app_id = ? AND sha256 = ? AND kind = ?",
             (app_id, prep.sha256, kind),
@@ -562,6 +555,84 @@ class WeChatTransport(Transport):
                 (app_id, prep.sha256, kind, url, media_id, now_iso()),
             )
         return (url if kind == "uploadimg" else media_id), True
+
+    @classmethod
+    def pasteable(cls, rendition: Rendition, settings) -> tuple[str, list[str]]:
+        """The article for the mp editor: local and remote images replaced by the mmbiz URLs the
+        ledger records for this account; a warning with the command to run for those it has not."""
+        body = rendition.body
+        app_id = settings["wechat"]["app_id"]
+        by_hash: dict[str, str] = {}
+        remote: dict[str, str] = {}
+        path = settings.path("paths", "ledger")
+        if path is not None and path.is_file():
+            import sqlite3
+
+            ledger = Ledger(path)
+            try:
+                rows = ledger.connect().execute(
+                    "SELECT sha256, url FROM wechat_uploads WHERE app_id = ? AND kind = 'uploadimg'", (app_id,))
+                by_hash = {row["sha256"]: row["url"] for row in rows}
+                remote = remote_uploads(ledger, app_id)
+            except sqlite3.OperationalError:  # nothing pushed to WeChat with this ledger yet
+                pass
+        missing = []
+        for image in rendition.images:
+            if image.role not in ("inline", "qr"):
+                continue
+            try:
+                url = by_hash.get(hashlib.sha256(image.read()).hexdigest())
+            except OSError:
+                url = None
+            if url:
+                body, _ = replace_ref(body, image.ref, url)
+            else:
+                missing.append(image.ref)
+        for src in dict.fromkeys(html.unescape(s) for s in _IMG_SRC_RE.findall(body)):
+            if src in remote:
+                body, _ = replace_ref(body, src, remote[src])
+            elif re.match(r"https?://", src, re.I) and not _WECHAT_HOSTED.match(src):
+                missing.append(src)
+        warnings = []
+        if missing:
+            warnings.append(
+                f"{len(missing)} image(s) not uploaded to WeChat yet ({', '.join(missing[:5])}"
+                f"{', …' if len(missing) > 5 else ''}): the mp editor cannot show them. Upload them with "
+                f"`publisher push {rendition.issue} --channel wechat` (it also creates or updates the "
+                "draft), then copy again — or replace them in the editor by hand")
+        return body, warnings
+
+    def _remote_images(self, rendition: Rendition, ctx: PushContext) -> list[Prepared]:
+        """Every http(s) <img> of the body not hosted by WeChat: downloaded (once per URL and
+        account: a URL uploaded before is taken from the ledger) and converted like local images."""
+        cfg = ctx.settings["wechat"]
+        urls = list(dict.fromkeys(html.unescape(src) for src in _IMG_SRC_RE.findall(rendition.body)))
+        urls = [u for u in urls if re.match(r"https?://", u, re.I) and not _WECHAT_HOSTED.match(u)]
+        if not urls:
+            return []
+        ctx.ledger.ensure(UPLOAD_SCHEMA + REMOTE_SCHEMA)
+        known = remote_uploads(ctx.ledger, cfg["app_id"])
+        out = []
+        for url in urls:
+            image = LocalImage(ref=url, role="inline")
+            if url in known:
+                out.append(Prepared(image, b"", "", "", "", source_url=url, cached_url=known[url]))
+                continue
+            file, line = _source_line(ctx.issue, url)
+            where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+            try:
+                data = images.download(url, max_bytes=int(cfg["remote_image_max_bytes"]),
+                                       timeout=float(cfg["remote_image_timeout"]),
+                                       allow_private=bool(cfg["remote_image_allow_private"]))
+                prep = prepare_image(LocalImage(ref=url, data=data, role="inline"), kind="uploadimg",
+                                     label=f"remote image {url}")
+            except images.ImageError as exc:
+                raise TransportError(f"{where}remote image {url} {exc}") from None
+            except TransportError as exc:
+                raise TransportError(f"{where}{exc.message}") from None
+            prep.source_url = url
+            out.append(prep)
+        return out
 
     def _poll(self, client: WeChatClient, publish_id: str, budget: float) -> dict:
         deadline = self.clock() + budget
@@ -595,3 +666,30 @@ def _article_url(answer: dict) -> str | None:
         if item.get("article_url"):
             return str(item["article_url"])
     return answer.get("article_url")
+
+
+_WECHAT_HOSTED = re.compile(r"https?://mmbiz\.q(?:pic|logo)\.cn/", re.I)
+
+
+def remote_uploads(ledger: Ledger, app_id: str) -> dict[str, str]:
+    """Remote image URL -> the mmbiz URL its content was uploaded as (this account)."""
+    rows = ledger.connect().execute(
+        """SELECT r.url, u.url AS uploaded FROM wechat_remote_images r JOIN wechat_uploads u
+           ON u.app_id = r.app_id AND u.sha256 = r.sha256 AND u.kind = 'uploadimg'
+           WHERE r.app_id = ?""", (app_id,)).fetchall()
+    return {row["url"]: row["uploaded"] for row in rows}
+
+
+def _source_line(issue, needle: str) -> tuple[str | None, int | None]:
+    """(file, first line) of the issue source where `needle` is written, for error messages."""
+    path = getattr(issue, "source_path", None)
+    if not path:
+        return None, None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return path, None
+    for n, text in enumerate(lines, 1):
+        if needle in text or html.escape(needle) in text:
+            return path, n
+    return path, None
