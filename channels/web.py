@@ -148,8 +148,9 @@ push = false
 
     def _page(self, issue: Issue, base: str) -> tuple[str, list[LocalImage]]:
         article, images = self._article(issue)
+        qr = self.qr_src(base)
         if not issue.cover:
-            cover = base + "qr.png"
+            cover = qr if is_remote(qr) else base + qr
         elif is_remote(issue.cover):
             cover = issue.cover
         else:
@@ -163,24 +164,28 @@ push = false
             published=self.published(issue).isoformat(),
             subscribe_url=self.settings["web"]["subscribe_url"],
             license=license_of(issue, self.settings),
-            qr="qr.png",
+            qr=qr,
         )
         return html, images
+
+    def qr_src(self, base: str) -> str:
+        """Where pages show the follow-account QR: `qr.png` beside them when it is a file or
+        generated, else the account's public QR image URL."""
+        qr = qr_image(self.settings)
+        return qr if isinstance(qr, str) else "qr.png"
 
     # -- the site -------------------------------------------------------------------------------
 
     def listed_issues(self, issue: Issue) -> list[Issue] | None:
         """The issues the site lists, newest first, when `issue` carries the site (it is the newest
-        issue of the archive that is not a draft); None otherwise."""
-        if issue.status == "draft":
+        issue of the archive that is listed — `ready` or `archived`); None otherwise."""
+        if not issue.listed:
             return None
         listed = [issue]
         for past in self.ctx.archive:
             if past.date == issue.date:
                 continue
-            other = self.ctx.load(past)
-            if other.status == "draft":
-                continue
+            other = self.ctx.load(past)  # the archive holds listed issues only (pipeline.archive)
             if past.date > issue.date:
                 return None
             listed.append(other)
@@ -192,7 +197,10 @@ push = false
         body, page_images = self._page(issue, base)
         images: dict[str, LocalImage] = {i.ref: i for i in page_images}
         qr = qr_image(self.settings)
-        images["qr.png"] = LocalImage(ref="qr.png", data=qr.read(), role="qr", media_type=qr.media_type)
+        if not isinstance(qr, str):
+            images["qr.png"] = LocalImage(ref="qr.png", data=qr.read(), role="qr", media_type=qr.media_type)
+        qr_src = self.qr_src(base)
+        qr_url = qr_src if is_remote(qr_src) else base + qr_src
         parts: dict[str, str] = {}
         if listed is not None:
             env = self.ctx.env
@@ -213,11 +221,11 @@ push = false
             parts["index.html"] = env.get_template(INDEX).render(
                 latest=newest, latest_url=self.page_name(newest), latest_description=self.description(newest),
                 calendar=calendar([PastIssue(i.date, i.title) for i in listed], "{date}.html"),
-                url=base, cover=base + "qr.png", count=len(listed), description=self.settings["newsletter"]["tagline"],
+                url=base, cover=qr_url, count=len(listed), description=self.settings["newsletter"]["tagline"],
                 subscribe_url=self.settings["web"]["subscribe_url"],
-                license=license_of(newest, self.settings), qr="qr.png")
+                license=license_of(newest, self.settings), qr=qr_src)
             parts["feed.xml"] = env.get_template(FEED).render(
-                base=base, entries=entries, updated=updated)
+                base=base, entries=entries, updated=updated, icon=qr_url)
             parts["sitemap.xml"] = env.get_template(SITEMAP).render(
                 base=base, pages=[(self.page_name(i), i.slug) for i in listed], updated=newest.slug)
         return Rendition(

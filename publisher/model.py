@@ -195,12 +195,18 @@ class Issue:
     notes: tuple[Paragraph, ...] = ()  # issue-level notes (not the channel's link note)
     sections: tuple[Section, ...] = ()
     status: Status = "draft"
+    archived: bool = False  # published before (imported from the archive): listed even as a draft
     publish_at: dt.datetime | None = None
     cover: str | None = None
     digest: str | None = None
     author: str | None = None
     license: License | None = None
     source_path: str | None = field(default=None, compare=False)
+
+    @property
+    def listed(self) -> bool:
+        """Whether other issues and the web archive list this one: it is `ready`, or `archived`."""
+        return self.status == "ready" or self.archived
 
     @property
     def slug(self) -> str:

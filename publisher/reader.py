@@ -378,6 +378,7 @@ class _Reader:
             notes=tuple(notes),
             sections=tuple(sections),
             status=status,
+            archived=bool(meta.get("archived", False)),
             publish_at=publish_at,
             cover=meta.get("cover") or None,
             digest=(meta.get("digest") or "").strip() or None,
