@@ -393,8 +393,11 @@ class _Reader:
         return out, i
 
     def _briefs(self, i: int) -> tuple[list[Brief], int]:
+        """Warm-up bullets; a bullet's continuation lines are part of its paragraph (a newline a
+        soft break, a trailing backslash a hard one), as Markdown reads them."""
         lines = self.lines
         briefs: list[Brief] = []
+        runs: list[tuple[int, list[str]]] = []
         while i < len(lines):
             raw = lines[i]
             s = raw.strip()
@@ -412,15 +415,16 @@ class _Reader:
                 text, ln = m.group(1).strip(), i + 1
                 if not text:
                     raise self.error(ln, "empty warm-up bullet")
-                briefs.append(Brief(self.inline(text, ln), ln))
+                runs.append((ln, [text]))
             elif s.startswith((">", "#")) or FOOTER_RE.match(s):
                 break
-            elif briefs:  # continuation of the previous brief
-                prev = briefs[-1]
-                briefs[-1] = Brief(prev.content + self.inline(s, i + 1), prev.line)
+            elif runs:  # continuation of the previous brief
+                runs[-1][1].append(s)
             else:
                 break
             i += 1
+        for ln, run in runs:
+            briefs.append(Brief(self.inline("\n".join(run), ln), ln))
         return briefs, i
 
     def _section(self, i: int, heading: str) -> tuple[Section, int]:
@@ -527,6 +531,16 @@ class _Reader:
             j += 1
         fields, summary = self._item_body(body)
         return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary)}), j
+
+    @staticmethod
+    def _lazy(raw: str, run: list[str]) -> bool:
+        """An unindented line right after a list line that starts no block of its own: it
+        continues that list item's paragraph (CommonMark's lazy continuation, as GitHub shows
+        it). A 摘要 line is the item's, never the list's."""
+        s = raw.strip()
+        return bool(run and run[-1].strip()) and not (
+            FENCE_RE.match(raw) or s.startswith((">", "#")) or SUMMARY_RE.match(s) or ITEM_RE.match(raw)
+        )
 
     @staticmethod
     def _starts_closing(raw: str) -> bool:
@@ -649,7 +663,7 @@ class _Reader:
                             k += 1
                             continue
                         break
-                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t")):
+                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t") or self._lazy(r, run)):
                         break
                     run.append(r.replace("–", "-", 1) if r.lstrip().startswith("–") else r)
                     k += 1
