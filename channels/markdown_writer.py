@@ -209,18 +209,10 @@ class MarkdownWriter:
         return text.replace("[", r"\[").replace("]", r"\]")
 
     def summary_units(self, item: Item) -> list[tuple[list[str], bool]]:
-        """The summary as (lines, is_paragraph) units: `摘要：first paragraph`, then each block
-        (lists and code indented under the item)."""
+        """The summary as (lines, is_paragraph) units, one a block, the 摘要 label where the
+        source had it (lists and code indented under the item)."""
         units: list[tuple[list[str], bool]] = []
-        blocks = list(item.summary)
-        if not blocks:
-            return units
-        if isinstance(blocks[0], Paragraph):
-            para = self.visit_block(blocks.pop(0))
-            units.append(([f"{SUMMARY_LABEL}{COLON}{para[0]}", *para[1:]], True))
-        else:
-            units.append(([f"{SUMMARY_LABEL}{COLON}"], True))
-        for block in blocks:
+        for block in item.labelled_summary(SUMMARY_LABEL + COLON):
             written = self.visit_block(block)
             if isinstance(block, ListBlock | CodeBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]

@@ -529,8 +529,8 @@ class _Reader:
                 continue
             body.append((j + 1, raw))
             j += 1
-        fields, summary = self._item_body(body)
-        return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary)}), j
+        fields, summary, label = self._item_body(body)
+        return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary), "summary_label": label}), j
 
     @staticmethod
     def _lazy(raw: str, run: list[str]) -> bool:
@@ -624,9 +624,11 @@ class _Reader:
             rich[-1] = Text(rich[-1].text.rstrip())
         return tuple(n for n in rich if not (isinstance(n, Text) and not n.text))
 
-    def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block]]:
+    def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block], int | None]:
+        """Fields, summary blocks, and where the 摘要 label stood (None: the item has none)."""
         fields: list[Field] = []
         summary: list[Block] = []
+        label: int | None = None
         started = False
         k = 0
         while k < len(body):
@@ -680,8 +682,9 @@ class _Reader:
                 started = True
                 continue
             sm = SUMMARY_RE.match(s)
-            if sm:
+            if sm and label is None:
                 started = True
+                label = len(summary)
                 if sm.group(1).strip():
                     summary.append(Paragraph(self.inline(sm.group(1).strip(), ln), ln))
                 k += 1
@@ -691,10 +694,10 @@ class _Reader:
                 fields.append(Field(fm.group("label"), self.inline(fm.group("value").strip(), ln), ln))
                 k += 1
                 continue
-            summary.append(Paragraph(self.inline(s, ln), ln))
+            summary.append(Paragraph(self.inline(s, ln), ln))  # a second 摘要： stays as written
             started = True
             k += 1
-        return fields, summary
+        return fields, summary, label
 
     # -- warnings about the whole issue ----------------------------------------------------
 
