@@ -10,6 +10,7 @@ around them — title, headings, link note, footer — is laid out by each chann
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -95,7 +96,16 @@ class MarkdownWriter:
     # ---- inlines -----------------------------------------------------------------------
 
     def inline(self, nodes: Iterable[Inline]) -> str:
-        return "".join(self.visit_inline(n) for n in nodes)
+        nodes = list(nodes)
+        out = []
+        for k, node in enumerate(nodes):
+            nxt = nodes[k + 1] if k + 1 < len(nodes) else None
+            if bare_url(node) and (nxt is None or isinstance(nxt, SoftBreak | LineBreak)
+                                   or (isinstance(nxt, Text) and nxt.text[:1].isspace())):
+                out.append(node.children[0].text)  # a bare URL stays bare: GitHub links it itself
+            else:
+                out.append(self.visit_inline(node))
+        return "".join(out)
 
     def visit_inline(self, node: object) -> str:
         method = self._inline.get(type(node))
@@ -301,6 +311,17 @@ class PlainTextWriter(MarkdownWriter):
 
     def item_head(self, item: Item) -> str:
         return self.item_prefixes(item) + item.display_title + self.inline(item.extra)
+
+
+def bare_url(node: object) -> bool:
+    """A link written as its own address (`https://…` in the source, autolinked): one that
+    reads the same written bare, where only whitespace or the end of a line follows it."""
+    if not (isinstance(node, Link) and not node.title and len(node.children) == 1
+            and isinstance(node.children[0], Text)):
+        return False
+    text = node.children[0].text
+    return (re.fullmatch(r"https?://[^\s<>\[\]`*~\\]+", text) is not None and not _ENTITY_LIKE.search(text)
+            and (text == node.url or urllib.parse.unquote(node.url) == text))
 
 
 def strike_text(text: str) -> str:

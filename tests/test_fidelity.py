@@ -387,3 +387,15 @@ def test_soft_wrapped_lead_and_warmup_breaks_as_published():
     issue = result.read.issue
     assert len(issue.lead) == 1
     assert [type(n).__name__ for n in issue.warmup[0].content] == ["Text", "LineBreak", "Text"]
+
+
+def test_bare_url_stays_bare_even_with_a_full_width_character(tmp_path):
+    """`文档：https://…；` (corpus 2019-05-30, 2020-06-03): the Markdown channels write the address as
+    the source did, so GitHub autolinks it exactly as it did the archive; a link whose text is
+    followed by more text stays an explicit link (written bare, the autolink would swallow it)."""
+    body = ("- [第二条 | 来源](https://example.org/two)\n摘要：文档：https://example.org/a_b.html；\n"
+            "代码见[https://example.org/c](https://example.org/c)下载\n")
+    path = write_issue(tmp_path / "issues", body=body)
+    github = renditions(tmp_path, path)["github"].body
+    assert "文档：https://example.org/a_b.html；  \n" in github
+    assert "[https://example.org/c](https://example.org/c)下载" in github
