@@ -331,7 +331,7 @@ def strike_text(text: str) -> str:
 
 
 def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[str]:
-    """The lines of a run of paragraphs (the lead, notes)."""
+    """The lines of a run of paragraphs (the lead)."""
     out: list[str] = []
     for p in paragraphs:
         out.extend(writer.visit_block(p))
@@ -380,7 +380,7 @@ class TemplateChannel(Channel):
             "title": self.title(issue),
             "tagline": issue.tagline or newsletter["tagline"],
             "lead": lines_of(issue.lead, writer),
-            "notes": lines_of(issue.notes, writer),
+            "notes": ["\n".join(writer.visit_block(note)) for note in issue.notes],
             "warmup_intro": issue.warmup_intro,
             "warmup": [writer.brief(b) for b in issue.warmup],
             "sections": [

@@ -207,7 +207,9 @@ class Issue:
     lead: tuple[Paragraph, ...] = ()  # 导读
     warmup_intro: str = ""
     warmup: tuple[Brief, ...] = ()
-    notes: tuple[Paragraph, ...] = ()  # issue-level notes (not the channel's link note)
+    # issue-level text before the first section (not the channel's link note): a `> ` note is
+    # a Quote, a plain paragraph a Paragraph, as the source wrote them
+    notes: tuple[Paragraph | Quote, ...] = ()
     sections: tuple[Section, ...] = ()
     status: Status = "draft"
     publish_at: dt.datetime | None = None

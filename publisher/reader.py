@@ -160,7 +160,7 @@ class _Reader:
         lead: list[Paragraph] = []
         warmup_intro = ""
         warmup: list[Brief] = []
-        notes: list[Paragraph] = []
+        notes: list[Paragraph | Quote] = []
         sections: list[Section] = []
 
         i = start
@@ -221,7 +221,7 @@ class _Reader:
                 elif any(LINK_NOTE_RE.search(t) for _, t in block):
                     self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
                 else:
-                    notes.extend(Paragraph(self.inline(t, bl), bl) for bl, t in block if t.strip())
+                    notes.extend(Quote((Paragraph(self.inline(t, bl), bl),), bl) for bl, t in block if t.strip())
                 continue
             bold = re.fullmatch(r"\*\*(.+?)\*\*\s*", s)
             if bold and not tagline and not lead and not warmup:

@@ -399,3 +399,24 @@ def test_bare_url_stays_bare_even_with_a_full_width_character(tmp_path):
     github = renditions(tmp_path, path)["github"].body
     assert "文档：https://example.org/a_b.html；  \n" in github
     assert "[https://example.org/c](https://example.org/c)下载" in github
+
+
+def test_plain_paragraph_before_the_first_section_is_not_made_a_quote(tmp_path):
+    """Corpus 2020-03-19 / 2020-05-15: a plain paragraph after the 导读 stays a paragraph; a `> `
+    note stays a quote (both read back by markdown-it-py)."""
+    head = HEAD.replace("> 导读：本次2条。{lead}\n", "> 导读：本次2条。{lead}\n\n> 注：引用的说明\n\n文末，一段普通的话。\n")
+    (tmp_path / "issues").mkdir()
+    path = tmp_path / "issues" / "2099-01-01.md"
+    path.write_text(head.format(date="2099-01-01", status="ready", extra="", lead="", body=""), encoding="utf-8")
+    github = renditions(tmp_path, path)["github"].body
+    parents = {}
+    stack = []
+    for t in MD.parse(github):
+        if t.nesting == 1:
+            stack.append(t.type)
+        elif t.nesting == -1:
+            stack.pop()
+        elif t.type == "inline" and ("引用的说明" in t.content or "一段普通的话" in t.content):
+            parents["quote" if "引用" in t.content else "plain"] = list(stack)
+    assert parents["quote"] == ["blockquote_open", "paragraph_open"]
+    assert parents["plain"] == ["paragraph_open"]
