@@ -315,12 +315,13 @@ class PlainTextWriter(MarkdownWriter):
 
 def bare_url(node: object) -> bool:
     """A link written as its own address (`https://…` in the source, autolinked): one that
-    reads the same written bare, where only whitespace or the end of a line follows it."""
+    reads the same written bare (no markup, entity, Liquid brace or backslash in it), where only
+    whitespace or the end of a line follows it."""
     if not (isinstance(node, Link) and not node.title and len(node.children) == 1
             and isinstance(node.children[0], Text)):
         return False
     text = node.children[0].text
-    return (re.fullmatch(r"https?://[^\s<>\[\]`*~\\]+", text) is not None and not _ENTITY_LIKE.search(text)
+    return (re.fullmatch(r"https?://[^\s<>\[\]`*~\\{}]+", text) is not None and not _ENTITY_LIKE.search(text)
             and (text == node.url or urllib.parse.unquote(node.url) == text))
 
 
