@@ -132,17 +132,9 @@ class EmailChannel(Channel):
         for section in issue.sections:
             items, text_items = [], []
             for item in section.items:
-                summary = ""
                 lines = [f"{f.label}：{t.inlines(f.value)}" for f in item.fields]
-                if item.summary:
-                    first, rest = item.summary[0], item.summary[1:]
-                    if isinstance(first, Paragraph):
-                        first = Paragraph((Text("摘要："), *first.children), first.line)
-                        summary = w.block(first) + w.blocks(rest)
-                    else:
-                        summary = "<p>摘要：</p>" + w.blocks(item.summary)
-                    lines.extend(t.blocks((first, *rest)) if isinstance(first, Paragraph) else
-                                 ["摘要：", *t.blocks(item.summary)])
+                summary = w.blocks(item.labelled_summary("摘要："))
+                lines.extend(t.blocks(item.labelled_summary("摘要：")))
                 items.append(
                     {
                         "title": w.item_title(item),

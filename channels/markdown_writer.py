@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -118,7 +119,16 @@ class MarkdownWriter:
     # ---- inlines -----------------------------------------------------------------------
 
     def inline(self, nodes: Iterable[Inline]) -> str:
-        return "".join(self.visit_inline(n) for n in nodes)
+        nodes = list(nodes)
+        out = []
+        for k, node in enumerate(nodes):
+            nxt = nodes[k + 1] if k + 1 < len(nodes) else None
+            if bare_url(node) and (nxt is None or isinstance(nxt, SoftBreak | LineBreak)
+                                   or (isinstance(nxt, Text) and nxt.text[:1].isspace())):
+                out.append(node.children[0].text)  # a bare URL stays bare: GitHub links it itself
+            else:
+                out.append(self.visit_inline(node))
+        return "".join(out)
 
     def visit_inline(self, node: object) -> str:
         method = self._inline.get(type(node))
@@ -255,18 +265,10 @@ class MarkdownWriter:
         return text.replace("[", r"\[").replace("]", r"\]")
 
     def summary_units(self, item: Item) -> list[tuple[list[str], bool]]:
-        """The summary as (lines, is_paragraph) units: `摘要：first paragraph`, then each block
-        (lists and code indented under the item)."""
+        """The summary as (lines, is_paragraph) units, one a block, the 摘要 label where the
+        source had it (lists and code indented under the item)."""
         units: list[tuple[list[str], bool]] = []
-        blocks = list(item.summary)
-        if not blocks:
-            return units
-        if isinstance(blocks[0], Paragraph):
-            para = self.visit_block(blocks.pop(0))
-            units.append(([f"{SUMMARY_LABEL}{COLON}{para[0]}", *para[1:]], True))
-        else:
-            units.append(([f"{SUMMARY_LABEL}{COLON}"], True))
-        for block in blocks:
+        for block in item.labelled_summary(SUMMARY_LABEL + COLON):
             written = self.visit_block(block)
             if isinstance(block, ListBlock | CodeBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
@@ -363,6 +365,18 @@ class PlainTextWriter(MarkdownWriter):
         return self.item_prefixes(item) + item.display_title + self.inline(item.extra)
 
 
+def bare_url(node: object) -> bool:
+    """A link written as its own address (`https://…` in the source, autolinked): one that
+    reads the same written bare (no markup, entity, Liquid brace or backslash in it), where only
+    whitespace or the end of a line follows it."""
+    if not (isinstance(node, Link) and not node.title and len(node.children) == 1
+            and isinstance(node.children[0], Text)):
+        return False
+    text = node.children[0].text
+    return (re.fullmatch(r"https?://[^\s<>\[\]`*~\\{}]+", text) is not None and not _ENTITY_LIKE.search(text)
+            and (text == node.url or urllib.parse.unquote(node.url) == text))
+
+
 def strike_text(text: str) -> str:
     """Struck-through text for plain text: each character overlaid with U+0336 (a stroke that
     text mail clients and terminals show), so a correction still reads as one."""
@@ -376,7 +390,7 @@ class JekyllWriter(MarkdownWriter):
 
 
 def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[str]:
-    """The lines of a run of paragraphs (the lead, notes)."""
+    """The lines of a run of paragraphs (the lead)."""
     out: list[str] = []
     for p in paragraphs:
         out.extend(writer.visit_block(p))
@@ -427,7 +441,7 @@ class TemplateChannel(Channel):
             "title": esc(self.title(issue)),
             "tagline": esc(issue.tagline or newsletter["tagline"]),
             "lead": lines_of(issue.lead, writer),
-            "notes": lines_of(issue.notes, writer),
+            "notes": ["\n".join(writer.visit_block(note)) for note in issue.notes],
             "warmup_intro": esc(issue.warmup_intro),
             "warmup": [writer.brief(b) for b in issue.warmup],
             "sections": [

@@ -117,14 +117,7 @@ class WeChatChannel(Channel):
             for item in section.items:
                 title = w.item_title(item)
                 fields = [(f.label, w.field(f)) for f in item.fields]
-                summary = ""
-                if item.summary:
-                    first, rest = item.summary[0], item.summary[1:]
-                    if isinstance(first, Paragraph):
-                        first = Paragraph((Text("摘要："), *first.children), first.line)
-                        summary = w.block(first) + w.blocks(rest)
-                    else:
-                        summary = w.open("p") + "摘要：</p>" + w.blocks(item.summary)
+                summary = w.blocks(item.labelled_summary("摘要："))
                 items.append(
                     {
                         "title": title,

@@ -30,7 +30,7 @@ HARD_BREAK = re.compile(r"( {2,}|\t|\\)$")
 NEW_BLOCK = re.compile(r"^\s*(?:[-*+–—]\s|\d+[.)]\s|#|>|```|~~~|\||!\[)")
 FIELD_LINE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*\S")
 SUMMARY_LINE = re.compile(r"^\s*摘要\s*[：:]")
-LIST_OR_INDENTED = re.compile(r"^(?:[ \t]+\S|\s*\d+[.)]\s)")
+LIST_MARKER = re.compile(r"^\s*(?:[-*+–—]|\d+[.)])\s")
 
 
 @dataclass
@@ -171,43 +171,75 @@ def _license(lines: list[str], file: str, warn) -> list[str]:
 
 
 def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[int, str]]:
-    """Summary text the archive continued with a soft line break (no two trailing spaces), which
-    GitHub shows as one paragraph: joined into one line, since a canonical source ends a line of
-    an item's summary with a line break. Only running text after an item's 摘要 (or in a nested
-    list item) is joined: head, field and 摘要 lines stay lines of their own."""
+    """Line breaks as the archive meant them, in the canonical source's terms.
+
+    GitHub read the archive as CommonMark: a line ending in two spaces is a hard break, any other
+    line running on into the next is a soft break (one paragraph). The canonical source breaks
+    some lines by house style — the 导读's lines, an item's head, field and summary lines — so
+    there a soft-wrapped line is joined to the line it continues and a hard break needs nothing.
+    Elsewhere (nested lists and their lazy lines, warm-up bullets, closing text) the source is
+    Markdown: a hard break is kept, written as a visible backslash (two spaces after a bare URL,
+    which an autolink would take the backslash into), and a soft break stays a newline. Head and
+    field lines are never joined: each is a line of its own (GitHub ran them together)."""
     joined: list[tuple[int, str]] = []
-    in_sections = in_summary = in_code = False
+    kinds: list[str] = []  # per joined line: head, field, summary, list, brief, quote, note, other
+    in_sections = in_item = started = in_code = False
     for ln, raw in out:
         s = raw.strip()
-        if s.startswith(("```", "~~~")):
-            in_code = not in_code
-        if s.startswith("## "):
-            in_sections, in_summary = True, False
-        elif re.match(r"^[-*+]\s", raw):
-            in_summary = False
-        elif SUMMARY_LINE.match(raw):
-            in_summary = True
         prev = joined[-1] if joined else None
+        prev_kind = kinds[-1] if kinds else "blank"
+        last_block = next((k for k in reversed(kinds) if k != "blank"), "blank")
+        fence = s.startswith(("```", "~~~"))
         continues = (
-            in_sections and in_summary and not in_code and prev is not None and s
-            and prev[1].strip()
-            and not NEW_BLOCK.match(raw) and not SUMMARY_LINE.match(raw)
-            and not prev[1].lstrip().startswith(("```", "~~~", "#", "|"))
-            and not re.match(r"^[-*+]\s", prev[1])
-            and not (FIELD_LINE.match(prev[1].strip()) and not SUMMARY_LINE.match(prev[1]))
+            not in_code and not fence and prev is not None and bool(s) and bool(prev[1].strip())
+            and prev_kind not in ("code", "heading", "blank")
+            and not NEW_BLOCK.match(raw)
         )
-        if continues and prev[0] in hard and raw[:1] in (" ", "\t") and LIST_OR_INDENTED.match(prev[1]):
-            # a hard break inside a nested list item, where the canonical source is Markdown:
-            # written as a visible backslash instead of two trailing spaces
-            joined[-1] = (prev[0], prev[1].rstrip() + "\\")
-        elif continues and prev[0] not in hard:
-            joined[-1] = (prev[0], prev[1].rstrip() + " " + s)
-            if ln in hard:
-                hard.add(prev[0])
-            else:
-                hard.discard(prev[0])
+        if in_code or fence:
+            in_code = in_code != fence
+            kind = "code"
+        elif not s:
+            kind = "blank"
+        elif s.startswith("#"):
+            kind = "heading"
+            if s.startswith("## "):
+                in_sections, in_item = True, False
+        elif s.startswith(">"):
+            kind = "quote" if not in_sections else "note"
+            continues = (kind == "quote" and prev_kind == "quote")  # `> a` then `> b`: one paragraph
+        elif re.match(r"^[-*+]\s", raw):
+            kind = "head" if in_sections else "brief"
+            in_item, started = in_sections, False
+        elif continues and prev_kind not in ("head", "field"):
+            kind = prev_kind  # a lazy continuation line: part of what it continues
+        elif in_item and (LIST_MARKER.match(raw) or (raw[:1] in (" ", "\t") and last_block == "list")):
+            kind, started = "list", True
+        elif in_item and SUMMARY_LINE.match(raw):
+            kind, started = "summary", True
+        elif in_item and not started and FIELD_LINE.match(s):
+            kind = "field"
+        elif in_item:
+            kind, started = "summary", True
+        else:
+            kind = "other"
+        if not continues or (kind in ("head", "brief", "field") and kind != prev_kind) or SUMMARY_LINE.match(raw):
+            joined.append((ln, raw))
+            kinds.append(kind)
             continue
+        if prev_kind in ("quote", "summary"):
+            if prev[0] not in hard:  # soft: one line, as GitHub showed one paragraph
+                text = s[1:].strip() if s.startswith(">") else s
+                joined[-1] = (prev[0], prev[1].rstrip() + " " + text)
+                if ln in hard:
+                    hard.add(prev[0])
+                else:
+                    hard.discard(prev[0])
+                continue
+        elif prev_kind in ("list", "brief", "other") and prev[0] in hard:
+            end = "  " if re.search(r"https?://\S+$", prev[1]) else "\\"
+            joined[-1] = (prev[0], prev[1].rstrip() + end)
         joined.append((ln, raw))
+        kinds.append(kind)
     return joined
 
 

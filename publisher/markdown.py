@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-import textwrap
 
 import mistune
 
@@ -168,6 +167,12 @@ _LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 
 def parse_blocks(lines: list[str], *, first_line: int, file: str | None, conv: Converter) -> tuple[Block, ...]:
     """A run of Markdown lines (a nested list, a code block) as blocks, items numbered by line."""
-    text = textwrap.dedent("\n".join(lines))
+    # dedent by the list's own indentation; a lazy continuation line (unindented, continuing a
+    # list item's paragraph) takes no part in it and stays as it is
+    is_list = bool(lines) and bool(_LIST_MARKER.match(next((ln for ln in lines if ln.strip()), "")))
+    indents = [len(ln) - len(ln.lstrip()) for ln in lines
+               if ln.strip() and not (is_list and ln[:1] not in (" ", "\t") and not _LIST_MARKER.match(ln))]
+    margin = min(indents, default=0)
+    text = "\n".join(ln[min(margin, len(ln) - len(ln.lstrip())):] for ln in lines)
     item_lines = [first_line + i for i, ln in enumerate(lines) if _LIST_MARKER.match(ln)]
     return conv.blocks(_parse(text), first_line, item_lines)

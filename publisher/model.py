@@ -139,6 +139,9 @@ class Item:
     fields: tuple[Field, ...] = ()
     summary: tuple[Block, ...] = ()
     line: int = 0
+    # where the source wrote the 摘要 label: the index of the summary block it stands before (0,
+    # the house style), or None when the item has none (free lines under its fields, as written)
+    summary_label: int | None = 0
 
     @property
     def display_title(self) -> str:
@@ -148,6 +151,18 @@ class Item:
 
     def field(self, label: str) -> Field | None:
         return next((f for f in self.fields if f.label == label), None)
+
+    def labelled_summary(self, label: str) -> tuple[Block, ...]:
+        """The summary with its label (e.g. `摘要：`) where the source has it: at the start of
+        that paragraph, or a line of its own before a list or code block."""
+        k, blocks = self.summary_label, list(self.summary)
+        if k is None or k >= len(blocks):
+            return tuple(blocks)
+        if isinstance(blocks[k], Paragraph):
+            blocks[k] = Paragraph((Text(label), *blocks[k].children), blocks[k].line)
+        else:
+            blocks.insert(k, Paragraph((Text(label),), getattr(blocks[k], "line", 0)))
+        return tuple(blocks)
 
 
 @dataclass(frozen=True)
@@ -192,7 +207,9 @@ class Issue:
     lead: tuple[Paragraph, ...] = ()  # 导读
     warmup_intro: str = ""
     warmup: tuple[Brief, ...] = ()
-    notes: tuple[Paragraph, ...] = ()  # issue-level notes (not the channel's link note)
+    # issue-level text before the first section (not the channel's link note): a `> ` note is
+    # a Quote, a plain paragraph a Paragraph, as the source wrote them
+    notes: tuple[Paragraph | Quote, ...] = ()
     sections: tuple[Section, ...] = ()
     status: Status = "draft"
     archived: bool = False  # published before (imported from the archive): listed even as a draft

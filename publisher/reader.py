@@ -210,7 +210,7 @@ class _Reader:
         lead: list[Paragraph] = []
         warmup_intro = ""
         warmup: list[Brief] = []
-        notes: list[Paragraph] = []
+        notes: list[Paragraph | Quote] = []
         sections: list[Section] = []
 
         i = start
@@ -271,7 +271,7 @@ class _Reader:
                 elif any(LINK_NOTE_RE.search(t) for _, t in block):
                     self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
                 else:
-                    notes.extend(Paragraph(self.inline(t, bl), bl) for bl, t in block if t.strip())
+                    notes.extend(Quote((Paragraph(self.inline(t, bl), bl),), bl) for bl, t in block if t.strip())
                 continue
             bold = re.fullmatch(r"\*\*(.+?)\*\*\s*", s)
             if bold and not tagline and not lead and not warmup:
@@ -448,8 +448,11 @@ class _Reader:
         return out, i
 
     def _briefs(self, i: int) -> tuple[list[Brief], int]:
+        """Warm-up bullets; a bullet's continuation lines are part of its paragraph (a newline a
+        soft break, a trailing backslash a hard one), as Markdown reads them."""
         lines = self.lines
         briefs: list[Brief] = []
+        runs: list[tuple[int, list[str]]] = []
         while i < len(lines):
             raw = lines[i]
             s = raw.strip()
@@ -467,15 +470,16 @@ class _Reader:
                 text, ln = m.group(1).strip(), i + 1
                 if not text:
                     raise self.error(ln, "empty warm-up bullet")
-                briefs.append(Brief(self.inline(text, ln), ln))
+                runs.append((ln, [text]))
             elif s.startswith((">", "#")) or FOOTER_RE.match(s):
                 break
-            elif briefs:  # continuation of the previous brief
-                prev = briefs[-1]
-                briefs[-1] = Brief(prev.content + self.inline(s, i + 1), prev.line)
+            elif runs:  # continuation of the previous brief
+                runs[-1][1].append(s)
             else:
                 break
             i += 1
+        for ln, run in runs:
+            briefs.append(Brief(self.inline("\n".join(run), ln), ln))
         return briefs, i
 
     def _section(self, i: int, heading: str) -> tuple[Section, int]:
@@ -580,8 +584,18 @@ class _Reader:
                 continue
             body.append((j + 1, raw))
             j += 1
-        fields, summary = self._item_body(body)
-        return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary)}), j
+        fields, summary, label = self._item_body(body)
+        return Item(**{**item, "fields": tuple(fields), "summary": tuple(summary), "summary_label": label}), j
+
+    @staticmethod
+    def _lazy(raw: str, run: list[str]) -> bool:
+        """An unindented line right after a list line that starts no block of its own: it
+        continues that list item's paragraph (CommonMark's lazy continuation, as GitHub shows
+        it). A 摘要 line is the item's, never the list's."""
+        s = raw.strip()
+        return bool(run and run[-1].strip()) and not (
+            FENCE_RE.match(raw) or s.startswith((">", "#")) or SUMMARY_RE.match(s) or ITEM_RE.match(raw)
+        )
 
     @staticmethod
     def _starts_closing(raw: str) -> bool:
@@ -665,9 +679,11 @@ class _Reader:
             rich[-1] = Text(rich[-1].text.rstrip())
         return tuple(n for n in rich if not (isinstance(n, Text) and not n.text))
 
-    def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block]]:
+    def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block], int | None]:
+        """Fields, summary blocks, and where the 摘要 label stood (None: the item has none)."""
         fields: list[Field] = []
         summary: list[Block] = []
+        label: int | None = None
         started = False
         k = 0
         while k < len(body):
@@ -704,7 +720,7 @@ class _Reader:
                             k += 1
                             continue
                         break
-                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t")):
+                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t") or self._lazy(r, run)):
                         break
                     run.append(r.replace("–", "-", 1) if r.lstrip().startswith("–") else r)
                     k += 1
@@ -721,8 +737,9 @@ class _Reader:
                 started = True
                 continue
             sm = SUMMARY_RE.match(s)
-            if sm:
+            if sm and label is None:
                 started = True
+                label = len(summary)
                 if sm.group(1).strip():
                     summary.append(Paragraph(self.inline(sm.group(1).strip(), ln), ln))
                 k += 1
@@ -732,10 +749,10 @@ class _Reader:
                 fields.append(Field(fm.group("label"), self.inline(fm.group("value").strip(), ln), ln))
                 k += 1
                 continue
-            summary.append(Paragraph(self.inline(s, ln), ln))
+            summary.append(Paragraph(self.inline(s, ln), ln))  # a second 摘要： stays as written
             started = True
             k += 1
-        return fields, summary
+        return fields, summary, label
 
     # -- warnings about the whole issue ----------------------------------------------------
 

@@ -271,8 +271,8 @@ def test_repeats_in_the_real_corpus(imported_corpus):
         for r in index.find(read_issue(path).issue, str(path)):
             found[(path.stem, r.line)] = (r.by, r.earlier.date.isoformat(), r.earlier.line, r.url)
     # EasyQuant: the same paper (arXiv 2006.16669, linked as pdf then abs) and code
-    # (lines of the imported sources: the importer joins the archive's soft-wrapped summary lines)
-    assert found[("2020-07-18", 58)] == ("url", "2020-07-02", 43, "https://arxiv.org/pdf/2006.16669.pdf")
+    # (lines of the imported sources: the importer joins the archive's soft-wrapped summary and 导读 lines)
+    assert found[("2020-07-18", 57)] == ("url", "2020-07-02", 40, "https://arxiv.org/pdf/2006.16669.pdf")
     # MiniLM: arXiv 2002.10957 again, five months later
     assert found[("2020-11-30", 57)] == ("url", "2020-06-17", 34, "https://arxiv.org/abs/2002.10957")
     # Riptide: "（Ps：之前简报似乎发过）" — the editor suspected it; the repository was the earlier item

@@ -68,12 +68,12 @@ def inline_signature(token) -> str:
         elif c.type == "code_inline":
             parts.append(f"`{c.content}`")
         elif c.type == "softbreak":
-            parts.append(" ")
+            parts.append("\n")
         elif c.type == "hardbreak":
             parts.append("<br>")
         else:
             parts.append(c.content)
-    s = "".join(parts)
+    s = item_lines("".join(parts))
     # README: "bare URLs": GitHub links them (GFM autolinks) and so does the channel: a link
     # whose text is its own target is the bare URL
     s = re.sub(r"<a (\S+)>\1</a>", r"\1", s)
@@ -83,9 +83,27 @@ def inline_signature(token) -> str:
     s = re.sub(r"(<a [^>]+>[\w.\-]+/[\w.\-]+)\s*[:：]\s*", r"\1: ", s)
     s = re.sub(r"\]\s*<a ", "] <a ", s)
     s = re.sub(r"\s*[|｜]\s*([^|｜<]*</a>)", r" | \1", s)  # the ` | source` separator
-    # README: "item lines": an item's head, field and 摘要 lines always end with a line break
-    s = re.sub(r"(</a>|\))\s+(摘要：)", r"\1<br>\2", s)
     return re.sub(r"\s+", " ", s).strip()
+
+
+LABELLED = re.compile(r"^\s*[^\s：:<>\[\]()]{1,10}\s*[:：]")
+
+
+def item_lines(s: str) -> str:
+    """README: "item lines": an item's head and each field line always end with a line break —
+    where the archive forgot the two spaces GitHub ran the next labelled line (`博客：`, `摘要：`)
+    into it. A soft break becomes a hard one only there: after a paragraph's first line ending in
+    a link (the head) or a field line that follows it, before a labelled line."""
+    lines = re.split(r"(<br>|\n)", s)
+    if not lines[0].rstrip().endswith("</a>"):
+        return s  # not an item's head line
+    for k in range(1, len(lines) - 1, 2):
+        before, after = lines[k - 1], lines[k + 1]
+        if k > 1 and (not LABELLED.match(before) or re.match(r"^\s*摘要\s*[:：]", before)):
+            break  # the summary has begun: its lines are running text
+        if lines[k] == "\n" and LABELLED.match(after):
+            lines[k] = "<br>"
+    return "".join(lines)
 
 
 def signature(markdown: str) -> list[str]:
@@ -110,26 +128,8 @@ def differences(original: str, rendered: str) -> list[str]:
             if d[:1] in "+-" and d[:3] not in ("+++", "---")]
 
 
-# Issues where differences remain that are NOT on README's list — open defects, not accepted ones
-# (strict: an issue that starts to pass must leave this list). What remains, measured:
-# hard breaks inside nested list items become soft after import; a plain paragraph before the
-# first section is written as a `> ` note; an item's free line before 摘要 gets a 摘要： label;
-# bare URLs inside a GFM-autolinked run differ at a full-width colon.
-KNOWN_DIFFERENT = set(
-    ["2019-04-27", "2019-05-30", "2019-06-17", "2019-06-29", "2019-07-30", "2019-12-02", "2019-12-17", "2020-02-16", "2020-03-19", "2020-05-15", "2020-06-03", "2020-07-02", "2020-07-18", "2020-08-06", "2020-09-17", "2020-11-30", "2021-01-05", "2021-05-21", "2021-07-18"]
-)
-
-
-def corpus_params():
-    for path in corpus_files():
-        marks = ()
-        if path.stem in KNOWN_DIFFERENT:
-            marks = pytest.mark.xfail(strict=True, reason="open fidelity defect (see KNOWN_DIFFERENT)")
-        yield pytest.param(path, id=path.stem, marks=marks)
-
-
 @requires_shared
-@pytest.mark.parametrize("original", list(corpus_params()))
+@pytest.mark.parametrize("original", corpus_files(), ids=lambda p: p.stem)
 def test_github_channel_has_the_structure_of_the_published_issue(original, imported_corpus, tmp_path):
     settings = make_settings(tmp_path, imported_corpus)
     rendered = render_file(imported_corpus / original.name, "github", settings).body
@@ -145,3 +145,7 @@ def test_the_comparison_sees_a_structural_difference():
     assert differences(original, original.replace("**y**", "y"))  # emphasis dropped
     assert differences(original, original.replace("(https://a.example)", ""))  # link lost
     assert differences(original, original.replace("摘要：x", "摘要：x  \nz"))  # a hard break added
+    # "item lines" makes a field line's soft break hard, never one inside the summary's text
+    fields = "## 新闻\n\n- [a](https://a.example)  \n链接：https://b.example\n摘要：x\n训练方面：y\n"
+    assert differences(fields, fields.replace("b.example\n", "b.example  \n")) == []
+    assert differences(fields, fields.replace("摘要：x\n", "摘要：x  \n"))

@@ -333,3 +333,90 @@ def test_parse_rejects_non_boolean_archived():
     with pytest.raises(SourceError) as info:
         parse_issue(text, "x.md")
     assert info.value.line == 4 and "archived" in info.value.message
+
+
+# ---- line breaks and labels as the archive wrote them (the structure test's open defects) ----
+
+
+def test_summary_label_stays_where_the_source_put_it(tmp_path):
+    """A free line under an item's fields has no 摘要 label (corpus 2020-02-16, MNN) and a 摘要 after
+    it keeps its place (2020-08-06, OneFlow); no channel adds or moves the label."""
+    body = ("- [第二条 | 来源](https://example.org/two)\n链接：https://example.org/paper\n"
+            "这一行没有标签，作者这样写\n摘要：真正的摘要在这里。\n"
+            "- [第三条 | 来源](https://example.org/three)\n只有一行说明，没有摘要\n")
+    path = write_issue(tmp_path / "issues", body=body)
+    item2, item3 = read_issue(path).issue.sections[0].items[1:]
+    assert (item2.summary_label, item3.summary_label) == (1, None)
+    out = renditions(tmp_path, path)
+    for name in ALL:
+        text = out[name].body
+        assert "摘要：这一行没有标签" not in text and "摘要：只有一行说明" not in text, name
+        assert re.search(r"摘要：(<[^>]+>)*真正的摘要在这里", text), name
+    github = out["github"].body
+    assert "这一行没有标签，作者这样写  \n摘要：真正的摘要在这里。" in github
+
+
+def test_corpus_2020_02_16_unlabelled_line_keeps_no_label(tmp_path, imported_corpus):
+    settings = make_settings(tmp_path, imported_corpus)
+    github = render(read_issue(imported_corpus / "2020-02-16.md").issue, "github", settings).body
+    assert "\n第二次直播-深" in github and "摘要：第二次直播" not in github
+
+
+def test_hard_break_in_a_nested_list_before_an_unindented_line_survives_import():
+    """`    2. …␣␣` then an unindented line (CommonMark: the same list item, after a hard break),
+    corpus 2019-04-27: the import keeps the break (a backslash) and every channel keeps the line
+    in the list item."""
+    legacy = ("# 嵌入式AI简报 (2099-01-01)\n\n## 论文\n\n- [论文 | 来源](https://example.org/p)  \n"
+              "摘要：两种技术：  \n    1. 第一种；\n    2. 第二种。  \n组合使用两种技术。\n"
+              "- [下一条](https://example.org/n)  \n")
+    result = import_legacy(legacy)
+    assert "    2. 第二种。\\\n组合使用两种技术。" in result.text
+    [lst] = [b for b in result.read.issue.sections[0].items[0].summary if type(b).__name__ == "ListBlock"]
+    last = lst.items[-1].blocks[0].children
+    assert [type(n).__name__ for n in last] == ["Text", "LineBreak", "Text"]
+
+
+def test_soft_wrapped_lead_and_warmup_breaks_as_published():
+    """The 导读 continued without two spaces is one paragraph (2020-07-02); a warm-up bullet's
+    hard-broken next line keeps its break (2021-01-05)."""
+    legacy = ("# 嵌入式AI简报 (2099-01-01)\n\n> 导读：本次1条。【新闻】甲；\n【论文】乙。\n\n"
+              "- 骁龙：新芯片；  \n华为：新系统；\n- 微软：自研芯片；\n\n## 论文\n\n"
+              "- [论文 | 来源](https://example.org/p)  \n摘要：一句。\n")
+    result = import_legacy(legacy)
+    assert "> 导读：本次1条。【新闻】甲； 【论文】乙。\n" in result.text
+    issue = result.read.issue
+    assert len(issue.lead) == 1
+    assert [type(n).__name__ for n in issue.warmup[0].content] == ["Text", "LineBreak", "Text"]
+
+
+def test_bare_url_stays_bare_even_with_a_full_width_character(tmp_path):
+    """`文档：https://…；` (corpus 2019-05-30, 2020-06-03): the Markdown channels write the address as
+    the source did, so GitHub autolinks it exactly as it did the archive; a link whose text is
+    followed by more text stays an explicit link (written bare, the autolink would swallow it)."""
+    body = ("- [第二条 | 来源](https://example.org/two)\n摘要：文档：https://example.org/a_b.html；\n"
+            "代码见[https://example.org/c](https://example.org/c)下载\n")
+    path = write_issue(tmp_path / "issues", body=body)
+    github = renditions(tmp_path, path)["github"].body
+    assert "文档：https://example.org/a_b.html；  \n" in github
+    assert "[https://example.org/c](https://example.org/c)下载" in github
+
+
+def test_plain_paragraph_before_the_first_section_is_not_made_a_quote(tmp_path):
+    """Corpus 2020-03-19 / 2020-05-15: a plain paragraph after the 导读 stays a paragraph; a `> `
+    note stays a quote (both read back by markdown-it-py)."""
+    head = HEAD.replace("> 导读：本次2条。{lead}\n", "> 导读：本次2条。{lead}\n\n> 注：引用的说明\n\n文末，一段普通的话。\n")
+    (tmp_path / "issues").mkdir()
+    path = tmp_path / "issues" / "2099-01-01.md"
+    path.write_text(head.format(date="2099-01-01", status="ready", extra="", lead="", body=""), encoding="utf-8")
+    github = renditions(tmp_path, path)["github"].body
+    parents = {}
+    stack = []
+    for t in MD.parse(github):
+        if t.nesting == 1:
+            stack.append(t.type)
+        elif t.nesting == -1:
+            stack.pop()
+        elif t.type == "inline" and ("引用的说明" in t.content or "一段普通的话" in t.content):
+            parents["quote" if "引用" in t.content else "plain"] = list(stack)
+    assert parents["quote"] == ["blockquote_open", "paragraph_open"]
+    assert parents["plain"] == ["paragraph_open"]
