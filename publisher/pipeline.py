@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -48,13 +49,24 @@ def load(path: str | Path) -> tuple[Issue, list[Diagnostic]]:
     return result.issue, result.warnings
 
 
-def context_for(settings: Settings, issue: Issue) -> RenderContext:
+def context_for(settings: Settings, issue: Issue, *, entries: tuple[PastIssue, ...] | None = None,
+                env=None) -> RenderContext:
+    """The context `issue` renders in; `entries` (the archive) and `env` (a template environment)
+    let a build compute them once for every issue."""
     base = Path(issue.source_path).resolve().parent if issue.source_path else None
-    return RenderContext(settings=settings, archive=archive(settings, issue), base_dir=base)
+    if entries is None:
+        entries = archive(settings, issue)
+    elif not any(p.date == issue.date for p in entries):
+        brand = settings["newsletter"]["name"]
+        entries = tuple(sorted((*entries, PastIssue(issue.date, f"{brand} ({issue.slug})")),
+                               key=lambda p: p.date, reverse=True))
+    return RenderContext(settings=settings, archive=entries, base_dir=base, date=issue.date, shared_env=env)
 
 
 def channel_for(name: str, ctx: RenderContext) -> Channel:
-    return get_channel(name)(ctx)
+    """Channel `name` over the part of `ctx` it declares it reads (its archive slice)."""
+    cls = get_channel(name)
+    return cls(ctx.for_channel(cls))
 
 
 def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | None = None) -> Rendition:
@@ -64,8 +76,6 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
 
 def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     """Write a rendition's body, parts and images into out_dir; return the paths written."""
-    import shutil
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     main = out_dir / rendition.filename
@@ -85,18 +95,35 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
         target = out_dir / image.ref
         target.parent.mkdir(parents=True, exist_ok=True)
         if image.data is not None:
-            _atomic_write(target, image.data)
+            _write_shared(target, image.data)
         elif image.path is not None and image.path.is_file():
-            if target.resolve() == image.path.resolve():
-                continue
-            shutil.copyfile(image.path, target)
+            if target.resolve() != image.path.resolve():
+                _write_shared(target, image.path.read_bytes())
         else:
             continue
         written.append(target)
     return written
 
 
+def _write_shared(path: Path, data: bytes) -> None:
+    """Write a file many renditions share (the generated QR code, an image several issues show)
+    only when its content differs: parallel builds then write it once, and never race."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    _atomic_write(path, data)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write through a temporary file of this process and thread, then rename: readers and
+    parallel writers of the same path see the old file or the new one, never a part."""
+    import threading
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
