@@ -76,10 +76,10 @@ def channel_fingerprint(name: str, settings: Settings, code_fp: str) -> str:
     return h.hexdigest()
 
 
-def rendition_fingerprint(channel_fp: str, source_fp: str, shown) -> str:
+def rendition_fingerprint(channel_fp: str, source_fp: str, shown: list[str]) -> str:
     """One rendition's key: its channel's inputs, its source, and the archive entries it shows."""
     h = hashlib.sha256(f"{channel_fp}\0{source_fp}\0".encode())
-    h.update("\n".join(f"{p.slug}\t{p.title}" for p in shown).encode())
+    h.update("\n".join(shown).encode())
     return h.hexdigest()[:32]
 
 
@@ -94,6 +94,7 @@ def fingerprints(settings: Settings, files: list[Path], channels: list[str]) -> 
 
     code_fp = code_fingerprint()
     entries = pipeline.archive(settings)
+    line = {id(p): f"{p.slug}\t{p.title}" for p in entries}
     chans = {name: (get_channel(name), channel_fingerprint(name, settings, code_fp)) for name in channels}
     folder_stamps: dict[Path, str] = {}
     keys: dict[tuple[str, str], str] = {}
@@ -106,7 +107,8 @@ def fingerprints(settings: Settings, files: list[Path], channels: list[str]) -> 
         source_fp = hashlib.sha256(path.read_bytes()).hexdigest() + folder_stamps[images]
         date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
         for name, (cls, channel_fp) in chans.items():
-            keys[path.name, name] = rendition_fingerprint(channel_fp, source_fp, cls.archive_slice(date, entries))
+            shown = [line[id(p)] for p in cls.archive_slice(date, entries)]
+            keys[path.name, name] = rendition_fingerprint(channel_fp, source_fp, shown)
     return keys
 
 
@@ -183,7 +185,7 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         for name in channels:
             entry = manifest.get(f"{path.name}/{name}")
             if (not force and isinstance(entry, dict) and entry.get("key") == keys[path.name, name]
-                    and all(Path(f).exists() for f in entry.get("files", ()))):
+                    and all(map(os.path.exists, entry.get("files", ())))):
                 fresh += 1
             else:
                 stale.append(name)
@@ -229,6 +231,8 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
     gone = {k: v for k, v in manifest.items() if k.split("/")[0] not in names}
     manifest = {k: v for k, v in manifest.items() if k not in gone}
     _remove_outputs(gone, manifest, out)
+    if not results and not gone and manifest_path.exists():
+        return rendered, fresh, errors  # nothing changed: the manifest stays as it is
     tmp = manifest_path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     tmp.replace(manifest_path)
