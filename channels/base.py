@@ -10,7 +10,10 @@ way a Sphinx builder registers itself and its config values:
 - `template_folder`: where its templates live, when they are not among the built-in ones
   (mounted as `<name>/`, so a user's template folder overrides them like any other);
 - `preview_panel`: how `publisher preview` shows it ("mail", "phone" or "source");
-- `check()`: its platform limits, as Violations (see publisher/limits.py).
+- `check()`: its platform limits, as Violations (see publisher/limits.py);
+- what a rendition reads, which is what `publisher build` fingerprints: `archive_slice()` (the
+  part of the archive it shows — the context it renders with holds only that), `reads_config`
+  (config tables besides its own) and its templates (`<name>/…` in every template folder).
 
 No code outside the channel's own module is keyed by its name.
 """
@@ -21,7 +24,7 @@ import dataclasses
 import datetime as dt
 import importlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -98,10 +101,20 @@ class RenderContext:
     settings: Settings
     archive: tuple[PastIssue, ...] = ()  # every issue in the issues folder, newest first
     base_dir: Path | None = None  # directory of the issue source (for relative images)
+    date: dt.date | None = None  # the issue's date: a channel sees only its archive_slice() of it
+    shared_env: jinja2.Environment | None = field(default=None, repr=False)  # reuse compiled templates
 
     def __post_init__(self) -> None:
-        self._env: jinja2.Environment | None = None
+        self._env: jinja2.Environment | None = self.shared_env
         self._loaded: dict[dt.date, Issue] = {}
+
+    def for_channel(self, cls: type[Channel]) -> RenderContext:
+        """This context as channel `cls` sees it: the archive cut to the slice it declares, so a
+        rendition reads no more of the archive than its build fingerprint holds."""
+        if self.date is None:
+            return self
+        return RenderContext(self.settings, tuple(cls.archive_slice(self.date, self.archive)), self.base_dir,
+                             self.date, shared_env=self.env)
 
     @property
     def env(self) -> jinja2.Environment:
@@ -201,6 +214,34 @@ class Channel:
     config: ClassVar[str] = ""  # TOML: the tables this channel adds, with their defaults
     template_folder: ClassVar[str | Path | None] = None  # None: its templates are built in
     preview_panel: ClassVar[str] = "source"  # "mail", "phone" or "source"
+    reads_config: ClassVar[tuple[str, ...]] = ("newsletter",)  # tables read besides its own
+
+    @classmethod
+    def archive_slice(cls, date: dt.date, archive: Sequence[PastIssue]) -> Sequence[PastIssue]:
+        """The part of the archive (newest first) that a rendition of the issue of `date` shows.
+
+        Its render context holds only this slice, and `publisher build` re-renders the rendition
+        when the slice changes — so adding a newer issue leaves older renditions alone. Default:
+        every issue up to and including `date` (a calendar as of this issue)."""
+        return [p for p in archive if p.date <= date]
+
+    @classmethod
+    def config_reads(cls) -> tuple[str, ...]:
+        """The config tables a rendition depends on: `reads_config`, the table named like the
+        channel and the tables it declares in `config`."""
+        return tuple(dict.fromkeys([*cls.reads_config, cls.name, *cls.config_tables()]))
+
+    @classmethod
+    def template_folders(cls, settings: Settings) -> list[Path]:
+        """Every folder a template of this channel (`<name>/…`) can come from, the user's first."""
+        folders = []
+        user = settings.path("paths", "templates")
+        if user is not None:
+            folders.append(user / cls.name)
+        folders.append(builtin_templates() / cls.name)
+        if cls.template_folder is not None:
+            folders.append(Path(cls.template_folder))
+        return folders
 
     @classmethod
     def check(cls, rendition: Rendition) -> list[Violation]:

@@ -111,6 +111,10 @@ class EmailChannel(Channel):
     preview_panel = "mail"
     check = staticmethod(limits.check_email)
 
+    @classmethod
+    def archive_slice(cls, date, archive):
+        return []  # it shows no list of past issues
+
     def render(self, issue: Issue) -> Rendition:
         news = self.settings["newsletter"]
         mail = self.settings["email"]

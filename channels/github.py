@@ -63,6 +63,7 @@ class GitHubChannel(TemplateChannel):
     transport = "publisher.transports.git:GitTransport"
     template = "github/issue.md"
     writer_class = JekyllWriter
+    past_limit = None  # the calendar shows every issue up to this one
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         gh = self.settings["github"]

@@ -417,8 +417,15 @@ class TemplateChannel(Channel):
 
     template: ClassVar[str]
     writer_class: ClassVar[type[MarkdownWriter]] = MarkdownWriter
-    past_limit: ClassVar[int] = 10  # how many past issues the 往期回顾 list shows
+    past_limit: ClassVar[int | None] = 10  # how many past issues the 往期回顾 list shows (None: all)
     public_images_only: ClassVar[bool] = False
+
+    @classmethod
+    def archive_slice(cls, date, archive):
+        """The 往期回顾 list: the last `past_limit` issues before this one (None: the default slice)."""
+        if cls.past_limit is None:
+            return super().archive_slice(date, archive)
+        return [p for p in archive if p.date < date][: cls.past_limit]
 
     # -- overridable -------------------------------------------------------------------------
 

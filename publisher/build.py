@@ -1,10 +1,14 @@
 """`publisher build`: every issue to every enabled channel, in parallel, re-rendering only what changed.
 
-What a rendition depends on is fingerprinted: the issue's source bytes, and — shared by all
-issues — the configuration, the templates (built-in and the user's), the channel code and the
-list of issues in the archive (往期回顾 lists depend on it). A manifest in the output folder keeps
-the fingerprint each file was made from; an unchanged pair is skipped without importing any
-channel, so a no-op build costs little more than interpreter start-up.
+Each rendition (issue × channel) is fingerprinted with exactly what it reads: the issue's source
+bytes and the images folder beside it; the config tables its channel reads
+(`Channel.config_reads()`); the channel's templates (`<channel>/…` in the user's template
+folder, the built-in ones and the channel's own folder); the slice of the archive it shows
+(`Channel.archive_slice()`: the github calendar shows every issue up to its date, the 往期回顾
+lists the last 10 before it, email and wechat none); and the program's code. Adding a new issue
+therefore re-renders that issue only, and editing one channel's config or template re-renders
+that channel only. A manifest in the output folder keeps each rendition's fingerprint and files;
+the files of an issue that is gone (deleted, renamed) are removed.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from .atomic import atomic_write
 from .cli import get_settings
 from .errors import PublisherError
 from .settings import Settings
 
 MANIFEST = ".build-manifest.json"
+
+# progress(done, total): called after each issue is rendered (the CLI draws a bar or prints lines)
+Progress = Callable[[int, int], None]
 
 
 def _tree_stamp(folder: Path | None, h) -> None:
@@ -37,56 +45,108 @@ def _tree_stamp(folder: Path | None, h) -> None:
             h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
 
 
-def global_fingerprint(settings: Settings, issue_names: list[str]) -> str:
-    """What every rendition depends on besides its own source."""
+def code_fingerprint() -> str:
+    """The program itself: its version and the files of its code and built-in templates."""
     import importlib.util
 
     from . import __version__
 
-    h = hashlib.sha256()
-    h.update(__version__.encode())
-    h.update(json.dumps(settings.data, sort_keys=True, ensure_ascii=False, default=str).encode())
-    h.update("\n".join(issue_names).encode())
-    templates = importlib.util.find_spec("publisher.templates")
-    channels = importlib.util.find_spec("publisher.channels")
-    for spec in (templates, channels):
+    h = hashlib.sha256(__version__.encode())
+    for package in ("publisher", "publisher.channels", "publisher.templates"):
+        spec = importlib.util.find_spec(package)
         for loc in (spec.submodule_search_locations or []) if spec else []:
+            h.update(f"\0{package}\0".encode())
             _tree_stamp(Path(loc), h)
-    _tree_stamp(settings.path("paths", "templates"), h)
     return h.hexdigest()
 
 
-def issue_fingerprint(path: Path, global_fp: str) -> str:
-    h = hashlib.sha256(global_fp.encode())
-    h.update(path.read_bytes())
-    # images next to the issue that it may reference
-    _tree_stamp(path.parent / "images", h)
+def channel_fingerprint(name: str, settings: Settings, code_fp: str) -> str:
+    """What every rendition of channel `name` reads besides the issue: its config tables and
+    its templates (and the code)."""
+    from publisher.channels.base import get_channel
+
+    cls = get_channel(name)
+    h = hashlib.sha256(f"{code_fp}\0{name}\0".encode())
+    tables = {t: settings.data.get(t) for t in cls.config_reads()}
+    h.update(json.dumps(tables, sort_keys=True, ensure_ascii=False, default=str).encode())
+    for folder in cls.template_folders(settings):
+        if folder.is_dir():  # a user folder without this channel's templates changes nothing
+            h.update(f"\0{folder}\0".encode())
+            _tree_stamp(folder, h)
+    return h.hexdigest()
+
+
+def rendition_fingerprint(channel_fp: str, source_fp: str, shown: list[str]) -> str:
+    """One rendition's key: its channel's inputs, its source, and the archive entries it shows."""
+    h = hashlib.sha256(f"{channel_fp}\0{source_fp}\0".encode())
+    h.update("\n".join(shown).encode())
     return h.hexdigest()[:32]
+
+
+def fingerprints(settings: Settings, files: list[Path], channels: list[str]) -> dict[tuple[str, str], str]:
+    """(issue file name, channel) -> the fingerprint of that rendition's inputs."""
+    import datetime as dt
+
+    from publisher.channels.base import get_channel
+
+    from . import pipeline
+    from .settings import ISSUE_FILE_RE
+
+    code_fp = code_fingerprint()
+    entries = pipeline.archive(settings)
+    line = {id(p): f"{p.slug}\t{p.title}" for p in entries}
+    chans = {name: (get_channel(name), channel_fingerprint(name, settings, code_fp)) for name in channels}
+    folder_stamps: dict[Path, str] = {}
+    keys: dict[tuple[str, str], str] = {}
+    for path in files:
+        images = path.parent / "images"  # images beside the issues that it may reference
+        if images not in folder_stamps:
+            h = hashlib.sha256()
+            _tree_stamp(images, h)
+            folder_stamps[images] = h.hexdigest()
+        source_fp = hashlib.sha256(path.read_bytes()).hexdigest() + folder_stamps[images]
+        date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
+        for name, (cls, channel_fp) in chans.items():
+            shown = [line[id(p)] for p in cls.archive_slice(date, entries)]
+            keys[path.name, name] = rendition_fingerprint(channel_fp, source_fp, shown)
+    return keys
 
 
 # ---- worker side -----------------------------------------------------------------------------
 
-_worker_settings: Settings | None = None
+# per process: settings, the archive and one template environment for every issue it renders
+_worker: dict = {}
 
 
 def _init_worker(config: str | None, cwd: str) -> None:
-    global _worker_settings
     from .settings import load_settings
 
-    _worker_settings = load_settings(config, cwd=Path(cwd))
+    _setup_worker(load_settings(config, cwd=Path(cwd)))
 
 
-def render_one(path: str, channels: list[str], out: str, settings: Settings | None = None) -> dict:
+def _setup_worker(settings: Settings) -> None:
+    from publisher.channels.base import template_env
+
+    from . import pipeline
+
+    _worker.clear()
+    _worker.update(settings=settings, archive=pipeline.archive(settings))
+    try:
+        _worker["env"] = template_env(settings)
+    except PublisherError:
+        _worker["env"] = None  # every channel that needs templates reports it
+
+
+def render_one(path: str, channels: list[str], out: str) -> dict:
     """Render one issue to the given channels; returns files written per channel, or the error."""
     from . import pipeline
 
-    settings = settings or _worker_settings
-    assert settings is not None
+    settings = _worker["settings"]
     try:
         issue, warnings = pipeline.load(path)
     except PublisherError as exc:
         return {"path": path, "written": {}, "warnings": [], "errors": {name: str(exc) for name in channels}}
-    ctx = pipeline.context_for(settings, issue)
+    ctx = pipeline.context_for(settings, issue, entries=_worker["archive"], env=_worker["env"])
     written: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
     for name in channels:  # one channel failing does not stop the others
@@ -98,33 +158,34 @@ def render_one(path: str, channels: list[str], out: str, settings: Settings | No
     return {"path": path, "written": written, "warnings": [str(w) for w in warnings], "errors": errors}
 
 
-# ---- the command -----------------------------------------------------------------------------
+# ---- the build -------------------------------------------------------------------------------
 
 
 def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | None = None,
-          echo=click.echo, progress=None) -> tuple[int, int, list[str]]:
-    """Build everything stale; return (rendered pairs, up-to-date pairs, errors). `echo` prints
-    the sources' warnings; `progress(done, total, result)` is called as each issue finishes."""
+          echo=click.echo, progress: Progress | None = None) -> tuple[int, int, list[str]]:
+    """Build everything stale; return (rendered pairs, up-to-date pairs, errors).
+
+    `jobs`: worker processes (None: one per CPU; 1: render in this process)."""
     files = settings.issue_files()
     channels = settings.enabled_channels
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            manifest = {}
     except (OSError, ValueError):
         manifest = {}
-    gfp = global_fingerprint(settings, [p.name for p in files])
+    keys = fingerprints(settings, files, channels)
 
     todo: dict[str, list[str]] = {}
-    keys: dict[str, str] = {}
     fresh = 0
     for path in files:
-        key = issue_fingerprint(path, gfp)
-        keys[str(path)] = key
         stale = []
         for name in channels:
             entry = manifest.get(f"{path.name}/{name}")
-            if not force and entry and entry["key"] == key and all(Path(f).exists() for f in entry["files"]):
+            if (not force and isinstance(entry, dict) and entry.get("key") == keys[path.name, name]
+                    and all(map(os.path.exists, entry.get("files", ())))):
                 fresh += 1
             else:
                 stale.append(name)
@@ -132,23 +193,24 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
             todo[str(path)] = stale
 
     results: list[dict] = []
-    report = progress or (lambda done, total, result: None)
-    if progress:
-        report(0, len(todo), None)
-    if len(todo) <= 1 or jobs == 1:
+    total = len(todo)
+    workers = min(jobs or os.cpu_count() or 1, total)
+    if workers <= 1:
+        _setup_worker(settings)
         for p, chans in todo.items():
-            results.append(render_one(p, chans, str(out), settings))
-            report(len(results), len(todo), results[-1])
+            results.append(render_one(p, chans, str(out)))
+            if progress:
+                progress(len(results), total)
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        workers = min(jobs or os.cpu_count() or 2, len(todo))
         config = str(settings.file) if settings.file else None
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config, str(settings.root))) as pool:
             futures = [pool.submit(render_one, p, chans, str(out)) for p, chans in todo.items()]
             for f in as_completed(futures):
                 results.append(f.result())
-                report(len(results), len(todo), results[-1])
+                if progress:
+                    progress(len(results), total)
 
     errors: list[str] = []
     rendered = 0
@@ -160,44 +222,58 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         for w in res["warnings"]:
             echo(w, err=True)
         for chan, written in res["written"].items():
-            manifest[f"{name}/{chan}"] = {"key": keys[res["path"]], "files": written}
+            manifest[f"{name}/{chan}"] = {"key": keys[name, chan], "files": written}
             rendered += 1
-    # forget issues that are gone
+    # forget issues that are gone, and remove the files only they had
     names = {p.name for p in files}
-    manifest = {k: v for k, v in manifest.items() if k.split("/")[0] in names}
-    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    gone = {k: v for k, v in manifest.items() if k.split("/")[0] not in names}
+    manifest = {k: v for k, v in manifest.items() if k not in gone}
+    _remove_outputs(gone, manifest, out)
+    if not results and not gone and manifest_path.exists():
+        return rendered, fresh, errors  # nothing changed: the manifest stays as it is
+    tmp = manifest_path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(manifest_path)
     return rendered, fresh, errors
 
 
-class _Progress:
-    """Build progress on stderr: a rich bar on a terminal, else one plain line per issue."""
+def _remove_outputs(gone: dict, kept: dict, out: Path) -> None:
+    """Delete the files of `gone` entries that no kept entry lists, inside `out` only."""
+    keep = {f for entry in kept.values() if isinstance(entry, dict) for f in entry.get("files", ())}
+    root = out.resolve()
+    for entry in gone.values():
+        for f in entry.get("files", ()) if isinstance(entry, dict) else ():
+            path = Path(f).resolve()
+            if f in keep or not path.is_relative_to(root) or path == root:
+                continue
+            path.unlink(missing_ok=True)
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.bar = None
-        self.task = None
 
-    def __call__(self, done: int, total: int, result: dict | None) -> None:
-        if result is None:  # start
-            if sys.stderr.isatty() and total:
-                from rich.console import Console
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+# ---- the command -----------------------------------------------------------------------------
 
-                self.bar = Progress(TextColumn("building"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("{task.description}"),
-                                    console=Console(stderr=True, color_system=None if os.environ.get("NO_COLOR") else "auto"),
-                                    transient=True)
-                self.bar.start()
-                self.task = self.bar.add_task("", total=total)
-            return
-        name = Path(result["path"]).name
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, description=name)
-            if done == total:
-                self.bar.stop()
-            return
-        failed = f", {len(result['errors'])} failed" if result["errors"] else ""
-        click.echo(f"[{done}/{total}] {name}: {len(result['written'])} channel(s){failed}", err=True)
+
+@contextmanager
+def progress_reporter() -> Iterator[Progress]:
+    """A rich progress bar when stderr is a terminal, else one plain line per tenth of the work."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        with Bar("building", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                 console=Console(stderr=True, color_system=None if os.environ.get("NO_COLOR") else "auto"),
+                 transient=True) as bar:
+            task = bar.add_task("building", total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        return
+    step = {"next": 0}
+
+    def plain(done: int, total: int) -> None:
+        if done >= step["next"] or done == total:
+            click.echo(f"rendered {done}/{total} issue(s)", err=True)
+            step["next"] = done + max(1, total // 10)
+
+    yield plain
 
 
 @click.command("build")
@@ -210,15 +286,17 @@ class _Progress:
 def build_command(ctx: click.Context, out_dir: Path | None, force: bool, jobs: int | None, quiet: bool) -> None:
     """Render every issue in the issues folder to every enabled channel (only what changed).
 
-    Progress goes to stderr: a bar on a terminal, one line per issue otherwise."""
+    Progress goes to stderr: a bar on a terminal, plain lines otherwise."""
     settings = get_settings(ctx)
     out = out_dir or settings.path("paths", "out")
     folder = settings.path("paths", "issues")
     if folder is None or not folder.is_dir():
         raise PublisherError(f"issues folder {folder} does not exist; set [paths] issues in {settings.where()}")
-    echo = (lambda *a, **k: None) if quiet else click.echo
-    rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, echo=echo,
-                                    progress=None if quiet else _Progress(out))
+    if quiet:
+        rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, echo=lambda *a, **k: None)
+    else:
+        with progress_reporter() as progress:
+            rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, progress=progress)
     for e in errors:
         click.secho(e, fg="red", err=True)
     if not quiet:

@@ -100,13 +100,24 @@ def load(path: str | Path) -> tuple[Issue, list[Diagnostic]]:
     return result.issue, result.warnings
 
 
-def context_for(settings: Settings, issue: Issue) -> RenderContext:
+def context_for(settings: Settings, issue: Issue, *, entries: tuple[PastIssue, ...] | None = None,
+                env=None) -> RenderContext:
+    """The context `issue` renders in; `entries` (the archive) and `env` (a template environment)
+    let a build compute them once for every issue."""
     base = Path(issue.source_path).resolve().parent if issue.source_path else None
-    return RenderContext(settings=settings, archive=archive(settings, issue), base_dir=base)
+    if entries is None:
+        entries = archive(settings, issue)
+    elif not any(p.date == issue.date for p in entries):
+        brand = settings["newsletter"]["name"]
+        entries = tuple(sorted((*entries, PastIssue(issue.date, f"{brand} ({issue.slug})")),
+                               key=lambda p: p.date, reverse=True))
+    return RenderContext(settings=settings, archive=entries, base_dir=base, date=issue.date, shared_env=env)
 
 
 def channel_for(name: str, ctx: RenderContext) -> Channel:
-    return get_channel(name)(ctx)
+    """Channel `name` over the part of `ctx` it declares it reads (its archive slice)."""
+    cls = get_channel(name)
+    return cls(ctx.for_channel(cls))
 
 
 def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | None = None) -> Rendition:
@@ -156,7 +167,8 @@ def _same_bytes(path: Path, data: bytes) -> bool:
 
 def _write_if_changed(path: Path, data: bytes) -> None:
     """A file that already holds exactly these bytes is left alone (not rewritten), so a rebuild
-    touches only what changed; anything else is written atomically."""
+    touches only what changed and parallel workers write a shared file (the generated QR, an image
+    several issues show) once; anything else is written atomically under a unique temporary name."""
     if not _same_bytes(path, data):
         atomic_write(path, data)
 

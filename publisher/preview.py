@@ -9,8 +9,9 @@ The page is built from the renditions `publisher.pipeline` produces — nothing 
 - Markdown and text channels (github, zhihu, aijishu, plaintext): rendered and source side by side.
 
 Without `--serve` the page is one self-contained HTML file (images as data: URIs). With `--serve`
-a local server re-renders whenever the issue, the config or a template changes and the page
-reloads itself (Server-Sent Events); a broken source shows its `file:line: error` on the page.
+a local server re-renders as soon as the kernel reports (inotify, through watchfiles) that the
+issue, the config or a template changed, and the page reloads itself (Server-Sent Events); a
+broken source shows its `file:line: error` on the page.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import click
 from markupsafe import Markup, escape
@@ -40,7 +41,10 @@ from publisher.channels.base import get_channel
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
-POLL_SECONDS = 0.2
+# watchfiles: a change is reported once no further event came for WATCH_STEP_MS (an editor's save
+# is several writes), or after WATCH_DEBOUNCE_MS of continuous events at the latest
+WATCH_STEP_MS = 15
+WATCH_DEBOUNCE_MS = 300
 
 # WeChat draft API limits (shared/docs/channels.md): field -> (limit, unit)
 WECHAT_LIMITS = {
@@ -383,6 +387,7 @@ def build_page(
     *,
     inline_images: bool,
     live_version: int | None = None,
+    lazy: frozenset[str] = frozenset(),
 ) -> Page:
     """Render `issue_path` for `channels` and lay the renditions out on one page.
 
@@ -394,6 +399,9 @@ def build_page(
     images = ImageTable(inline=inline_images)
     panels: list[Panel] = []
     for name in channels:
+        if name in lazy:  # not shown: the live page asks for it when its tab is opened
+            panels.append(Panel(name, Markup(f'<div class="lazy" data-lazy="{escape(name)}">rendering…</div>')))
+            continue
         try:
             rendition = pipeline.render(issue, name, settings, ctx)
             builder = PANELS.get(get_channel(name).preview_panel, source_panel)
@@ -528,7 +536,10 @@ SCRIPT = r"""
   window.addEventListener('resize',fitAll);
   var live=document.body.dataset.version;
   if(live!==undefined&&window.EventSource){
-    var es=new EventSource('/events');
+    var shown=function(){var b=document.querySelector('nav.tabs button.on');return b?b.dataset.tab:'';};
+    var want=function(){var t=shown();if(t&&document.querySelector('.tab[data-tab="'+t+'"] .lazy'))fetch('/show?tab='+encodeURIComponent(t));};
+    tabs.forEach(function(b){b.addEventListener('click',want);});want();
+    var es=new EventSource('/events?tab='+encodeURIComponent(shown()));
     es.onmessage=function(e){if(e.data!==live){es.close();location.reload();}};
   }
 })();
@@ -600,6 +611,8 @@ class LivePreview:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._snapshot: dict[str, tuple[int, int] | None] = {}
+        self.shown: str | None = None  # the tab on screen (the page reports it)
+        self._render_lock = threading.Lock()
         self._watch: list[Path] = []
 
     def watched_files(self, settings) -> list[Path]:
@@ -628,6 +641,10 @@ class LivePreview:
         return snap
 
     def rebuild(self) -> None:
+        with self._render_lock:  # the watcher and a tab switch (/show) may ask at once
+            self._rebuild()
+
+    def _rebuild(self) -> None:
         start = time.perf_counter()
         version = self.version + 1
         before = self._stat()  # taken first: a save during the render triggers another one
@@ -638,7 +655,11 @@ class LivePreview:
                 self._issues_folder = settings.path("paths", "issues")
                 self.issue_path = pipeline.newest_issue(settings).resolve()
             channels = self._channels or settings.enabled_channels
-            page = build_page(settings, self.issue_path, channels, inline_images=False, live_version=version)
+            # only the channel on screen is rendered; another tab is rendered when it is opened
+            shown = self.shown if self.shown in channels else channels[0]
+            lazy = frozenset(channels) - {shown}
+            page = build_page(settings, self.issue_path, channels, inline_images=False, live_version=version,
+                              lazy=lazy)
         except PublisherError as exc:
             page = error_page(self.issue_path, exc, version)
         if settings is not None:
@@ -661,10 +682,40 @@ class LivePreview:
                 return True
         return self._stat() != self._snapshot
 
-    def watch(self, interval: float = POLL_SECONDS) -> None:
-        while not self._stop.wait(interval):
-            if self.changed():
-                self.rebuild()
+    def watch_dirs(self) -> list[Path]:
+        """The folders whose entries hold the watched files (and, following the newest issue, the
+        issues folder): every folder of a template tree, each watched on its own (not recursively,
+        so a config beside a big project tree costs nothing)."""
+        dirs = {p.parent for p in self._watch} | {self.issue_path.parent}
+        if self._issues_folder is not None:
+            dirs.add(self._issues_folder)
+        return sorted(d for d in dirs if d.is_dir())
+
+    def watch(self) -> None:
+        """Re-render on every change the kernel reports (inotify, through watchfiles): no polling.
+
+        An event only wakes the watcher; the files' stat snapshot decides (`changed()`), so an
+        event for an unrelated file in a watched folder costs a few stat calls. When a render
+        changes what is watched (a new template folder in the config), the watch restarts."""
+        from watchfiles import watch
+
+        while not self._stop.is_set():
+            dirs = self.watch_dirs()
+            for _changes in watch(*dirs, stop_event=self._stop, debounce=WATCH_DEBOUNCE_MS, step=WATCH_STEP_MS,
+                                  recursive=False, raise_interrupt=False):
+                if self.changed():
+                    self.rebuild()
+                if self.watch_dirs() != dirs:
+                    break
+
+    def show(self, channel: str) -> bool:
+        """The page switched to `channel`'s tab: render it (False when the page has no such tab)."""
+        page = self.page
+        if page is None or f'data-lazy="{escape(channel)}"' not in page.html:
+            return False
+        self.shown = channel
+        self.rebuild()
+        return True
 
     def wait_for_change(self, seen: int, timeout: float) -> int:
         with self._cond:
@@ -717,7 +768,14 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                         return
                     self._send(200, blob.data, blob.media_type)
                 elif path == "/events":
+                    tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
+                    if tab:
+                        live.shown = tab
                     self._events()
+                elif path == "/show":
+                    tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
+                    ok = live.show(tab)
+                    self._send(200 if ok else 404, b"ok" if ok else b"no such tab", "text/plain")
                 elif path == "/version":
                     self._send(200, json.dumps({"version": live.version}).encode(), "application/json")
                 else:

@@ -566,3 +566,49 @@ def test_live_preview_follows_newest_issue_and_shows_config_errors(demo: Path) -
     toml.write_text(good, encoding="utf-8")
     live.rebuild()
     assert live.page.ok
+
+
+def test_live_preview_renders_only_the_tab_on_screen(demo: Path) -> None:
+    channels = ["github", "plaintext"]
+    for name in channels:
+        if channel_importable(name):
+            pytest.skip(channel_importable(name))
+    live = preview.LivePreview(load_settings, newest(demo), channels)
+    live.rebuild()
+    assert 'data-lazy="plaintext"' in live.page.html and 'data-lazy="github"' not in live.page.html
+    assert "layout: default" in live.page.html  # github, the first tab, rendered
+    assert live.show("plaintext") and live.version == 2
+    assert 'data-lazy="github"' in live.page.html and 'data-lazy="plaintext"' not in live.page.html
+    assert not live.show("plaintext")  # already rendered: nothing to do
+    assert not live.show("<script>")
+    assert live.version == 2
+
+
+@pytest.mark.slow
+def test_opening_a_tab_renders_it_and_edits_follow_it(browser, demo: Path) -> None:
+    for name in ("github", "plaintext"):
+        if channel_importable(name):
+            pytest.skip(channel_importable(name))
+    issue_path = newest(demo)
+    original = issue_path.read_text(encoding="utf-8")
+    proc, url = _start_server(demo)
+    tab = Tab(browser, 1024)
+    page = tab.page
+    try:
+        page.goto(url)
+        page.wait_for_selector('.tab[data-tab="github"] .pane.rendered')
+        assert page.query_selector('.tab[data-tab="plaintext"] .lazy') is not None
+        page.click('nav.tabs button[data-tab="plaintext"]')
+        page.wait_for_selector('.tab[data-tab="plaintext"] pre.plain', timeout=5_000)
+        assert page.query_selector('.tab[data-tab="github"] .lazy') is not None
+        issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LAZY1"), encoding="utf-8")
+        page.wait_for_function(
+            "document.querySelector('.tab[data-tab=\"plaintext\"]').innerText.includes('LAZY1')", timeout=5_000)
+        assert page.evaluate("location.hash") == "#plaintext"
+        assert tab.errors == []
+    finally:
+        tab.close()
+        issue_path.write_text(original, encoding="utf-8")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    assert "Traceback" not in proc.stderr.read()
