@@ -173,7 +173,9 @@ class Server:
             channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 2)),
             connection_limit=max(100, backlog), max_request_header_size=MAX_HEADERS,
             max_request_body_size=MAX_BODY, expose_tracebacks=False, ident="publisher",
-            clear_untrusted_proxy_headers=True)
+            # X-Forwarded-For reaches the app, which believes it only from [subscribe]
+            # trusted_proxies (make_subscribe_app's client_ip): one rule, in one place
+            clear_untrusted_proxy_headers=False)
         self.server_port = self._server.effective_port
 
     def serve_forever(self) -> None:
