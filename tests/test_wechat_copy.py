@@ -36,6 +36,8 @@ def proj(tmp_path, monkeypatch):
 
 def configure(root: Path, api_base: str = "http://127.0.0.1:9") -> None:
     (root / "publisher.toml").write_text(
+        # the account's QR: generated from an explicitly configured target (a push refuses without one)
+        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n\n'
         '[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n'
         f'[wechat]\napp_id = "{APP_ID}"\napi_base = "{api_base}"\n', encoding="utf-8")
 

@@ -139,6 +139,8 @@ def make_project(root: Path, server: WeChatServer, site: ImageSite, monkeypatch,
     source = ISSUE.format(remote1=site.url("/a.png"), remote2=site.url(remote2))
     (root / "issues" / "2026-12-07.md").write_text(source, encoding="utf-8")
     (root / "publisher.toml").write_text(
+        # the account's QR: generated from an explicitly configured target (a push refuses without one)
+        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n\n'
         '[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n'
         f'[wechat]\napp_id = "{APP_ID}"\napi_base = "{server.url}"\nremote_image_timeout = {timeout}\n'
         f"remote_image_allow_private = {json.dumps(allow_private)}\n", encoding="utf-8")
