@@ -1,8 +1,11 @@
 """`publisher build`: each rendition re-rendered exactly when what it reads changes, and a
 parallel build that gives the same bytes as a serial one.
 
-Which renditions a build re-rendered is read off the output folder: every file is written to a
-temporary file and renamed, so a re-rendered rendition's files get new inodes.
+Which renditions a build re-rendered is read off the manifest (each rendition's key changes exactly
+when it is rendered again) and checked against the build's own count; which it wrote is read off
+the output folder: a file is written (to a temporary file, then renamed: a new inode) only when its
+bytes change, so the written renditions are always among the re-rendered ones — and equal to them
+wherever the change shows in the output.
 """
 
 from __future__ import annotations
@@ -56,16 +59,27 @@ def snapshot(out: Path) -> dict[Pair, tuple]:
     return {k: tuple(v) for k, v in snap.items()}
 
 
+def manifest_keys(out: Path) -> dict[Pair, str]:
+    """(issue, channel) -> the key the manifest records for that rendition."""
+    path = out / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return {(k.split(".md/")[0], k.split(".md/")[1]): v["key"] for k, v in manifest.items()}
+
+
 def rebuild(site: Path, **kw) -> tuple[set[Pair], dict]:
-    """Build; return the renditions it re-rendered and the build's figures."""
+    """Build; return the renditions it re-rendered and the build's figures (and the renditions
+    whose files it wrote)."""
     out = site / "out"
-    before = snapshot(out) if out.is_dir() else {}
+    before, keys_before = (snapshot(out), manifest_keys(out)) if out.is_dir() else ({}, {})
     rendered, fresh, errors = build(settings_of(site), out, echo=lambda *a, **k: None, **kw)
     assert errors == []
-    after = snapshot(out)
-    changed = {k for k, v in after.items() if before.get(k) != v}
+    after, keys_after = snapshot(out), manifest_keys(out)
+    changed = {k for k, v in keys_after.items() if keys_before.get(k) != v}
+    written = {k for k, v in after.items() if before.get(k) != v}
     assert rendered == len(changed)
-    return changed, {"fresh": fresh, "gone": set(before) - set(after)}
+    assert written <= changed  # nothing that was not re-rendered is ever rewritten
+    assert set(after) == set(keys_after)  # every rendition in the manifest has its files
+    return changed, {"fresh": fresh, "gone": set(before) - set(after), "written": written}
 
 
 def dates(site: Path) -> list[str]:
@@ -94,6 +108,7 @@ def test_add_newest_issue_renders_only_it(site: Path) -> None:
     newest = dates(site)[-1]
     new = shifted(site / "issues" / f"{newest}.md", site / "issues", dt.timedelta(days=14))
     changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     assert changed == every(new.stem, channels)
     assert figures["fresh"] == ISSUES * len(channels)
 
@@ -105,7 +120,8 @@ def test_add_issue_in_the_past_renders_what_lists_it(site: Path) -> None:
     all_dates = dates(site)
     backfill = shifted(site / "issues" / f"{all_dates[1]}.md", site / "issues", dt.timedelta(days=1))
     assert backfill.stem < all_dates[2]
-    changed, _ = rebuild(site, jobs=1)
+    changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     expected = every(backfill.stem, channels) | affected_by(backfill.stem, dates(site), channels)
     assert changed == expected
     # sanity of the expectation itself: every later github page, and exactly 10 lists per channel
@@ -118,18 +134,23 @@ def test_edit_one_issue_renders_only_it(site: Path) -> None:
     rebuild(site, jobs=1)
     path = site / "issues" / f"{dates(site)[3]}.md"
     path.write_text(path.read_text(encoding="utf-8").replace("摘要：", "摘要：EDITED", 1), encoding="utf-8")
-    changed, _ = rebuild(site, jobs=1)
+    changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     assert changed == every(path.stem, channels)
     assert "EDITED" in (site / "out" / "plaintext" / f"{path.stem}.txt").read_text(encoding="utf-8")
 
 
 @requires_shared
 def test_delete_issue_removes_its_files_and_renders_what_listed_it(site: Path) -> None:
+    toml = site / "publisher.toml"  # a QR target: the build generates the qr.png all issues share
+    toml.write_text(toml.read_text(encoding="utf-8") + '\n[newsletter]\nqr_target = "https://example.org/follow"\n',
+                    encoding="utf-8")
     channels = settings_of(site).enabled_channels
     rebuild(site, jobs=1)
     victim = dates(site)[5]
     (site / "issues" / f"{victim}.md").unlink()
     changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     assert changed == affected_by(victim, dates(site), channels)
     assert figures["gone"] == every(victim, channels)
     assert not list((site / "out").glob(f"*/{victim}.*"))
@@ -147,6 +168,7 @@ def test_rename_issue_is_a_delete_and_an_add(site: Path) -> None:
     new = shifted(site / "issues" / f"{old}.md", site / "issues", dt.timedelta(days=3)).stem
     (site / "issues" / f"{old}.md").unlink()
     changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     now = dates(site)
     expected = every(new, channels) | affected_by(old, now, channels) | affected_by(new, now, channels)
     assert changed == expected
@@ -193,7 +215,8 @@ def test_template_override_renders_only_its_channel(site: Path) -> None:
     assert changed == {(d, "plaintext") for d in dates(site)}
     # then an edit of the override
     (tpl / "footer.txt").write_text("OVERRIDDEN FOOTER\n", encoding="utf-8")
-    changed, _ = rebuild(site, jobs=1)
+    changed, figures = rebuild(site, jobs=1)
+    assert figures["written"] == changed  # the change shows in each of them
     assert changed == {(d, "plaintext") for d in dates(site)}
     newest = dates(site)[-1]
     assert "OVERRIDDEN FOOTER" in (site / "out" / "plaintext" / f"{newest}.txt").read_text(encoding="utf-8")
