@@ -12,8 +12,10 @@ way a Sphinx builder registers itself and its config values:
 - `preview_panel`: how `publisher preview` shows it ("mail", "phone" or "source");
 - `check()`: its platform limits, as Violations (see publisher/limits.py);
 - what a rendition reads, which is what `publisher build` fingerprints: `archive_slice()` (the
-  part of the archive it shows — the context it renders with holds only that), `reads_config`
-  (config tables besides its own) and its templates (`<name>/…` in every template folder).
+  part of the archive it shows — the context it renders with holds only that), `reads_sources`
+  (whether it reads the sources of that slice's issues too, through `RenderContext.load`),
+  `reads_config` (config tables besides its own) and its templates (`<name>/…` in every
+  template folder).
 
 No code outside the channel's own module is keyed by its name.
 """
@@ -57,6 +59,7 @@ class LocalImage:
     role: str = "inline"  # "inline", "cover" or "qr"
     data: bytes | None = None
     media_type: str = "image/png"
+    source: str | None = None  # the path as the issue wrote it, when `ref` differs (web: under <date>/)
 
     def read(self) -> bytes:
         if self.data is not None:
@@ -215,6 +218,9 @@ class Channel:
     template_folder: ClassVar[str | Path | None] = None  # None: its templates are built in
     preview_panel: ClassVar[str] = "source"  # "mail", "phone" or "source"
     reads_config: ClassVar[tuple[str, ...]] = ("newsletter",)  # tables read besides its own
+    # True: a rendition reads the source of every issue of its archive_slice() (RenderContext.load),
+    # not only its date and title, so `publisher build` fingerprints those sources too
+    reads_sources: ClassVar[bool] = False
 
     @classmethod
     def archive_slice(cls, date: dt.date, archive: Sequence[PastIssue]) -> Sequence[PastIssue]:

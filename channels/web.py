@@ -57,6 +57,15 @@ remote = "origin"       # … and push it there when `push` is true
 push = false
 """
 
+    reads_sources = True  # the site carrier's pages and feed are made from every listed issue's source
+
+    @classmethod
+    def archive_slice(cls, date, archive):
+        """The carrier (no listed issue is newer) reads the whole archive; any other issue only
+        needs to know it is not the carrier: the next newer listed issue."""
+        later = [p for p in archive if p.date > date]
+        return [later[-1]] if later else list(archive)
+
     # -- settings ---------------------------------------------------------------------------
 
     def base_url(self) -> str:
@@ -111,7 +120,8 @@ push = false
             ref = self._image_ref(issue, src)
             if ref not in images:
                 found = local_image(src, base_dir, issue, role)
-                images[ref] = LocalImage(ref=ref, path=found.path, role=role, media_type=found.media_type)
+                images[ref] = LocalImage(ref=ref, path=found.path, role=role, media_type=found.media_type,
+                                         source=src)
             return prefix + ref
 
         def image_src(node: Image) -> str:
@@ -183,12 +193,10 @@ push = false
             return None
         listed = [issue]
         for past in self.ctx.archive:
-            if past.date == issue.date:
-                continue
-            other = self.ctx.load(past)  # the archive holds listed issues only (pipeline.archive)
             if past.date > issue.date:
                 return None
-            listed.append(other)
+            if past.date != issue.date:
+                listed.append(self.ctx.load(past))  # the archive holds listed issues only (pipeline.archive)
         return sorted(listed, key=lambda i: i.date, reverse=True)
 
     def render(self, issue: Issue) -> Rendition:

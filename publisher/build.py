@@ -5,7 +5,8 @@ bytes and the images folder beside it; the config tables its channel reads
 (`Channel.config_reads()`); the channel's templates (`<channel>/…` in the user's template
 folder, the built-in ones and the channel's own folder); the slice of the archive it shows
 (`Channel.archive_slice()`: the github calendar shows every issue up to its date, the 往期回顾
-lists the last 10 before it, email and wechat none); and the program's code. Adding a new issue
+lists the last 10 before it, email and wechat none) — and, for a channel that reads their
+sources (`Channel.reads_sources`: the web site's carrier), those sources' bytes; and the program's code. Adding a new issue
 therefore re-renders that issue only, and editing one channel's config or template re-renders
 that channel only. A manifest in the output folder keeps each rendition's fingerprint and files;
 the files of an issue that is gone (deleted, renamed) are removed.
@@ -97,6 +98,14 @@ def fingerprints(settings: Settings, files: list[Path], channels: list[str]) -> 
     line = {id(p): f"{p.slug}\t{p.title}" for p in entries}
     chans = {name: (get_channel(name), channel_fingerprint(name, settings, code_fp)) for name in channels}
     folder_stamps: dict[Path, str] = {}
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return digests[path]
+
+    read = {id(p): f"{p.slug}\t{p.title}\t{digest(p.path) if p.path else ''}" for p in entries}
     keys: dict[tuple[str, str], str] = {}
     for path in files:
         images = path.parent / "images"  # images beside the issues that it may reference
@@ -104,10 +113,10 @@ def fingerprints(settings: Settings, files: list[Path], channels: list[str]) -> 
             h = hashlib.sha256()
             _tree_stamp(images, h)
             folder_stamps[images] = h.hexdigest()
-        source_fp = hashlib.sha256(path.read_bytes()).hexdigest() + folder_stamps[images]
+        source_fp = digest(path) + folder_stamps[images]
         date = dt.date.fromisoformat(ISSUE_FILE_RE.match(path.name).group(1))
         for name, (cls, channel_fp) in chans.items():
-            shown = [line[id(p)] for p in cls.archive_slice(date, entries)]
+            shown = [(read if cls.reads_sources else line)[id(p)] for p in cls.archive_slice(date, entries)]
             keys[path.name, name] = rendition_fingerprint(channel_fp, source_fp, shown)
     return keys
 
