@@ -178,11 +178,12 @@ def issue_file(image) -> Path:
     inside the issue's folder (its path is that folder / ref), a configured one (the QR) may not."""
     if image.role == "qr":
         return image.path.resolve()
+    written = image.source or image.ref  # relative to the issue's folder
     root = image.path
-    for _ in Path(image.ref).parts:
+    for _ in Path(written).parts:
         root = root.parent
-    source = contained(root, image.ref) if not Path(image.ref).is_absolute() else None
+    source = contained(root, written) if not Path(written).is_absolute() else None
     if source is None or source != image.path.resolve():
-        raise SourceError(f"image {excerpt(image.ref)} is outside the issue's folder (a '..', an absolute path "
+        raise SourceError(f"image {excerpt(written)} is outside the issue's folder (a '..', an absolute path "
                           "or a symlink to elsewhere); nothing was written or uploaded: move the file beside the issue")
     return source

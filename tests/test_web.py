@@ -314,3 +314,48 @@ def test_example_issues_render_to_the_web(tmp_path: Path) -> None:
     assert "qr.png" not in refs and settings["newsletter"]["qr_public_url"] in r.body
     assert f'content="{BASE}2026-11-23/images/cover.png"' in r.body
     assert "2026-11-09.html" in r.parts and set(r.parts) >= SITE_FILES
+
+
+def test_example_issues_build_to_the_web_with_their_images(tmp_path: Path) -> None:
+    """`build` writes the images an issue names under the issue's folder of the site (the file
+    comes from beside the issue: the containment check reads the path as the issue wrote it)."""
+    shutil.copytree(EXAMPLES / "issues", tmp_path / "issues")
+    config = web_project(tmp_path, tmp_path / "issues")
+    _, _, errors = build(load_settings(config), tmp_path / "build", jobs=1, echo=lambda *a, **k: None)
+    assert errors == []
+    site = tmp_path / "build" / "web"
+    for name in ("cover.png", "int4-pipeline.png"):
+        assert (site / "2026-11-23" / "images" / name).read_bytes() == \
+            (tmp_path / "issues" / "images" / name).read_bytes()
+    assert 'src="2026-11-23/images/int4-pipeline.png"' in (site / "2026-11-23.html").read_text(encoding="utf-8")
+
+
+def test_editing_an_older_issue_rewrites_its_page_and_the_site_files_from_one_build(corpus_site: Path) -> None:
+    """The carrier (the newest issue) makes the feed from every listed issue's source: an edit of
+    an older issue's body must re-render it, not only the older issue's own page; and an issue
+    added then deleted leaves no trace in the index or the feed."""
+    site = corpus_site / "build" / "web"
+    settings = load_settings(corpus_site / "publisher.toml")
+    older = sorted((corpus_site / "issues").glob("*.md"))[-3]
+    original = older.read_text(encoding="utf-8")
+    assert "摘要：" in original
+    try:
+        older.write_text(original.replace("摘要：", "摘要：EDITED-OLDER-ISSUE ", 1), encoding="utf-8")
+        before = snapshot(site)
+        assert build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)[2] == []
+        after = snapshot(site)
+        assert {n for n in after if before.get(n) != after[n]} == {f"{older.stem}.html", "feed.xml"}
+        assert "EDITED-OLDER-ISSUE" in (site / f"{older.stem}.html").read_text(encoding="utf-8")
+        assert "EDITED-OLDER-ISSUE" in (site / "feed.xml").read_text(encoding="utf-8")
+    finally:
+        older.write_text(original, encoding="utf-8")
+        build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)
+    assert "EDITED-OLDER-ISSUE" not in (site / "feed.xml").read_text(encoding="utf-8")
+
+    feed, index = (site / "feed.xml").read_bytes(), (site / "index.html").read_bytes()
+    write_issue(corpus_site / "issues", "2021-08-01", publish_at="")
+    build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)
+    (corpus_site / "issues" / "2021-08-01.md").unlink()
+    assert build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)[2] == []
+    assert (site / "feed.xml").read_bytes() == feed and (site / "index.html").read_bytes() == index
+    assert not (site / "2021-08-01.html").exists()
