@@ -25,20 +25,10 @@ from typing import Any
 import requests
 
 from publisher.errors import TransportError
-from publisher.ledger import Ledger
+from publisher.stores.ledger import Ledger
+from publisher.stores.wechat import WeChatStore
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS wechat_tokens (
-    app_id      TEXT NOT NULL,
-    mode        TEXT NOT NULL,
-    token       TEXT NOT NULL,
-    expires_at  REAL NOT NULL,
-    obtained_at REAL NOT NULL,
-    PRIMARY KEY (app_id, mode)
-);
-"""
 
 # errcode -> (what it means, what to do)
 ERRCODES: dict[int, tuple[str, str]] = {
@@ -170,7 +160,7 @@ class WeChatClient:
         self.sleep = sleep
         self.calls: list[str] = []  # API paths called (no query strings), for reports
         self.token_requests = 0
-        ledger.ensure(SCHEMA)
+        self.store = WeChatStore(ledger)
 
     def __repr__(self) -> str:  # never show the secret
         return f"WeChatClient(app_id={self.app_id!r}, api_base={self.api_base!r})"
@@ -181,23 +171,13 @@ class WeChatClient:
         """A valid access token: the cached one unless it is (nearly) expired or `force`."""
         now = self.clock()
         if not force:
-            row = self.ledger.connect().execute(
-                "SELECT token, expires_at FROM wechat_tokens WHERE app_id = ? AND mode = ?",
-                (self.app_id, self.token_mode),
-            ).fetchone()
+            row = self.store.token(self.app_id, self.token_mode)
             if row is not None and row["expires_at"] > now:
                 return row["token"]
         token, expires_in = self._fetch_token(force)
         # renew ahead of expiry: 5 minutes early (or half the lifetime for short-lived tokens)
         margin = min(self.margin, expires_in / 2)
-        with self.ledger.transaction() as conn:
-            conn.execute(
-                """INSERT INTO wechat_tokens (app_id, mode, token, expires_at, obtained_at)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (app_id, mode) DO UPDATE SET token = excluded.token,
-                     expires_at = excluded.expires_at, obtained_at = excluded.obtained_at""",
-                (self.app_id, self.token_mode, token, now + expires_in - margin, now),
-            )
+        self.store.put_token(self.app_id, self.token_mode, token, now + expires_in - margin, now)
         return token
 
     def _fetch_token(self, force: bool) -> tuple[str, float]:
