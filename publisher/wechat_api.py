@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import requests
 
 from publisher.errors import TransportError
+from publisher.redact import RedactFilter, redact
 from publisher.stores.ledger import Ledger
 from publisher.stores.wechat import WeChatStore
 
@@ -77,33 +77,7 @@ TOKEN_ERRCODES = {40001, 42001, 40014}
 NOT_RESENT = {"cgi-bin/draft/add", "cgi-bin/freepublish/submit"}
 BUSY = -1
 
-_SECRET_QUERY_RE = re.compile(r"((?:access_token|secret)=)[^&\s'\"]+")
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Text with access_token=…/secret=… query values and the given secrets replaced by ***."""
-    text = _SECRET_QUERY_RE.sub(r"\1***", text)
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
-
-
-class _RedactFilter(logging.Filter):
-    """Redacts tokens and secrets from urllib3's log records (it logs request URLs at DEBUG)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_FILTER = _RedactFilter()
+_FILTER = RedactFilter()
 for _name in ("urllib3.connectionpool", "urllib3", "requests"):
     if _FILTER not in logging.getLogger(_name).filters:
         logging.getLogger(_name).addFilter(_FILTER)
@@ -243,7 +217,7 @@ class WeChatClient:
                 if path in NOT_RESENT:
                     raise TransportError(
                         f"WeChat {api}: the connection failed before the answer came "
-                        f"({redact(type(exc).__name__, self._secret, token)}); it may or may not have been "
+                        f"({redact(type(exc).__name__, secrets=(self._secret, token))}); it may or may not have been "
                         "done. Push again: publisher looks on the platform for what was done and never "
                         "does it twice") from None
                 if attempt <= self.busy_retries:
@@ -251,12 +225,12 @@ class WeChatClient:
                     continue
                 raise TransportError(
                     f"WeChat {api}: cannot reach {self.api_base} after {attempt} attempts "
-                    f"({redact(type(exc).__name__ + ': ' + str(exc), self._secret, token)}); check the "
+                    f"({redact(type(exc).__name__ + ': ' + str(exc), secrets=(self._secret, token))}); check the "
                     f"network and [wechat] api_base"
                 ) from None
             except requests.RequestException as exc:
                 raise TransportError(
-                    f"WeChat {api}: request failed ({redact(type(exc).__name__ + ': ' + str(exc), self._secret, token)})"
+                    f"WeChat {api}: request failed ({redact(type(exc).__name__ + ': ' + str(exc), secrets=(self._secret, token))})"
                 ) from None
             if resp.status_code != 200:
                 raise TransportError(
@@ -275,7 +249,7 @@ class WeChatClient:
                 errcode = -999
             if errcode == 0:
                 return answer
-            errmsg = redact(str(answer.get("errmsg", "")), self._secret, token)
+            errmsg = redact(str(answer.get("errmsg", "")), secrets=(self._secret, token))
             if errcode == BUSY and attempt <= self.busy_retries:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.info("WeChat %s: system busy (-1); retry %d in %.1fs", api, attempt, delay)

@@ -13,10 +13,13 @@ The stores on the ledger share its file and connection (`store.db` is the Ledger
 declares its tables once, as SCHEMA, and creates them when it is opened. Transports, the
 subscribe form, bounce processing and the scheduler call store methods; they write no SQL.
 
-Every store maps onto a shared PostgreSQL database: tables and statements are plain SQL
-(`INSERT … ON CONFLICT`, no SQLite-only types), each method is one short transaction, and the
-lease is a row lease (`SELECT … FOR UPDATE` on the (issue, channel) row, then the same holder
-checks), not a file lock. The exactly-once commit points (a send is `sending` before the final
+Every store maps onto a shared PostgreSQL database: each method is one short transaction
+(BEGIN IMMEDIATE here, a row lock there), upserts are `INSERT … ON CONFLICT`, and the few
+SQLite-only clauses (WITHOUT ROWID, COLLATE NOCASE, INSERT OR REPLACE / OR IGNORE, PRAGMA) have
+direct equivalents (a plain table, citext or lower(), ON CONFLICT DO UPDATE / DO NOTHING) — all
+of them in this package, so the port touches no other module. The lease is a row lease
+(`SELECT … FOR UPDATE` on the (issue, channel) row of `leases`, then the same holder checks:
+dead on this host or heartbeat older than LEASE_STALE), not a file lock. The exactly-once commit points (a send is `sending` before the final
 dot, `sent` after the 250 reply; a WeChat intent before each non-idempotent call) are the
 transactions of these methods, one row each.
 """

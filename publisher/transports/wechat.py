@@ -47,7 +47,7 @@ AUTHOR_MAX = limits.WECHAT_AUTHOR_MAX_CHARS
 DIGEST_MAX = limits.WECHAT_DIGEST_MAX_CHARS
 CONTENT_CHARS_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
 CONTENT_BYTES_LIMIT = limits.WECHAT_CONTENT_MAX_BYTES + 1  # … and under 1 MB
-SOURCE_URL_MAX_BYTES = 1024
+SOURCE_URL_MAX_BYTES = limits.WECHAT_SOURCE_URL_MAX_BYTES
 UPLOADIMG_LIMIT = 1024 * 1024  # in-article images: jpg/png under 1 MB
 MATERIAL_LIMIT = 10 * 1024 * 1024  # permanent image material: under 10 MB
 
