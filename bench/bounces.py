@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from publisher.bounces import process_mailboxes, verp_address  # noqa: E402
-from publisher.ledger import Ledger  # noqa: E402
 from publisher.settings import load_settings  # noqa: E402
+from publisher.stores.ledger import Ledger  # noqa: E402
 from publisher.subscribers import SubscriberDB  # noqa: E402
 from tests import bounce_samples as S  # noqa: E402
 

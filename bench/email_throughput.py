@@ -33,7 +33,7 @@ SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 CHILD = r"""
 import json, sys, time
 from publisher.channels.base import Rendition
-from publisher.ledger import Ledger
+from publisher.stores.ledger import Ledger
 from publisher.settings import load_settings
 from publisher.transports.email import run_campaign
 settings = load_settings(sys.argv[1])

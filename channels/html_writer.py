@@ -58,6 +58,7 @@ from publisher.model import (
     Text,
     plain_text,
 )
+from publisher.refs import is_remote  # noqa: F401 (the HTML channels import it from here)
 from publisher.settings import Settings
 
 
@@ -313,10 +314,6 @@ class HtmlWriter:
 
 
 # -- helpers the HTML channels share ------------------------------------------------------------
-
-
-def is_remote(src: str) -> bool:
-    return bool(re.match(r"^[a-z][a-z0-9+.\-]*://", src, re.I)) or src.startswith("//")
 
 
 Run = tuple[str, str]  # (inline style, text) of a piece of code

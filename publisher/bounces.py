@@ -43,24 +43,10 @@ from pathlib import Path
 import click
 
 from publisher.errors import ConfigError, PublisherError
-from publisher.ledger import Ledger, now_iso
+from publisher.stores.ledger import Ledger
+from publisher.stores.mail import MailStore
 
 log = logging.getLogger("publisher.bounces")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS mail_events (
-    key          TEXT PRIMARY KEY,
-    kind         TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint', 'ignored')),
-    email        TEXT,
-    issue        TEXT,
-    status       TEXT,
-    evidence     TEXT NOT NULL,
-    action       TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    processed_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS mail_events_email ON mail_events (email);
-"""
 
 MAX_MESSAGE = 5 * 1024 * 1024  # a report larger than this is junk; it is not parsed
 MAX_EVIDENCE = 500
@@ -271,10 +257,7 @@ class Processor:
         self.ledger = ledger
         self.subs = subs
         self.summary = Summary()
-        ledger.ensure(SCHEMA)
-        from publisher.transports.email import SCHEMA as SENDS
-
-        ledger.ensure(SENDS)
+        self.mail = MailStore(ledger)
 
     @staticmethod
     def key(raw: bytes) -> str:
@@ -286,8 +269,7 @@ class Processor:
     def process(self, raw: bytes, source: str) -> str:
         """Apply one message (at most once); returns what was done."""
         key = self.key(raw)
-        conn = self.ledger.connect()
-        seen = conn.execute("SELECT kind, email, action FROM mail_events WHERE key = ?", (key,)).fetchone()
+        seen = self.mail.event(key)
         if seen is not None:
             self.summary.already += 1
             if seen["kind"] == "soft" and seen["email"]:  # a crash may have come before the check
@@ -318,18 +300,17 @@ class Processor:
             action = "soft bounce counted"
             if self._soft_limit(who):
                 action = f"bounced after {self.soft_limit} soft bounces in a row"
-                conn.execute("UPDATE mail_events SET action = ? WHERE key = ?", (action, key))
+                self.mail.set_event_action(key, action)
         log.info("%s: %s %s", source, report.kind, action)
         return action
 
     def _recipient(self, report: Report) -> str | None:
         if report.sub_id is not None and report.issue and report.mac:
-            row = self.subs.connect().execute("SELECT email FROM subscribers WHERE id = ?",
-                                              (report.sub_id,)).fetchone()
-            if row is not None:
-                want = _verp_mac(self.secret, self.list_id, report.issue, report.sub_id, row[0])
+            email = self.subs.email_of(report.sub_id)
+            if email is not None:
+                want = _verp_mac(self.secret, self.list_id, report.issue, report.sub_id, email)
                 if hmac.compare_digest(want, report.mac):
-                    return row[0]
+                    return email
         if report.unsub_token:
             from publisher.unsubscribe import verify_token
 
@@ -337,20 +318,13 @@ class Processor:
         return None
 
     def _record(self, key: str, report: Report, who: str | None, action: str, source: str) -> None:
-        self.ledger.connect().execute(
-            "INSERT OR IGNORE INTO mail_events (key, kind, email, issue, status, evidence, action, source, "
-            "processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, report.kind, who, report.issue if who else None, report.status or None,
-             report.evidence[:MAX_EVIDENCE], action[:MAX_EVIDENCE], source, now_iso()))
+        self.mail.record_event(key, report.kind, who, report.issue if who else None, report.status or None,
+                               report.evidence[:MAX_EVIDENCE], action[:MAX_EVIDENCE], source)
 
     def _soft_limit(self, who: str) -> bool:
         """Bounce `who` when the last soft_limit issues sent to it all soft-bounced."""
-        conn = self.ledger.connect()
-        soft = {r[0] for r in conn.execute(
-            "SELECT DISTINCT issue FROM mail_events WHERE kind = 'soft' AND email = ? COLLATE NOCASE", (who,))}
-        sent = [r[0] for r in conn.execute(
-            "SELECT issue FROM email_sends WHERE email = ? COLLATE NOCASE AND state IN ('sent', 'ambiguous') "
-            "ORDER BY issue DESC LIMIT ?", (who, self.soft_limit))]
+        soft = self.mail.soft_bounced_issues(who)
+        sent = self.mail.delivered_issues(who, self.soft_limit)
         recent = sent if len(sent) == self.soft_limit else sorted(soft, reverse=True)[:self.soft_limit]
         if len(recent) < self.soft_limit or not all(i in soft for i in recent):
             return False

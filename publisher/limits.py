@@ -19,6 +19,7 @@ WECHAT_DIGEST_MAX_CHARS = 128  # digest ≤ 128 characters
 WECHAT_AUTHOR_MAX_CHARS = 16  # author ≤ 16 characters
 WECHAT_CONTENT_MAX_CHARS = 19_999  # content < 20,000 characters
 WECHAT_CONTENT_MAX_BYTES = 1024 * 1024 - 1  # content < 1 MB
+WECHAT_SOURCE_URL_MAX_BYTES = 1024  # content_source_url (阅读原文) ≤ 1 KB
 
 # ---- email ---------------------------------------------------------------------------------
 EMAIL_HTML_MAX_BYTES = 102 * 1024 - 1  # Gmail clips HTML bodies of 102 KB and more (UTF-8 bytes)
@@ -62,6 +63,10 @@ def check_wechat(r: Rendition) -> list[Violation]:
     size = len(r.body.encode("utf-8"))
     if size > WECHAT_CONTENT_MAX_BYTES:
         out.append(_over("wechat", "content-bytes", "content", size, WECHAT_CONTENT_MAX_BYTES, "bytes"))
+    url_size = len(str(r.metadata.get("content_source_url") or "").encode("utf-8"))
+    if url_size > WECHAT_SOURCE_URL_MAX_BYTES:
+        out.append(_over("wechat", "content_source_url", "content_source_url (阅读原文)", url_size,
+                         WECHAT_SOURCE_URL_MAX_BYTES, "bytes"))
     return out
 
 
@@ -165,6 +170,7 @@ __all__ = [
     "WECHAT_CONTENT_MAX_BYTES",
     "WECHAT_CONTENT_MAX_CHARS",
     "WECHAT_DIGEST_MAX_CHARS",
+    "WECHAT_SOURCE_URL_MAX_BYTES",
     "WECHAT_TITLE_MAX_CHARS",
     "ZHIHU_MAX_HEADING_LEVEL",
     "check_email",

@@ -22,18 +22,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from publisher.ledger import Ledger
-
-CACHE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS link_cache (
-    url         TEXT PRIMARY KEY,
-    status      INTEGER,
-    ok          INTEGER NOT NULL,
-    error       TEXT,
-    final_url   TEXT,
-    checked_at  REAL NOT NULL
-);
-"""
+from publisher.stores.ledger import Ledger
+from publisher.stores.linkcache import LinkCache
 
 HEAD_REFUSED = {403, 405, 501}
 TRANSIENT_STATUS = {408, 429}
@@ -108,8 +98,7 @@ class LinkChecker:
         self.cache_seconds = cache_hours * 3600
         self.user_agent = user_agent
         self.ledger = ledger
-        if ledger is not None:
-            ledger.ensure(CACHE_SCHEMA)
+        self.cache = LinkCache(ledger) if ledger is not None else None
         self._local = threading.local()
         self._host_locks: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(self.per_host))
         self._guard = threading.Lock()
@@ -168,38 +157,22 @@ class LinkChecker:
     # -- cache ---------------------------------------------------------------------------------
 
     def _cached(self, urls: list[str]) -> dict[str, LinkResult]:
-        if self.ledger is None or self.cache_seconds <= 0 or not urls:
+        if self.cache is None or self.cache_seconds <= 0 or not urls:
             return {}
-        conn = self.ledger.connect()
-        fresh_after = time.time() - self.cache_seconds
         out: dict[str, LinkResult] = {}
-        for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
-            rows = conn.execute(
-                f"SELECT * FROM link_cache WHERE checked_at >= ? AND url IN ({','.join('?' * len(chunk))})",
-                (fresh_after, *chunk),
-            ).fetchall()
-            for row in rows:
-                out[row["url"]] = LinkResult(row["url"], bool(row["ok"]), row["status"], row["error"],
-                                             row["final_url"], method="cache", cached=True)
+        for row in self.cache.fresh(urls, time.time() - self.cache_seconds):
+            out[row["url"]] = LinkResult(row["url"], bool(row["ok"]), row["status"], row["error"],
+                                         row["final_url"], method="cache", cached=True)
         return out
 
     def _store(self, results: Iterable[LinkResult]) -> None:
-        if self.ledger is None:
+        if self.cache is None:
             return
         rows = [(r.url, r.status, int(r.ok), r.error, r.final_url, time.time())
                 for r in results if not r.cached and not r.transient]
         if not rows:
             return
-        with self.ledger.transaction() as conn:
-            conn.executemany(
-                """INSERT INTO link_cache (url, status, ok, error, final_url, checked_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (url) DO UPDATE SET status = excluded.status, ok = excluded.ok,
-                     error = excluded.error, final_url = excluded.final_url,
-                     checked_at = excluded.checked_at""",
-                rows,
-            )
+        self.cache.put(rows)
 
     # -- many URLs -------------------------------------------------------------------------------
 

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 
 from publisher.channels.base import Rendition
+from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError
 
-PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
+PLACEHOLDER = UNSUBSCRIBE_PLACEHOLDER  # what the email channel writes
 CRLF = b"\r\n"
 _SLOT = re.compile(rb"\x00([a-z_]+)\x00")
 SLOTS = ("to", "msgid", "unsub_hdr", "unsub_text", "unsub_html")

@@ -35,25 +35,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import click
 from markupsafe import Markup, escape
 
-from publisher import pipeline
+from publisher import limits, pipeline
 from publisher.atomic import atomic_write
 from publisher.channels.base import get_channel
+from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
-UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 # watchfiles: a change is reported once no further event came for WATCH_STEP_MS (an editor's save
 # is several writes), or after WATCH_DEBOUNCE_MS of continuous events at the latest
 WATCH_STEP_MS = 15
 WATCH_DEBOUNCE_MS = 300
 
-# WeChat draft API limits (shared/docs/channels.md): field -> (limit, unit)
+# WeChat draft API limits: the numbers of publisher/limits.py (`check` and the push use them too)
 WECHAT_LIMITS = {
-    "title": 32,
-    "author": 16,
-    "digest": 128,
-    "content": 20_000,  # characters
-    "content_bytes": 1_000_000,
-    "content_source_url": 1024,
+    "title": limits.WECHAT_TITLE_MAX_CHARS,
+    "author": limits.WECHAT_AUTHOR_MAX_CHARS,
+    "digest": limits.WECHAT_DIGEST_MAX_CHARS,
+    "content": limits.WECHAT_CONTENT_MAX_CHARS + 1,  # characters, strictly under
+    "content_bytes": limits.WECHAT_CONTENT_MAX_BYTES + 1,  # strictly under
+    "content_source_url": limits.WECHAT_SOURCE_URL_MAX_BYTES,
 }
 
 IMG_SRC_RE = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
@@ -240,7 +240,7 @@ def email_panel(rendition, settings, images: ImageTable, base_dir: Path | None) 
     subject = str(meta.get("subject") or meta.get("title") or "")
     preheader = str(meta.get("preheader") or meta.get("digest") or "")
     size = len(rendition.body.encode("utf-8"))
-    clip = ' <span class="over">(Gmail clips HTML over ~102 KB)</span>' if size > 102_000 else ""
+    clip = ' <span class="over">(Gmail clips HTML over ~102 KB)</span>' if size > limits.EMAIL_HTML_MAX_BYTES else ""
     return Markup(
         f"""<div class="mail">
 <table class="headers">

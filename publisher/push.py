@@ -22,6 +22,7 @@ import click
 from .errors import Diagnostic, PublisherError, SourceError
 from .ledger import LeaseHeld, Ledger, checkpoint
 from .model import Issue
+from .redact import redact
 from .settings import Settings
 
 # outcome states
@@ -265,28 +266,6 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
 
 
 # ---- status ------------------------------------------------------------------------------------
-
-_SECRET_RE = re.compile(
-    r"(?i)((?:access_token|token|secret|appsecret|password|passwd|api_key|apikey)\s*[=:]\s*)[^&\s\"',;]+")
-_USERINFO_RE = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
-
-
-def redact(text: str | None, settings: Settings) -> str:
-    """Text with every secret the configuration names (…_env variables), token-like query
-    parameters and URL passwords masked."""
-    import os
-
-    if not text:
-        return ""
-    for section in settings.data.values():
-        for key, var in section.items():
-            if key.endswith("_env") and isinstance(var, str) and var:
-                value = os.environ.get(var, "")
-                if len(value) >= 4:
-                    text = text.replace(value, "***")
-    text = _SECRET_RE.sub(r"\1***", text)
-    return _USERINFO_RE.sub(r"\1***@", text)
-
 
 def _counts(ledger: Ledger | None, record) -> str:
     """What the channel's transport says of a push beyond its state (email: recipients by state)."""

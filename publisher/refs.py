@@ -57,9 +57,14 @@ def safe_url(url: str) -> str:
     return "" if unsafe_scheme(url) is not None else url
 
 
+def is_remote(ref: str) -> bool:
+    """A URL on another host: `scheme://…` or scheme-relative `//host/…` (the one rule)."""
+    return bool(_REMOTE.match(ref)) or ref.startswith("//")
+
+
 def is_local(ref: str) -> bool:
     """A reference to a file beside the issue (not a URL, not an anchor)."""
-    return bool(ref) and not _REMOTE.match(ref) and not ref.startswith(("#", "mailto:"))
+    return bool(ref) and not is_remote(ref) and not ref.startswith(("#", "mailto:"))
 
 
 def contained(root: Path, ref: str) -> Path | None:

@@ -18,7 +18,6 @@ import errno
 import logging
 import os
 import signal
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,19 +294,10 @@ class _Stop(Exception):
 
 def stored_next_run(jobstore: Path) -> dt.datetime | None:
     """The next run time of our job as the job store has it (None: no store, job or time)."""
-    if not jobstore.exists():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{jobstore}?mode=ro", uri=True)
-        try:
-            row = conn.execute("SELECT next_run_time FROM apscheduler_jobs WHERE id = ?", (JOB_ID,)).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-    if not row or row[0] is None:
-        return None
-    return dt.datetime.fromtimestamp(row[0], dt.UTC)
+    from .stores.jobs import next_run_timestamp
+
+    when = next_run_timestamp(jobstore, JOB_ID)
+    return None if when is None else dt.datetime.fromtimestamp(when, dt.UTC)
 
 
 def build_scheduler(settings: Settings, cfg: ScheduleConfig, scheduler_cls=None):

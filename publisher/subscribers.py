@@ -13,251 +13,30 @@ campaign is seen by the next page.
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
-import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from publisher.errors import Diagnostic, PublisherError
-from publisher.ledger import SQLiteStore, now_iso
+from publisher.errors import Diagnostic
+from publisher.stores.ledger import Ledger
+from publisher.stores.mail import MailStore
+from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
+    SCHEMA,
+    STATES,
+    Subscriber,
+    SubscriberDB,
+    SubscriberError,
+    address_hash,
+    scrub,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS subscribers (
-    id          INTEGER PRIMARY KEY,
-    email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    name        TEXT NOT NULL DEFAULT '',
-    tags        TEXT NOT NULL DEFAULT '',
-    state       TEXT NOT NULL DEFAULT 'active'
-                CHECK (state IN ('pending', 'active', 'unsubscribed', 'bounced')),
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
-CREATE TABLE IF NOT EXISTS consent (
-    email         TEXT NOT NULL COLLATE NOCASE,
-    source        TEXT NOT NULL CHECK (source IN ('form', 'import', 'api')),
-    ip            TEXT NOT NULL DEFAULT '',
-    requested_at  TEXT NOT NULL,
-    confirmed_at  TEXT
-);
-CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
-CREATE TABLE IF NOT EXISTS suppressions (
-    hash        TEXT PRIMARY KEY,
-    reason      TEXT NOT NULL,
-    created_at  TEXT NOT NULL
-) WITHOUT ROWID;
-"""
-
-STATES = ("pending", "active", "unsubscribed", "bounced")
 # deliberately simple: one @, no spaces or angle brackets or control characters, a dotted domain
 EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
 
-class SubscriberError(PublisherError):
-    """A subscriber file or command could not be processed."""
-
-
 def valid_email(address: str) -> bool:
     return bool(EMAIL_RE.match(address)) and len(address) <= 254
-
-
-def address_hash(email: str) -> str:
-    """The one trace `forget` keeps: SHA-256 of the lowercased address (a pseudonym, not a secret:
-    whoever already knows an address can recognise it, nobody can read one out of it)."""
-    return hashlib.sha256(b"publisher-suppression\0" + email.strip().lower().encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    id: int
-    email: str
-    name: str
-    tags: str
-    state: str
-
-
-class SubscriberDB(SQLiteStore):
-    """The subscribers database; one connection per thread."""
-
-    schema = SCHEMA
-
-    def ensure(self, schema_sql: str) -> None:
-        conn = self.connect()
-        old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
-        if old and "'pending'" not in old[0]:  # a database from before double opt-in: widen the CHECK
-            conn.executescript("""BEGIN IMMEDIATE;
-                ALTER TABLE subscribers RENAME TO subscribers_old;
-                DROP INDEX IF EXISTS subscribers_state;""" + SCHEMA + """
-                INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at
-                  FROM subscribers_old;
-                DROP TABLE subscribers_old;
-                COMMIT;""")
-        super().ensure(schema_sql)
-
-    # -- writes ----------------------------------------------------------------------------
-
-    def add_many(self, rows: list[tuple[str, str, str]], *, source: str = "import", ip: str = "") -> set[str]:
-        """Insert or update (email, name, tags) as active; an existing subscriber keeps its state.
-        Addresses in `suppressions` (forgotten) are not added: they are returned."""
-        now = now_iso()
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            hashes = {address_hash(e): e for e, _, _ in rows}
-            suppressed: set[str] = set()
-            keys = list(hashes)
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                for (h,) in conn.execute(
-                        f"SELECT hash FROM suppressions WHERE hash IN ({','.join('?' * len(part))})", part):
-                    suppressed.add(hashes[h])
-            keep = [(e, n, t) for e, n, t in rows if e not in suppressed]
-            conn.executemany(
-                """INSERT INTO subscribers (email, name, tags, state, created_at, updated_at)
-                   VALUES (?, ?, ?, 'active', ?, ?)
-                   ON CONFLICT (email) DO UPDATE SET name = excluded.name, tags = excluded.tags,
-                     updated_at = excluded.updated_at""",
-                [(e, n, t, now, now) for e, n, t in keep],
-            )
-            conn.executemany(
-                """INSERT INTO consent (email, source, ip, requested_at, confirmed_at)
-                   SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
-                [(e, source, ip, now, e) for e, _, _ in keep],
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return suppressed
-
-    def request(self, email: str, ip: str) -> bool:
-        """A subscription asked for through the form: a new address becomes `pending`, every
-        request is recorded in `consent`. True when a confirmation email should be sent (the
-        address is not already active)."""
-        now = now_iso()
-        with self.transaction() as conn:
-            row = conn.execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
-            if row is not None and row[0] == "active":
-                return False
-            if row is None:
-                conn.execute("INSERT INTO subscribers (email, state, created_at, updated_at) "
-                             "VALUES (?, 'pending', ?, ?)", (email, now, now))
-            conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
-                         (email, ip, now))
-        return True
-
-    def confirm(self, email: str, ip: str) -> bool:
-        """The subscriber followed the confirmation link and pressed the button: `active`.
-        True when the address exists (a forgotten address is not brought back by an old link)."""
-        now = now_iso()
-        with self.transaction() as conn:
-            if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
-                            (now, email)).rowcount == 0:
-                return False
-            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
-                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
-            if last is None:
-                conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
-                             "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
-            else:
-                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
-            conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
-        return True
-
-    def forget(self, email: str) -> bool:
-        """Erase the person: the row and the consent records go (overwritten on disk), a hash of
-        the address stays in `suppressions`. True when there was anything to erase."""
-        conn = self.connect()
-        conn.execute("PRAGMA secure_delete = ON")
-        with self.transaction() as c:
-            n = c.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
-            n += c.execute("DELETE FROM consent WHERE email = ?", (email,)).rowcount
-            c.execute("INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?)",
-                      (address_hash(email), now_iso()))
-        scrub(conn)
-        return n > 0
-
-    def consents(self, email: str) -> list[sqlite3.Row]:
-        return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
-                                      "WHERE email = ? ORDER BY rowid", (email,)).fetchall()
-
-    def is_suppressed(self, email: str) -> bool:
-        return self.connect().execute("SELECT 1 FROM suppressions WHERE hash = ?",
-                                      (address_hash(email),)).fetchone() is not None
-
-    def set_state(self, email: str, state: str, *, only_from: tuple[str, ...] = ()) -> bool:
-        """Change a subscriber's state; True when a row changed."""
-        if state not in STATES:
-            raise ValueError(state)
-        sql = "UPDATE subscribers SET state = ?, updated_at = ? WHERE email = ?"
-        args: list = [state, now_iso(), email]
-        if only_from:
-            sql += f" AND state IN ({','.join('?' * len(only_from))})"
-            args += list(only_from)
-        cur = self.connect().execute(sql, args)
-        return cur.rowcount > 0
-
-    def delete(self, email: str) -> bool:
-        return self.connect().execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
-
-    # -- reads -----------------------------------------------------------------------------
-
-    def get(self, email: str) -> Subscriber | None:
-        row = self.connect().execute("SELECT * FROM subscribers WHERE email = ?", (email,)).fetchone()
-        return _sub(row) if row else None
-
-    def count(self, state: str | None = "active") -> int:
-        if state is None:
-            return self.connect().execute("SELECT COUNT(*) FROM subscribers").fetchone()[0]
-        return self.connect().execute("SELECT COUNT(*) FROM subscribers WHERE state = ?", (state,)).fetchone()[0]
-
-    def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATES, 0)
-        for row in self.connect().execute("SELECT state, COUNT(*) FROM subscribers GROUP BY state"):
-            out[row[0]] = row[1]
-        return out
-
-    def iter_pages(self, state: str | None = "active", page: int = 1000) -> Iterator[list[Subscriber]]:
-        """Subscribers in id order, one page (a short query) at a time."""
-        last = 0
-        conn = self.connect()
-        where = "state = ? AND " if state else ""
-        while True:
-            args = ([state] if state else []) + [last, page]
-            rows = conn.execute(
-                f"SELECT id, email, name, tags, state FROM subscribers WHERE {where}id > ? ORDER BY id LIMIT ?",
-                args,
-            ).fetchall()
-            if not rows:
-                return
-            yield [_sub(r) for r in rows]
-            last = rows[-1]["id"]
-
-    def iter(self, state: str | None = "active", page: int = 1000) -> Iterator[Subscriber]:
-        for batch in self.iter_pages(state, page):
-            yield from batch
-
-    def is_active(self, email: str) -> bool:
-        row = self.connect().execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
-        return bool(row) and row[0] == "active"
-
-
-def scrub(conn: sqlite3.Connection) -> None:
-    """After a secure delete: rewrite the file (no stale copies in free space) and empty the WAL."""
-    conn.execute("VACUUM")
-    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    if busy:
-        raise SubscriberError("the database is in use by another process (publisher serve, a campaign); "
-                              "its write-ahead log may still hold the erased address: stop it and run "
-                              "the command again")
-
-
-def _sub(row: sqlite3.Row) -> Subscriber:
-    return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])
 
 
 def open_db(settings) -> SubscriberDB:
@@ -265,6 +44,11 @@ def open_db(settings) -> SubscriberDB:
     if path is None:
         raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
     return SubscriberDB(path)
+
+
+def open_mail(settings) -> MailStore:
+    """The sends and bounce events of the ledger ([paths] ledger)."""
+    return MailStore(Ledger(settings.require("paths", "ledger", "the ledger database")))
 
 
 def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int, list[Diagnostic]]:
@@ -406,39 +190,18 @@ def remove_cmd(ctx: click.Context, email: str, purge: bool) -> None:
 @click.pass_context
 def sends_cmd(ctx: click.Context, issue: str, state: str) -> None:
     """Per-recipient delivery of ISSUE (a date) from the ledger: counts, then failures listed."""
-    from publisher.cli import get_settings
-    from publisher.ledger import Ledger
-    from publisher.transports.email import SCHEMA as SENDS_SCHEMA
-
-    settings = get_settings(ctx)
-    ledger = Ledger(settings.require("paths", "ledger", "the ledger database"))
-    ledger.ensure(SENDS_SCHEMA)
-    conn = ledger.connect()
-    counts = dict(conn.execute("SELECT state, COUNT(*) FROM email_sends WHERE issue = ? GROUP BY state",
-                               (issue,)).fetchall())
+    mail = _mail(ctx)
+    counts = mail.counts(issue)
     click.echo(f"{issue}: " + (" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing sent yet"))
-    sql = "SELECT email, state, smtp_code, last_error FROM email_sends WHERE issue = ?"
-    args: tuple = (issue,)
-    if state == "all":
-        sql += " AND state NOT IN ('sent')"
-    else:
-        sql += " AND state = ?"
-        args += (state,)
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
-    for row in conn.execute(sql + " ORDER BY email", args):
+    for row in mail.listing(issue, None if state == "all" else state):
         writer.writerow([row[0], row[1], row[2] or "", row[3] or ""])
 
 
-def _ledger(ctx: click.Context):
-    from publisher.bounces import SCHEMA as EVENTS_SCHEMA
+def _mail(ctx: click.Context) -> MailStore:
     from publisher.cli import get_settings
-    from publisher.ledger import Ledger
-    from publisher.transports.email import SCHEMA as SENDS_SCHEMA
 
-    ledger = Ledger(get_settings(ctx).require("paths", "ledger", "the ledger database"))
-    ledger.ensure(SENDS_SCHEMA)
-    ledger.ensure(EVENTS_SCHEMA)
-    return ledger
+    return open_mail(get_settings(ctx))
 
 
 @subscribers_command.command("show")
@@ -451,22 +214,20 @@ def show_cmd(ctx: click.Context, email: str) -> None:
     if sub is None:
         hint = " (erased with `forget`; only its hash is kept)" if db.is_suppressed(email) else ""
         raise SubscriberError(f"no subscriber {email!r}{hint}")
-    conn = _ledger(ctx).connect()
+    mail = _mail(ctx)
     click.echo(f"email: {sub.email}\nname: {sub.name}\ntags: {sub.tags}\nstate: {sub.state}")
-    row = db.connect().execute("SELECT created_at, updated_at FROM subscribers WHERE id = ?", (sub.id,)).fetchone()
-    click.echo(f"added: {row[0]}\nchanged: {row[1]}")
+    added, changed = db.times(sub.id)
+    click.echo(f"added: {added}\nchanged: {changed}")
     click.echo("consent:")
     for c in db.consents(sub.email):
         click.echo(f"  {c['requested_at']} source={c['source']} ip={c['ip'] or '-'} "
                    f"confirmed={c['confirmed_at'] or '-'}")
     click.echo("sends:")
-    for r in conn.execute("SELECT issue, state, attempts, smtp_code, updated_at FROM email_sends "
-                          "WHERE email = ? COLLATE NOCASE ORDER BY issue", (sub.email,)):
+    for r in mail.sends_to(sub.email):
         click.echo(f"  {r['issue']} {r['state']} attempts={r['attempts']} code={r['smtp_code'] or '-'} "
                    f"at={r['updated_at']}")
     click.echo("bounces and complaints:")
-    for r in conn.execute("SELECT processed_at, kind, issue, action, evidence FROM mail_events "
-                          "WHERE email = ? COLLATE NOCASE ORDER BY processed_at", (sub.email,)):
+    for r in mail.events_of(sub.email):
         click.echo(f"  {r['processed_at']} {r['kind']} issue={r['issue'] or '-'} {r['action']}: {r['evidence']}")
 
 
@@ -477,13 +238,7 @@ def forget_cmd(ctx: click.Context, email: str) -> None:
     """Erase EMAIL everywhere (subscriber, consent, sends, bounce events); keep only its hash so a
     later import does not add it again."""
     db = _db(ctx)
-    ledger = _ledger(ctx)
-    conn = ledger.connect()
-    conn.execute("PRAGMA secure_delete = ON")
-    with ledger.transaction() as c:
-        n = c.execute("DELETE FROM email_sends WHERE email = ? COLLATE NOCASE", (email,)).rowcount
-        n += c.execute("DELETE FROM mail_events WHERE email = ? COLLATE NOCASE", (email,)).rowcount
-    scrub(conn)
+    n = _mail(ctx).forget(email)
     found = db.forget(email) or n > 0
     click.echo(f"{address_hash(email)[:16]}…: " + ("erased; its hash is kept as a suppression" if found
                                                      else "nothing stored; its hash is kept as a suppression"))

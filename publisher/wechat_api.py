@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,20 +24,11 @@ from typing import Any
 import requests
 
 from publisher.errors import TransportError
-from publisher.ledger import Ledger
+from publisher.redact import RedactFilter, redact
+from publisher.stores.ledger import Ledger
+from publisher.stores.wechat import WeChatStore
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS wechat_tokens (
-    app_id      TEXT NOT NULL,
-    mode        TEXT NOT NULL,
-    token       TEXT NOT NULL,
-    expires_at  REAL NOT NULL,
-    obtained_at REAL NOT NULL,
-    PRIMARY KEY (app_id, mode)
-);
-"""
 
 # errcode -> (what it means, what to do)
 ERRCODES: dict[int, tuple[str, str]] = {
@@ -87,33 +77,7 @@ TOKEN_ERRCODES = {40001, 42001, 40014}
 NOT_RESENT = {"cgi-bin/draft/add", "cgi-bin/freepublish/submit"}
 BUSY = -1
 
-_SECRET_QUERY_RE = re.compile(r"((?:access_token|secret)=)[^&\s'\"]+")
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Text with access_token=…/secret=… query values and the given secrets replaced by ***."""
-    text = _SECRET_QUERY_RE.sub(r"\1***", text)
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
-
-
-class _RedactFilter(logging.Filter):
-    """Redacts tokens and secrets from urllib3's log records (it logs request URLs at DEBUG)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-_FILTER = _RedactFilter()
+_FILTER = RedactFilter()
 for _name in ("urllib3.connectionpool", "urllib3", "requests"):
     if _FILTER not in logging.getLogger(_name).filters:
         logging.getLogger(_name).addFilter(_FILTER)
@@ -170,7 +134,7 @@ class WeChatClient:
         self.sleep = sleep
         self.calls: list[str] = []  # API paths called (no query strings), for reports
         self.token_requests = 0
-        ledger.ensure(SCHEMA)
+        self.store = WeChatStore(ledger)
 
     def __repr__(self) -> str:  # never show the secret
         return f"WeChatClient(app_id={self.app_id!r}, api_base={self.api_base!r})"
@@ -181,23 +145,13 @@ class WeChatClient:
         """A valid access token: the cached one unless it is (nearly) expired or `force`."""
         now = self.clock()
         if not force:
-            row = self.ledger.connect().execute(
-                "SELECT token, expires_at FROM wechat_tokens WHERE app_id = ? AND mode = ?",
-                (self.app_id, self.token_mode),
-            ).fetchone()
+            row = self.store.token(self.app_id, self.token_mode)
             if row is not None and row["expires_at"] > now:
                 return row["token"]
         token, expires_in = self._fetch_token(force)
         # renew ahead of expiry: 5 minutes early (or half the lifetime for short-lived tokens)
         margin = min(self.margin, expires_in / 2)
-        with self.ledger.transaction() as conn:
-            conn.execute(
-                """INSERT INTO wechat_tokens (app_id, mode, token, expires_at, obtained_at)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (app_id, mode) DO UPDATE SET token = excluded.token,
-                     expires_at = excluded.expires_at, obtained_at = excluded.obtained_at""",
-                (self.app_id, self.token_mode, token, now + expires_in - margin, now),
-            )
+        self.store.put_token(self.app_id, self.token_mode, token, now + expires_in - margin, now)
         return token
 
     def _fetch_token(self, force: bool) -> tuple[str, float]:
@@ -263,7 +217,7 @@ class WeChatClient:
                 if path in NOT_RESENT:
                     raise TransportError(
                         f"WeChat {api}: the connection failed before the answer came "
-                        f"({redact(type(exc).__name__, self._secret, token)}); it may or may not have been "
+                        f"({redact(type(exc).__name__, secrets=(self._secret, token))}); it may or may not have been "
                         "done. Push again: publisher looks on the platform for what was done and never "
                         "does it twice") from None
                 if attempt <= self.busy_retries:
@@ -271,12 +225,12 @@ class WeChatClient:
                     continue
                 raise TransportError(
                     f"WeChat {api}: cannot reach {self.api_base} after {attempt} attempts "
-                    f"({redact(type(exc).__name__ + ': ' + str(exc), self._secret, token)}); check the "
+                    f"({redact(type(exc).__name__ + ': ' + str(exc), secrets=(self._secret, token))}); check the "
                     f"network and [wechat] api_base"
                 ) from None
             except requests.RequestException as exc:
                 raise TransportError(
-                    f"WeChat {api}: request failed ({redact(type(exc).__name__ + ': ' + str(exc), self._secret, token)})"
+                    f"WeChat {api}: request failed ({redact(type(exc).__name__ + ': ' + str(exc), secrets=(self._secret, token))})"
                 ) from None
             if resp.status_code != 200:
                 raise TransportError(
@@ -295,7 +249,7 @@ class WeChatClient:
                 errcode = -999
             if errcode == 0:
                 return answer
-            errmsg = redact(str(answer.get("errmsg", "")), self._secret, token)
+            errmsg = redact(str(answer.get("errmsg", "")), secrets=(self._secret, token))
             if errcode == BUSY and attempt <= self.busy_retries:
                 delay = self.backoff * 2 ** (attempt - 1)
                 log.info("WeChat %s: system busy (-1); retry %d in %.1fs", api, attempt, delay)

@@ -176,7 +176,7 @@ def rendition_json(rendition) -> str:
 CHILD = """
 import json, sys
 from publisher.channels.base import Rendition
-from publisher.ledger import Ledger
+from publisher.stores.ledger import Ledger
 from publisher.settings import load_settings
 from publisher.transports.email import run_campaign
 settings = load_settings(sys.argv[1])

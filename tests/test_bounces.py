@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from publisher.bounces import SCHEMA, Processor, process_mailboxes, verp_address, verp_pattern
+from publisher.bounces import Processor, process_mailboxes, verp_address, verp_pattern
 from publisher.errors import PublisherError
-from publisher.ledger import Ledger
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
+from publisher.stores.mail import EVENTS_SCHEMA, SENDS_SCHEMA
 from publisher.subscribers import SubscriberDB
-from publisher.transports.email import SCHEMA as SENDS
 from publisher.transports.email import run_campaign
 from tests import bounce_samples as S
 from tests.conftest import ROOT
@@ -88,7 +88,7 @@ def states(db: SubscriberDB, emails: list[str]) -> dict[int, str]:
 
 def events(settings) -> list:
     ledger = Ledger(settings.path("paths", "ledger"))
-    ledger.ensure(SCHEMA)
+    ledger.ensure(EVENTS_SCHEMA)
     return ledger.connect().execute("SELECT key, kind, email, issue, status, evidence, action FROM mail_events "
                                     "ORDER BY key").fetchall()
 
@@ -141,7 +141,7 @@ def test_a_complaint_wins_over_a_bounce_and_pending_is_never_activated(tmp_path)
 def test_soft_bounces_bounce_after_the_limit_in_a_row(tmp_path):
     settings, db, e = project(tmp_path)  # soft_limit = 2
     ledger = Ledger(settings.path("paths", "ledger"))
-    ledger.ensure(SENDS)
+    ledger.ensure(SENDS_SCHEMA)
     conn = ledger.connect()
     for issue in ("2026-11-09", "2026-11-16", "2026-11-23"):
         for who in (e[0], e[1]):

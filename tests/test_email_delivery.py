@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from publisher import pipeline
-from publisher.ledger import Ledger
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
+from publisher.stores.mail import SENDS_SCHEMA
 from publisher.subscribers import SubscriberDB
 from publisher.transports import email as email_transport
 from publisher.transports.base import PushContext
@@ -318,7 +319,7 @@ def test_ambiguous_rows_policy_resend_and_skip(tmp_path, env):
             emails = add_subscribers(settings, 4, domain=f"{policy}.example.com")
             _, rendition = render(settings)
             ledger = Ledger(settings.path("paths", "ledger"))
-            ledger.ensure(email_transport.SCHEMA)
+            ledger.ensure(SENDS_SCHEMA)
             # an earlier run died inside the window for emails[1]
             ledger.connect().execute(
                 "INSERT INTO email_sends (issue, email, state, attempts, updated_at) "

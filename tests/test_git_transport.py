@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from publisher.cli import main
-from publisher.ledger import Ledger
 from publisher.pipeline import load, render
 from publisher.push import push_issue
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
 from publisher.transports.git import INDEX_END, INDEX_START, update_index
 from tests.push_support import PNG, add_config, git, make_remote, write_issue
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from publisher import ledger as ledger_mod
-from publisher.ledger import LeaseHeld, Ledger
+from publisher.stores import ledger as ledger_mod
+from publisher.stores.ledger import LeaseHeld, Ledger
 
 
 def _foreign(ledger: Ledger, *, host: str, pid: int, heartbeat: float) -> None:

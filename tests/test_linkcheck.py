@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from publisher.cli import cli
-from publisher.ledger import Ledger
 from publisher.linkcheck import LinkChecker, _interleave_by_host, checkable
+from publisher.stores.ledger import Ledger
 
 SLOW_SECONDS = 1.5
 TIMEOUT = 0.5

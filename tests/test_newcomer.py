@@ -135,7 +135,7 @@ def test_build_shows_a_progress_bar_on_a_terminal(demo: Path) -> None:
 
 
 def _ledger_with_a_long_error(demo: Path) -> str:
-    from publisher.ledger import Ledger
+    from publisher.stores.ledger import Ledger
 
     error = "connection refused by smtp.example.net:587 after 5 retries; " + "x" * 300 + " END"
     ledger = Ledger(demo / "publisher.db")

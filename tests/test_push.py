@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from publisher.cli import main
-from publisher.ledger import Ledger
 from publisher.push import push_issue, redact
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
 from publisher.transports.base import PushResult
 from tests.push_support import add_config, git, make_remote, write_issue
 

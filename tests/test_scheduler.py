@@ -17,9 +17,9 @@ import pytest
 
 from publisher.cli import main
 from publisher.errors import ConfigError
-from publisher.ledger import Ledger
 from publisher.scheduler import build_scheduler, schedule_config, stored_next_run
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
 from tests.push_support import add_config, write_issue
 
 CHANNELS = ["zhihu", "plaintext"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from publisher.ledger import Ledger
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
 from publisher.subscribe import make_confirm_token
 from publisher.subscribers import SubscriberDB, address_hash
 from publisher.transports.email import run_campaign

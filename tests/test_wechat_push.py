@@ -18,9 +18,9 @@ from publisher.channels.base import LocalImage, Rendition
 
 from publisher.cli import main
 from publisher.errors import TransportError
-from publisher.ledger import Ledger
 from publisher.model import Issue
 from publisher.settings import load_settings
+from publisher.stores.ledger import Ledger
 from publisher.transports import get_transport
 from publisher.transports.base import PushContext
 from tests.wechat_server import APP_ID, SECRET, WeChatServer

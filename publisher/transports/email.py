@@ -53,32 +53,17 @@ from dataclasses import dataclass, field
 
 from publisher.channels.base import Rendition
 from publisher.errors import ConfigError, TransportError
-from publisher.ledger import Ledger, now_iso
 from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
+from publisher.stores.ledger import Ledger
+from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.transports.base import PushContext, PushResult, Transport
 
 log = logging.getLogger("publisher.email")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS email_sends (
-    issue       TEXT NOT NULL,
-    email       TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'ambiguous')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    message_id  TEXT,
-    smtp_code   INTEGER,
-    last_error  TEXT,
-    updated_at  TEXT NOT NULL,
-    PRIMARY KEY (issue, email)
-) WITHOUT ROWID;
-"""
-# WITHOUT ROWID and no secondary index: each per-message commit touches one b-tree page path
 
 BACKOFF_BASE = 1.0  # seconds; attempt n waits BACKOFF_BASE * 2**(n-1) (± 25 %), capped
 BACKOFF_CAP = 60.0
 PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
-FINAL_STATES = ("sent", "failed", "ambiguous")
 _NOTHING = object()
 BREAKER_FAULTS = 3  # campaign faults in a row (no success between) that stop the campaign
 BREAKER_SAME = 20  # identical recipient failures in a row that stop the campaign
@@ -375,11 +360,10 @@ class Campaign:
         self.faults_in_row = 0  # campaign faults since the last success
         self.same: tuple[str, int] = ("", 0)  # (signature, count) of identical failures in a row
         self.lock = threading.Lock()
-        self.write_lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
-        ledger.ensure(SCHEMA)
+        self.mail = MailStore(ledger)
         from publisher.bounces import verp_sender
 
         # [bounces] address set: a VERP envelope sender per recipient (publisher/bounces.py)
@@ -388,49 +372,28 @@ class Campaign:
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
               attempt: bool = False) -> None:
-        conn = self.ledger.connect()
-        # one writer at a time inside this process: SQLite's busy handler would otherwise make
-        # a thread that finds the database locked sleep for milliseconds (widening the window)
-        with self.write_lock:
-            self._write(conn, email, state, code, error, attempt)
-
-    def _write(self, conn, email, state, code, error, attempt) -> None:
-        conn.execute(
-            f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (issue, email) DO UPDATE SET state = excluded.state,
-                  attempts = attempts + {1 if attempt else 0}, smtp_code = excluded.smtp_code,
-                  last_error = excluded.last_error, updated_at = excluded.updated_at""",
-            (self.t.issue, email, state, 1 if attempt else 0, self.t.message_id(email), code, error, now_iso()),
-        )
+        self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
+                       error=error, attempt=attempt)
 
     def recover(self) -> None:
-        conn = self.ledger.connect()
-        rows = [r[0] for r in conn.execute(
-            "SELECT email FROM email_sends WHERE issue = ? AND state = 'sending'", (self.t.issue,))]
+        rows = self.mail.in_flight(self.t.issue)
         self.stats.ambiguous = rows
         if not rows:
             return
         new = "pending" if self.policy == "resend" else "ambiguous"
         if new == "pending":
             self.stats.resent += len(rows)
-        with self.ledger.transaction() as c:
-            c.execute("UPDATE email_sends SET state = ?, last_error = 'interrupted in the ambiguous window', "
-                      "updated_at = ? WHERE issue = ? AND state = 'sending'", (new, now_iso(), self.t.issue))
+        self.mail.settle_in_flight(self.t.issue, new)
         log.warning("%d message(s) were in flight when an earlier run stopped (%s): %s",
                     len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
 
     def _producer(self, q: queue.Queue) -> None:
-        conn = self.ledger.connect()
         try:
             for page in self.subs.iter_pages("active", PAGE):
                 if self.stop.is_set():
                     break
                 emails = [s.email for s in page]
-                marks = ",".join("?" * len(emails))
-                done = {r[0].lower() for r in conn.execute(
-                    f"SELECT email FROM email_sends WHERE issue = ? AND email IN ({marks}) "
-                    f"AND state IN ('sent', 'failed', 'ambiguous')", (self.t.issue, *emails))}
+                done = {e.lower() for e in self.mail.final(self.t.issue, emails)}
                 for e in emails:
                     if e.lower() in done:
                         with self.lock:
@@ -583,17 +546,12 @@ class Campaign:
         """Tripped: the failures of the kind that tripped it go back to pending, nobody bounced.
         Otherwise: every recipient failure of this issue that proves a dead address bounces it
         (idempotent, so a crash before this point is mended by the next run)."""
-        conn = self.ledger.connect()
-        rows = conn.execute("SELECT email, smtp_code, last_error FROM email_sends WHERE issue = ? "
-                            "AND state = 'failed'", (self.t.issue,)).fetchall()
+        rows = self.mail.failed(self.t.issue)
         if self.stats.tripped:
             sig = self.same[0]
             back = [r[0] for r in rows if classify(r[1], r[2] or "") == CAMPAIGN
                     or (sig and signature(r[1], r[2] or "") == sig)]
-            with self.ledger.transaction() as c:
-                c.executemany("UPDATE email_sends SET state = 'pending', updated_at = ? WHERE issue = ? "
-                              "AND email = ? AND state = 'failed'",
-                              [(now_iso(), self.t.issue, e) for e in back])
+            self.mail.unfail(self.t.issue, back)
             with self.lock:
                 self.stats.failed = max(0, self.stats.failed - len(back))
             return
@@ -667,15 +625,10 @@ class Campaign:
 
     def remaining(self) -> int:
         """Active subscribers without a final row for this issue (streamed, page by page)."""
-        conn = self.ledger.connect()
         left = 0
         for page in self.subs.iter_pages("active", PAGE):
             emails = [s.email for s in page]
-            marks = ",".join("?" * len(emails))
-            done = conn.execute(
-                f"SELECT COUNT(*) FROM email_sends WHERE issue = ? AND email IN ({marks}) "
-                f"AND state IN ('sent', 'failed', 'ambiguous')", (self.t.issue, *emails)).fetchone()[0]
-            left += len(emails) - done
+            left += len(emails) - len(self.mail.final(self.t.issue, emails))
         return left
 
 
@@ -729,10 +682,7 @@ def send_test(rendition: Rendition, settings, to: str) -> str:
 
 
 def campaign_status(ledger: Ledger, issue: str) -> dict[str, int]:
-    ledger.ensure(SCHEMA)
-    rows = ledger.connect().execute(
-        "SELECT state, COUNT(*) FROM email_sends WHERE issue = ? GROUP BY state", (issue,)).fetchall()
-    return {r[0]: r[1] for r in rows}
+    return MailStore(ledger).counts(issue)
 
 
 # -- progress display ---------------------------------------------------------------------------
@@ -845,7 +795,6 @@ class EmailTransport(Transport):
 
         settings = ctx.settings
         subs = open_db(settings)
-        ctx.ledger.ensure(SCHEMA)
         active = subs.count("active")
         first = next(subs.iter("active", 1), None)
         status = campaign_status(ctx.ledger, rendition.issue)

@@ -8,16 +8,14 @@ file + rename) and the page itself last, so a page in the outbox always has its 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from publisher.atomic import atomic_write
 from publisher.channels.base import Rendition
 from publisher.errors import TransportError
+from publisher.refs import is_remote
 
 from .base import PushContext, PushResult, Transport
-
-_REMOTE_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -38,7 +36,7 @@ class OutboxTransport(Transport):
         files: list[str] = []
         try:
             for image in rendition.images:
-                if _REMOTE_RE.match(image.ref) or image.ref.startswith("/"):
+                if is_remote(image.ref) or image.ref.startswith("/"):
                     continue
                 target = Path(os.path.normpath(folder / image.ref))
                 if not target.is_relative_to(folder):

@@ -35,51 +35,10 @@ from urllib.parse import urlsplit
 from publisher import images, limits
 from publisher.channels.base import LocalImage, Rendition
 from publisher.errors import ConfigError, SourceError, TransportError
-from publisher.ledger import Ledger, checkpoint, now_iso
+from publisher.stores.ledger import Ledger, checkpoint
+from publisher.stores.wechat import WeChatStore
 from publisher.transports.base import PushContext, PushResult, Transport
 from publisher.wechat_api import WeChatClient, WeChatError
-
-UPLOAD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS wechat_uploads (
-    app_id      TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('uploadimg', 'material')),
-    url         TEXT,
-    media_id    TEXT,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (app_id, sha256, kind)
-);
-CREATE TABLE IF NOT EXISTS wechat_intents (
-    app_id      TEXT NOT NULL,
-    issue       TEXT NOT NULL,
-    step        TEXT NOT NULL CHECK (step IN ('draft_add', 'publish_submit')),
-    media_id    TEXT,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (app_id, issue, step)
-);
-CREATE TABLE IF NOT EXISTS wechat_drafts (
-    app_id        TEXT NOT NULL,
-    issue         TEXT NOT NULL,
-    media_id      TEXT NOT NULL,
-    publish_id    TEXT,
-    publish_status INTEGER,
-    article_url   TEXT,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    PRIMARY KEY (app_id, issue)
-);
-"""
-
-# remote images of an issue: URL -> hash of the bytes downloaded (whose upload is in wechat_uploads)
-REMOTE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS wechat_remote_images (
-    app_id      TEXT NOT NULL,
-    url         TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (app_id, url)
-);
-"""
 
 # platform limits (developers.weixin.qq.com, draft/add)
 # the numbers live in publisher/limits.py, shared with `publisher check` and the channel
@@ -88,7 +47,7 @@ AUTHOR_MAX = limits.WECHAT_AUTHOR_MAX_CHARS
 DIGEST_MAX = limits.WECHAT_DIGEST_MAX_CHARS
 CONTENT_CHARS_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
 CONTENT_BYTES_LIMIT = limits.WECHAT_CONTENT_MAX_BYTES + 1  # … and under 1 MB
-SOURCE_URL_MAX_BYTES = 1024
+SOURCE_URL_MAX_BYTES = limits.WECHAT_SOURCE_URL_MAX_BYTES
 UPLOADIMG_LIMIT = 1024 * 1024  # in-article images: jpg/png under 1 MB
 MATERIAL_LIMIT = 10 * 1024 * 1024  # permanent image material: under 10 MB
 
@@ -251,22 +210,21 @@ class WeChatTransport(Transport):
         secret = ctx.settings.secret("wechat", "app_secret_env")
         client = WeChatClient(app_id=app_id, secret=secret, ledger=ctx.ledger, api_base=cfg["api_base"],
                               token_mode=cfg["token_mode"])
-        ledger = ctx.ledger
-        ledger.ensure(UPLOAD_SCHEMA)
+        store = WeChatStore(ctx.ledger)
 
         # 2. uploads (each content hash once per account)
         body = rendition.body
         uploaded = cached = 0
         total = len(inline) + 1
         for done, prep in enumerate(inline, 1):
-            url, fresh = self._upload(client, ledger, app_id, prep, "uploadimg")
+            url, fresh = self._upload(client, store, app_id, prep, "uploadimg")
             uploaded, cached = uploaded + fresh, cached + (not fresh)
             body, count = replace_ref(body, prep.image.ref, url)
             if count == 0:
                 notes.append(f"image {prep.image.ref} is not referenced in the body")
             if ctx.progress:
                 ctx.progress(done, total)
-        thumb_media_id, fresh = self._upload(client, ledger, app_id, cover, "material")
+        thumb_media_id, fresh = self._upload(client, store, app_id, cover, "material")
         uploaded, cached = uploaded + fresh, cached + (not fresh)
         if ctx.progress:
             ctx.progress(total, total)
@@ -281,12 +239,12 @@ class WeChatTransport(Transport):
 
         # 3. reconcile what an interrupted push left, then the draft
         issue = rendition.issue
-        state = self._reconcile(client, ledger, app_id, issue, article, cfg, notes)
+        state = self._reconcile(client, store, app_id, issue, article, cfg, notes)
         base = {"thumb_media_id": thumb_media_id, "images_uploaded": uploaded, "images_cached": cached,
                 "title": article["title"], "content_chars": len(body), "notes": notes}
         if state["publish_id"] and state["publish_status"] not in PUBLISH_FAILED and not new_draft:
             # submitted before: poll that publish, never submit again
-            return self._finish_publish(client, ledger, app_id, issue, state["media_id"], state["publish_id"],
+            return self._finish_publish(client, store, app_id, issue, state["media_id"], state["publish_id"],
                                         state["publish_status"], state["article_url"], cfg, base,
                                         "the issue was already submitted for publishing")
         action = "added"
@@ -300,37 +258,37 @@ class WeChatTransport(Transport):
                     raise
                 found = self._find_published(client, article)
                 if found is not None:  # published (e.g. by hand in the MP console): not replaced
-                    self._record_publish(ledger, app_id, issue, found[0], 0, found[1])
+                    store.record_publish(app_id, issue, found[0], 0, found[1])
                     notes.append(f"draft {media_id} was published on the platform: {found[1]}")
                     return PushResult(remote_id=media_id, url=found[1],
                                       details={**base, "media_id": media_id, "publish_id": found[0],
                                                "publish_status": 0, "article_url": found[1]},
                                       summary=f"already published: {found[1]}")
                 notes.append(f"draft {media_id} no longer exists on the platform (deleted); created a new one")
-                media_id = self._add_draft(client, ledger, app_id, issue, article)
+                media_id = self._add_draft(client, store, app_id, issue, article)
         else:
-            media_id = self._add_draft(client, ledger, app_id, issue, article)
+            media_id = self._add_draft(client, store, app_id, issue, article)
         details: dict[str, Any] = {"media_id": media_id, "draft": action, **base}
         summary = f"draft {action} (media_id {media_id}); {uploaded} image(s) uploaded, {cached} from cache"
         if not publish:
             return PushResult(remote_id=media_id, details=details, summary=summary)
 
         # 4. publish: the intent first, then the submit, then its publish_id (one transaction)
-        self._intent(ledger, app_id, issue, "publish_submit", media_id)
+        store.intend(app_id, issue, "publish_submit", media_id)
         publish_id = client.publish_submit(media_id)
         checkpoint("wechat:after-submit")
-        self._record_publish(ledger, app_id, issue, publish_id, None, None, clear="publish_submit")
-        return self._finish_publish(client, ledger, app_id, issue, media_id, publish_id, None, None, cfg,
+        store.record_publish(app_id, issue, publish_id, None, None, clear="publish_submit")
+        return self._finish_publish(client, store, app_id, issue, media_id, publish_id, None, None, cfg,
                                     {**details, "draft": action}, summary)
 
-    def _finish_publish(self, client, ledger, app_id, issue, media_id, publish_id, status, article_url,
+    def _finish_publish(self, client, store, app_id, issue, media_id, publish_id, status, article_url,
                         cfg, details, summary) -> PushResult:
         details = {**details, "media_id": media_id, "publish_id": publish_id}
         if status != 0:
             answer = self._poll(client, publish_id, float(cfg["publish_poll_seconds"]))
             status = int(answer.get("publish_status", -1))
             article_url = _article_url(answer)
-            self._record_publish(ledger, app_id, issue, publish_id, status, article_url)
+            store.record_publish(app_id, issue, publish_id, status, article_url)
         details["publish_status"] = status
         if status == 1:
             raise TransportError(
@@ -350,76 +308,44 @@ class WeChatTransport(Transport):
 
     # -- intents and reconciliation --------------------------------------------------------------
 
-    @staticmethod
-    def _intent(ledger: Ledger, app_id: str, issue: str, step: str, media_id: str | None) -> None:
-        with ledger.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO wechat_intents (app_id, issue, step, media_id, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (app_id, issue, step, media_id, now_iso()))
-
-    def _add_draft(self, client: WeChatClient, ledger: Ledger, app_id: str, issue: str,
+    def _add_draft(self, client: WeChatClient, store: WeChatStore, app_id: str, issue: str,
                    article: dict[str, Any]) -> str:
-        self._intent(ledger, app_id, issue, "draft_add", None)
+        store.intend(app_id, issue, "draft_add", None)
         media_id = client.draft_add(article)
         checkpoint("wechat:after-draft-add")
-        self._record_draft(ledger, app_id, issue, media_id)
+        store.record_draft(app_id, issue, media_id)
         return media_id
 
-    @staticmethod
-    def _record_draft(ledger: Ledger, app_id: str, issue: str, media_id: str) -> None:
-        now = now_iso()
-        with ledger.transaction() as conn:
-            conn.execute(
-                """INSERT INTO wechat_drafts (app_id, issue, media_id, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (app_id, issue) DO UPDATE SET media_id = excluded.media_id,
-                     publish_id = CASE WHEN wechat_drafts.media_id = excluded.media_id
-                                       THEN wechat_drafts.publish_id END,
-                     publish_status = CASE WHEN wechat_drafts.media_id = excluded.media_id
-                                       THEN wechat_drafts.publish_status END,
-                     updated_at = excluded.updated_at""",
-                (app_id, issue, media_id, now, now),
-            )
-            conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = 'draft_add'",
-                         (app_id, issue))
-
-    def _reconcile(self, client: WeChatClient, ledger: Ledger, app_id: str, issue: str,
+    def _reconcile(self, client: WeChatClient, store: WeChatStore, app_id: str, issue: str,
                    article: dict[str, Any], cfg, notes: list[str]) -> dict[str, Any]:
         """The issue's draft and publish as the platform has them, after an interrupted push."""
-        conn = ledger.connect()
-        intents = {r["step"]: r for r in conn.execute(
-            "SELECT step, media_id FROM wechat_intents WHERE app_id = ? AND issue = ?", (app_id, issue))}
+        intents = store.intents(app_id, issue)
         if "draft_add" in intents:
             media_id = self._find_draft(client, article)
             if media_id is not None:
                 notes.append(f"found draft {media_id} added by an interrupted push; not adding another")
-                self._record_draft(ledger, app_id, issue, media_id)
+                store.record_draft(app_id, issue, media_id)
             else:
                 found = self._find_published(client, article)
                 if found is not None:
-                    self._record_draft(ledger, app_id, issue, found[2])
-                    self._record_publish(ledger, app_id, issue, found[0], 0, found[1])
+                    store.record_draft(app_id, issue, found[2])
+                    store.record_publish(app_id, issue, found[0], 0, found[1])
                     notes.append(f"the draft of an interrupted push was already published: {found[1]}")
                 else:
-                    with ledger.transaction() as c:  # draft/add never took effect
-                        c.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? "
-                                  "AND step = 'draft_add'", (app_id, issue))
+                    store.drop_intent(app_id, issue, "draft_add")  # draft/add never took effect
         if "publish_submit" in intents:
-            self._reconcile_submit(client, ledger, app_id, issue, article, intents["publish_submit"]["media_id"],
+            self._reconcile_submit(client, store, app_id, issue, article, intents["publish_submit"]["media_id"],
                                    float(cfg["publish_poll_seconds"]), notes)
-        row = conn.execute("SELECT media_id, publish_id, publish_status, article_url FROM wechat_drafts "
-                           "WHERE app_id = ? AND issue = ?", (app_id, issue)).fetchone()
-        if row is None:
-            return {"media_id": None, "publish_id": None, "publish_status": None, "article_url": None}
-        return dict(row)
+        return store.draft(app_id, issue)
 
-    def _reconcile_submit(self, client, ledger, app_id, issue, article, media_id, budget, notes) -> None:
+    def _reconcile_submit(self, client, store, app_id, issue, article, media_id, budget, notes) -> None:
         """A submit was started and its publish_id never recorded: did it take effect?"""
         deadline = self.clock() + budget
         delay = self.poll_first
         while True:
             found = self._find_published(client, article)
             if found is not None:
-                self._record_publish(ledger, app_id, issue, found[0], 0, found[1], clear="publish_submit")
+                store.record_publish(app_id, issue, found[0], 0, found[1], clear="publish_submit")
                 notes.append(f"the publish submitted by an interrupted push succeeded: {found[1]}")
                 return
             if not self._draft_exists(client, media_id):
@@ -433,9 +359,7 @@ class WeChatTransport(Transport):
             delay = min(delay * self.poll_factor, self.poll_max)
         # the draft is still in the box and nothing was published within the poll budget: the
         # submit never took effect
-        with ledger.transaction() as conn:
-            conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = 'publish_submit'",
-                         (app_id, issue))
+        store.drop_intent(app_id, issue, "publish_submit")
         notes.append(f"the submit of an interrupted push did not take effect within {budget:.0f} s; submitting again")
 
     @staticmethod
@@ -524,36 +448,26 @@ class WeChatTransport(Transport):
             "rendition has none (no cover, no QR code): set `cover:` in the issue or [wechat] default_cover"
         )
 
-    def _upload(self, client: WeChatClient, ledger: Ledger, app_id: str, prep: Prepared,
+    def _upload(self, client: WeChatClient, store: WeChatStore, app_id: str, prep: Prepared,
                 kind: str) -> tuple[str, bool]:
         """(url or media_id, whether it was uploaded now) — from the cache when already sent."""
         if prep.cached_url:
             return prep.cached_url, False
-        result = self._upload_bytes(client, ledger, app_id, prep, kind)
+        result = self._upload_bytes(client, store, app_id, prep, kind)
         if prep.source_url:
-            with ledger.transaction() as conn:
-                conn.execute("INSERT OR REPLACE INTO wechat_remote_images (app_id, url, sha256, created_at) "
-                             "VALUES (?, ?, ?, ?)", (app_id, prep.source_url, prep.sha256, now_iso()))
+            store.put_remote(app_id, prep.source_url, prep.sha256)
         return result
 
-    def _upload_bytes(self, client: WeChatClient, ledger: Ledger, app_id: str, prep: Prepared,
+    def _upload_bytes(self, client: WeChatClient, store: WeChatStore, app_id: str, prep: Prepared,
                       kind: str) -> tuple[str, bool]:
-        row = ledger.connect().execute(
-            "SELECT url, media_id FROM wechat_uploads WHERE app_id = ? AND sha256 = ? AND kind = ?",
-            (app_id, prep.sha256, kind),
-        ).fetchone()
+        row = store.upload(app_id, prep.sha256, kind)
         if row is not None:
             return (row["url"] if kind == "uploadimg" else row["media_id"]), False
         if kind == "uploadimg":
             url, media_id = client.upload_image(prep.data, prep.filename, prep.media_type), None
         else:
             media_id, url = client.add_material(prep.data, prep.filename, prep.media_type)
-        with ledger.transaction() as conn:
-            conn.execute(
-                """INSERT OR REPLACE INTO wechat_uploads (app_id, sha256, kind, url, media_id, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                (app_id, prep.sha256, kind, url, media_id, now_iso()),
-            )
+        store.put_upload(app_id, prep.sha256, kind, url, media_id)
         return (url if kind == "uploadimg" else media_id), True
 
     @classmethod
@@ -566,16 +480,7 @@ class WeChatTransport(Transport):
         remote: dict[str, str] = {}
         path = settings.path("paths", "ledger")
         if path is not None and path.is_file():
-            import sqlite3
-
-            ledger = Ledger(path)
-            try:
-                rows = ledger.connect().execute(
-                    "SELECT sha256, url FROM wechat_uploads WHERE app_id = ? AND kind = 'uploadimg'", (app_id,))
-                by_hash = {row["sha256"]: row["url"] for row in rows}
-                remote = remote_uploads(ledger, app_id)
-            except sqlite3.OperationalError:  # nothing pushed to WeChat with this ledger yet
-                pass
+            by_hash, remote = WeChatStore(Ledger(path), create=False).image_urls(app_id)
         missing = []
         for image in rendition.images:
             if image.role not in ("inline", "qr"):
@@ -610,8 +515,7 @@ class WeChatTransport(Transport):
         urls = [u for u in urls if re.match(r"https?://", u, re.I) and not _WECHAT_HOSTED.match(u)]
         if not urls:
             return []
-        ctx.ledger.ensure(UPLOAD_SCHEMA + REMOTE_SCHEMA)
-        known = remote_uploads(ctx.ledger, cfg["app_id"])
+        known = WeChatStore(ctx.ledger).remote_uploads(cfg["app_id"])
         out = []
         for url in urls:
             image = LocalImage(ref=url, role="inline")
@@ -646,19 +550,6 @@ class WeChatTransport(Transport):
                 return answer
             delay = min(delay * self.poll_factor, self.poll_max)
 
-    @staticmethod
-    def _record_publish(ledger: Ledger, app_id: str, issue: str, publish_id: str, status: int | None,
-                        url: str | None, *, clear: str | None = None) -> None:
-        with ledger.transaction() as conn:
-            conn.execute(
-                """UPDATE wechat_drafts SET publish_id = ?, publish_status = ?, article_url = ?,
-                   updated_at = ? WHERE app_id = ? AND issue = ?""",
-                (publish_id, status, url, now_iso(), app_id, issue),
-            )
-            if clear:
-                conn.execute("DELETE FROM wechat_intents WHERE app_id = ? AND issue = ? AND step = ?",
-                             (app_id, issue, clear))
-
 
 def _article_url(answer: dict) -> str | None:
     detail = answer.get("article_detail") or {}
@@ -669,15 +560,6 @@ def _article_url(answer: dict) -> str | None:
 
 
 _WECHAT_HOSTED = re.compile(r"https?://mmbiz\.q(?:pic|logo)\.cn/", re.I)
-
-
-def remote_uploads(ledger: Ledger, app_id: str) -> dict[str, str]:
-    """Remote image URL -> the mmbiz URL its content was uploaded as (this account)."""
-    rows = ledger.connect().execute(
-        """SELECT r.url, u.url AS uploaded FROM wechat_remote_images r JOIN wechat_uploads u
-           ON u.app_id = r.app_id AND u.sha256 = r.sha256 AND u.kind = 'uploadimg'
-           WHERE r.app_id = ?""", (app_id,)).fetchall()
-    return {row["url"]: row["uploaded"] for row in rows}
 
 
 def _source_line(issue, needle: str) -> tuple[str | None, int | None]:

@@ -1,0 +1,255 @@
+"""The subscribers store: its own SQLite database ([email] subscribers_db).
+
+Tables `subscribers` (state pending / active / unsubscribed / bounced), `consent` (every
+request and its confirmation) and `suppressions` (hashes of erased addresses). The rules are
+described in publisher/subscribers.py; this module holds their SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from publisher.errors import PublisherError
+from publisher.stores.base import SQLiteStore, now_iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscribers (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name        TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL DEFAULT 'active'
+                CHECK (state IN ('pending', 'active', 'unsubscribed', 'bounced')),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
+CREATE TABLE IF NOT EXISTS consent (
+    email         TEXT NOT NULL COLLATE NOCASE,
+    source        TEXT NOT NULL CHECK (source IN ('form', 'import', 'api')),
+    ip            TEXT NOT NULL DEFAULT '',
+    requested_at  TEXT NOT NULL,
+    confirmed_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
+CREATE TABLE IF NOT EXISTS suppressions (
+    hash        TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+STATES = ("pending", "active", "unsubscribed", "bounced")
+
+
+class SubscriberError(PublisherError):
+    """A subscriber file or command could not be processed."""
+
+
+def address_hash(email: str) -> str:
+    """The one trace `forget` keeps: SHA-256 of the lowercased address (a pseudonym, not a secret:
+    whoever already knows an address can recognise it, nobody can read one out of it)."""
+    return hashlib.sha256(b"publisher-suppression\0" + email.strip().lower().encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    tags: str
+    state: str
+
+
+class SubscriberDB(SQLiteStore):
+    """The subscribers database; one connection per thread."""
+
+    schema = SCHEMA
+
+    def ensure(self, schema_sql: str) -> None:
+        conn = self.connect()
+        old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
+        if old and "'pending'" not in old[0]:  # a database from before double opt-in: widen the CHECK
+            conn.executescript("""BEGIN IMMEDIATE;
+                ALTER TABLE subscribers RENAME TO subscribers_old;
+                DROP INDEX IF EXISTS subscribers_state;""" + SCHEMA + """
+                INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at
+                  FROM subscribers_old;
+                DROP TABLE subscribers_old;
+                COMMIT;""")
+        super().ensure(schema_sql)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def add_many(self, rows: list[tuple[str, str, str]], *, source: str = "import", ip: str = "") -> set[str]:
+        """Insert or update (email, name, tags) as active; an existing subscriber keeps its state.
+        Addresses in `suppressions` (forgotten) are not added: they are returned."""
+        now = now_iso()
+        conn = self.connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            hashes = {address_hash(e): e for e, _, _ in rows}
+            suppressed: set[str] = set()
+            keys = list(hashes)
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                for (h,) in conn.execute(
+                        f"SELECT hash FROM suppressions WHERE hash IN ({','.join('?' * len(part))})", part):
+                    suppressed.add(hashes[h])
+            keep = [(e, n, t) for e, n, t in rows if e not in suppressed]
+            conn.executemany(
+                """INSERT INTO subscribers (email, name, tags, state, created_at, updated_at)
+                   VALUES (?, ?, ?, 'active', ?, ?)
+                   ON CONFLICT (email) DO UPDATE SET name = excluded.name, tags = excluded.tags,
+                     updated_at = excluded.updated_at""",
+                [(e, n, t, now, now) for e, n, t in keep],
+            )
+            conn.executemany(
+                """INSERT INTO consent (email, source, ip, requested_at, confirmed_at)
+                   SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
+                [(e, source, ip, now, e) for e, _, _ in keep],
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return suppressed
+
+    def request(self, email: str, ip: str) -> bool:
+        """A subscription asked for through the form: a new address becomes `pending`, every
+        request is recorded in `consent`. True when a confirmation email should be sent (the
+        address is not already active)."""
+        now = now_iso()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
+            if row is not None and row[0] == "active":
+                return False
+            if row is None:
+                conn.execute("INSERT INTO subscribers (email, state, created_at, updated_at) "
+                             "VALUES (?, 'pending', ?, ?)", (email, now, now))
+            conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
+                         (email, ip, now))
+        return True
+
+    def confirm(self, email: str, ip: str) -> bool:
+        """The subscriber followed the confirmation link and pressed the button: `active`.
+        True when the address exists (a forgotten address is not brought back by an old link)."""
+        now = now_iso()
+        with self.transaction() as conn:
+            if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
+                            (now, email)).rowcount == 0:
+                return False
+            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
+                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
+            if last is None:
+                conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
+                             "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
+            else:
+                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
+            conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
+        return True
+
+    def forget(self, email: str) -> bool:
+        """Erase the person: the row and the consent records go (overwritten on disk), a hash of
+        the address stays in `suppressions`. True when there was anything to erase."""
+        conn = self.connect()
+        conn.execute("PRAGMA secure_delete = ON")
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
+            n += c.execute("DELETE FROM consent WHERE email = ?", (email,)).rowcount
+            c.execute("INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?)",
+                      (address_hash(email), now_iso()))
+        scrub(conn)
+        return n > 0
+
+    def consents(self, email: str) -> list[sqlite3.Row]:
+        return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
+                                      "WHERE email = ? ORDER BY rowid", (email,)).fetchall()
+
+    def is_suppressed(self, email: str) -> bool:
+        return self.connect().execute("SELECT 1 FROM suppressions WHERE hash = ?",
+                                      (address_hash(email),)).fetchone() is not None
+
+    def set_state(self, email: str, state: str, *, only_from: tuple[str, ...] = ()) -> bool:
+        """Change a subscriber's state; True when a row changed."""
+        if state not in STATES:
+            raise ValueError(state)
+        sql = "UPDATE subscribers SET state = ?, updated_at = ? WHERE email = ?"
+        args: list = [state, now_iso(), email]
+        if only_from:
+            sql += f" AND state IN ({','.join('?' * len(only_from))})"
+            args += list(only_from)
+        cur = self.connect().execute(sql, args)
+        return cur.rowcount > 0
+
+    def delete(self, email: str) -> bool:
+        return self.connect().execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, email: str) -> Subscriber | None:
+        row = self.connect().execute("SELECT * FROM subscribers WHERE email = ?", (email,)).fetchone()
+        return _sub(row) if row else None
+
+    def count(self, state: str | None = "active") -> int:
+        if state is None:
+            return self.connect().execute("SELECT COUNT(*) FROM subscribers").fetchone()[0]
+        return self.connect().execute("SELECT COUNT(*) FROM subscribers WHERE state = ?", (state,)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for row in self.connect().execute("SELECT state, COUNT(*) FROM subscribers GROUP BY state"):
+            out[row[0]] = row[1]
+        return out
+
+    def iter_pages(self, state: str | None = "active", page: int = 1000) -> Iterator[list[Subscriber]]:
+        """Subscribers in id order, one page (a short query) at a time."""
+        last = 0
+        conn = self.connect()
+        where = "state = ? AND " if state else ""
+        while True:
+            args = ([state] if state else []) + [last, page]
+            rows = conn.execute(
+                f"SELECT id, email, name, tags, state FROM subscribers WHERE {where}id > ? ORDER BY id LIMIT ?",
+                args,
+            ).fetchall()
+            if not rows:
+                return
+            yield [_sub(r) for r in rows]
+            last = rows[-1]["id"]
+
+    def iter(self, state: str | None = "active", page: int = 1000) -> Iterator[Subscriber]:
+        for batch in self.iter_pages(state, page):
+            yield from batch
+
+    def email_of(self, sub_id: int) -> str | None:
+        """The address of subscriber `sub_id` (a VERP bounce names the id), None when gone."""
+        row = self.connect().execute("SELECT email FROM subscribers WHERE id = ?", (sub_id,)).fetchone()
+        return row[0] if row is not None else None
+
+    def times(self, sub_id: int) -> tuple[str, str]:
+        """(created_at, updated_at) of subscriber `sub_id`."""
+        row = self.connect().execute("SELECT created_at, updated_at FROM subscribers WHERE id = ?",
+                                     (sub_id,)).fetchone()
+        return row[0], row[1]
+
+    def is_active(self, email: str) -> bool:
+        row = self.connect().execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
+        return bool(row) and row[0] == "active"
+
+
+def scrub(conn: sqlite3.Connection) -> None:
+    """After a secure delete: rewrite the file (no stale copies in free space) and empty the WAL."""
+    conn.execute("VACUUM")
+    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    if busy:
+        raise SubscriberError("the database is in use by another process (publisher serve, a campaign); "
+                              "its write-ahead log may still hold the erased address: stop it and run "
+                              "the command again")
+
+
+def _sub(row: sqlite3.Row) -> Subscriber:
+    return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])
