@@ -34,6 +34,24 @@ from .model import (
     Text,
     plain_text,
 )
+from .patterns import (
+    ARXIV_RE,
+    FENCE_RE,
+    FIELD_RE,
+    FOOTER_RE,
+    ITEM_RE,
+    LEAD_COUNT_RE,
+    LEAD_RE,
+    LINK_NOTE_RE,
+    LIST_LINE_RE,
+    PREFIX_RE,
+    REPO_RE,
+    SOURCE_RE,
+    SUMMARY_RE,
+    TAGLINE_RE,
+    TITLE_DATE_RE,
+    UNCLOSED_LINK_RE,
+)
 from .refs import check_local, check_url, excerpt, is_local
 
 FRONT_MATTER_KEYS = {
@@ -50,27 +68,8 @@ FRONT_MATTER_KEYS = {
     "archived": "true when the issue was published before (imported): 往期回顾 lists it even as a draft",
 }
 
-# Every pattern here is linear on any line (no two adjacent quantifiers can trade characters):
-# a 100,000-character line is read in milliseconds. The title and heading are split by code.
-TITLE_DATE_RE = re.compile(r"[（(]\s*(\d{4}-\d{1,2}-\d{1,2})\s*[)）]")
-ARXIV_RE = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
-PREFIX_RE = re.compile(r"^\[([^\[\]()]+)\](?!\()\s*")
-REPO_RE = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)\s*[:：]\s*(\S.*)$")
-SOURCE_RE = re.compile(r"^(?P<title>.*?\S)\s*[|｜]\s*(?P<source>[^|｜]*\S)\s*$")
 # Front matter is a handful of short keys; a bigger block is a mistake or an attack.
 MAX_FRONT_MATTER = 16 * 1024
-ITEM_RE = re.compile(r"^[-*+]\s+(.*)$")
-SUMMARY_RE = re.compile(r"^摘要\s*[：:]\s*(.*)$")
-FIELD_RE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*(?P<value>\S.*)$")
-LEAD_RE = re.compile(r"^导读\s*[：:]?\s*(.*)$")
-LEAD_COUNT_RE = re.compile(r"本[次期]\s*(\d+)\s*条")
-LIST_LINE_RE = re.compile(r"^\s*(?:[-*+–]|\d+[.)])\s+")
-FENCE_RE = re.compile(r"^\s*(```|~~~)")
-FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
-# The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
-LINK_NOTE_RE = re.compile(r"个别链接打不开|PC端微信链接打不开")
-# a line ending inside a link target: `[text](https://…` whose `)` is on the next line
-UNCLOSED_LINK_RE = re.compile(r"\]\(\s*[^()\s]+\s*$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -273,7 +272,7 @@ class _Reader:
                 else:
                     notes.extend(Quote((Paragraph(self.inline(t, bl), bl),), bl) for bl, t in block if t.strip())
                 continue
-            bold = re.fullmatch(r"\*\*(.+?)\*\*\s*", s)
+            bold = TAGLINE_RE.fullmatch(s)
             if bold and not tagline and not lead and not warmup:
                 tagline = bold.group(1).strip()
                 i += 1
