@@ -44,8 +44,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     lines = text.split("\n")
     warnings: list[Diagnostic] = []
 
-    def warn(line: int, msg: str) -> None:
-        warnings.append(Diagnostic("warning", msg, file, line))
+    def warn(line: int, msg: str, code: str) -> None:
+        warnings.append(Diagnostic("warning", msg, file, line, code))
 
     # (original line number, text) for every line kept
     out: list[tuple[int, str]] = []
@@ -55,7 +55,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             if lines[j].strip() == "---":
                 extra = [ln for ln in lines[1:j] if ln.strip() and not ln.strip().startswith("layout:")]
                 if extra:
-                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}")
+                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}",
+                         "jekyll-front-matter")
                 i = j + 1
                 break
 
@@ -79,7 +80,7 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             if m:
                 title = s[hashes:].strip()
                 if hashes != 1:
-                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'")
+                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'", "title-hashes")
                 date = m.group(1)
                 y, mo, d = (int(p) for p in date.split("-"))
                 date = f"{y:04d}-{mo:02d}-{d:02d}"
@@ -91,17 +92,17 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             continue  # the link note (阅读原文; in 2019 「PC端微信链接打不开」) is a channel convention
         fm = FONT_NOTE_RE.match(s)
         if fm:
-            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}")
+            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}", "font-note")
             raw = f"> {fm.group(1).strip()}"
         if EN_DASH_BULLET_RE.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
-            warn(ln, "'–' used as a list bullet; written as '-'")
+            warn(ln, "'–' used as a list bullet; written as '-'", "en-dash-bullet")
             raw = EN_DASH_BULLET_RE.sub(lambda m: m.group(1) + "- ", raw)
         sm = SUMMARY_NO_COLON_RE.match(raw)
         if sm:
-            warn(ln, "'摘要' without a colon; written as '摘要：'")
+            warn(ln, "'摘要' without a colon; written as '摘要：'", "summary-colon")
             raw = f"{sm.group(1)}摘要：{sm.group(2)}"
         if EMPTY_LINK_RE.search(raw):
-            warn(ln, "empty link target '[…]()': the text is kept without a link")
+            warn(ln, "empty link target '[…]()': the text is kept without a link", "empty-link")
             raw = EMPTY_LINK_RE.sub(lambda m: m.group(1), raw)
         out.append((ln, raw))
         if HARD_BREAK_RE.search(lines[k]):
@@ -109,7 +110,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
 
     if date is None:
         raise SourceError(
-            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1
+            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1,
+            code="not-an-issue",
         )
 
     out = _join_soft_breaks(out, hard)
@@ -128,10 +130,10 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     no_lead = not any(re.match(r"^>\s*导读", raw.strip()) for _, raw in body)
     status = "draft" if empty_lead or no_lead else "ready"
     if empty_lead:
-        warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft")
+        warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft", "empty-lead")
     elif no_lead:
         title_ln = next((ln for ln, raw in body if raw.startswith("# ")), 1)
-        warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)")
+        warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)", "no-lead")
     # published in the archive: later issues list it in 往期回顾 even while it is a draft here
     header = ["---", f"date: {date}", f"status: {status}", "archived: true", *license_lines, "---", ""]
     canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
@@ -141,11 +143,11 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
         read = parse_issue(canonical, file)
     except SourceError as exc:
         line = origin[exc.line - 1] if exc.line and exc.line <= len(origin) else exc.line
-        raise SourceError(exc.message, file=file, line=line) from None
+        raise SourceError(exc.message, file=file, line=line, code=exc.code) from None
     # warnings from the reader point at lines of the canonical text: map them back
     for d in read.warnings:
         line = origin[d.line - 1] if d.line and d.line <= len(origin) else d.line
-        warnings.append(Diagnostic(d.level, d.message, file, line))
+        warnings.append(Diagnostic(d.level, d.message, file, line, d.code))
     warnings.sort(key=lambda d: d.line or 0)
     return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
 
@@ -162,7 +164,8 @@ def _license(lines: list[str], file: str, warn) -> list[str]:
     for k, raw in enumerate(lines):
         m = LICENSE_RE.search(raw)
         if m and m.group("url") != DEFAULT_LICENSE_URL:
-            warn(k + 1, f"this issue was published under {m.group('name')}: kept as its license in the front matter")
+            warn(k + 1, f"this issue was published under {m.group('name')}: kept as its license in the front matter",
+                 "license")
             return ["license:", f"  name: {m.group('name')}", f"  url: {m.group('url')}",
                     f"  badge: {m.group('badge')}"]
     return []
