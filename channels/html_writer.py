@@ -1,7 +1,8 @@
 """The model → HTML visitor the HTML channels share (WeChat, email).
 
-One class walks every inline and block node of `publisher.model` and dispatches on the node's
-type; a node type it does not know raises `UnknownNodeError` instead of being dropped. What
+One class walks every inline and block node of `publisher.model`, dispatching each to its
+`visit_<NodeClass>` method (channels/visitor.py); a node type it does not know raises
+`UnknownNodeError` instead of being dropped. What
 differs between channels is a parameter, not a copy of the walk:
 
 - `styles`: tag → inline CSS. WeChat keeps only inline `style` attributes, so it passes a
@@ -31,9 +32,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from markupsafe import Markup, escape
-from publisher.channels.base import LocalImage
+from publisher.channels.base import Channel, LocalImage, Rendition
+from publisher.channels.visitor import NodeVisitor
 
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (
@@ -52,6 +55,7 @@ from publisher.model import (
     ListItem,
     Paragraph,
     Quote,
+    Section,
     SoftBreak,
     Strikethrough,
     Strong,
@@ -60,10 +64,6 @@ from publisher.model import (
 )
 from publisher.refs import is_remote  # noqa: F401 (the HTML channels import it from here)
 from publisher.settings import Settings
-
-
-class UnknownNodeError(TypeError):
-    """A node type the HTML writer has no rule for: a programming error, never dropped silently."""
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _attr(value: str) -> str:
     return str(escape(value))
 
 
-class HtmlWriter:
+class HtmlWriter(NodeVisitor):
     def __init__(
         self,
         *,
@@ -114,23 +114,6 @@ class HtmlWriter:
         self.image_src = image_src
         self.ref_format = ref_format
         self.highlight = highlight  # a Pygments style name; "" = code stays monochrome
-        self._inline_rules: dict[type, Callable[[object], str]] = {
-            Text: self.text,
-            Code: self.code,
-            Strong: self.strong,
-            Emphasis: self.emphasis,
-            Strikethrough: self.strikethrough,
-            Link: self.link,
-            Image: self.image,
-            LineBreak: self.line_break,
-            SoftBreak: self.soft_break,
-        }
-        self._block_rules: dict[type, Callable[[object, int], str]] = {
-            Paragraph: self.paragraph,
-            ListBlock: self.list_block,
-            CodeBlock: self.code_block,
-            Quote: self.quote,
-        }
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -149,30 +132,27 @@ class HtmlWriter:
     # -- inlines ---------------------------------------------------------------------------
 
     def inline(self, node: object) -> str:
-        rule = self._inline_rules.get(type(node))
-        if rule is None:
-            raise UnknownNodeError(f"HTML writer: unknown inline node type {type(node).__name__}")
-        return rule(node)
+        return self.dispatch(node)
 
     def inlines(self, nodes: Iterable[Inline]) -> str:
         return "".join(self.inline(n) for n in nodes)
 
-    def text(self, node: Text) -> str:
+    def visit_Text(self, node: Text) -> str:
         return str(escape(node.text))
 
-    def code(self, node: Code) -> str:
+    def visit_Code(self, node: Code) -> str:
         return self.open("code") + str(escape(node.text)) + "</code>"
 
-    def strong(self, node: Strong) -> str:
+    def visit_Strong(self, node: Strong) -> str:
         return self.open("strong") + self.inlines(node.children) + "</strong>"
 
-    def emphasis(self, node: Emphasis) -> str:
+    def visit_Emphasis(self, node: Emphasis) -> str:
         return self.open("em") + self.inlines(node.children) + "</em>"
 
-    def strikethrough(self, node: Strikethrough) -> str:
+    def visit_Strikethrough(self, node: Strikethrough) -> str:
         return self.open("del") + self.inlines(node.children) + "</del>"
 
-    def link(self, node: Link) -> str:
+    def visit_Link(self, node: Link) -> str:
         inner = self.inlines(node.children)
         url = node.url
         if not url:
@@ -188,7 +168,7 @@ class HtmlWriter:
         style_attr = f' style="{_attr(style)}"' if style else ""
         return f'<a href="{_attr(url)}"{title}{style_attr}>{inner}</a>'
 
-    def image(self, node: Image) -> str:
+    def visit_Image(self, node: Image) -> str:
         src = self.image_src(node)
         if src is None:
             # an image the platform cannot show (e.g. an external URL on WeChat): a reference
@@ -201,19 +181,16 @@ class HtmlWriter:
         style_attr = f' style="{_attr(style)}"' if style else ""
         return f'<img src="{_attr(src)}" alt="{_attr(node.alt)}"{title}{style_attr}>'
 
-    def line_break(self, node: LineBreak) -> str:
+    def visit_LineBreak(self, node: LineBreak) -> str:
         return "<br>"
 
-    def soft_break(self, node: SoftBreak) -> str:
+    def visit_SoftBreak(self, node: SoftBreak) -> str:
         return "\n"
 
     # -- blocks ----------------------------------------------------------------------------
 
     def block(self, node: object, depth: int = 0) -> str:
-        rule = self._block_rules.get(type(node))
-        if rule is None:
-            raise UnknownNodeError(f"HTML writer: unknown block node type {type(node).__name__}")
-        return rule(node, depth)
+        return self.dispatch(node, depth)
 
     def blocks(self, nodes: Iterable[object], depth: int = 0) -> str:
         return "".join(self.block(n, depth) for n in nodes)
@@ -224,10 +201,10 @@ class HtmlWriter:
     def html(fragment: str) -> Markup:
         return Markup(fragment)
 
-    def paragraph(self, node: Paragraph, depth: int = 0) -> str:
+    def visit_Paragraph(self, node: Paragraph, depth: int = 0) -> str:
         return self.open("p") + self.inlines(node.children) + "</p>"
 
-    def list_block(self, node: ListBlock, depth: int = 0) -> str:
+    def visit_ListBlock(self, node: ListBlock, depth: int = 0) -> str:
         if self.max_list_depth is not None and depth >= self.max_list_depth:
             # too deep for the platform: flatten into the enclosing item, content kept
             return self._flattened(node)
@@ -241,8 +218,7 @@ class HtmlWriter:
         return "".join(out)
 
     def list_item(self, node: ListItem, depth: int) -> str:
-        if not isinstance(node, ListItem):
-            raise UnknownNodeError(f"HTML writer: unknown list item node type {type(node).__name__}")
+        self.expect(node, ListItem)
         # a list item holding one paragraph is written tight, without <p>
         if len(node.blocks) >= 1 and isinstance(node.blocks[0], Paragraph):
             head = str(self.inlines(node.blocks[0].children))
@@ -267,7 +243,7 @@ class HtmlWriter:
             lines.append(str(escape(marker)) + "<br>".join(p for p in parts if p))
         return "<br>" + "<br>".join(lines)
 
-    def code_block(self, node: CodeBlock, depth: int = 0) -> str:
+    def visit_CodeBlock(self, node: CodeBlock, depth: int = 0) -> str:
         lines = code_runs(node, self.highlight)
         if self.preserve_code:
             inner = "<br>".join(_preserved_line(runs) for runs in lines)
@@ -275,19 +251,17 @@ class HtmlWriter:
             inner = "\n".join("".join(_span(style, text, str(escape(text))) for style, text in runs) for runs in lines)
         return self.open("pre") + "<code>" + inner + "</code></pre>"
 
-    def quote(self, node: Quote, depth: int = 0) -> str:
+    def visit_Quote(self, node: Quote, depth: int = 0) -> str:
         return self.open("blockquote") + self.blocks(node.blocks, depth) + "</blockquote>"
 
     # -- issue parts -------------------------------------------------------------------------
 
     def brief(self, node: Brief) -> Markup:
-        if not isinstance(node, Brief):
-            raise UnknownNodeError(f"HTML writer: expected a Brief, got {type(node).__name__}")
+        self.expect(node, Brief)
         return Markup(self.inlines(node.content))
 
     def field(self, node: Field) -> Markup:
-        if not isinstance(node, Field):
-            raise UnknownNodeError(f"HTML writer: expected a Field, got {type(node).__name__}")
+        self.expect(node, Field)
         return Markup(self.inlines(node.value))
 
     def item_prefix(self, item: Item) -> str:
@@ -305,12 +279,88 @@ class HtmlWriter:
                 *((Text(f" | {item.source}"),) if item.source else ()),
             )
         if item.url:
-            head += self.link(Link(item.url, title))
+            head += self.visit_Link(Link(item.url, title))
         else:
             head += self.inlines(title)
         if item.extra:
             head += " " + self.inlines(item.extra)
         return Markup(head)
+
+
+# -- the pipeline the HTML channels share --------------------------------------------------------
+
+
+class HtmlChannel(Channel):
+    """One render for the HTML channels (WeChat, email): they differ by hooks, not by copies.
+
+    `render()` collects the issue's local images (and its cover), asks `writer()` for the
+    channel's HtmlWriter, writes the issue's parts in document order (reference numbers follow
+    first use) — the 导读 with its `导读：` prefix, the warm-up briefs, the notes, and each section's
+    note, items (title line, fields, summary with the 摘要 label where the source had it) and
+    closing text — and hands them to `page()`, which lays out the page from the channel's
+    template and returns the Rendition.
+
+    Hooks: `writer(image_src)`, `remote_image(src)` and `local_image_src(src)` (what an image's
+    src becomes), `page(issue, writer, content, images)`.
+    """
+
+    def writer(self, image_src: Callable[[Image], str | None]) -> HtmlWriter:
+        return HtmlWriter(image_src=image_src, highlight=self.settings["code"]["highlight_style"])
+
+    def remote_image(self, src: str) -> str | None:
+        """The src written for an image on another site (None: the image becomes a reference)."""
+        return src
+
+    def local_image_src(self, src: str) -> str:
+        """The src written for an image next to the issue (collected for the transport)."""
+        return src
+
+    def page(self, issue: Issue, writer: HtmlWriter, content: dict[str, Any],
+             images: list[LocalImage]) -> Rendition:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def render(self, issue: Issue) -> Rendition:
+        images: list[LocalImage] = []
+        seen: set[str] = set()
+
+        def image_src(node: Image) -> str | None:
+            if is_remote(node.src):
+                return self.remote_image(node.src)
+            if node.src not in seen:
+                seen.add(node.src)
+                images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
+            return self.local_image_src(node.src)
+
+        w = self.writer(image_src)
+        content = {
+            "lead": Markup(lead_html(w, issue)),
+            "briefs": [w.brief(b) for b in issue.warmup],
+            "notes": Markup(w.blocks(issue.notes)),
+            "sections": [section_html(w, section) for section in issue.sections],
+        }
+        if issue.cover and not is_remote(issue.cover):
+            images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
+        return self.page(issue, w, content, images)
+
+
+def lead_html(w: HtmlWriter, issue: Issue) -> str:
+    """The 导读 as HTML paragraphs, the first one opening with `导读：`."""
+    if not issue.lead:
+        return ""
+    first = issue.lead[0]
+    return w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
+
+
+def section_html(w: HtmlWriter, section: Section) -> dict[str, Any]:
+    """A section's parts as HTML for a page template: name, note, items, closing text (written
+    in that order: reference numbers follow first use)."""
+    note = Markup(w.inlines(section.note))
+    items = [{"title": w.item_title(item),
+              "fields": [(f.label, w.field(f)) for f in item.fields],
+              "summary": Markup(w.blocks(item.labelled_summary("摘要：")))}
+             for item in section.items]
+    return {"name": section.name, "note": note, "items": items,
+            "closing": Markup(w.blocks(section.closing))}
 
 
 # -- helpers the HTML channels share ------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Model nodes → house-style Markdown (and plain text), shared by the Markdown/text channels.
 
-A writer is a visitor: every node type has exactly one method, looked up by type. A node type
-without a method is an error (`UnknownNodeError`), never silently dropped text.
+A writer is a visitor (channels/visitor.py): every node type has exactly one method,
+`visit_<NodeClass>`. A node type without a method is an error (`UnknownNodeError`), never
+silently dropped text.
 
 The writers turn pieces of an issue (inline runs, blocks, briefs, items) into text; the page
 around them — title, headings, link note, footer — is laid out by each channel's templates.
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import html
 import re
+import textwrap
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import jinja2
 from publisher.channels.base import Channel, LocalImage, Rendition, license_of
+from publisher.channels.visitor import NodeVisitor
 
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (
@@ -73,17 +76,7 @@ SUMMARY_LABEL = "摘要"
 COLON = "："
 
 
-class UnknownNodeError(TypeError):
-    """A node type the writer has no method for (a programming error, not a user error)."""
-
-    def __init__(self, writer: object, node: object):
-        super().__init__(
-            f"{type(writer).__name__} cannot write a {type(node).__name__} node; "
-            "add a method for it instead of dropping its text"
-        )
-
-
-class MarkdownWriter:
+class MarkdownWriter(NodeVisitor):
     """House-style Markdown: `- [title | source](url)`, labelled field lines, `摘要：` lines.
 
     `hard_break` ends each line of a multi-line item (fields, summary lines) so Markdown
@@ -94,27 +87,11 @@ class MarkdownWriter:
     hard_break = "  "
     list_indent = "    "
     liquid = False  # Jekyll: code that holds `{{`/`{%` must not reach Liquid either
+    bare_urls = True  # a link written as its own address is written back bare
 
     def __init__(self, image_base: str = "") -> None:
         # where local images are published (for editors that import images from the web only)
         self.image_base = image_base
-        self._inline: dict[type, Callable[[Any], str]] = {
-            Text: self.text,
-            Code: self.code,
-            Strong: self.strong,
-            Emphasis: self.emphasis,
-            Strikethrough: self.strikethrough,
-            Link: self.link,
-            Image: self.image,
-            LineBreak: self.line_break,
-            SoftBreak: self.soft_break,
-        }
-        self._block: dict[type, Callable[[Any], list[str]]] = {
-            Paragraph: self.paragraph,
-            ListBlock: self.list_block,
-            CodeBlock: self.code_block,
-            Quote: self.quote,
-        }
 
     # ---- inlines -----------------------------------------------------------------------
 
@@ -123,20 +100,14 @@ class MarkdownWriter:
         out = []
         for k, node in enumerate(nodes):
             nxt = nodes[k + 1] if k + 1 < len(nodes) else None
-            if bare_url(node) and (nxt is None or isinstance(nxt, SoftBreak | LineBreak)
+            if self.bare_urls and bare_url(node) and (nxt is None or isinstance(nxt, SoftBreak | LineBreak)
                                    or (isinstance(nxt, Text) and nxt.text[:1].isspace())):
                 out.append(node.children[0].text)  # a bare URL stays bare: GitHub links it itself
             else:
-                out.append(self.visit_inline(node))
+                out.append(self.dispatch(node))
         return "".join(out)
 
-    def visit_inline(self, node: object) -> str:
-        method = self._inline.get(type(node))
-        if method is None:
-            raise UnknownNodeError(self, node)
-        return method(node)
-
-    def text(self, node: Text) -> str:
+    def visit_Text(self, node: Text) -> str:
         return escape_text(node.text)
 
     def escape(self, text: str) -> str:
@@ -147,7 +118,7 @@ class MarkdownWriter:
         """A configured URL for a template (also inside an HTML attribute of a footer)."""
         return html.escape(safe_url(url))
 
-    def code(self, node: Code) -> str:
+    def visit_Code(self, node: Code) -> str:
         if self.liquid and _LIQUID_OPEN.search(node.text):
             # a code span is verbatim to Markdown but not to Liquid: write it as HTML with entities
             return "<code>" + html.escape(node.text).replace("{", "&#123;") + "</code>"
@@ -156,29 +127,29 @@ class MarkdownWriter:
         pad = " " if node.text.startswith("`") or node.text.endswith("`") else ""
         return f"{fence}{pad}{node.text}{pad}{fence}"
 
-    def strong(self, node: Strong) -> str:
+    def visit_Strong(self, node: Strong) -> str:
         return f"**{self.inline(node.children)}**"
 
-    def emphasis(self, node: Emphasis) -> str:
+    def visit_Emphasis(self, node: Emphasis) -> str:
         return f"*{self.inline(node.children)}*"
 
-    def strikethrough(self, node: Strikethrough) -> str:
+    def visit_Strikethrough(self, node: Strikethrough) -> str:
         return f"~~{self.inline(node.children)}~~"
 
     def link_title(self, title: str | None) -> str:
         return ' "' + escape_text(title).replace("\\", "\\\\").replace('"', '\\"') + '"' if title else ""
 
-    def link(self, node: Link) -> str:
+    def visit_Link(self, node: Link) -> str:
         return f"[{self.inline(node.children)}]({markdown_url(node.url)}{self.link_title(node.title)})"
 
-    def image(self, node: Image) -> str:
+    def visit_Image(self, node: Image) -> str:
         alt = self.escape_link_text(escape_text(node.alt))
         return f"![{alt}]({markdown_url(public_src(node.src, self.image_base))}{self.link_title(node.title)})"
 
-    def line_break(self, node: LineBreak) -> str:
+    def visit_LineBreak(self, node: LineBreak) -> str:
         return "  \n"
 
-    def soft_break(self, node: SoftBreak) -> str:
+    def visit_SoftBreak(self, node: SoftBreak) -> str:
         return "\n"
 
     # ---- blocks (each returns its lines) -------------------------------------------------
@@ -186,19 +157,13 @@ class MarkdownWriter:
     def blocks(self, blocks: Iterable[Block]) -> list[str]:
         out: list[str] = []
         for block in blocks:
-            out.extend(self.visit_block(block))
+            out.extend(self.dispatch(block))
         return out
 
-    def visit_block(self, node: object) -> list[str]:
-        method = self._block.get(type(node))
-        if method is None:
-            raise UnknownNodeError(self, node)
-        return method(node)
-
-    def paragraph(self, node: Paragraph) -> list[str]:
+    def visit_Paragraph(self, node: Paragraph) -> list[str]:
         return self.inline(node.children).split("\n")
 
-    def list_block(self, node: ListBlock) -> list[str]:
+    def visit_ListBlock(self, node: ListBlock) -> list[str]:
         out: list[str] = []
         for k, item in enumerate(node.items):
             marker = f"{node.start + k}. " if node.ordered else "- "
@@ -208,13 +173,12 @@ class MarkdownWriter:
         return out
 
     def list_item(self, item: ListItem, marker: str) -> list[str]:
-        if not isinstance(item, ListItem):
-            raise UnknownNodeError(self, item)
+        self.expect(item, ListItem)
         lines = self.blocks(item.blocks) or [""]
         pad = " " * len(marker)
         return [marker + lines[0]] + [(pad + ln) if ln.strip() else "" for ln in lines[1:]]
 
-    def code_block(self, node: CodeBlock) -> list[str]:
+    def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         runs = [len(r) for r in re.findall(r"^`{3,}", node.text, re.M)]
         fence = "`" * max(3, max(runs, default=0) + 1)
         info = re.sub(r"[^\w+#.-]", "", node.info)
@@ -229,19 +193,17 @@ class MarkdownWriter:
             lines = ["{% raw %}", *lines, "{% endraw %}"]
         return lines
 
-    def quote(self, node: Quote) -> list[str]:
+    def visit_Quote(self, node: Quote) -> list[str]:
         return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
 
     # ---- issue parts -------------------------------------------------------------------
 
     def brief(self, brief: Brief) -> str:
-        if not isinstance(brief, Brief):
-            raise UnknownNodeError(self, brief)
+        self.expect(brief, Brief)
         return self.inline(brief.content)
 
     def field(self, f: Field) -> str:
-        if not isinstance(f, Field):
-            raise UnknownNodeError(self, f)
+        self.expect(f, Field)
         return f"{self.escape(f.label)}{COLON}{self.inline(f.value)}"
 
     def item_prefixes(self, item: Item) -> str:
@@ -269,7 +231,7 @@ class MarkdownWriter:
         source had it (lists and code indented under the item)."""
         units: list[tuple[list[str], bool]] = []
         for block in item.labelled_summary(SUMMARY_LABEL + COLON):
-            written = self.visit_block(block)
+            written = self.dispatch(block)
             if isinstance(block, ListBlock | CodeBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
             units.append((written, isinstance(block, Paragraph)))
@@ -284,8 +246,7 @@ class MarkdownWriter:
         Each line of the house style (head, field, summary paragraph) ends with `hard_break`
         where the next line would otherwise run on into it; soft breaks inside a paragraph stay
         soft, and code and list lines are written verbatim (no trailing spaces)."""
-        if not isinstance(item, Item):
-            raise UnknownNodeError(self, item)
+        self.expect(item, Item)
         units: list[tuple[list[str], bool]] = [([f"- {self.item_head(item)}"], True)]
         units += [([self.field(f)], True) for f in item.fields]
         units += self.summary_units(item)
@@ -300,7 +261,7 @@ class MarkdownWriter:
 
     def closing(self, blocks: Iterable[Block]) -> str:
         """Free blocks (a section's closing text): blank lines between them."""
-        return "\n\n".join("\n".join(self.visit_block(b)) for b in blocks)
+        return "\n\n".join("\n".join(self.dispatch(b)) for b in blocks)
 
 
 class PlainTextWriter(MarkdownWriter):
@@ -310,7 +271,7 @@ class PlainTextWriter(MarkdownWriter):
     hard_break = ""
     list_indent = "    "
 
-    def text(self, node: Text) -> str:
+    def visit_Text(self, node: Text) -> str:
         return node.text
 
     def escape(self, text: str) -> str:
@@ -319,43 +280,42 @@ class PlainTextWriter(MarkdownWriter):
     def escape_url(self, url: str) -> str:
         return safe_url(url)
 
-    def code(self, node: Code) -> str:
+    def visit_Code(self, node: Code) -> str:
         return node.text
 
-    def strong(self, node: Strong) -> str:
+    def visit_Strong(self, node: Strong) -> str:
         return self.inline(node.children)
 
-    def strikethrough(self, node: Strikethrough) -> str:
+    def visit_Strikethrough(self, node: Strikethrough) -> str:
         return strike_text(self.inline(node.children))
 
-    def emphasis(self, node: Emphasis) -> str:
+    def visit_Emphasis(self, node: Emphasis) -> str:
         return self.inline(node.children)
 
-    def link(self, node: Link) -> str:
+    def visit_Link(self, node: Link) -> str:
         return self.inline(node.children)
 
-    def image(self, node: Image) -> str:
+    def visit_Image(self, node: Image) -> str:
         return node.alt
 
-    def line_break(self, node: LineBreak) -> str:
+    def visit_LineBreak(self, node: LineBreak) -> str:
         return "\n"
 
-    def code_block(self, node: CodeBlock) -> list[str]:
+    def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         return node.text.rstrip("\n").split("\n")
 
-    def quote(self, node: Quote) -> list[str]:
+    def visit_Quote(self, node: Quote) -> list[str]:
         return self.blocks(node.blocks)
 
     def field(self, f: Field) -> str:
-        if not isinstance(f, Field):
-            raise UnknownNodeError(self, f)
+        self.expect(f, Field)
         parts = []
         for node in f.value:
             if isinstance(node, Link):
                 text = self.inline(node.children).strip()
                 parts.append(node.url if not text or text == node.url else f"{text} {node.url}")
             else:
-                parts.append(self.visit_inline(node))
+                parts.append(self.dispatch(node))
         return f"{f.label}{COLON}{''.join(parts)}"
 
     def escape_link_text(self, text: str) -> str:
@@ -363,6 +323,42 @@ class PlainTextWriter(MarkdownWriter):
 
     def item_head(self, item: Item) -> str:
         return self.item_prefixes(item) + item.display_title + self.inline(item.extra)
+
+
+class MailTextWriter(PlainTextWriter):
+    """The text/plain part of an email: plain text that keeps what a reader of a text mail needs
+    to follow it — a link's URL after its text, code in backticks, an image's address, quotes
+    and code blocks marked, list continuation lines indented under their marker."""
+
+    bare_urls = False
+
+    def visit_Code(self, node: Code) -> str:
+        return f"`{node.text}`"
+
+    def visit_Link(self, node: Link) -> str:
+        text = self.inline(node.children)
+        if not node.url or text.strip() == node.url:
+            return text or node.url
+        return f"{text} ({node.url})" if text else node.url
+
+    def visit_Image(self, node: Image) -> str:
+        return f"[{node.alt}] ({node.src})" if node.alt else f"({node.src})"
+
+    def visit_ListBlock(self, node: ListBlock) -> list[str]:
+        lines: list[str] = []
+        for i, item in enumerate(node.items):
+            self.expect(item, ListItem)
+            marker = f"{node.start + i}. " if node.ordered else "- "
+            body = self.blocks(item.blocks) or [""]
+            lines.append(marker + body[0])
+            lines.extend(textwrap.indent(line, " " * len(marker)) for line in body[1:])
+        return lines
+
+    def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
+        return ["    " + line for line in node.text.split("\n")]
+
+    def visit_Quote(self, node: Quote) -> list[str]:
+        return ["> " + line for line in self.blocks(node.blocks)]
 
 
 def bare_url(node: object) -> bool:
@@ -393,7 +389,7 @@ def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[st
     """The lines of a run of paragraphs (the lead)."""
     out: list[str] = []
     for p in paragraphs:
-        out.extend(writer.visit_block(p))
+        out.extend(writer.dispatch(p))
     return out
 
 
@@ -448,7 +444,7 @@ class TemplateChannel(Channel):
             "title": esc(self.title(issue)),
             "tagline": esc(issue.tagline or newsletter["tagline"]),
             "lead": lines_of(issue.lead, writer),
-            "notes": ["\n".join(writer.visit_block(note)) for note in issue.notes],
+            "notes": ["\n".join(writer.dispatch(note)) for note in issue.notes],
             "warmup_intro": esc(issue.warmup_intro),
             "warmup": [writer.brief(b) for b in issue.warmup],
             "sections": [

@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from markupsafe import Markup
 from publisher.channels.base import Channel, LocalImage, PastIssue, Rendition, license_of
 from publisher.channels.github import calendar
-from publisher.channels.html_writer import HtmlWriter, cut, is_remote, lead_text, local_image, qr_image
+from publisher.channels.html_writer import (
+    HtmlWriter,
+    cut,
+    is_remote,
+    lead_html,
+    lead_text,
+    local_image,
+    qr_image,
+)
 
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue, Paragraph, Text
@@ -128,10 +136,7 @@ push = false
             return node.src if is_remote(node.src) else add_local(node.src, "inline")
 
         w = HtmlWriter(image_src=image_src)
-        lead = ""
-        if issue.lead:
-            first = issue.lead[0]
-            lead = w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
+        lead = lead_html(w, issue)
         sections = []
         for section in issue.sections:
             items = []

@@ -11,22 +11,20 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from markupsafe import Markup
-from publisher.channels.base import Channel, LocalImage, Rendition, license_of
+from publisher.channels.base import LocalImage, Rendition, license_of
 from publisher.channels.html_writer import (
+    HtmlChannel,
     HtmlWriter,
     References,
     cut,
     format_setting,
-    is_remote,
     lead_text,
-    local_image,
     qr_image,
 )
 
 from publisher import limits
 from publisher.errors import ConfigError
-from publisher.model import Image, Issue, Paragraph, Text
+from publisher.model import Issue
 
 TEMPLATE = "wechat/article.html"
 STYLES = "wechat/inline-styles.css"
@@ -66,7 +64,7 @@ def parse_styles(text: str, name: str) -> dict[str, str]:
     return styles
 
 
-class WeChatChannel(Channel):
+class WeChatChannel(HtmlChannel):
     name = "wechat"
     media_type = "text/html"
     extension = ".html"
@@ -83,68 +81,33 @@ class WeChatChannel(Channel):
         source, filename, _ = env.loader.get_source(env, STYLES)
         return parse_styles(source, filename or STYLES)
 
-    def render(self, issue: Issue) -> Rendition:
-        news = self.settings["newsletter"]
-        images: list[LocalImage] = []
-        seen_refs: set[str] = set()
-
-        def image_src(node: Image) -> str | None:
-            if is_remote(node.src):
-                # http(s) images of other sites stay; the transport downloads and uploads them
-                return node.src if urlsplit(node.src).scheme.lower() in ("http", "https") else None
-            if node.src not in seen_refs:
-                seen_refs.add(node.src)
-                images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
-            return node.src
-
-        refs = References()
-        w = HtmlWriter(
+    def writer(self, image_src) -> HtmlWriter:
+        return HtmlWriter(
             styles=self._styles(),
-            references=refs,
+            references=References(),
             keep_link=is_wechat_link,
             max_list_depth=2,
             preserve_code=True,
             image_src=image_src,
             highlight=self.settings["code"]["highlight_style"],
         )
-        # render in document order: reference numbers follow first use
-        lead = ""
-        if issue.lead:
-            first = issue.lead[0]
-            lead = w.block(Paragraph((Text("导读："), *first.children), first.line)) + w.blocks(issue.lead[1:])
-        briefs = [w.brief(b) for b in issue.warmup]
-        notes = Markup(w.blocks(issue.notes))
-        sections = []
-        for section in issue.sections:
-            items = []
-            note = Markup(w.inlines(section.note))
-            for item in section.items:
-                title = w.item_title(item)
-                fields = [(f.label, w.field(f)) for f in item.fields]
-                summary = w.blocks(item.labelled_summary("摘要："))
-                items.append(
-                    {
-                        "title": title,
-                        "fields": fields,
-                        "summary": Markup(summary),
-                    }
-                )
-            sections.append({"name": section.name, "note": note, "items": items,
-                             "closing": Markup(w.blocks(section.closing))})
 
+    def remote_image(self, src: str) -> str | None:
+        # http(s) images of other sites stay; the transport downloads and uploads them
+        return src if urlsplit(src).scheme.lower() in ("http", "https") else None
+
+    def page(self, issue: Issue, writer: HtmlWriter, content: dict, images: list[LocalImage]) -> Rendition:
+        news = self.settings["newsletter"]
+        refs = writer.references
+        assert refs is not None
         qr = qr_image(self.settings)  # a file to upload, or the public URL of the real QR image
         if not isinstance(qr, str):
             images.append(qr)
-        if issue.cover and not is_remote(issue.cover):
-            images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
 
         body = self.ctx.env.get_template(TEMPLATE).render(
             issue=issue,
-            lead=Markup(lead),
-            briefs=briefs,
-            notes=notes,
+            **content,
             link_note=LINK_NOTE,
-            sections=sections,
             references=refs.entries(),
             qr=qr if isinstance(qr, str) else qr.ref,
             license=license_of(issue, self.settings),

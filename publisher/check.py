@@ -35,6 +35,8 @@ KIND_TITLES = {
     "link": "links",
     "repeat": "stories that already ran",
 }
+# the kind of a reader's diagnostic, by its code (every other code is "structure")
+READER_KINDS = {"lead-count": "lead", "duplicate-url": "repeat"}
 PROGRESS_MIN_URLS = 10  # show progress on a terminal when checking at least this many links
 
 
@@ -48,6 +50,7 @@ class Finding:
     channel: str | None = None
     value: int | str | None = None
     limit: int | str | None = None
+    code: str | None = None  # the machine name of the finding (`summary-before-item`, `dead-link` …)
 
     def __str__(self) -> str:
         return str(Diagnostic(self.level, self.message, self.file, self.line))
@@ -74,21 +77,15 @@ def read_and_lint(path: Path) -> Checked:
     try:
         result = read_issue(path)
     except SourceError as exc:
-        findings = [Finding(d.level, "structure", d.file, d.line, d.message) for d in exc.diagnostics]
+        findings = [Finding(d.level, "structure", d.file, d.line, d.message, code=d.code or "unreadable")
+                    for d in exc.diagnostics]
         return Checked(path, None, findings, [])
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    findings = [Finding(d.level, _reader_kind(d.message), d.file, d.line, d.message) for d in result.warnings]
+    findings = [Finding(d.level, READER_KINDS.get(d.code or "", "structure"), d.file, d.line, d.message, code=d.code)
+                for d in result.warnings]
     checked = Checked(path, result.issue, findings, lines)
     checked.findings.extend(lead_findings(checked))
     return checked
-
-
-def _reader_kind(message: str) -> str:
-    if "导读" in message and "条" in message:
-        return "lead"  # the reader's 本次N条 check
-    if message.startswith("the same URL appears twice"):
-        return "repeat"
-    return "structure"
 
 
 def lead_findings(checked: Checked) -> list[Finding]:
@@ -100,9 +97,9 @@ def lead_findings(checked: Checked) -> list[Finding]:
     if issue.status == "ready":
         return [Finding("error", "lead", str(checked.path), line,
                         "the 导读 is empty in a ready issue: write the lead (> 导读：本次N条。…) "
-                        "or set status: draft")]
+                        "or set status: draft", code="lead-empty")]
     return [Finding("warning", "lead", str(checked.path), line,
-                    "the 导读 is empty (fine for a draft; an error once status is ready)")]
+                    "the 导读 is empty (fine for a draft; an error once status is ready)", code="lead-empty")]
 
 
 # ---- channel limits ----------------------------------------------------------------------------
@@ -123,16 +120,17 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
         except ConfigError as exc:
             out.append(Finding("warning", "limit", file, None,
                                f"channel {name} is not available, its limits were not checked: {exc.message}",
-                               channel=name))
+                               channel=name, code="channel-unavailable"))
             continue
         except PublisherError as exc:
             out.append(Finding("error", "limit", exc.file or file, exc.line,
-                               f"channel {name} cannot render this issue: {exc.message}", channel=name))
+                               f"channel {name} cannot render this issue: {exc.message}", channel=name,
+                               code="render-failed"))
             continue
         except Exception as exc:  # a channel's bug must not hide the other findings
             out.append(Finding("error", "limit", file, None,
                                f"channel {name} failed to render this issue ({type(exc).__name__}: {exc})",
-                               channel=name))
+                               channel=name, code="render-failed"))
             continue
         for v in check_rendition(rendition):
             line = None
@@ -143,7 +141,7 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
             elif v.what == "author":
                 line = checked.line_of(r"^author\s*:")
             out.append(Finding("error", "limit", file, line, v.message, channel=v.channel, value=v.value,
-                               limit=v.limit))
+                               limit=v.limit, code=f"over-limit-{v.what}"))
     return out
 
 
@@ -185,13 +183,13 @@ def link_findings(checked_files: list[Checked], settings, *, progress: bool) -> 
         return [Finding("warning", "link", None, None,
                         f"no link could be reached ({len(dead)} of {len(results)} failed with DNS or "
                         "connection errors): is this machine offline? links were not checked "
-                        "(use --offline to skip them)")], stats
+                        "(use --offline to skip them)", code="links-unreachable")], stats
     out = []
     for url, file, line in where:
         r = dead.get(url)
         if r is not None:
             out.append(Finding("error", "link", file, line, f"dead link ({r.describe()}): {url}",
-                               value=r.status if r.status is not None else r.error))
+                               value=r.status if r.status is not None else r.error, code="dead-link"))
     return _dedupe(out), stats
 
 
@@ -206,7 +204,7 @@ def repeat_findings(checked: Checked, index) -> list[Finding]:
     issue = checked.issue
     assert issue is not None
     return [Finding("warning", "repeat", str(checked.path), r.line, r.message,
-                    value=r.earlier.date.isoformat(), limit=f"{r.earlier.file}:{r.earlier.line}")
+                    value=r.earlier.date.isoformat(), limit=f"{r.earlier.file}:{r.earlier.line}", code="repeat")
             for r in index.find(issue, str(checked.path))]
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One finding about a file: an error or a warning, with where it is."""
+    """One finding about a file: an error or a warning, with where it is, and a machine `code`
+    (`summary-before-item`, `empty-link`, `lead-count` …) that tools and `publisher check`
+    group and sort by; the message is for people and may be reworded."""
 
     level: str  # "error" | "warning"
     message: str
     file: str | None = None
     line: int | None = None
+    code: str | None = None
 
     def __str__(self) -> str:
         where = self.file or ""
@@ -48,9 +51,11 @@ class SourceError(PublisherError):
         file: str | Path | None = None,
         line: int | None = None,
         diagnostics: tuple[Diagnostic, ...] = (),
+        code: str | None = None,
     ):
         super().__init__(message, file=file, line=line)
-        first = Diagnostic("error", message, self.file, line)
+        self.code = code
+        first = Diagnostic("error", message, self.file, line, code)
         self.diagnostics = diagnostics or (first,)
 
     def __str__(self) -> str:

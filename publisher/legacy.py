@@ -14,23 +14,21 @@ from pathlib import Path
 
 from .atomic import atomic_write
 from .errors import Diagnostic, SourceError
-from .reader import LINK_NOTE_RE, ReadResult, decode, parse_issue
-
-# The date of a title line `#… text (YYYY-MM-DD) …`; searched once, the rest is sliced (linear).
-TITLE_DATE_RE = re.compile(r"\(\s*(\d{4}-\d{1,2}-\d{1,2})\s*\)")
-FOOTER_START = re.compile(
-    r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|>\s*往期回顾|<a rel=\"license\"|- WeChat:|- Editor:|- Project:)"
+from .patterns import (
+    ARCHIVE_FOOTER_RE,
+    ARCHIVE_TITLE_DATE_RE,
+    EMPTY_LINK_RE,
+    EN_DASH_BULLET_RE,
+    FIELD_LINE_RE,
+    FONT_NOTE_RE,
+    HARD_BREAK_RE,
+    LINK_NOTE_RE,
+    LIST_MARKER_RE,
+    NEW_BLOCK_RE,
+    SUMMARY_LINE_RE,
+    SUMMARY_NO_COLON_RE,
 )
-EMPTY_LINK = re.compile(r"\[([^\[\]]*)\]\(\s*\)")
-FONT_NOTE = re.compile(r"^<font[^>]*>(.*)</font>\s*$")
-SUMMARY_NO_COLON = re.compile(r"^(\s*)摘要(?![：:])\s*(\S.*)$")
-EN_DASH_BULLET = re.compile(r"^(\s*)[–—]\s+")
-HARD_BREAK = re.compile(r"( {2,}|\t|\\)$")
-# lines a soft line break never runs into: a new block (list item, heading, quote, code, table)
-NEW_BLOCK = re.compile(r"^\s*(?:[-*+–—]\s|\d+[.)]\s|#|>|```|~~~|\||!\[)")
-FIELD_LINE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*\S")
-SUMMARY_LINE = re.compile(r"^\s*摘要\s*[：:]")
-LIST_MARKER = re.compile(r"^\s*(?:[-*+–—]|\d+[.)])\s")
+from .reader import ReadResult, decode, parse_issue
 
 
 @dataclass
@@ -46,8 +44,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     lines = text.split("\n")
     warnings: list[Diagnostic] = []
 
-    def warn(line: int, msg: str) -> None:
-        warnings.append(Diagnostic("warning", msg, file, line))
+    def warn(line: int, msg: str, code: str) -> None:
+        warnings.append(Diagnostic("warning", msg, file, line, code))
 
     # (original line number, text) for every line kept
     out: list[tuple[int, str]] = []
@@ -57,7 +55,8 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             if lines[j].strip() == "---":
                 extra = [ln for ln in lines[1:j] if ln.strip() and not ln.strip().startswith("layout:")]
                 if extra:
-                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}")
+                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}",
+                         "jekyll-front-matter")
                 i = j + 1
                 break
 
@@ -77,41 +76,42 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
             continue
         if date is None:
             hashes = len(s) - len(s.lstrip("#"))
-            m = TITLE_DATE_RE.search(s) if hashes else None
+            m = ARCHIVE_TITLE_DATE_RE.search(s) if hashes else None
             if m:
                 title = s[hashes:].strip()
                 if hashes != 1:
-                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'")
+                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'", "title-hashes")
                 date = m.group(1)
                 y, mo, d = (int(p) for p in date.split("-"))
                 date = f"{y:04d}-{mo:02d}-{d:02d}"
                 out.append((ln, f"# {title}"))
                 continue
-        if FOOTER_START.match(s) and date is not None and _rest_is_footer(lines, k):
+        if ARCHIVE_FOOTER_RE.match(s) and date is not None and _rest_is_footer(lines, k):
             break
-        if (s.startswith(">") or FONT_NOTE.match(s)) and LINK_NOTE_RE.search(s):
+        if (s.startswith(">") or FONT_NOTE_RE.match(s)) and LINK_NOTE_RE.search(s):
             continue  # the link note (阅读原文; in 2019 「PC端微信链接打不开」) is a channel convention
-        fm = FONT_NOTE.match(s)
+        fm = FONT_NOTE_RE.match(s)
         if fm:
-            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}")
+            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}", "font-note")
             raw = f"> {fm.group(1).strip()}"
-        if EN_DASH_BULLET.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
-            warn(ln, "'–' used as a list bullet; written as '-'")
-            raw = EN_DASH_BULLET.sub(lambda m: m.group(1) + "- ", raw)
-        sm = SUMMARY_NO_COLON.match(raw)
+        if EN_DASH_BULLET_RE.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
+            warn(ln, "'–' used as a list bullet; written as '-'", "en-dash-bullet")
+            raw = EN_DASH_BULLET_RE.sub(lambda m: m.group(1) + "- ", raw)
+        sm = SUMMARY_NO_COLON_RE.match(raw)
         if sm:
-            warn(ln, "'摘要' without a colon; written as '摘要：'")
+            warn(ln, "'摘要' without a colon; written as '摘要：'", "summary-colon")
             raw = f"{sm.group(1)}摘要：{sm.group(2)}"
-        if EMPTY_LINK.search(raw):
-            warn(ln, "empty link target '[…]()': the text is kept without a link")
-            raw = EMPTY_LINK.sub(lambda m: m.group(1), raw)
+        if EMPTY_LINK_RE.search(raw):
+            warn(ln, "empty link target '[…]()': the text is kept without a link", "empty-link")
+            raw = EMPTY_LINK_RE.sub(lambda m: m.group(1), raw)
         out.append((ln, raw))
-        if HARD_BREAK.search(lines[k]):
+        if HARD_BREAK_RE.search(lines[k]):
             hard.add(ln)
 
     if date is None:
         raise SourceError(
-            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1
+            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1,
+            code="not-an-issue",
         )
 
     out = _join_soft_breaks(out, hard)
@@ -130,10 +130,10 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     no_lead = not any(re.match(r"^>\s*导读", raw.strip()) for _, raw in body)
     status = "draft" if empty_lead or no_lead else "ready"
     if empty_lead:
-        warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft")
+        warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft", "empty-lead")
     elif no_lead:
         title_ln = next((ln for ln, raw in body if raw.startswith("# ")), 1)
-        warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)")
+        warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)", "no-lead")
     # published in the archive: later issues list it in 往期回顾 even while it is a draft here
     header = ["---", f"date: {date}", f"status: {status}", "archived: true", *license_lines, "---", ""]
     canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
@@ -143,11 +143,11 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
         read = parse_issue(canonical, file)
     except SourceError as exc:
         line = origin[exc.line - 1] if exc.line and exc.line <= len(origin) else exc.line
-        raise SourceError(exc.message, file=file, line=line) from None
+        raise SourceError(exc.message, file=file, line=line, code=exc.code) from None
     # warnings from the reader point at lines of the canonical text: map them back
     for d in read.warnings:
         line = origin[d.line - 1] if d.line and d.line <= len(origin) else d.line
-        warnings.append(Diagnostic(d.level, d.message, file, line))
+        warnings.append(Diagnostic(d.level, d.message, file, line, d.code))
     warnings.sort(key=lambda d: d.line or 0)
     return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
 
@@ -164,7 +164,8 @@ def _license(lines: list[str], file: str, warn) -> list[str]:
     for k, raw in enumerate(lines):
         m = LICENSE_RE.search(raw)
         if m and m.group("url") != DEFAULT_LICENSE_URL:
-            warn(k + 1, f"this issue was published under {m.group('name')}: kept as its license in the front matter")
+            warn(k + 1, f"this issue was published under {m.group('name')}: kept as its license in the front matter",
+                 "license")
             return ["license:", f"  name: {m.group('name')}", f"  url: {m.group('url')}",
                     f"  badge: {m.group('badge')}"]
     return []
@@ -193,7 +194,7 @@ def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[
         continues = (
             not in_code and not fence and prev is not None and bool(s) and bool(prev[1].strip())
             and prev_kind not in ("code", "heading", "blank")
-            and not NEW_BLOCK.match(raw)
+            and not NEW_BLOCK_RE.match(raw)
         )
         if in_code or fence:
             in_code = in_code != fence
@@ -212,17 +213,17 @@ def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[
             in_item, started = in_sections, False
         elif continues and prev_kind not in ("head", "field"):
             kind = prev_kind  # a lazy continuation line: part of what it continues
-        elif in_item and (LIST_MARKER.match(raw) or (raw[:1] in (" ", "\t") and last_block == "list")):
+        elif in_item and (LIST_MARKER_RE.match(raw) or (raw[:1] in (" ", "\t") and last_block == "list")):
             kind, started = "list", True
-        elif in_item and SUMMARY_LINE.match(raw):
+        elif in_item and SUMMARY_LINE_RE.match(raw):
             kind, started = "summary", True
-        elif in_item and not started and FIELD_LINE.match(s):
+        elif in_item and not started and FIELD_LINE_RE.match(s):
             kind = "field"
         elif in_item:
             kind, started = "summary", True
         else:
             kind = "other"
-        if not continues or (kind in ("head", "brief", "field") and kind != prev_kind) or SUMMARY_LINE.match(raw):
+        if not continues or (kind in ("head", "brief", "field") and kind != prev_kind) or SUMMARY_LINE_RE.match(raw):
             joined.append((ln, raw))
             kinds.append(kind)
             continue

@@ -37,11 +37,11 @@ from .refs import SAFE_SCHEMES, check_url  # noqa: F401
 _parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough"])
 
 class Converter:
-    """Turns mistune tokens into model nodes; collects warnings as (line, message)."""
+    """Turns mistune tokens into model nodes; collects warnings as (line, message, code)."""
 
     def __init__(self, file: str | None):
         self.file = file
-        self.warnings: list[tuple[int, str]] = []
+        self.warnings: list[tuple[int, str, str]] = []
 
     # -- inlines ---------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ class Converter:
         out: list[Inline] = []
         for tok in tokens:
             if tok["type"] == "link" and not tok["attrs"].get("url", "").strip():
-                self.warnings.append((line, "empty link target '[…]()': the text is kept without a link"))
+                self.warnings.append((line, "empty link target '[…]()': the text is kept without a link", "empty-link"))
                 nodes = self.inlines(tok["children"], line)
             else:
                 node = self.inline(tok, line)
@@ -93,9 +93,9 @@ class Converter:
                 return LineBreak()
             if re.fullmatch(r"</?(font|span|u|small|big|center)\b[^>]*>", raw, re.I):
                 # presentational wrappers in old issues: keep the text, drop the tag
-                self.warnings.append((line, f"HTML tag {raw} dropped; its text is kept"))
+                self.warnings.append((line, f"HTML tag {raw} dropped; its text is kept", "html-tag-dropped"))
                 return None
-            self.warnings.append((line, f"raw HTML {raw[:40]} is shown as text, not markup"))
+            self.warnings.append((line, f"raw HTML {raw[:40]} is shown as text, not markup", "raw-html"))
             return Text(raw)
         raise SourceError(f"unsupported inline Markdown ({kind})", file=self.file, line=line)
 
@@ -123,12 +123,12 @@ class Converter:
                 out.append(Quote(self.blocks(tok["children"], line, item_lines), line))
             elif kind == "heading":
                 # A heading inside an item's summary: keep its text as a bold paragraph.
-                self.warnings.append((line, "heading inside an item is kept as a bold line"))
+                self.warnings.append((line, "heading inside an item is kept as a bold line", "heading-in-item"))
                 out.append(Paragraph((Strong(self.inlines(tok["children"], line)),), line))
             elif kind == "thematic_break":
                 continue
             elif kind == "block_html":
-                self.warnings.append((line, "raw HTML block is shown as text, not markup"))
+                self.warnings.append((line, "raw HTML block is shown as text, not markup", "raw-html"))
                 out.append(Paragraph((Text(tok["raw"].strip()),), line))
             else:
                 raise SourceError(f"unsupported Markdown block ({kind})", file=self.file, line=line)

@@ -34,6 +34,24 @@ from .model import (
     Text,
     plain_text,
 )
+from .patterns import (
+    ARXIV_RE,
+    FENCE_RE,
+    FIELD_RE,
+    FOOTER_RE,
+    ITEM_RE,
+    LEAD_COUNT_RE,
+    LEAD_RE,
+    LINK_NOTE_RE,
+    LIST_LINE_RE,
+    PREFIX_RE,
+    REPO_RE,
+    SOURCE_RE,
+    SUMMARY_RE,
+    TAGLINE_RE,
+    TITLE_DATE_RE,
+    UNCLOSED_LINK_RE,
+)
 from .refs import check_local, check_url, excerpt, is_local
 
 FRONT_MATTER_KEYS = {
@@ -50,27 +68,8 @@ FRONT_MATTER_KEYS = {
     "archived": "true when the issue was published before (imported): 往期回顾 lists it even as a draft",
 }
 
-# Every pattern here is linear on any line (no two adjacent quantifiers can trade characters):
-# a 100,000-character line is read in milliseconds. The title and heading are split by code.
-TITLE_DATE_RE = re.compile(r"[（(]\s*(\d{4}-\d{1,2}-\d{1,2})\s*[)）]")
-ARXIV_RE = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
-PREFIX_RE = re.compile(r"^\[([^\[\]()]+)\](?!\()\s*")
-REPO_RE = re.compile(r"^([A-Za-z0-9][\w.\-]*/[\w.\-]+)\s*[:：]\s*(\S.*)$")
-SOURCE_RE = re.compile(r"^(?P<title>.*?\S)\s*[|｜]\s*(?P<source>[^|｜]*\S)\s*$")
 # Front matter is a handful of short keys; a bigger block is a mistake or an attack.
 MAX_FRONT_MATTER = 16 * 1024
-ITEM_RE = re.compile(r"^[-*+]\s+(.*)$")
-SUMMARY_RE = re.compile(r"^摘要\s*[：:]\s*(.*)$")
-FIELD_RE = re.compile(r"^(?P<label>[^\s：:，。；、,;!！?？\[\]()（）*`]{1,10})\s*[：:]\s*(?P<value>\S.*)$")
-LEAD_RE = re.compile(r"^导读\s*[：:]?\s*(.*)$")
-LEAD_COUNT_RE = re.compile(r"本[次期]\s*(\d+)\s*条")
-LIST_LINE_RE = re.compile(r"^\s*(?:[-*+–]|\d+[.)])\s+")
-FENCE_RE = re.compile(r"^\s*(```|~~~)")
-FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
-# The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
-LINK_NOTE_RE = re.compile(r"个别链接打不开|PC端微信链接打不开")
-# a line ending inside a link target: `[text](https://…` whose `)` is on the next line
-UNCLOSED_LINK_RE = re.compile(r"\]\(\s*[^()\s]+\s*$")
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -132,6 +131,51 @@ class ReadResult:
     warnings: list[Diagnostic] = field(default_factory=list)
 
 
+# ---- the state each part's rules fill -----------------------------------------------------------
+
+
+@dataclass
+class _Preamble:
+    """Title, tagline, 导读, notes and warm-up, read before the first section."""
+
+    done: bool = False
+    title_line: int = 0
+    title: str = ""
+    brand: str = ""
+    title_date: dt.date | None = None
+    topics: tuple[str, ...] = ()
+    tagline: str = ""
+    lead: list[Paragraph] = field(default_factory=list)
+    warmup_intro: str = ""
+    warmup: list[Brief] = field(default_factory=list)
+    notes: list[Paragraph | Quote] = field(default_factory=list)
+
+
+@dataclass
+class _Body:
+    done: bool = False
+    sections: list[Section] = field(default_factory=list)
+
+
+@dataclass
+class _SectionState:
+    name: str
+    done: bool = False
+    note: tuple = ()
+    items: list[Item] = field(default_factory=list)
+    closing: tuple[Block, ...] = ()
+
+
+@dataclass
+class _ItemBody:
+    rows: list[tuple[int, str]]  # (line, text) of the item's lines after its head
+    done: bool = False
+    fields: list[Field] = field(default_factory=list)
+    summary: list[Block] = field(default_factory=list)
+    label: int | None = None
+    started: bool = False  # the summary has started: no more fields
+
+
 class _Reader:
     def __init__(self, text: str, file: str, base: Path | None = None):
         self.file = file
@@ -142,11 +186,11 @@ class _Reader:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def error(self, line: int, message: str) -> SourceError:
-        return SourceError(message, file=self.file, line=line)
+    def error(self, line: int, message: str, code: str | None = None) -> SourceError:
+        return SourceError(message, file=self.file, line=line, code=code)
 
-    def warn(self, line: int, message: str) -> None:
-        self.warnings.append(Diagnostic("warning", message, self.file, line))
+    def warn(self, line: int, message: str, code: str) -> None:
+        self.warnings.append(Diagnostic("warning", message, self.file, line, code))
 
     def inline(self, text: str, line: int):
         return parse_inline(text, line=line, file=self.file, conv=self.conv)
@@ -161,23 +205,23 @@ class _Reader:
             if self.lines[end].strip() in ("---", "..."):
                 break
         else:
-            raise self.error(1, "front matter opened with '---' is never closed with '---'")
+            raise self.error(1, "front matter opened with '---' is never closed with '---'", "front-matter")
         raw = "\n".join(self.lines[1:end])
         if len(raw) > MAX_FRONT_MATTER:
             raise self.error(2, f"front matter is {len(raw):,} characters; at most {MAX_FRONT_MATTER:,} are read "
-                             "(a few short 'key: value' lines): move text into the body")
+                             "(a few short 'key: value' lines): move text into the body", "front-matter")
         try:
-            _refuse_references(raw, self.error)
+            _refuse_references(raw, lambda line, message: self.error(line, message, "front-matter-reference"))
             data = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else {}
         except (ValueError, TypeError) as exc:
-            raise self.error(2, f"front matter cannot be read: {exc}") from None
+            raise self.error(2, f"front matter cannot be read: {exc}", "front-matter") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = (mark.line + 2) if mark is not None else 1
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise self.error(line, f"front matter is not valid YAML: {problem}") from None
+            raise self.error(line, f"front matter is not valid YAML: {problem}", "front-matter") from None
         if not isinstance(data, dict):
-            raise self.error(2, "front matter must be 'key: value' lines")
+            raise self.error(2, "front matter must be 'key: value' lines", "front-matter")
         for key in data:
             if key not in FRONT_MATTER_KEYS:
                 line = self._key_line(str(key), end)
@@ -185,7 +229,7 @@ class _Reader:
                 if key == "layout":
                     hint = " (a Jekyll key that the github channel writes; `publisher import` converts archive files)"
                 known = ", ".join(FRONT_MATTER_KEYS)
-                raise self.error(line, f"unknown front-matter key '{key}'{hint}; known keys: {known}")
+                raise self.error(line, f"unknown front-matter key '{key}'{hint}; known keys: {known}", "unknown-key")
         data["_lines"] = {str(k): self._key_line(str(k), end) for k in data}
         return data, end + 1
 
@@ -195,127 +239,56 @@ class _Reader:
                 return i + 1
         return 1
 
-    # -- body ------------------------------------------------------------------------------
+    # -- body: read by rules ---------------------------------------------------------------
+    #
+    # As mistune's block parser reads blocks, the body is read by rules: each construct of the
+    # house style is one method `parse_<rule>(state, i)`, and each part of the issue runs its
+    # ordered list of rules from line i. The first rule that returns a line index (not None)
+    # has read the construct starting at line i and says where the next one starts; a rule
+    # that ends the part sets `state.done`. To change how one construct reads, change its
+    # method; to add a construct, add a method and put its name in the list.
+
+    PREAMBLE_RULES = ("blank", "footer", "heading", "text_before_title", "quote", "tagline", "briefs",
+                      "paragraph")
+    BODY_RULES = ("blank", "footer", "section", "not_a_section")
+    SECTION_RULES = ("blank", "section_end", "section_note", "link_note", "item", "summary_before_item",
+                     "closing", "text_before_item")
+    ITEM_BODY_RULES = ("item_blank", "item_code", "item_list", "item_quote", "item_summary", "item_field",
+                       "item_text")
+
+    def run(self, rules: tuple[str, ...], state, i: int, n: int) -> int:
+        """Apply `rules` in order from line i until the part ends (state.done) or the text does."""
+        methods = [getattr(self, "parse_" + name) for name in rules]
+        while i < n and not state.done:
+            for method in methods:
+                nxt = method(state, i)
+                if nxt is not None:
+                    i = nxt
+                    break
+            else:  # pragma: no cover - every list ends with a rule that always reads or raises
+                raise AssertionError(f"no rule of {rules} read line {i + 1}")
+        return i
+
+    def summary_before_item(self, ln: int, section: str | None = None) -> SourceError:
+        """摘要 where no item is open: before the sections, or before a section's first item."""
+        where = f" of section '{section}'" if section is not None else ""
+        return self.error(ln, f"摘要 before any item{where}: a summary belongs under an item line '- [title](url)'",
+                          "summary-before-item")
 
     def read(self) -> ReadResult:
         meta, start = self.front_matter()
-        lines = self.lines
-        n = len(lines)
-
-        title_line = 0
-        title = brand = ""
-        title_date: dt.date | None = None
-        topics: tuple[str, ...] = ()
-        tagline = ""
-        lead: list[Paragraph] = []
-        warmup_intro = ""
-        warmup: list[Brief] = []
-        notes: list[Paragraph | Quote] = []
-        sections: list[Section] = []
-
-        i = start
-        # ---- preamble: title, tagline, lead, notes, warm-up --------------------------------
-        while i < n:
-            raw = lines[i]
-            s = raw.strip()
-            ln = i + 1
-            if not s:
-                i += 1
-                continue
-            if FOOTER_RE.match(s):
-                raise self._footer_error(ln)
-            h = match_heading(s)
-            if h:
-                level, text = len(h.group(1)), h.group(2)
-                if level == 1:
-                    if title_line:
-                        raise self.error(ln, f"a second title line; the title is already on line {title_line}")
-                    title_line, title = ln, text
-                    if not text:
-                        raise self.error(ln, "the title line '#' has no text")
-                    m = match_title(text)
-                    if m:
-                        brand = m.group("brand").strip()
-                        title_date = self._date(m.group("date"), ln, "title")
-                        topics = tuple(t.strip() for t in re.split(r"[/／]", m.group("topics")) if t.strip())
-                    else:
-                        brand = text
-                    i += 1
-                    continue
-                if level > 6 or (not title_line and level > 1 and re.search(r"\d{4}-\d{1,2}-\d{1,2}", text)):
-                    raise self.error(
-                        ln,
-                        f"malformed title line: it starts with {level} '#'"
-                        + (" (more than 6 is not a heading at all)" if level > 6 else "")
-                        + f"; write it as '# {text}'",
-                    )
-                if level == 2:
-                    if not title_line:
-                        raise self.error(ln, "section before the title line: the issue starts with '# <title> (YYYY-MM-DD)'")
-                    break  # sections start
-                raise self.error(ln, f"heading level {level} is not part of the issue format (use '## ' for sections)")
-            if not title_line:
-                raise self.error(
-                    ln,
-                    "not an issue: expected the title line '# <newsletter> (YYYY-MM-DD)' before any text",
-                )
-            if s.startswith(">"):
-                block, i = self._quote_block(i)
-                first_text = block[0][1]
-                lm = LEAD_RE.match(first_text)
-                if lm:
-                    if lead:
-                        self.warn(ln, "a second 导读 block; it is added to the first")
-                    paras = [(block[0][0], lm.group(1))] + block[1:]
-                    lead.extend(Paragraph(self.inline(t, bl), bl) for bl, t in paras if t.strip())
-                elif any(LINK_NOTE_RE.search(t) for _, t in block):
-                    self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
-                else:
-                    notes.extend(Quote((Paragraph(self.inline(t, bl), bl),), bl) for bl, t in block if t.strip())
-                continue
-            bold = re.fullmatch(r"\*\*(.+?)\*\*\s*", s)
-            if bold and not tagline and not lead and not warmup:
-                tagline = bold.group(1).strip()
-                i += 1
-                continue
-            if ITEM_RE.match(raw) or raw.startswith("–"):
-                briefs, i = self._briefs(i)
-                warmup.extend(briefs)
-                continue
-            # a plain line: the warm-up's intro when a list follows it, else a note
-            j = i + 1
-            while j < n and not lines[j].strip():
-                j += 1
-            if j < n and ITEM_RE.match(lines[j]) and not warmup:
-                if SUMMARY_RE.match(s):
-                    raise self.error(ln, "摘要 before any item: a summary belongs under an item line '- [title](url)'")
-                warmup_intro = s
-            else:
-                if SUMMARY_RE.match(s):
-                    raise self.error(ln, "摘要 before any item: a summary belongs under an item line '- [title](url)'")
-                notes.append(Paragraph(self.inline(s, ln), ln))
-            i += 1
-
-        if not title_line:
-            raise self.error(1, "not an issue: no title line '# <newsletter> (YYYY-MM-DD)' found")
-
-        # ---- sections ------------------------------------------------------------------------
-        while i < n:
-            s = lines[i].strip()
-            ln = i + 1
-            if not s:
-                i += 1
-                continue
-            if FOOTER_RE.match(s):
-                raise self._footer_error(ln)
-            h = match_heading(s)
-            if not h or len(h.group(1)) != 2:
-                raise self.error(ln, "expected a section heading '## <name>'")
-            section, i = self._section(i, h.group(2))
-            sections.append(section)
-
+        pre = _Preamble()
+        i = self.run(self.PREAMBLE_RULES, pre, start, len(self.lines))
+        if not pre.title_line:
+            raise self.error(1, "not an issue: no title line '# <newsletter> (YYYY-MM-DD)' found", "not-an-issue")
+        body = _Body()
+        self.run(self.BODY_RULES, body, i, len(self.lines))
+        sections = body.sections
         if not sections:
-            raise self.error(title_line, "not an issue: it has no sections ('## 业界新闻', '## 论文' …)")
+            raise self.error(pre.title_line, "not an issue: it has no sections ('## 业界新闻', '## 论文' …)",
+                             "no-sections")
+        title_line, title, brand, title_date, topics = pre.title_line, pre.title, pre.brand, pre.title_date, pre.topics
+        tagline, lead, warmup_intro, warmup, notes = pre.tagline, pre.lead, pre.warmup_intro, pre.warmup, pre.notes
 
         # ---- metadata ------------------------------------------------------------------------
         key_lines = meta.get("_lines", {})
@@ -327,35 +300,37 @@ class _Reader:
                     title_line,
                     f"the title's date {title_date} disagrees with the front matter date {fm_date} "
                     f"(line {key_lines.get('date', 1)}); make them the same",
+                    "date-mismatch",
                 )
             date = fm_date
         if date is None:
-            raise self.error(title_line, "the issue has no date: put '(YYYY-MM-DD)' in the title or 'date:' in the front matter")
+            raise self.error(title_line, "the issue has no date: put '(YYYY-MM-DD)' in the title or 'date:' in the front matter",
+                             "no-date")
 
         status = meta.get("status", "draft")
         if status not in ("draft", "ready"):
-            raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {excerpt(status)}")
+            raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {excerpt(status)}", "invalid-value")
         publish_at = self._datetime(meta.get("publish_at"), key_lines.get("publish_at", 1))
         number = meta.get("number")
         if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
-            raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {excerpt(number)}")
+            raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {excerpt(number)}", "invalid-value")
         if "topics" in meta:
             fm_topics = meta["topics"]
             if isinstance(fm_topics, str):
                 fm_topics = [t for t in re.split(r"[/／,，]", fm_topics)]
             if not isinstance(fm_topics, list) or not all(isinstance(t, str | int | float) for t in fm_topics):
-                raise self.error(key_lines.get("topics", 1), "topics must be a list of keywords")
+                raise self.error(key_lines.get("topics", 1), "topics must be a list of keywords", "invalid-value")
             topics = tuple(str(t).strip() for t in fm_topics if str(t).strip())
         if "archived" in meta and not isinstance(meta["archived"], bool):
-            raise self.error(key_lines.get("archived", 1), f"archived must be true or false, not {meta['archived']!r}")
+            raise self.error(key_lines.get("archived", 1), f"archived must be true or false, not {meta['archived']!r}", "invalid-value")
         for key in ("digest", "cover", "author", "tagline"):
             if key in meta and meta[key] is not None and not isinstance(meta[key], str):
-                raise self.error(key_lines.get(key, 1), f"{key} must be text, not {excerpt(meta[key])}")
+                raise self.error(key_lines.get(key, 1), f"{key} must be text, not {excerpt(meta[key])}", "invalid-value")
         license = None
         if meta.get("license") is not None:
             lic = meta["license"]
             if not isinstance(lic, dict) or not {"name", "url"} <= set(lic) or set(lic) - {"name", "url", "badge"}:
-                raise self.error(key_lines.get("license", 1), "license must have name and url (and optionally badge)")
+                raise self.error(key_lines.get("license", 1), "license must have name and url (and optionally badge)", "invalid-value")
             for part in ("url", "badge"):
                 if lic.get(part):
                     check_url(str(lic[part]), file=self.file, line=key_lines.get("license", 1), what=f"license {part}")
@@ -391,8 +366,8 @@ class _Reader:
             for node, line, _ in _links_with_lines(issue):
                 if isinstance(node, Image) and is_local(node.src):
                     check_local(self.base, node.src, file=self.file, line=line)
-        for line, message in self.conv.warnings:
-            self.warn(line, message)
+        for line, message, code in self.conv.warnings:
+            self.warn(line, message, code)
         self.warnings.sort(key=lambda d: d.line or 0)
         return ReadResult(issue, self.warnings)
 
@@ -402,6 +377,7 @@ class _Reader:
             "footer (往期回顾, QR code, license) found: channels add their own footer, so a source "
             f"ends with its last item; remove line {ln} and everything after it "
             "(`publisher import` does this for archive files)",
+            "footer",
         )
 
     def _date(self, value, line: int, where: str) -> dt.date:
@@ -413,7 +389,8 @@ class _Reader:
             y, m, d = (int(p) for p in str(value).strip().split("-"))
             return dt.date(y, m, d)
         except (ValueError, TypeError):
-            raise self.error(line, f"invalid date {excerpt(str(value))} in the {where}: use a real date, YYYY-MM-DD") from None
+            raise self.error(line, f"invalid date {excerpt(str(value))} in the {where}: use a real date, YYYY-MM-DD",
+                             "invalid-date") from None
 
     def _datetime(self, value, line: int) -> dt.datetime | None:
         if value is None:
@@ -421,12 +398,13 @@ class _Reader:
         if isinstance(value, dt.datetime):
             return value
         if isinstance(value, dt.date):
-            raise self.error(line, "publish_at needs a time too, e.g. 2026-11-23T09:00:00+08:00")
+            raise self.error(line, "publish_at needs a time too, e.g. 2026-11-23T09:00:00+08:00", "invalid-value")
         try:
             return dt.datetime.fromisoformat(str(value).strip())
         except ValueError:
             raise self.error(
-                line, f"invalid publish_at {excerpt(value)}: use ISO 8601, e.g. 2026-11-23T09:00:00+08:00"
+                line, f"invalid publish_at {excerpt(value)}: use ISO 8601, e.g. 2026-11-23T09:00:00+08:00",
+                "invalid-value",
             ) from None
 
     def _quote_block(self, i: int) -> tuple[list[tuple[int, str]], int]:
@@ -469,7 +447,7 @@ class _Reader:
             if m:
                 text, ln = m.group(1).strip(), i + 1
                 if not text:
-                    raise self.error(ln, "empty warm-up bullet")
+                    raise self.error(ln, "empty warm-up bullet", "empty-brief")
                 runs.append((ln, [text]))
             elif s.startswith((">", "#")) or FOOTER_RE.match(s):
                 break
@@ -482,49 +460,181 @@ class _Reader:
             briefs.append(Brief(self.inline("\n".join(run), ln), ln))
         return briefs, i
 
-    def _section(self, i: int, heading: str) -> tuple[Section, int]:
-        lines = self.lines
-        head_line = i + 1
-        name_nodes = self.inline(heading, head_line)
-        name = plain_text(name_nodes).strip()
-        if not name:
-            raise self.error(head_line, "section heading '##' has no name")
-        i += 1
-        note: tuple = ()
-        items: list[Item] = []
-        while i < len(lines):
-            raw = lines[i]
-            s = raw.strip()
-            ln = i + 1
-            if not s:
-                i += 1
-                continue
-            if s.startswith("#") or FOOTER_RE.match(s):
-                break
-            if s.startswith(">") and not items:
-                block, i = self._quote_block(i)
-                if any(LINK_NOTE_RE.search(t) for _, t in block):
-                    self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
-                    continue
-                text = " ".join(t for _, t in block)
-                note = note + self.inline(text, ln)
-                continue
-            if s.startswith(">") and LINK_NOTE_RE.search(s):
-                self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
-                _, i = self._quote_block(i)
-                continue
-            m = ITEM_RE.match(raw)
+    # -- rules: the preamble (title, tagline, 导读, notes, warm-up) ---------------------------
+
+    def parse_blank(self, st, i: int) -> int | None:
+        return i + 1 if not self.lines[i].strip() else None
+
+    def parse_footer(self, st, i: int) -> int | None:
+        if FOOTER_RE.match(self.lines[i].strip()):
+            raise self._footer_error(i + 1)
+        return None
+
+    def parse_heading(self, st: _Preamble, i: int) -> int | None:
+        ln = i + 1
+        h = match_heading(self.lines[i].strip())
+        if not h:
+            return None
+        level, text = len(h.group(1)), h.group(2)
+        if level == 1:
+            if st.title_line:
+                raise self.error(ln, f"a second title line; the title is already on line {st.title_line}",
+                                 "title-twice")
+            st.title_line, st.title = ln, text
+            if not text:
+                raise self.error(ln, "the title line '#' has no text", "title-empty")
+            m = match_title(text)
             if m:
-                item, i = self._item(i, m.group(1))
-                items.append(item)
-                continue
-            if SUMMARY_RE.match(s):
-                raise self.error(ln, f"摘要 before any item of section '{name}': a summary belongs under an item line '- [title](url)'")
-            if items:
-                closing, i = self._closing(i)
-                return Section(name=name, items=tuple(items), note=note, line=head_line, closing=closing), i
-            raise self.error(ln, f"text before the first item of section '{name}': items start with '- '")
-        return Section(name=name, items=tuple(items), note=note, line=head_line), i
+                st.brand = m.group("brand").strip()
+                st.title_date = self._date(m.group("date"), ln, "title")
+                st.topics = tuple(t.strip() for t in re.split(r"[/／]", m.group("topics")) if t.strip())
+            else:
+                st.brand = text
+            return i + 1
+        if level > 6 or (not st.title_line and level > 1 and re.search(r"\d{4}-\d{1,2}-\d{1,2}", text)):
+            raise self.error(
+                ln,
+                f"malformed title line: it starts with {level} '#'"
+                + (" (more than 6 is not a heading at all)" if level > 6 else "")
+                + f"; write it as '# {text}'",
+                "title-malformed",
+            )
+        if level == 2:
+            if not st.title_line:
+                raise self.error(ln, "section before the title line: the issue starts with '# <title> (YYYY-MM-DD)'",
+                                 "section-before-title")
+            st.done = True  # the sections start
+            return i
+        raise self.error(ln, f"heading level {level} is not part of the issue format (use '## ' for sections)",
+                         "heading-level")
+
+    def parse_text_before_title(self, st: _Preamble, i: int) -> int | None:
+        if not st.title_line:
+            raise self.error(i + 1, "not an issue: expected the title line '# <newsletter> (YYYY-MM-DD)' before any text",
+                             "not-an-issue")
+        return None
+
+    def parse_quote(self, st: _Preamble, i: int) -> int | None:
+        """A quote: the 导读 (one paragraph a line), a link note (left out), or issue notes."""
+        if not self.lines[i].strip().startswith(">"):
+            return None
+        ln = i + 1
+        block, i = self._quote_block(i)
+        lm = LEAD_RE.match(block[0][1])
+        if lm:
+            if st.lead:
+                self.warn(ln, "a second 导读 block; it is added to the first", "second-lead")
+            paras = [(block[0][0], lm.group(1))] + block[1:]
+            st.lead.extend(Paragraph(self.inline(t, bl), bl) for bl, t in paras if t.strip())
+        elif any(LINK_NOTE_RE.search(t) for _, t in block):
+            self.link_note_warning(ln)
+        else:
+            st.notes.extend(Quote((Paragraph(self.inline(t, bl), bl),), bl) for bl, t in block if t.strip())
+        return i
+
+    def parse_tagline(self, st: _Preamble, i: int) -> int | None:
+        bold = TAGLINE_RE.fullmatch(self.lines[i].strip())
+        if bold and not st.tagline and not st.lead and not st.warmup:
+            st.tagline = bold.group(1).strip()
+            return i + 1
+        return None
+
+    def parse_briefs(self, st: _Preamble, i: int) -> int | None:
+        raw = self.lines[i]
+        if ITEM_RE.match(raw) or raw.startswith("–"):
+            briefs, i = self._briefs(i)
+            st.warmup.extend(briefs)
+            return i
+        return None
+
+    def parse_paragraph(self, st: _Preamble, i: int) -> int | None:
+        """A plain line: the warm-up's intro when a list follows it, else a note."""
+        s, ln = self.lines[i].strip(), i + 1
+        if SUMMARY_RE.match(s):
+            raise self.summary_before_item(ln)
+        j = i + 1
+        while j < len(self.lines) and not self.lines[j].strip():
+            j += 1
+        if j < len(self.lines) and ITEM_RE.match(self.lines[j]) and not st.warmup:
+            st.warmup_intro = s
+        else:
+            st.notes.append(Paragraph(self.inline(s, ln), ln))
+        return i + 1
+
+    # -- rules: the sections -----------------------------------------------------------------
+
+    def parse_section(self, st: _Body, i: int) -> int | None:
+        h = match_heading(self.lines[i].strip())
+        if not h or len(h.group(1)) != 2:
+            return None
+        section, i = self._section(i, h.group(2))
+        st.sections.append(section)
+        return i
+
+    def parse_not_a_section(self, st: _Body, i: int) -> int | None:
+        raise self.error(i + 1, "expected a section heading '## <name>'", "expected-section")
+
+    def parse_section_end(self, st: _SectionState, i: int) -> int | None:
+        s = self.lines[i].strip()
+        if s.startswith("#") or FOOTER_RE.match(s):
+            st.done = True
+            return i
+        return None
+
+    def parse_section_note(self, st: _SectionState, i: int) -> int | None:
+        if not self.lines[i].strip().startswith(">") or st.items:
+            return None
+        ln = i + 1
+        block, i = self._quote_block(i)
+        if any(LINK_NOTE_RE.search(t) for _, t in block):
+            self.link_note_warning(ln)
+            return i
+        st.note = st.note + self.inline(" ".join(t for _, t in block), ln)
+        return i
+
+    def parse_link_note(self, st, i: int) -> int | None:
+        s = self.lines[i].strip()
+        if s.startswith(">") and LINK_NOTE_RE.search(s):
+            self.link_note_warning(i + 1)
+            _, i = self._quote_block(i)
+            return i
+        return None
+
+    def parse_item(self, st: _SectionState, i: int) -> int | None:
+        m = ITEM_RE.match(self.lines[i])
+        if not m:
+            return None
+        item, i = self._item(i, m.group(1))
+        st.items.append(item)
+        return i
+
+    def parse_summary_before_item(self, st: _SectionState, i: int) -> int | None:
+        if SUMMARY_RE.match(self.lines[i].strip()):
+            raise self.summary_before_item(i + 1, st.name)
+        return None
+
+    def parse_closing(self, st: _SectionState, i: int) -> int | None:
+        if not st.items:
+            return None
+        st.closing, i = self._closing(i)
+        st.done = True
+        return i
+
+    def parse_text_before_item(self, st: _SectionState, i: int) -> int | None:
+        raise self.error(i + 1, f"text before the first item of section '{st.name}': items start with '- '",
+                         "text-before-item")
+
+    def link_note_warning(self, ln: int) -> None:
+        self.warn(ln, "the link note (阅读原文/项目链接) is added by each channel; this one is left out", "link-note")
+
+    def _section(self, i: int, heading: str) -> tuple[Section, int]:
+        head_line = i + 1
+        name = plain_text(self.inline(heading, head_line)).strip()
+        if not name:
+            raise self.error(head_line, "section heading '##' has no name", "section-no-name")
+        st = _SectionState(name)
+        i = self.run(self.SECTION_RULES, st, i + 1, len(self.lines))
+        return Section(name=name, items=tuple(st.items), note=st.note, line=head_line, closing=st.closing), i
 
     def _closing(self, i: int) -> tuple[tuple[Block, ...], int]:
         """A section's closing text: everything after its last item up to the next heading,
@@ -537,7 +647,7 @@ class _Reader:
             if s.startswith("#") or FOOTER_RE.match(s):
                 break
             if s.startswith(">") and LINK_NOTE_RE.search(s):
-                self.warn(i + 1, "the link note (阅读原文/项目链接) is added by each channel; this one is left out")
+                self.link_note_warning(i + 1)
                 _, i = self._quote_block(i)
                 continue
             run.append(lines[i])
@@ -639,8 +749,9 @@ class _Reader:
         title = plain_text(title_nodes).strip()
         if not title:
             if url:
-                raise self.error(ln, f"item has no title text: '[]({url})' — write the title inside the brackets")
-            raise self.error(ln, "item has no title text: write '- [title | source](url)'")
+                raise self.error(ln, f"item has no title text: '[]({url})' — write the title inside the brackets",
+                                 "item-no-title")
+            raise self.error(ln, "item has no title text: write '- [title | source](url)'", "item-no-title")
         source = None
         sm = SOURCE_RE.match(title)
         if sm:
@@ -663,14 +774,16 @@ class _Reader:
             last = rich[-1]
             m = re.search(r"\s*[|｜]\s*[^|｜]*$", last.text) if isinstance(last, Text) else None
             if m is None:
-                self.warn(ln, "markup around the ' | source' part of an item title is dropped; the title is kept as text")
+                self.warn(ln, "markup around the ' | source' part of an item title is dropped; the title is kept as text",
+                          "title-markup-dropped")
                 return ()
             rich[-1] = Text(last.text[: m.start()])
         if repo:
             first = rich[0]
             m = re.match(r"^\s*" + re.escape(repo) + r"\s*[:：]\s*", first.text) if isinstance(first, Text) else None
             if m is None:
-                self.warn(ln, "markup around the 'owner/repo:' part of an item title is dropped; the title is kept as text")
+                self.warn(ln, "markup around the 'owner/repo:' part of an item title is dropped; the title is kept as text",
+                          "title-markup-dropped")
                 return ()
             rich[0] = Text(first.text[m.end():])
         if rich and isinstance(rich[0], Text):
@@ -679,80 +792,101 @@ class _Reader:
             rich[-1] = Text(rich[-1].text.rstrip())
         return tuple(n for n in rich if not (isinstance(n, Text) and not n.text))
 
+    # -- rules: an item's body (fields, then the summary) --------------------------------------
+
     def _item_body(self, body: list[tuple[int, str]]) -> tuple[list[Field], list[Block], int | None]:
         """Fields, summary blocks, and where the 摘要 label stood (None: the item has none)."""
-        fields: list[Field] = []
-        summary: list[Block] = []
-        label: int | None = None
-        started = False
-        k = 0
-        while k < len(body):
-            ln, raw = body[k]
-            s = raw.strip()
-            if not s:
-                k += 1
-                continue
-            if FENCE_RE.match(raw):
-                fence = FENCE_RE.match(raw).group(1)
-                run = [raw]
-                k += 1
-                closed = False
-                while k < len(body):
-                    run.append(body[k][1])
-                    k += 1
-                    if run[-1].strip().startswith(fence):
-                        closed = True
-                        break
-                if not closed:
-                    raise self.error(ln, f"code block opened with {fence} is never closed")
-                summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
-                started = True
-                continue
-            if LIST_LINE_RE.match(raw) or (raw[:1] in (" ", "\t") and summary and isinstance(summary[-1], ListBlock)):
-                run, first = [], ln
-                while k < len(body):
-                    r = body[k][1]
-                    if not r.strip():
-                        # blank: the list goes on only if an indented/list line follows
-                        nxt = next((b for b in body[k + 1:] if b[1].strip()), None)
-                        if nxt and (LIST_LINE_RE.match(nxt[1]) or nxt[1][:1] in (" ", "\t")):
-                            run.append("")
-                            k += 1
-                            continue
-                        break
-                    if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t") or self._lazy(r, run)):
-                        break
-                    run.append(r.replace("–", "-", 1) if r.lstrip().startswith("–") else r)
-                    k += 1
-                summary.extend(parse_blocks(run, first_line=first, file=self.file, conv=self.conv))
-                started = True
-                continue
-            if s.startswith(">"):
-                q = [s[1:].strip()]
-                k += 1
-                while k < len(body) and body[k][1].strip().startswith(">"):
-                    q.append(body[k][1].strip()[1:].strip())
-                    k += 1
-                summary.append(Quote(tuple(Paragraph(self.inline(t, ln), ln) for t in q if t), ln))
-                started = True
-                continue
-            sm = SUMMARY_RE.match(s)
-            if sm and label is None:
-                started = True
-                label = len(summary)
-                if sm.group(1).strip():
-                    summary.append(Paragraph(self.inline(sm.group(1).strip(), ln), ln))
-                k += 1
-                continue
-            fm = FIELD_RE.match(s)
-            if fm and not started:
-                fields.append(Field(fm.group("label"), self.inline(fm.group("value").strip(), ln), ln))
-                k += 1
-                continue
-            summary.append(Paragraph(self.inline(s, ln), ln))  # a second 摘要： stays as written
-            started = True
+        st = _ItemBody(body)
+        self.run(self.ITEM_BODY_RULES, st, 0, len(body))
+        return st.fields, st.summary, st.label
+
+    def parse_item_blank(self, st: _ItemBody, k: int) -> int | None:
+        return k + 1 if not st.rows[k][1].strip() else None
+
+    def parse_item_code(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        fm = FENCE_RE.match(raw)
+        if not fm:
+            return None
+        fence = fm.group(1)
+        run = [raw]
+        k += 1
+        closed = False
+        while k < len(st.rows):
+            run.append(st.rows[k][1])
             k += 1
-        return fields, summary, label
+            if run[-1].strip().startswith(fence):
+                closed = True
+                break
+        if not closed:
+            raise self.error(ln, f"code block opened with {fence} is never closed", "code-unclosed")
+        st.summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
+        st.started = True
+        return k
+
+    def parse_item_list(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        body = st.rows
+        if not (LIST_LINE_RE.match(raw) or (raw[:1] in (" ", "\t") and st.summary
+                                            and isinstance(st.summary[-1], ListBlock))):
+            return None
+        run: list[str] = []
+        while k < len(body):
+            r = body[k][1]
+            if not r.strip():
+                # blank: the list goes on only if an indented/list line follows
+                nxt = next((b for b in body[k + 1:] if b[1].strip()), None)
+                if nxt and (LIST_LINE_RE.match(nxt[1]) or nxt[1][:1] in (" ", "\t")):
+                    run.append("")
+                    k += 1
+                    continue
+                break
+            if not (LIST_LINE_RE.match(r) or r[:1] in (" ", "\t") or self._lazy(r, run)):
+                break
+            run.append(r.replace("–", "-", 1) if r.lstrip().startswith("–") else r)
+            k += 1
+        st.summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
+        st.started = True
+        return k
+
+    def parse_item_quote(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        s = raw.strip()
+        if not s.startswith(">"):
+            return None
+        q = [s[1:].strip()]
+        k += 1
+        while k < len(st.rows) and st.rows[k][1].strip().startswith(">"):
+            q.append(st.rows[k][1].strip()[1:].strip())
+            k += 1
+        st.summary.append(Quote(tuple(Paragraph(self.inline(t, ln), ln) for t in q if t), ln))
+        st.started = True
+        return k
+
+    def parse_item_summary(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        sm = SUMMARY_RE.match(raw.strip())
+        if not sm or st.label is not None:
+            return None  # a second 摘要： stays as written (item_text)
+        st.started = True
+        st.label = len(st.summary)
+        if sm.group(1).strip():
+            st.summary.append(Paragraph(self.inline(sm.group(1).strip(), ln), ln))
+        return k + 1
+
+    def parse_item_field(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        fm = FIELD_RE.match(raw.strip())
+        if not fm or st.started:
+            return None
+        st.fields.append(Field(fm.group("label"), self.inline(fm.group("value").strip(), ln), ln))
+        return k + 1
+
+    def parse_item_text(self, st: _ItemBody, k: int) -> int | None:
+        ln, raw = st.rows[k]
+        st.summary.append(Paragraph(self.inline(raw.strip(), ln), ln))
+        st.started = True
+        return k + 1
 
     # -- warnings about the whole issue ----------------------------------------------------
 
@@ -764,6 +898,7 @@ class _Reader:
                 self.warn(
                     issue.lead[0].line,
                     f"the 导读 says {m.group(0)} but the sections hold {issue.item_count} items",
+                    "lead-count",
                 )
         # An item repeating its own URL (title link and 链接：) is house style; the same URL in two
         # different items or briefs is a story that runs twice.
@@ -771,7 +906,8 @@ class _Reader:
         for url, line, scope in _urls_with_lines(issue):
             key = url.rstrip("/")
             if key in seen and seen[key][1] != scope:
-                self.warn(line, f"the same URL appears twice in this issue (first on line {seen[key][0]}): {url}")
+                self.warn(line, f"the same URL appears twice in this issue (first on line {seen[key][0]}): {url}",
+                          "duplicate-url")
             else:
                 seen.setdefault(key, (line, scope))
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from publisher.channels.base import PastIssue, RenderContext
 from publisher.channels.github import calendar
-from publisher.channels.markdown_writer import MarkdownWriter, PlainTextWriter, UnknownNodeError
+from publisher.channels.markdown_writer import MarkdownWriter, PlainTextWriter
+from publisher.channels.visitor import UnknownNodeError
 
 from publisher.errors import SourceError
 from publisher.model import Image, Paragraph, Text

@@ -205,8 +205,34 @@ def test_structure_error_keeps_file_line_and_exit_1(project):
 def test_json_finding_fields(project):
     path = write_issue(project / "issues", issue_text(status="ready", lead=None))
     doc = json.loads(invoke("check", "--offline", "--format", "json", str(path)).stdout)
+    assert doc["findings"]
     for f in doc["findings"]:
-        assert set(f) == {"level", "kind", "file", "line", "message", "channel", "value", "limit"}
+        assert set(f) == {"level", "kind", "file", "line", "message", "channel", "value", "limit", "code"}
+        assert isinstance(f["code"], str) and f["code"]
+    assert [f["code"] for f in doc["findings"]] == ["lead-empty"]
+
+
+def test_kind_comes_from_the_code_not_the_message(project):
+    """A warning whose text happens to read like a 导读 count (raw HTML quoting `导读3条`) is a
+    structure finding; the real 导读 mismatch is a lead finding — told apart by code."""
+    items = ["- [示例 | 示例科技](https://example.com/a)", '摘要：<span title="导读3条">x</span>',
+             "- [另一条 | 示例专栏](https://example.com/b)", "摘要：融合。"]
+    path = write_issue(project / "issues", issue_text(lead="> 导读：本次5条。", items=items))
+    doc = json.loads(invoke("check", "--offline", "--format", "json", str(path)).stdout)
+    by_code = {f["code"]: f for f in doc["findings"] if "</span>" not in f["message"]}
+    dropped = by_code["html-tag-dropped"]
+    assert dropped["kind"] == "structure" and "导读3条" in dropped["message"]
+    assert by_code["lead-count"]["kind"] == "lead" and by_code["lead-count"]["line"] == 8
+    text = invoke("check", "--offline", str(path)).stderr
+    assert text.index("structure (") < text.index("导读 (lead) (1)")
+
+
+def test_unreadable_issue_has_the_readers_code(project):
+    bad = write_issue(project / "issues", issue_text(lead="> 导读：本次2条。\n\n摘要：孤立的摘要"))
+    doc = json.loads(invoke("check", "--offline", "--format", "json", str(bad)).stdout)
+    [f] = doc["findings"]
+    assert (f["code"], f["line"], f["kind"]) == ("summary-before-item", 10, "structure")
+    assert f["message"].startswith("摘要 before any item")
 
 
 # ---- repeats -------------------------------------------------------------------------------

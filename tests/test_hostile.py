@@ -250,13 +250,13 @@ def test_liquid_in_code_is_kept_from_jekyll_and_shown_verbatim():
     from channels.markdown_writer import JekyllWriter, MarkdownWriter
     from publisher.model import Code, CodeBlock
 
-    span = JekyllWriter().code(Code("{{ x }} <b>"))
+    span = JekyllWriter().visit_Code(Code("{{ x }} <b>"))
     assert span == "<code>&#123;&#123; x }} &lt;b&gt;</code>"
-    assert MarkdownWriter().code(Code("{{ x }}")) == "`{{ x }}`"
-    block = JekyllWriter().code_block(CodeBlock("{% if a %}", "py", 3))
+    assert MarkdownWriter().visit_Code(Code("{{ x }}")) == "`{{ x }}`"
+    block = JekyllWriter().visit_CodeBlock(CodeBlock("{% if a %}", "py", 3))
     assert block[0] == "{% raw %}" and block[-1] == "{% endraw %}"
     with pytest.raises(SourceError):
-        JekyllWriter().code_block(CodeBlock("{% endraw %}{{ site }}", "", 3))
+        JekyllWriter().visit_CodeBlock(CodeBlock("{% endraw %}{{ site }}", "", 3))
 
 
 def _tree(folder: Path) -> set[Path]:

@@ -278,3 +278,80 @@ def test_text_nodes_keep_literal_markup_characters():
     para = result.issue.sections[0].items[0].summary[0]
     text = "".join(n.text for n in para.children if isinstance(n, Text))
     assert "<script>alert(1)</script>" in text and "a < b" in text
+
+
+# ---- diagnostics carry a machine code ----------------------------------------------------------
+
+
+def _error(text: str) -> SourceError:
+    with pytest.raises(SourceError) as info:
+        parse_issue(text, "x.md")
+    return info.value
+
+
+@pytest.mark.parametrize("text, line, code, wording", [
+    ("# 嵌入式AI简报 (2026-11-23)\n\n摘要：孤立\n\n- 热身\n\n## 新闻\n\n- [a](https://e.com/a)\n",
+     3, "summary-before-item", "摘要 before any item: a summary belongs under"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n摘要：孤立\n\n## 新闻\n\n- [a](https://e.com/a)\n",
+     3, "summary-before-item", "摘要 before any item: a summary belongs under"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n## 新闻\n\n摘要：孤立\n- [a](https://e.com/a)\n",
+     5, "summary-before-item", "摘要 before any item of section '新闻': a summary belongs under"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n## 新闻\n\n- [a](https://e.com/a)\n\n### 往期回顾\n",
+     7, "footer", "footer (往期回顾, QR code, license) found"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n## 新闻\n\n随便一句\n", 5, "text-before-item", "text before the first item"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n### 新闻\n", 3, "heading-level", "heading level 3"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n## 新闻\n\n- [a](https://e.com/a)\n```\ncode\n", 6, "code-unclosed",
+     "code block opened with ``` is never closed"),
+    ("---\ndate: 2026-11-23\nfoo: 1\n---\n# 嵌入式AI简报 (2026-11-23)\n", 3, "unknown-key", "unknown front-matter key"),
+    ("# 嵌入式AI简报 (2026-11-23)\n\n导读\n", 1, "no-sections", "not an issue: it has no sections"),
+])
+def test_errors_keep_line_and_wording_and_carry_a_code(text, line, code, wording):
+    err = _error(text)
+    assert (err.line, err.code) == (line, code)
+    assert err.message.startswith(wording)
+    [d] = err.diagnostics
+    assert (d.line, d.code, d.message) == (line, code, err.message)
+    assert str(err).startswith(f"x.md:{line}: error: {wording}")
+
+
+def test_warnings_carry_a_code():
+    text = textwrap.dedent("""\
+        # 嵌入式AI简报 (2026-11-23)
+
+        > 导读：本次3条。
+
+        > 注：个别链接打不开，请点击文末【阅读原文】跳转
+
+        ## 新闻
+
+        - [a](https://e.com/a)
+        摘要：见[这里]()和 <b>粗</b>。
+        - [b](https://e.com/a)
+        """)
+    warnings = parse_issue(text, "x.md").warnings
+    assert [(w.line, w.code) for w in warnings] == [
+        (3, "lead-count"), (5, "link-note"), (10, "empty-link"), (10, "raw-html"), (10, "raw-html"),
+        (11, "duplicate-url")]
+    assert all(w.level == "warning" and w.file == "x.md" for w in warnings)
+
+
+def test_every_rule_of_every_list_is_a_method():
+    from publisher.reader import _Reader
+
+    lists = [_Reader.PREAMBLE_RULES, _Reader.BODY_RULES, _Reader.SECTION_RULES, _Reader.ITEM_BODY_RULES]
+    for rules in lists:
+        assert len(set(rules)) == len(rules)
+        for name in rules:
+            assert callable(getattr(_Reader, "parse_" + name, None)), name
+
+
+def test_importer_warnings_carry_codes_and_keep_the_readers():
+    from publisher.legacy import import_legacy
+
+    text = ("---\nlayout: default\n---\n\n## 嵌入式AI简报 (2026-11-23)\n\n> 导读：本次1条。\n\n## 新闻\n\n"
+            "- [a](https://e.com/a)\n摘要 没有冒号[空]()\n– 破折号\n")
+    result = import_legacy(text, "old.md")
+    codes = [(w.line, w.code) for w in result.warnings]
+    assert (5, "title-hashes") in codes and (12, "summary-colon") in codes and (12, "empty-link") in codes
+    assert (13, "en-dash-bullet") in codes
+    assert all(w.code for w in result.warnings)
