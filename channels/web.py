@@ -33,10 +33,11 @@ from publisher.channels.html_writer import (
     lead_text,
     local_image,
     qr_image,
+    section_html,
 )
 
 from publisher.errors import ConfigError
-from publisher.model import Image, Issue, Paragraph, Text
+from publisher.model import Image, Issue
 
 PAGE = "web/page.html"
 INDEX = "web/index.html"
@@ -137,20 +138,9 @@ push = false
 
         w = HtmlWriter(image_src=image_src)
         lead = lead_html(w, issue)
-        sections = []
-        for section in issue.sections:
-            items = []
-            for item in section.items:
-                summary = ""
-                if item.summary:
-                    first, rest = item.summary[0], item.summary[1:]
-                    if isinstance(first, Paragraph):
-                        summary = w.block(Paragraph((Text("摘要："), *first.children), first.line)) + w.blocks(rest)
-                    else:
-                        summary = "<p>摘要：</p>" + w.blocks(item.summary)
-                items.append({"title": w.item_title(item), "fields": [(f.label, w.field(f)) for f in item.fields],
-                              "summary": Markup(summary)})
-            sections.append({"name": section.name, "note": Markup(w.inlines(section.note)), "items": items})
+        # the same section parts as wechat and email: the 摘要 label where the source wrote it,
+        # the section's closing text after its items
+        sections = [section_html(w, section) for section in issue.sections]
         if issue.cover and not is_remote(issue.cover):
             add_local(issue.cover, "cover")
         html = self.ctx.env.get_template(ARTICLE).render(

@@ -359,3 +359,24 @@ def test_editing_an_older_issue_rewrites_its_page_and_the_site_files_from_one_bu
     assert build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)[2] == []
     assert (site / "feed.xml").read_bytes() == feed and (site / "index.html").read_bytes() == index
     assert not (site / "2021-08-01.html").exists()
+
+def test_web_pages_keep_closing_text_and_the_summary_label_as_written(tmp_path: Path) -> None:
+    """The web channel reads the model as the other channels do: a section's closing text after its
+    items, and the 摘要 label only where the source wrote one."""
+    from publisher.pipeline import load, render
+
+    issues = tmp_path / "issues"
+    issues.mkdir()
+    (issues / "2026-06-01.md").write_text(
+        "---\ndate: 2026-06-01\nstatus: ready\n---\n\n# 嵌入式AI简报 (2026-06-01)：收尾\n\n"
+        "> 导读：本期2条。\n\n## 业界新闻\n\n"
+        "- [有摘要的条目](https://example.com/a)\n摘要：写了标签的摘要。\n"
+        "- [无标签的条目](https://example.com/b)\n\n"
+        "收尾的一段话，跟在本节最后一条之后。\n",
+        encoding="utf-8")
+    settings = load_settings(web_project(tmp_path, issues))
+    body = render(load(issues / "2026-06-01.md")[0], "web", settings).body
+    assert "收尾的一段话，跟在本节最后一条之后。" in body
+    assert body.count("摘要：") == 1
+    wechat = render(load(issues / "2026-06-01.md")[0], "wechat", settings).body
+    assert "收尾的一段话" in wechat and wechat.count("摘要：") == 1
