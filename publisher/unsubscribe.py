@@ -183,14 +183,3 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, **kw) -> Server
     server = make_wsgi_server(app, host, port, **kw)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def app_from_settings(settings):
-    from publisher.channels.base import template_env
-    from publisher.subscribe import make_subscribe_app
-    from publisher.subscribers import open_db
-
-    db = open_db(settings)
-    secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
-                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings))

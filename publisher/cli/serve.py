@@ -8,7 +8,8 @@ import click
 
 from publisher.cli import get_settings
 from publisher.errors import ConfigError
-from publisher.unsubscribe import app_from_settings, make_wsgi_server
+from publisher.subscribe import app_from_settings
+from publisher.unsubscribe import make_wsgi_server
 
 
 @click.command("serve")
