@@ -225,3 +225,40 @@ def test_every_command_lives_in_the_cli() -> None:
 
     assert all(target.startswith(CLI + ".") for target in LAZY_COMMANDS.values())
     assert not (ROOT / "publisher" / "commands").exists()
+
+
+def test_the_domain_runs_without_click_or_rich(tmp_path: Path) -> None:
+    """Not only the imports at the top: build, check and push really run with click and rich
+    impossible to import (a lazy import inside a function would fail here)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import EXAMPLES
+
+    (tmp_path / "publisher.toml").write_text(
+        f'[paths]\nissues = "{(EXAMPLES / "issues").as_posix()}"\nout = "out"\nledger = "l.db"\n'
+        '[outbox]\npath = "outbox"\n', encoding="utf-8")
+    script = (
+        "import sys\n"
+        "sys.modules['click'] = sys.modules['rich'] = None  # any import of them raises ImportError\n"
+        "from pathlib import Path\n"
+        "from publisher.settings import load_settings\n"
+        "from publisher.build import build\n"
+        "from publisher.check import run_check\n"
+        "from publisher.push import push_issue, status_rows\n"
+        "s = load_settings(Path('publisher.toml'))\n"
+        "seen = []\n"
+        "rendered, fresh, errors = build(s, Path('out'), jobs=1, progress=lambda d, t: seen.append(d))\n"
+        "assert rendered and not errors and seen[-1] == 2, (rendered, errors, seen)\n"
+        "files, findings, _ = run_check(s.issue_files(), s, offline=True)\n"
+        "report = push_issue(s, s.issue_files()[-1], ['plaintext'])\n"
+        "assert report.ok, report.outcomes\n"
+        "assert status_rows(s)[2][0]['state'] == 'done'\n"
+        "print('ok', len(files))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PUBLISHER_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok 2")
