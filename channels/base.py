@@ -166,16 +166,27 @@ def template_env(settings: Settings) -> jinja2.Environment:
                                    jinja2.PrefixLoader(_ChannelTemplateFolders())])
     loaders.append(shipped)
     loaders.append(jinja2.PrefixLoader({BUILTIN_PREFIX: shipped}))
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
+    env = _environment(jinja2.ChoiceLoader(loaders))
+    env.globals["newsletter"] = settings["newsletter"]
+    return env
+
+
+@cache
+def builtin_env() -> jinja2.Environment:
+    """The built-in templates alone, for the pages the program shows whatever the configuration
+    (the preview page, which must render even when the config does not load)."""
+    return _environment(jinja2.FileSystemLoader(str(builtin_templates())))
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=loader,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "htm", "xml"), default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals["newsletter"] = settings["newsletter"]
-    return env
 
 
 class _ChannelTemplateFolders(Mapping[str, jinja2.BaseLoader]):

@@ -40,8 +40,6 @@ from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 
-import click
-
 from publisher.errors import ConfigError, PublisherError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
@@ -465,15 +463,3 @@ def process_mailboxes(settings, *, mailbox: Path | None = None, ledger: Ledger |
 def configured(settings) -> bool:
     b = settings["bounces"]
     return bool(b["address"] and (b["mailbox"] or b["imap_host"]))
-
-
-@click.command("bounces")
-@click.option("--mailbox", type=click.Path(path_type=Path), default=None,
-              help="Read this Maildir folder or mbox file instead of the configured mailbox.")
-@click.pass_context
-def bounces_command(ctx: click.Context, mailbox: Path | None) -> None:
-    """Read bounces and complaints from the mailbox and apply them (safe to re-run)."""
-    from publisher.cli import get_settings
-
-    summary = process_mailboxes(get_settings(ctx), mailbox=mailbox)
-    click.echo(summary.line())

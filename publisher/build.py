@@ -17,14 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import click
-
-from .cli import get_settings
 from .errors import PublisherError
 from .settings import Settings
 
@@ -32,6 +27,8 @@ MANIFEST = ".build-manifest.json"
 
 # progress(done, total): called after each issue is rendered (the CLI draws a bar or prints lines)
 Progress = Callable[[int, int], None]
+# warn(text): a source warning of an issue rendered (the CLI prints it on stderr)
+Warn = Callable[[str], None]
 
 
 def _tree_stamp(folder: Path | None, h) -> None:
@@ -171,10 +168,11 @@ def render_one(path: str, channels: list[str], out: str) -> dict:
 
 
 def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | None = None,
-          echo=click.echo, progress: Progress | None = None) -> tuple[int, int, list[str]]:
+          warn: Warn | None = None, progress: Progress | None = None) -> tuple[int, int, list[str]]:
     """Build everything stale; return (rendered pairs, up-to-date pairs, errors).
 
-    `jobs`: worker processes (None: one per CPU; 1: render in this process)."""
+    `jobs`: worker processes (None: one per CPU; 1: render in this process); `warn` gets each
+    source warning, `progress` each issue rendered."""
     files = settings.issue_files()
     channels = settings.enabled_channels
     out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +226,8 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         for chan, message in res["errors"].items():
             errors.append(message)
             manifest.pop(f"{name}/{chan}", None)
-        for w in res["warnings"]:
-            echo(w, err=True)
+        for w in res["warnings"] if warn else ():
+            warn(w)
         for chan, written in res["written"].items():
             manifest[f"{name}/{chan}"] = {"key": keys[name, chan], "files": written}
             rendered += 1
@@ -256,63 +254,3 @@ def _remove_outputs(gone: dict, kept: dict, out: Path) -> None:
             if f in keep or not path.is_relative_to(root) or path == root:
                 continue
             path.unlink(missing_ok=True)
-
-
-# ---- the command -----------------------------------------------------------------------------
-
-
-@contextmanager
-def progress_reporter() -> Iterator[Progress]:
-    """A rich progress bar when stderr is a terminal, else one plain line per tenth of the work."""
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
-        from rich.progress import Progress as Bar
-
-        with Bar("building", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 console=Console(stderr=True, color_system=None if os.environ.get("NO_COLOR") else "auto"),
-                 transient=True) as bar:
-            task = bar.add_task("building", total=None)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
-        return
-    step = {"next": 0}
-
-    def plain(done: int, total: int) -> None:
-        if done >= step["next"] or done == total:
-            click.echo(f"rendered {done}/{total} issue(s)", err=True)
-            step["next"] = done + max(1, total // 10)
-
-    yield plain
-
-
-@click.command("build")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: [paths] out).")
-@click.option("--force", is_flag=True, help="Render everything, even what is up to date.")
-@click.option("-j", "--jobs", type=int, default=None, help="Parallel worker processes (default: CPU count).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors (no progress, warnings or summary).")
-@click.pass_context
-def build_command(ctx: click.Context, out_dir: Path | None, force: bool, jobs: int | None, quiet: bool) -> None:
-    """Render every issue in the issues folder to every enabled channel (only what changed).
-
-    Progress goes to stderr: a bar on a terminal, plain lines otherwise."""
-    settings = get_settings(ctx)
-    out = out_dir or settings.path("paths", "out")
-    folder = settings.path("paths", "issues")
-    if folder is None or not folder.is_dir():
-        raise PublisherError(f"issues folder {folder} does not exist; set [paths] issues in {settings.where()}")
-    if quiet:
-        rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, echo=lambda *a, **k: None)
-    else:
-        with progress_reporter() as progress:
-            rendered, fresh, errors = build(settings, out, force=force, jobs=jobs, progress=progress)
-    for e in errors:
-        click.secho(e, fg="red", err=True)
-    if not quiet:
-        click.echo(f"built {rendered} rendition(s), {fresh} up to date, {len(errors)} failed → {out}", err=True)
-    if errors:
-        ctx.exit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

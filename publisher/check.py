@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
-
-from publisher.cli import get_settings
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 from publisher.model import Issue
 from publisher.reader import read_issue, urls_with_lines
@@ -38,6 +35,9 @@ KIND_TITLES = {
 # the kind of a reader's diagnostic, by its code (every other code is "structure")
 READER_KINDS = {"lead-count": "lead", "duplicate-url": "repeat"}
 PROGRESS_MIN_URLS = 10  # show progress on a terminal when checking at least this many links
+
+# progress(done, total): links checked so far (the command shows it on a terminal)
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,8 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
 # ---- links -----------------------------------------------------------------------------------
 
 
-def link_findings(checked_files: list[Checked], settings, *, progress: bool) -> tuple[list[Finding], dict]:
+def link_findings(checked_files: list[Checked], settings, *, progress: Progress | None = None
+                  ) -> tuple[list[Finding], dict]:
     from publisher.ledger import Ledger
     from publisher.linkcheck import LinkChecker, checkable
 
@@ -163,13 +164,8 @@ def link_findings(checked_files: list[Checked], settings, *, progress: bool) -> 
     ledger_path = settings.path("paths", "ledger")
     ledger = Ledger(ledger_path) if ledger_path else None
     checker = LinkChecker.from_settings(settings, ledger)
-    show = progress and sys.stderr.isatty() and stats["urls"] >= PROGRESS_MIN_URLS
-
-    def report(done: int, total: int) -> None:
-        click.echo(f"\rchecking links: {done}/{total}", nl=done == total, err=True)
-
     try:
-        results = checker.check([u for u, _, _ in where], progress=report if show else None)
+        results = checker.check([u for u, _, _ in where], progress=progress)
     finally:
         if ledger is not None:
             ledger.close()
@@ -210,46 +206,6 @@ def repeat_findings(checked: Checked, index) -> list[Finding]:
 
 # ---- output ----------------------------------------------------------------------------------
 
-_COLOUR = {"error": "red", "warning": "yellow"}
-
-
-def print_text(checked_files: list[Checked], findings: list[Finding]) -> None:
-    """Findings grouped by file and kind on stderr (as the compilers do); one summary line per
-    file on stdout."""
-    by_file: dict[str | None, list[Finding]] = {}
-    for f in findings:
-        by_file.setdefault(f.file, []).append(f)
-    for c in checked_files:
-        own = by_file.pop(str(c.path), [])
-        _print_group(str(c.path), own)
-        errors = sum(f.level == "error" for f in own)
-        warnings = len(own) - errors
-        if c.issue is None:
-            click.secho(f"{c.path}: cannot be read — {errors} error(s)", fg="red", bold=True)
-        elif errors:
-            click.secho(f"{c.path}: {errors} error(s), {warnings} warning(s)", fg="red", bold=True)
-        else:
-            issue = c.issue
-            click.secho(f"{c.path}: ok — {issue.date} {issue.status}, {len(issue.sections)} sections, "
-                        f"{issue.item_count} items, {warnings} warning(s)", fg="green" if not warnings else None)
-    for file, rest in by_file.items():  # findings about no file in particular (or another file)
-        _print_group(file or "(all issues)", rest)
-
-
-def _print_group(title: str, findings: list[Finding]) -> None:
-    if not findings:
-        return
-    for kind in KINDS:
-        group = [f for f in findings if f.kind == kind]
-        if not group:
-            continue
-        click.secho(f"── {title}: {KIND_TITLES[kind]} ({len(group)})", bold=True, err=True)
-        for f in sorted(group, key=lambda f: (f.line or 0, f.level)):
-            extra = ""
-            if f.channel and f.value is not None and f.limit is not None and f.kind == "limit":
-                extra = f" [{f.channel}: {f.value} > {f.limit}]" if isinstance(f.value, int) else f" [{f.channel}]"
-            click.secho(f"  {f}{extra}", fg=_COLOUR.get(f.level), err=True)
-
 
 def to_json(checked_files: list[Checked], findings: list[Finding], links: dict | None) -> str:
     doc = {
@@ -268,10 +224,10 @@ def to_json(checked_files: list[Checked], findings: list[Finding], links: dict |
     return json.dumps(doc, ensure_ascii=False, indent=2)
 
 
-# ---- the command -------------------------------------------------------------------------------
+# ---- every check -------------------------------------------------------------------------------
 
 
-def run_check(paths: list[Path], settings, *, offline: bool = False, progress: bool = True
+def run_check(paths: list[Path], settings, *, offline: bool = False, progress: Progress | None = None
               ) -> tuple[list[Checked], list[Finding], dict | None]:
     """Every check over every file; the findings in file order, then by kind and line."""
     from publisher.repeats import ArchiveIndex
@@ -294,32 +250,3 @@ def run_check(paths: list[Path], settings, *, offline: bool = False, progress: b
     known = {str(c.path) for c in checked_files}
     findings.extend(f for f in extra if f.file not in known)
     return checked_files, findings, link_stats
-
-
-@click.command("check")
-@click.argument("issues", nargs=-1, metavar="[ISSUE|DATE|FOLDER]...")
-@click.option("--offline", is_flag=True, help="Skip the link check (no network).")
-@click.option("--strict", is_flag=True, help="Warnings fail too (exit status 1).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json for tools.")
-@click.pass_context
-def check_command(ctx: click.Context, issues: tuple[str, ...], offline: bool, strict: bool, fmt: str) -> None:
-    """Check issues before publishing: structure, 导读, channel limits, links, repeats.
-
-    Each argument is an issue file, a date (YYYY-MM-DD, in [paths] issues) or a folder; none
-    checks every issue in [paths] issues.
-
-    Exit status 0 when clean, 1 on any error (with --strict, on any warning too).
-    """
-    from .pipeline import issue_paths
-
-    settings = get_settings(ctx)
-    checked_files, findings, links = run_check(issue_paths(settings, issues), settings, offline=offline,
-                                               progress=fmt == "text")
-    if fmt == "json":
-        click.echo(to_json(checked_files, findings, links))
-    else:
-        print_text(checked_files, findings)
-    failing = {"error", "warning"} if strict else {"error"}
-    if any(f.level in failing for f in findings):
-        ctx.exit(1)

@@ -32,7 +32,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import click
 from markupsafe import Markup, escape
 
 from publisher import limits, pipeline
@@ -428,122 +427,7 @@ def error_page(issue_path: Path, exc: PublisherError, live_version: int | None) 
     return Page(html_text, [], False)
 
 
-CSS = """
-*{box-sizing:border-box}
-[hidden]{display:none!important}
-html,body{margin:0;padding:0}
-body{font:14px/1.5 -apple-system,"PingFang SC","Microsoft YaHei",sans-serif;color:#222;background:#f3f4f6}
-header{padding:10px 14px;background:#1f2937;color:#fff}
-header h1{font-size:16px;margin:0;overflow-wrap:anywhere}
-header .file{font:12px monospace;color:#cbd5e1;overflow-wrap:anywhere}
-nav.tabs{display:flex;flex-wrap:wrap;gap:4px;padding:8px 14px 0;background:#e5e7eb}
-nav.tabs button{border:1px solid #cbd5e1;border-bottom:0;background:#f9fafb;padding:6px 12px;border-radius:6px 6px 0 0;cursor:pointer;font:inherit}
-nav.tabs button.on{background:#fff;font-weight:600}
-nav.tabs button.bad{color:#b91c1c}
-main{padding:12px 14px}
-.tab[hidden]{display:none}
-.notes{background:#fffbeb;border:1px solid #f59e0b;padding:6px 10px;margin:0 0 10px;font-size:12px;overflow-wrap:anywhere}
-.notes ul{margin:0;padding-left:18px}
-.errors{background:#fef2f2;border:2px solid #dc2626;color:#991b1b;padding:8px 12px;margin:0 0 12px;overflow-wrap:anywhere}
-.errors h3{margin:0 0 4px;font-size:15px}
-.errors ul{margin:0;padding-left:18px;font-family:monospace;white-space:pre-wrap}
-.over,.limits tr.over td,.limits tr.over th{color:#dc2626}
-.overflow-flag{margin:0;padding:6px 10px;background:#fee2e2;font-weight:600;overflow-wrap:anywhere}
-.limits tr.over{background:#fee2e2}
-iframe{border:0;display:block;width:100%;background:#fff}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
-table{border-collapse:collapse}
-.mail .headers{width:100%;max-width:640px;table-layout:fixed;background:#fff;margin-bottom:8px}
-.mail .headers th{width:90px;text-align:left;color:#6b7280;font-weight:normal;vertical-align:top;padding:2px 6px}
-.mail .headers td{overflow-wrap:anywhere;padding:2px 6px}
-.switches{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}
-.switches .group{display:inline-flex}
-.switches button{border:1px solid #9ca3af;background:#fff;padding:4px 10px;cursor:pointer;font:inherit}
-.switches button.on{background:#1f2937;color:#fff}
-.mailview{background:#fff;border:1px solid #d1d5db;max-width:100%;margin:0 auto 0 0}
-.mailview.desktop{width:640px}
-.mailview.mobile{width:375px}
-.mail-text{padding:12px;font:13px/1.5 monospace}
-.wechat{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-.phone{width:375px;max-width:100%;background:#fff;border:1px solid #d1d5db;border-radius:18px;overflow:hidden}
-.phone-bar{background:#ededed;text-align:center;padding:8px;font-weight:600;font-size:13px}
-.phone-foot{padding:10px 14px 16px;border-top:1px solid #eee}
-.readmore{color:#576b95;text-decoration:none}
-.limits{background:#fff;width:100%;max-width:560px;table-layout:fixed;font-size:13px}
-.limits caption{text-align:left;font-weight:600;padding:4px 0}
-.limits th{width:110px;text-align:left;padding:4px 6px;vertical-align:top;overflow-wrap:anywhere}
-.limits td{padding:4px 6px;overflow-wrap:anywhere;vertical-align:top}
-.limits tr{border-top:1px solid #eee}
-.sbs{display:flex;flex-wrap:wrap;gap:12px}
-.pane{flex:1 1 340px;min-width:0;background:#fff;border:1px solid #d1d5db;padding:8px 12px}
-.pane h3{margin:0 0 8px;font-size:13px;color:#6b7280}
-.pane .src{font:12px/1.45 monospace;background:#f9fafb;padding:8px}
-.markdown{overflow-wrap:anywhere}
-.markdown img{max-width:100%;height:auto}
-.markdown table{display:block;overflow-x:auto}
-.markdown pre{background:#f6f8fa;padding:8px}
-.plain{font:13px/1.6 monospace}
-details.front{margin:0 0 8px;font-size:12px}
-.copy{max-width:375px;margin:0 auto 10px}.copy button{padding:6px 14px;background:#07c160;color:#fff;border:0;border-radius:4px;cursor:pointer}
-.copy-status{margin-left:8px;font-size:13px}.copy-warning{color:#a00;font-size:13px}
-.feed-card{max-width:375px;margin:0 auto 12px;border:1px solid #ddd;border-radius:6px;overflow:hidden;background:#fff}
-.feed-cover{display:block;width:100%;aspect-ratio:2.35/1;object-fit:cover}.feed-cover.none{background:#eee;color:#666;font-size:12px;padding:8px;box-sizing:border-box}
-.feed-card figcaption{padding:8px 10px;font-size:13px;color:#666}.feed-title{display:block;font-size:16px;color:#111;margin-bottom:4px}.feed-account{display:block;font-size:12px;margin-top:4px}
-@media (max-width:480px){main{padding:10px 0}.mail .headers,.switches,.notes,.errors,.limits{margin-left:8px;margin-right:8px;width:auto}
-.mailview,.phone{border-left:0;border-right:0;border-radius:0}.pane{border-left:0;border-right:0}}
-"""
-
-SCRIPT = r"""
-(function(){
-  function flag(f,d){
-    // a frame wider than its view is flagged in red, not silently cut off (readers would scroll sideways)
-    var n=f.previousElementSibling;
-    if(!n||!n.classList.contains('overflow-flag')){n=document.createElement('p');n.className='overflow-flag over';n.hidden=true;f.parentNode.insertBefore(n,f);}
-    var w=d.scrollingElement?d.scrollingElement.scrollWidth:0,v=f.contentWindow.innerWidth;
-    var over=f.offsetParent!==null&&v>0&&w>v;
-    n.hidden=!over;n.textContent=over?'Horizontal overflow: the content is '+w+' px wide in a '+v+' px view; readers would have to scroll sideways.':'';
-  }
-  function fit(f){try{var d=f.contentDocument;if(d&&d.documentElement){f.style.height=(d.documentElement.scrollHeight+2)+'px';flag(f,d);}}catch(e){}}
-  function fitAll(){document.querySelectorAll('iframe').forEach(fit);}
-  document.querySelectorAll('iframe').forEach(function(f){f.addEventListener('load',function(){fit(f);});});
-  var tabs=document.querySelectorAll('nav.tabs button');
-  function show(name){
-    var found=false;
-    tabs.forEach(function(b){var on=b.dataset.tab===name;b.classList.toggle('on',on);found=found||on;});
-    if(!found)return false;
-    document.querySelectorAll('.tab').forEach(function(t){t.hidden=t.dataset.tab!==name;});
-    fitAll();return true;
-  }
-  tabs.forEach(function(b){b.addEventListener('click',function(){show(b.dataset.tab);history.replaceState(null,'','#'+b.dataset.tab);});});
-  if(tabs.length){if(!show(location.hash.slice(1)))show(tabs[0].dataset.tab);}
-  document.querySelectorAll('.mail').forEach(function(m){
-    m.querySelectorAll('[data-part]').forEach(function(b){b.addEventListener('click',function(){
-      m.querySelectorAll('[data-part]').forEach(function(x){x.classList.toggle('on',x===b);});
-      var text=b.dataset.part==='text';
-      m.querySelector('.mail-html').hidden=text;m.querySelector('.mail-text').hidden=!text;fitAll();});});
-    m.querySelectorAll('[data-width]').forEach(function(b){b.addEventListener('click',function(){
-      m.querySelectorAll('[data-width]').forEach(function(x){x.classList.toggle('on',x===b);});
-      var v=m.querySelector('.mailview');v.classList.toggle('mobile',b.dataset.width==='mobile');
-      v.classList.toggle('desktop',b.dataset.width!=='mobile');fitAll();});});
-  });
-  document.querySelectorAll('[data-copy]').forEach(function(b){b.addEventListener('click',function(){
-    var box=b.closest('.copy'),html=JSON.parse(box.querySelector('.copy-data').textContent).html;
-    var text=new DOMParser().parseFromString(html,'text/html').body.textContent;
-    function put(e){e.clipboardData.setData('text/html',html);e.clipboardData.setData('text/plain',text);e.preventDefault();}
-    document.addEventListener('copy',put);var ok=false;
-    try{ok=document.execCommand('copy');}catch(e){}finally{document.removeEventListener('copy',put);}
-    box.querySelector('.copy-status').textContent=ok?'已复制：在公众号编辑器里粘贴 (Ctrl+V)':'复制失败：浏览器拒绝了剪贴板';});});
-  window.addEventListener('resize',fitAll);
-  var live=document.body.dataset.version;
-  if(live!==undefined&&window.EventSource){
-    var shown=function(){var b=document.querySelector('nav.tabs button.on');return b?b.dataset.tab:'';};
-    var want=function(){var t=shown();if(t&&document.querySelector('.tab[data-tab="'+t+'"] .lazy'))fetch('/show?tab='+encodeURIComponent(t));};
-    tabs.forEach(function(b){b.addEventListener('click',want);});want();
-    var es=new EventSource('/events?tab='+encodeURIComponent(shown()));
-    es.onmessage=function(e){if(e.data!==live){es.close();location.reload();}};
-  }
-})();
-"""
+PAGE = "preview/page.html"  # with preview/preview.css and preview/preview.js (templates/preview/)
 
 
 def _layout(
@@ -555,34 +439,10 @@ def _layout(
     *,
     error: Markup | None = None,
 ) -> str:
-    tabs = ""
-    if len(panels) > 1:
-        tabs = '<nav class="tabs">' + "".join(
-            f'<button type="button" data-tab="{escape(p.channel)}"{"" if p.ok else " class=bad"}>'
-            f"{escape(p.channel)}</button>"
-            for p in panels
-        ) + "</nav>"
-    sections = "".join(
-        f'<section class="tab" id="tab-{escape(p.channel)}" data-tab="{escape(p.channel)}">{p.html}</section>'
-        for p in panels
-    )
-    notes_html = ""
-    if notes:
-        notes_html = '<div class="notes"><ul>' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul></div>"
-    version_attr = f' data-version="{live_version}"' if live_version is not None else ""
-    return f"""<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title>
-<link rel="icon" href="data:,">
-<style>{CSS}</style></head>
-<body{version_attr}>
-<header><h1>{escape(title)}</h1><div class="file">{escape(issue_file)}</div></header>
-{tabs}
-<main>{error or ""}{notes_html}{sections}</main>
-<script>{SCRIPT}</script>
-</body></html>
-"""
+    from publisher.channels.base import builtin_env
+
+    return builtin_env().get_template(PAGE).render(
+        title=title, issue_file=issue_file, panels=panels, notes=notes, live_version=live_version, error=error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -822,15 +682,16 @@ def start_server(live: LivePreview, port: int, host: str = "127.0.0.1") -> Previ
     return server
 
 
-def serve(live: LivePreview, port: int, *, open_browser: bool) -> None:
+def serve(live: LivePreview, port: int, *, open_browser: bool, say: Callable[[str], None] = print) -> None:
+    """Serve the live preview until Ctrl-C; `say` gets the lines for the person at the terminal."""
     live.rebuild()
     server = start_server(live, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     watcher = threading.Thread(target=live.watch, name="preview-watch", daemon=True)
     watcher.start()
     follow = " (follows the newest issue)" if live.follow_newest else ""
-    click.echo(f"Preview of {live.issue_path}{follow} at {url}")
-    click.echo("Watching the issue, the config and the templates; Ctrl-C to stop.")
+    say(f"Preview of {live.issue_path}{follow} at {url}")
+    say("Watching the issue, the config and the templates; Ctrl-C to stop.")
     if open_browser:
         webbrowser.open(url)
     try:
@@ -840,11 +701,11 @@ def serve(live: LivePreview, port: int, *, open_browser: bool) -> None:
     finally:
         live.stop()
         server.server_close()
-        click.echo("preview stopped")
+        say("preview stopped")
 
 
 # --------------------------------------------------------------------------------------------
-# the command
+# the file
 
 
 def resolve_channels(settings, channel: str | None) -> list[str] | None:
@@ -869,44 +730,6 @@ def write_preview(settings, issue_path: Path, channels: list[str]) -> Path:
     return target
 
 
-@click.command("preview")
-@click.argument("issue", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--channel", "-c", default=None, help="Preview one channel only (default: every enabled channel).")
-@click.option("--no-open", is_flag=True, help="Do not open a browser; only print the path or URL.")
-@click.option("--serve", "serve_mode", is_flag=True,
-              help="Serve the preview locally and reload it whenever the issue, config or templates change.")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port for --serve (default: [preview] port; 0 picks a free one).")
-@click.pass_context
-def preview_command(
-    ctx: click.Context, issue: Path | None, channel: str | None, no_open: bool, serve_mode: bool, port: int | None
-) -> None:
-    """Preview ISSUE (default: the newest issue) as every channel's readers will see it."""
-    from publisher.cli import get_settings, print_diagnostics
-    from publisher.settings import load_settings
-
-    settings = get_settings(ctx)
-    issue_path = (issue or pipeline.newest_issue(settings)).resolve()
-    if not issue_path.is_file():
-        raise SourceError("no such issue file", file=str(issue_path))
-    channels = resolve_channels(settings, channel)
-    if port is not None and not serve_mode:
-        raise PreviewError("--port only applies with --serve")
-
-    if serve_mode:
-        config_path = ctx.find_root().obj.get("config_path")
-        live = LivePreview(lambda: load_settings(config_path), issue_path, channels, follow_newest=issue is None)
-        serve(live, settings["preview"]["port"] if port is None else port, open_browser=not no_open)
-        return
-
-    _, warnings = pipeline.load(issue_path)
-    print_diagnostics(warnings)
-    target = write_preview(settings, issue_path, channels or settings.enabled_channels)
-    click.echo(str(target))
-    if not no_open:
-        webbrowser.open(target.as_uri())
-
-
 __all__ = [
     "Diagnostic",
     "LivePreview",
@@ -914,7 +737,6 @@ __all__ = [
     "PreviewError",
     "build_page",
     "error_page",
-    "preview_command",
     "serve",
     "start_server",
     "write_preview",

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 from .errors import Diagnostic, PublisherError, SourceError
 from .ledger import LeaseHeld, Ledger, checkpoint
@@ -105,9 +103,11 @@ def push_issue(
     dry_run: bool = False,
     options: Mapping[str, Any] | None = None,
     ledger: Ledger | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PushReport:
     """Push one issue to the given channels; return every channel's outcome (never raises for a
-    channel's failure; raises SourceError when the issue itself cannot be read)."""
+    channel's failure; raises SourceError when the issue itself cannot be read). `progress(done,
+    total)` gets a long push's progress (an email campaign's messages)."""
     from .channels.base import get_channel
     from .pipeline import context_for, load
     from .transports import get_transport
@@ -127,7 +127,7 @@ def push_issue(
             "the scheduler publishes only 'ready' issues)", str(issue_path), None))
     render_ctx = context_for(settings, issue)
     push_ctx = PushContext(settings=settings, ledger=ledger, issue=issue, dry_run=dry_run,
-                           force=force, options=options)
+                           force=force, options=options, progress=progress)
 
     for channel in channels:
         test_copy = _is_test_copy(channel, options)
@@ -190,21 +190,6 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
     return ChannelOutcome(channel, state, summary, result.remote_id, result.url, dict(result.details))
 
 
-def print_report(report: PushReport) -> None:
-    from .cli import print_diagnostics
-
-    print_diagnostics(report.warnings)
-    colors = {DONE: "green", SKIPPED: "cyan", FAILED: "red", BUSY: "red", DRY_RUN: "yellow"}
-    for o in report.outcomes:
-        where = f" {o.url}" if o.url and o.url not in o.message else ""
-        line = f"{report.issue.slug} {o.channel}: {o.state}: {o.message}{where}"
-        click.secho(line, fg=colors.get(o.state), err=o.failed)
-    if report.failed:
-        names = ", ".join(o.channel for o in report.failed)
-        click.secho(f"{len(report.failed)} channel(s) failed: {names}; re-run to retry them "
-                    "(channels already done are skipped)", fg="red", err=True)
-
-
 def readable_message(raw: bytes) -> str:
     """An email message as a person reads it (for --dry-run): decoded headers, the text/plain
     part decoded from quoted-printable/base64, and the size of the HTML part."""
@@ -224,47 +209,6 @@ def readable_message(raw: bytes) -> str:
     return "\n".join(lines)
 
 
-# ---- CLI ---------------------------------------------------------------------------------------
-
-
-_ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:\"()\[\].]+")
-
-
-@click.command("push")
-@click.argument("issue")
-@click.option("--channel", "-c", "channels", multiple=True, metavar="NAME",
-              help="Channel to push to (repeatable).")
-@click.option("--all", "all_channels", is_flag=True, help="Every channel in [channels] enabled.")
-@click.option("--dry-run", is_flag=True, help="Render and report; send nothing, write no ledger row.")
-@click.option("--force", is_flag=True, help="Push again to channels the ledger records as done.")
-@click.option("--to", "to", metavar="ADDR", help="email: send one test copy to ADDR (ledger untouched).")
-@click.option("--publish", is_flag=True, help="wechat: publish the draft (freepublish) after creating it.")
-@click.option("--new-draft", is_flag=True, help="wechat: create a new draft instead of updating.")
-@click.pass_context
-def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft) -> int:
-    """Push ISSUE (a file, or a date in the issues folder) to channels."""
-    from .cli import get_settings
-
-    settings = get_settings(ctx)
-    if bool(channels) == bool(all_channels):
-        raise click.UsageError("name channels with --channel NAME (repeatable) or pass --all")
-    names = settings.enabled_channels if all_channels else list(channels)
-    if not names:
-        raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
-    if to and "email" not in names:
-        raise click.UsageError("--to sends an email test copy: add --channel email")
-    if to and not _ADDRESS_RE.fullmatch(to):
-        raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net)",
-                                 param_hint="--to")
-    options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
-    if to:
-        options["to"] = to
-    path = resolve_issue_path(settings, issue)
-    report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options)
-    print_report(report)
-    return 1 if report.failed else 0
-
-
 # ---- status ------------------------------------------------------------------------------------
 
 def _counts(ledger: Ledger | None, record) -> str:
@@ -276,27 +220,15 @@ def _counts(ledger: Ledger | None, record) -> str:
     return _transport(record.channel).describe(ledger, record)
 
 
-@click.command("status")
-@click.argument("issue", required=False)
-@click.option("--format", "fmt", type=click.Choice(["table", "tsv", "json"]), default=None,
-              help="table (default on a terminal), tsv (default when piped: one line per row, "
-                   "tab-separated, never wrapped) or json.")
-@click.pass_context
-def status_command(ctx, issue, fmt) -> int:
-    """Show the ledger: what went where, for every issue or for ISSUE (a date or a file)."""
-    import json
-    import sys
-
-    from .cli import get_settings
-
-    settings = get_settings(ctx)
+def status_rows(settings: Settings, issue: str | None = None) -> tuple[Path, str | None, list[dict]]:
+    """(the ledger's path, the issue's slug or None, one row per push): what went where, for every
+    issue or for `issue` (a date or an issue file); URLs and errors with their secrets masked."""
     slug = None
     if issue:
         m = re.search(r"(\d{4}-\d{2}-\d{2})", Path(issue).name)
         if not m:
             raise PublisherError(f"'{issue}' names no issue: give a date (YYYY-MM-DD) or an issue file")
         slug = m.group(1)
-    fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
     ledger_path = settings.require("paths", "ledger", "the ledger database")
     records = Ledger(ledger_path).records(slug) if Path(ledger_path).exists() else []
     ledger = Ledger(ledger_path) if records else None
@@ -305,35 +237,4 @@ def status_command(ctx, issue, fmt) -> int:
              "counts": _counts(ledger, r), "updated": r.updated_at,
              "last_error": redact(r.last_error, settings) or None}
             for r in records]
-    if fmt == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
-        return 0
-    if not rows:
-        where = f"no ledger at {ledger_path}" if not Path(ledger_path).exists() else f"{ledger_path}"
-        click.echo(f"nothing pushed yet{' for ' + slug if slug else ''} ({where})")
-        return 0
-    columns = ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error")
-    cells = [[r["issue"], r["channel"], r["state"], str(r["attempts"]),
-              redact(" ".join(x for x in (r["remote_id"], r["url"], r["counts"]) if x), settings),
-              r["updated"], r["last_error"] or ""] for r in rows]
-    if fmt == "tsv":
-        click.echo("\t".join(columns))
-        for row in cells:
-            click.echo("\t".join(" ".join(c.split()) for c in row))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"pushes ({ledger_path})")
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    colors = {"done": "green", "failed": "red", "pushing": "yellow", "pending": "cyan"}
-    for row in cells:
-        table.add_row(*row[:2], Text(row[2], style=colors.get(row[2], "")), row[3], Text(row[4]),
-                      row[5], Text(row[6]))
-    import os
-
-    # NO_COLOR: no ANSI styling at all (rich alone would still write bold and italics)
-    Console(color_system=None if os.environ.get("NO_COLOR") else "auto").print(table)
-    return 0
+    return Path(ledger_path), slug, rows

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import click
-
 from .errors import ConfigError, PublisherError, SourceError
 from .settings import Settings
 
@@ -169,10 +167,11 @@ def scan_issues(settings: Settings, tz: ZoneInfo, at: dt.datetime):
     return out
 
 
-def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
+def run_tick(settings: Settings, *, now: dt.datetime | None = None, progress=None) -> list:
     """Publish every due issue to every enabled channel; return the push reports.
     Raises PublisherError after the whole tick when any channel failed (the job is then
-    reported failed; the ledger has the details and the next tick retries)."""
+    reported failed; the ledger has the details and the next tick retries). `progress(done,
+    total)`: as push_issue's."""
     from .push import is_done, open_ledger, push_issue
 
     cfg = schedule_config(settings)
@@ -195,7 +194,8 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None) -> list:
             continue
         log.info("publishing %s to %s", issue.slug, ", ".join(pending))
         try:
-            report = push_issue(settings, path, pending, ledger=ledger, options=SCHEDULED_OPTIONS)
+            report = push_issue(settings, path, pending, ledger=ledger, options=SCHEDULED_OPTIONS,
+                                progress=progress)
         except PublisherError as exc:  # e.g. the file changed since the scan and no longer reads
             log.error("%s: %s", path, exc)
             unreadable.append(path.name)
@@ -351,7 +351,17 @@ def _setup_logging() -> None:
     logging.getLogger("apscheduler").setLevel(logging.INFO)
 
 
+def run_once(settings: Settings, cfg: ScheduleConfig, *, progress=None) -> list:
+    """One publishing tick now, under the scheduler's lock (for cron/systemd timers); the reports."""
+    _setup_logging()
+    _RUNTIME["settings"] = settings
+    with ScheduleLock(cfg.jobstore):
+        return run_tick(settings, progress=progress)
+
+
 def run_daemon(settings: Settings, cfg: ScheduleConfig) -> int:
+    """Run the scheduler until SIGTERM or Ctrl-C (the job store keeps its next run)."""
+    _setup_logging()
     _RUNTIME["settings"] = settings
     with ScheduleLock(cfg.jobstore):
         scheduler = build_scheduler(settings, cfg)
@@ -414,43 +424,3 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
                 noted.add(issue.slug)
         rows.append((when, publish, notes))
     return rows
-
-
-@click.command("schedule")
-@click.option("--once", is_flag=True, help="Run one publishing tick now and exit (for cron/systemd timers).")
-@click.option("--list", "list_runs", is_flag=True, help="Show the upcoming runs and what each would publish.")
-@click.option("--test-at", hidden=True, metavar="HH:MM:SS",
-              help="(tests) run every day at this time instead of [schedule] day/time.")
-@click.pass_context
-def schedule_command(ctx, once, list_runs, test_at) -> int:
-    """Run the publishing scheduler ([schedule] day, time, timezone)."""
-    from .cli import get_settings
-
-    settings = get_settings(ctx)
-    test_at = test_at or os.environ.get("PUBLISHER_SCHEDULE_TEST_AT") or None
-    cfg = schedule_config(settings, test_at)
-    if once and list_runs:
-        raise click.UsageError("--once and --list do not go together")
-    if list_runs:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"upcoming runs: {cfg.describe()}")
-        table.add_column("run at")
-        table.add_column("publishes")
-        table.add_column("not scheduled")
-        for when, publish, notes in upcoming(settings, cfg):
-            table.add_row(when.isoformat(),
-                          "\n".join(f"{slug} → {', '.join(chs)}" for slug, chs in publish) or "nothing",
-                          "\n".join(notes))
-        Console(width=max(120, Console().width)).print(table)
-        return 0
-    _setup_logging()
-    if once:
-        _RUNTIME["settings"] = settings
-        with ScheduleLock(cfg.jobstore):
-            reports = run_tick(settings)
-        done = sum(1 for r in reports for o in r.outcomes if o.state == "done")
-        click.echo(f"published {len(reports)} issue(s) ({done} channel push(es))")
-        return 0
-    return run_daemon(settings, cfg)

@@ -19,13 +19,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import logging
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, quote
-
-import click
 
 log = logging.getLogger("publisher.unsubscribe")
 
@@ -70,25 +67,23 @@ def unsubscribe_url(template: str, token: str) -> str:
 
 # -- the web app ----------------------------------------------------------------------------
 
-PAGE = """<!doctype html>
-<html lang="zh"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<meta name="robots" content="noindex"><title>{title}</title>
-<style>body{{font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em;line-height:1.5}}
-button{{font-size:1em;padding:.5em 1.2em}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>
-"""
+PAGE = "serve/unsubscribe.html"  # every page of the endpoint (templates/serve/)
 
 
-def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = "", subscribe=None):
+def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = "", subscribe=None,
+             env=None):
     """The WSGI application; `subscribers_db` is opened per request thread; `subscribe`, a WSGI
-    app, answers /subscribe and /confirm (publisher.subscribe.make_subscribe_app)."""
+    app, answers /subscribe and /confirm (publisher.subscribe.make_subscribe_app); `env`, the
+    template environment of the pages (default: the built-in templates)."""
+    from publisher.channels.base import builtin_env
     from publisher.subscribers import SubscriberDB
 
     db = SubscriberDB(subscribers_db)
     name = list_name or list_id
+    template = (env or builtin_env()).get_template(PAGE)
 
-    def page(start_response, status: str, title: str, body: str):
-        data = PAGE.format(title=html.escape(title), body=body).encode("utf-8")
+    def page(start_response, status: str, which: str, **values):
+        data = template.render(page=which, name=name, **values).encode("utf-8")
         start_response(status, [("Content-Type", "text/html; charset=utf-8"),
                                 ("Content-Length", str(len(data))),
                                 ("Cache-Control", "no-store"),
@@ -105,7 +100,7 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         if subscribe is not None and path.rstrip("/") in ("/subscribe", "/confirm"):
             return subscribe(environ, start_response)
         if path.rstrip("/") != "/unsubscribe":
-            return page(start_response, "404 Not Found", "未找到", "<p>这里什么也没有。</p>")
+            return page(start_response, "404 Not Found", "not_found")
         query = parse_qs(environ.get("QUERY_STRING", ""))
         form: dict[str, list[str]] = {}
         if method == "POST":
@@ -114,7 +109,7 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
             except ValueError:
                 length = 0
             if length > MAX_BODY:
-                return page(start_response, "413 Content Too Large", "请求过大", "<p>请求过大。</p>")
+                return page(start_response, "413 Content Too Large", "too_large")
             raw = environ["wsgi.input"].read(length) if length > 0 else b""
             form = parse_qs(raw.decode("utf-8", "replace"))
         elif method not in ("GET", "HEAD"):
@@ -123,19 +118,12 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         token = (form.get("token") or query.get("token") or [""])[0]
         email = verify_token(secret, list_id, token) if token else None
         if email is None:
-            return page(start_response, "400 Bad Request", "链接无效",
-                        "<p>这个退订链接无效或已被改动，没有做任何更改。"
-                        "请使用邮件中原样的退订链接。</p>")
+            return page(start_response, "400 Bad Request", "invalid")
         if method == "POST":
             changed = db.set_state(email, "unsubscribed", only_from=("active",))
             log.info("unsubscribe %s", "done" if changed else "no change")
-            return page(start_response, "200 OK", "已退订",
-                        f"<p>{html.escape(email)} 不会再收到{html.escape(name)}的邮件。</p>")
-        return page(start_response, "200 OK", "退订",
-                    f"<p>不再向 <strong>{html.escape(email)}</strong> 发送{html.escape(name)}？</p>"
-                    f'<form method="post" action="unsubscribe">'
-                    f'<input type="hidden" name="token" value="{html.escape(token, quote=True)}">'
-                    f'<button type="submit">确认退订</button></form>')
+            return page(start_response, "200 OK", "done", email=email)
+        return page(start_response, "200 OK", "confirm", email=email, token=token)
 
     return app
 
@@ -197,43 +185,3 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, **kw) -> Server
     server = make_wsgi_server(app, host, port, **kw)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def app_from_settings(settings):
-    from publisher.subscribe import make_subscribe_app
-    from publisher.subscribers import open_db
-
-    db = open_db(settings)
-    secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
-                    subscribe=make_subscribe_app(settings, secret))
-
-
-@click.command("serve")
-@click.option("--host", default=None, help="Override [serve] host.")
-@click.option("--port", type=int, default=None, help="Override [serve] port.")
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Override [serve] threads (workers).")
-@click.pass_context
-def serve_command(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
-    """Run the unsubscribe endpoint and the subscribe form (put it behind an HTTPS reverse proxy)."""
-    from publisher.cli import get_settings
-    from publisher.errors import ConfigError
-
-    settings = get_settings(ctx)
-    app = app_from_settings(settings)
-    host = host or settings["serve"]["host"]
-    port = port if port is not None else settings["serve"]["port"]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        server = make_wsgi_server(app, host, port, threads=threads or settings["serve"]["threads"],
-                                  timeout=settings["serve"]["timeout"])
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ([serve] host/port): {exc.strerror}") from None
-    click.echo(f"unsubscribe endpoint on http://{host}:{server.server_port}/unsubscribe, subscribe form on "
-               f"/subscribe (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

@@ -60,7 +60,7 @@ def test_parallel_corpus_builds_never_collide(imported_corpus: Path, tmp_path: P
     settings = _settings(tmp_path, imported_corpus, out)
     n_issues = len(list(imported_corpus.glob("*.md")))
     for _ in range(3):
-        rendered, fresh, errors = build(settings, out, force=True, jobs=4, echo=lambda *a, **k: None)
+        rendered, fresh, errors = build(settings, out, force=True, jobs=4)
         assert errors == []
         assert (rendered, fresh) == (n_issues * len(settings.enabled_channels), 0)
     leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")]

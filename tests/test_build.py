@@ -71,7 +71,7 @@ def rebuild(site: Path, **kw) -> tuple[set[Pair], dict]:
     whose files it wrote)."""
     out = site / "out"
     before, keys_before = (snapshot(out), manifest_keys(out)) if out.is_dir() else ({}, {})
-    rendered, fresh, errors = build(settings_of(site), out, echo=lambda *a, **k: None, **kw)
+    rendered, fresh, errors = build(settings_of(site), out, **kw)
     assert errors == []
     after, keys_after = snapshot(out), manifest_keys(out)
     changed = {k for k, v in keys_after.items() if keys_before.get(k) != v}
@@ -249,15 +249,14 @@ def test_parallel_build_is_byte_identical_to_serial(tmp_path: Path, corpus_work:
     make_archive(CORPUS, tmp_path / "issues", 100, work=corpus_work)
     (tmp_path / "publisher.toml").write_text('[paths]\nissues = "issues"\n', encoding="utf-8")
     settings = settings_of(tmp_path)
-    quiet = {"echo": lambda *a, **k: None}
     serial = tmp_path / "serial"
-    rendered, _, errors = build(settings, serial, jobs=1, **quiet)
+    rendered, _, errors = build(settings, serial, jobs=1)
     assert errors == [] and rendered == 100 * len(settings.enabled_channels)
     reference = _tree(serial)
     manifest = (serial / MANIFEST).read_text(encoding="utf-8")
     for run in range(5):
         out = tmp_path / f"parallel{run}"
-        rendered, _, errors = build(settings, out, jobs=None if run % 2 else 4, **quiet)
+        rendered, _, errors = build(settings, out, jobs=None if run % 2 else 4)
         assert errors == [] and rendered == 100 * len(settings.enabled_channels)
         assert _tree(out) == reference
         match, mismatch, errs = filecmp.cmpfiles(serial, out, [f for f in reference if f != MANIFEST], shallow=False)

@@ -20,10 +20,10 @@ import pytest
 
 from publisher.settings import load_settings
 from publisher.stores.ledger import Ledger
-from publisher.subscribe import make_confirm_token
+from publisher.subscribe import app_from_settings, make_confirm_token
 from publisher.subscribers import SubscriberDB, address_hash
 from publisher.transports.email import run_campaign
-from publisher.unsubscribe import app_from_settings, serve_in_thread
+from publisher.unsubscribe import serve_in_thread
 from tests.conftest import ROOT
 from tests.email_support import SECRET, Handler, free_port, write_project
 from tests.test_email_delivery import cert, env, render, start_server  # noqa: F401 - fixtures

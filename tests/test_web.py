@@ -46,7 +46,7 @@ def corpus_site(imported_corpus, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("web")
     shutil.copytree(imported_corpus, root / "issues")
     config = web_project(root, root / "issues")
-    rendered, _, errors = build(load_settings(config), root / "build", jobs=1, echo=lambda *a, **k: None)
+    rendered, _, errors = build(load_settings(config), root / "build", jobs=1)
     assert not errors and rendered == 30, errors
     return root
 
@@ -79,8 +79,7 @@ def test_feed_of_the_corpus_parses_without_bozo_with_20_entries_and_stable_ids(c
 
     # a forced rebuild gives the same feed byte for byte (ids and times come from the sources)
     before = (site / "feed.xml").read_bytes()
-    build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", force=True, jobs=1,
-          echo=lambda *a, **k: None)
+    build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", force=True, jobs=1)
     assert (site / "feed.xml").read_bytes() == before
 
 
@@ -120,8 +119,7 @@ def test_adding_one_issue_rewrites_only_its_page_the_index_the_feed_and_the_site
     site = corpus_site / "build" / "web"
     before = snapshot(site)
     write_issue(corpus_site / "issues", "2021-08-01", publish_at="")
-    _, _, errors = build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", jobs=1,
-                         echo=lambda *a, **k: None)
+    _, _, errors = build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", jobs=1)
     assert not errors
     after = snapshot(site)
     changed = {name for name in after if before.get(name) != after[name]}
@@ -129,7 +127,7 @@ def test_adding_one_issue_rewrites_only_its_page_the_index_the_feed_and_the_site
     assert set(before) <= set(after)
     assert 'href="2021-08-01.html"' in (site / "index.html").read_text(encoding="utf-8")
     (corpus_site / "issues" / "2021-08-01.md").unlink()
-    build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", jobs=1, echo=lambda *a, **k: None)
+    build(load_settings(corpus_site / "publisher.toml"), corpus_site / "build", jobs=1)
 
 
 # ---- escaping, drafts, configuration ------------------------------------------------------------
@@ -321,7 +319,7 @@ def test_example_issues_build_to_the_web_with_their_images(tmp_path: Path) -> No
     comes from beside the issue: the containment check reads the path as the issue wrote it)."""
     shutil.copytree(EXAMPLES / "issues", tmp_path / "issues")
     config = web_project(tmp_path, tmp_path / "issues")
-    _, _, errors = build(load_settings(config), tmp_path / "build", jobs=1, echo=lambda *a, **k: None)
+    _, _, errors = build(load_settings(config), tmp_path / "build", jobs=1)
     assert errors == []
     site = tmp_path / "build" / "web"
     for name in ("cover.png", "int4-pipeline.png"):
@@ -342,21 +340,21 @@ def test_editing_an_older_issue_rewrites_its_page_and_the_site_files_from_one_bu
     try:
         older.write_text(original.replace("摘要：", "摘要：EDITED-OLDER-ISSUE ", 1), encoding="utf-8")
         before = snapshot(site)
-        assert build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)[2] == []
+        assert build(settings, corpus_site / "build", jobs=1)[2] == []
         after = snapshot(site)
         assert {n for n in after if before.get(n) != after[n]} == {f"{older.stem}.html", "feed.xml"}
         assert "EDITED-OLDER-ISSUE" in (site / f"{older.stem}.html").read_text(encoding="utf-8")
         assert "EDITED-OLDER-ISSUE" in (site / "feed.xml").read_text(encoding="utf-8")
     finally:
         older.write_text(original, encoding="utf-8")
-        build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)
+        build(settings, corpus_site / "build", jobs=1)
     assert "EDITED-OLDER-ISSUE" not in (site / "feed.xml").read_text(encoding="utf-8")
 
     feed, index = (site / "feed.xml").read_bytes(), (site / "index.html").read_bytes()
     write_issue(corpus_site / "issues", "2021-08-01", publish_at="")
-    build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)
+    build(settings, corpus_site / "build", jobs=1)
     (corpus_site / "issues" / "2021-08-01.md").unlink()
-    assert build(settings, corpus_site / "build", jobs=1, echo=lambda *a, **k: None)[2] == []
+    assert build(settings, corpus_site / "build", jobs=1)[2] == []
     assert (site / "feed.xml").read_bytes() == feed and (site / "index.html").read_bytes() == index
     assert not (site / "2021-08-01.html").exists()
 

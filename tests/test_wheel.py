@@ -85,3 +85,25 @@ def test_installed_package_renders_and_builds_the_example_from_elsewhere(install
     for channel, suffix in [("github", ".md"), ("wechat", ".html"), ("email", ".html"), ("zhihu", ".md"),
                             ("aijishu", ".md"), ("plaintext", ".txt")]:
         assert (out / channel / f"2026-11-23{suffix}").is_file(), build.stdout
+
+
+@pytest.mark.slow
+def test_installed_package_ships_the_program_pages(installed: Path, tmp_path: Path) -> None:
+    """The preview page, its CSS and JS, the unsubscribe pages and the archive calendar are
+    template files (templates/preview/, serve/, github/index.md): the wheel must carry them."""
+    (tmp_path / "publisher.toml").write_text(
+        f'[paths]\nissues = "{(EXAMPLES / "issues").as_posix()}"\nout = "out"\n', encoding="utf-8")
+    preview = _run([str(installed / "publisher"), "preview", "--no-open", "-c", "plaintext"], cwd=tmp_path,
+                   env=_env())
+    assert preview.returncode == 0, preview.stderr
+    page = Path(preview.stdout.strip()).read_text(encoding="utf-8")
+    assert "nav.tabs button.on" in page and "new EventSource(" in page  # the CSS and the script, inlined
+    check = ("import datetime as dt\n"
+             "from publisher.channels.base import builtin_env\n"
+             "from publisher.transports.git import index_block\n"
+             "print(index_block([(dt.date(2026, 11, 23), '2026-11-23.md')], 'X'))\n"
+             "print(builtin_env().get_template('serve/unsubscribe.html').render(page='invalid', name='n'))\n")
+    shipped = _run([str(installed / "python"), "-c", check], cwd=tmp_path, env=_env())
+    assert shipped.returncode == 0, shipped.stderr
+    assert "共 1 期X。" in shipped.stdout and "| 2026 |" in shipped.stdout and "[23](2026-11-23.md)" in shipped.stdout
+    assert "<title>链接无效</title>" in shipped.stdout

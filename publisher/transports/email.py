@@ -688,32 +688,18 @@ def campaign_status(ledger: Ledger, issue: str) -> dict[str, int]:
 # -- progress display ---------------------------------------------------------------------------
 
 
-class _Display:
-    """rich progress bar on a TTY, a log line every 5 s otherwise."""
+class _Lines:
+    """Progress as a line `email: done/total` on stderr every 5 s and at the end (the default when
+    the caller passes no progress callback; `publisher push` draws a bar on a terminal instead)."""
 
-    def __init__(self, total: int):
-        self.total = total
-        self.bar = None
+    def __init__(self) -> None:
         self.last = 0.0
-        if sys.stderr.isatty():
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=False)
-            self.task = self.bar.add_task("email", total=total)
-            self.bar.start()
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total or None)
-            return
         now = time.monotonic()
         if now - self.last >= 5 or done == total:
             self.last = now
             print(f"email: {done}/{total}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 class EmailTransport(Transport):
@@ -762,19 +748,10 @@ class EmailTransport(Transport):
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         template = build_template(rendition, settings)
-        display = None
-        progress = ctx.progress
         campaign = Campaign(template, settings, ctx.ledger, secret=secret)
         campaign.lease = ctx.lease
-        if progress is None:
-            display = _Display(campaign.subs.count("active"))
-            progress = display
-        campaign.progress = progress
-        try:
-            stats = campaign.run()
-        finally:
-            if display is not None:
-                display.close()
+        campaign.progress = ctx.progress or _Lines()
+        stats = campaign.run()
         print(stats.summary(), file=sys.stderr)
         if stats.aborted or stats.remaining:
             why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "

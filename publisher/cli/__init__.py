@@ -1,8 +1,11 @@
-"""The `publisher` command line.
+"""The `publisher` command line: the thin top layer, and the only package that imports click or rich.
 
-Subcommands live in their own modules and are imported only when used (LAZY_COMMANDS), which
-keeps start-up fast and lets each feature own its module. Every error a user can cause is a
-PublisherError, printed as `file:line: error: …` with exit status 1 — never a traceback.
+One module per command (publisher/cli/<command>.py), imported only when used (LAZY_COMMANDS),
+which keeps start-up fast. A command parses its options, calls the plain functions of the domain
+modules (`build()`, `push_issue()`, `run_tick()`, `run_check()`, …) and prints what they return;
+progress comes back through a callback that `publisher.cli.progress` turns into a rich bar on a
+terminal or plain lines otherwise. Every error a user can cause is a PublisherError, printed as
+`file:line: error: …` with exit status 1 — never a traceback.
 """
 
 from __future__ import annotations
@@ -10,26 +13,25 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from .errors import Diagnostic, PublisherError
+from publisher.errors import Diagnostic, PublisherError
 
 # name -> "module:attribute" of a click command
 LAZY_COMMANDS = {
-    "import": "publisher.commands.importer:import_command",
-    "check": "publisher.check:check_command",
-    "render": "publisher.commands.render:render_command",
-    "build": "publisher.build:build_command",
-    "preview": "publisher.preview:preview_command",
-    "push": "publisher.push:push_command",
-    "status": "publisher.push:status_command",
-    "schedule": "publisher.scheduler:schedule_command",
-    "subscribers": "publisher.subscribers:subscribers_command",
-    "serve": "publisher.unsubscribe:serve_command",
-    "bounces": "publisher.bounces:bounces_command",
+    "import": "publisher.cli.importer:import_command",
+    "check": "publisher.cli.check:check_command",
+    "render": "publisher.cli.render:render_command",
+    "build": "publisher.cli.build:build_command",
+    "preview": "publisher.cli.preview:preview_command",
+    "push": "publisher.cli.push:push_command",
+    "status": "publisher.cli.status:status_command",
+    "schedule": "publisher.cli.schedule:schedule_command",
+    "subscribers": "publisher.cli.subscribers:subscribers_command",
+    "serve": "publisher.cli.serve:serve_command",
+    "bounces": "publisher.cli.bounces:bounces_command",
 }
 
 
@@ -72,7 +74,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 def get_settings(ctx: click.Context):
     """The validated settings for this invocation (loaded once)."""
-    from .settings import load_settings
+    from publisher.settings import load_settings
 
     root = ctx.find_root()
     root.ensure_object(dict)
@@ -108,6 +110,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     return rv if isinstance(rv, int) else 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

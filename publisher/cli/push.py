@@ -1,0 +1,63 @@
+"""`publisher push`: one issue to channels through `publisher.push.push_issue`, and its report."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from publisher.cli import get_settings, print_diagnostics
+from publisher.cli.progress import send_progress
+from publisher.errors import PublisherError
+from publisher.push import BUSY, DONE, DRY_RUN, FAILED, SKIPPED, PushReport, push_issue, resolve_issue_path
+
+_ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:\"()\[\].]+")
+
+
+@click.command("push")
+@click.argument("issue")
+@click.option("--channel", "-c", "channels", multiple=True, metavar="NAME",
+              help="Channel to push to (repeatable).")
+@click.option("--all", "all_channels", is_flag=True, help="Every channel in [channels] enabled.")
+@click.option("--dry-run", is_flag=True, help="Render and report; send nothing, write no ledger row.")
+@click.option("--force", is_flag=True, help="Push again to channels the ledger records as done.")
+@click.option("--to", "to", metavar="ADDR", help="email: send one test copy to ADDR (ledger untouched).")
+@click.option("--publish", is_flag=True, help="wechat: publish the draft (freepublish) after creating it.")
+@click.option("--new-draft", is_flag=True, help="wechat: create a new draft instead of updating.")
+@click.pass_context
+def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft) -> int:
+    """Push ISSUE (a file, or a date in the issues folder) to channels."""
+    settings = get_settings(ctx)
+    if bool(channels) == bool(all_channels):
+        raise click.UsageError("name channels with --channel NAME (repeatable) or pass --all")
+    names = settings.enabled_channels if all_channels else list(channels)
+    if not names:
+        raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
+    if to and "email" not in names:
+        raise click.UsageError("--to sends an email test copy: add --channel email")
+    if to and not _ADDRESS_RE.fullmatch(to):
+        raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net)",
+                                 param_hint="--to")
+    options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
+    if to:
+        options["to"] = to
+    path = resolve_issue_path(settings, issue)
+    with send_progress("email") as progress:
+        report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options,
+                            progress=progress)
+    print_report(report)
+    return 1 if report.failed else 0
+
+
+def print_report(report: PushReport) -> None:
+    print_diagnostics(report.warnings)
+    colors = {DONE: "green", SKIPPED: "cyan", FAILED: "red", BUSY: "red", DRY_RUN: "yellow"}
+    for o in report.outcomes:
+        where = f" {o.url}" if o.url and o.url not in o.message else ""
+        line = f"{report.issue.slug} {o.channel}: {o.state}: {o.message}{where}"
+        click.secho(line, fg=colors.get(o.state), err=o.failed)
+    if report.failed:
+        names = ", ".join(o.channel for o in report.failed)
+        click.secho(f"{len(report.failed)} channel(s) failed: {names}; re-run to retry them "
+                    "(channels already done are skipped)", fg="red", err=True)

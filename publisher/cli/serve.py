@@ -1,0 +1,39 @@
+"""`publisher serve`: the unsubscribe endpoint and the subscribe form (publisher/unsubscribe.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from publisher.cli import get_settings
+from publisher.errors import ConfigError
+from publisher.subscribe import app_from_settings
+from publisher.unsubscribe import make_wsgi_server
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Override [serve] host.")
+@click.option("--port", type=int, default=None, help="Override [serve] port.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Override [serve] threads (workers).")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
+    """Run the unsubscribe endpoint and the subscribe form (put it behind an HTTPS reverse proxy)."""
+    settings = get_settings(ctx)
+    app = app_from_settings(settings)
+    host = host or settings["serve"]["host"]
+    port = port if port is not None else settings["serve"]["port"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        server = make_wsgi_server(app, host, port, threads=threads or settings["serve"]["threads"],
+                                  timeout=settings["serve"]["timeout"])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ([serve] host/port): {exc.strerror}") from None
+    click.echo(f"unsubscribe endpoint on http://{host}:{server.server_port}/unsubscribe, subscribe form on "
+               f"/subscribe (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,1 +1,0 @@
-"""Small subcommands that are not a feature module of their own."""
