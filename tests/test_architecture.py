@@ -12,8 +12,6 @@ import ast
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 # the source folders and the package each one is installed as (setup.py's MAPPED)
@@ -181,22 +179,8 @@ def test_a_cycle_is_found(monkeypatch) -> None:
 # ---- the rules --------------------------------------------------------------------------------
 
 
-# The one cycle left: bounces imports the email transport's SCHEMA (the email_sends table) and the
-# transport imports bounces' verp_sender. The stores share (branch r-store: all SQL in
-# publisher/stores/) removes the SCHEMA import; the lead turns the test on after merging it.
-STORES_SHARE_CYCLE = {"publisher.bounces", "publisher.transports.email"}
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "bounces <-> transports/email through the email_sends SCHEMA: removed by the stores share "
-    "(r-store, all SQL in publisher/stores/); turn this on after merging it"))
 def test_no_import_cycles() -> None:
     assert cycles() == []
-
-
-def test_no_cycle_outside_the_stores_share() -> None:
-    """Until then, the only cycle is that one: no other module may take part in a cycle."""
-    assert [c for c in cycles() if set(c) != STORES_SHARE_CYCLE] == []
 
 
 def test_only_the_cli_imports_click_or_rich() -> None:
