@@ -150,8 +150,8 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
 
 def link_findings(checked_files: list[Checked], settings, *, progress: Progress | None = None
                   ) -> tuple[list[Finding], dict]:
-    from publisher.ledger import Ledger
     from publisher.linkcheck import LinkChecker, checkable
+    from publisher.stores.ledger import Ledger
 
     where: list[tuple[str, str, int]] = []  # (url, file, line)
     for c in checked_files:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic, PublisherError, SourceError
-from .ledger import LeaseHeld, Ledger, checkpoint
 from .model import Issue
 from .redact import redact
 from .settings import Settings
+from .stores.ledger import LeaseHeld, Ledger, checkpoint
 
 # outcome states
 DONE, SKIPPED, FAILED, DRY_RUN = "done", "skipped", "failed", "dry-run"

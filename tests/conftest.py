@@ -60,3 +60,8 @@ def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
     return tmp_path
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current renderings (review the diff like code)")

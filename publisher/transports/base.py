@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from publisher.channels.base import Rendition
-from publisher.ledger import Ledger
 from publisher.model import Issue
 from publisher.settings import Settings
+from publisher.stores.ledger import Ledger
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class PushContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     # where to report progress (a callable taking done, total); None = silent
     progress: Any = None
-    # the (issue, channel) lease held for this push (publisher.ledger.Lease; None in a dry run or
+    # the (issue, channel) lease held for this push (publisher.stores.ledger.Lease; None in a dry run or
     # a test copy): a transport that sends for long stops when `lease.lost` is set
     lease: Any = None
 

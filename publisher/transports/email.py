@@ -356,7 +356,7 @@ class Campaign:
             raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
         self.stats = CampaignStats(ambiguous_policy=self.policy)
-        self.lease = None  # a publisher.ledger.Lease: stop when it is lost
+        self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
         self.faults_in_row = 0  # campaign faults since the last success
         self.same: tuple[str, int] = ("", 0)  # (signature, count) of identical failures in a row
         self.lock = threading.Lock()
