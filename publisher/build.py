@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import PublisherError
 from .settings import Settings
 
@@ -238,9 +239,7 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
     _remove_outputs(gone, manifest, out)
     if not results and not gone and manifest_path.exists():
         return rendered, fresh, errors  # nothing changed: the manifest stays as it is
-    tmp = manifest_path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(manifest_path)
+    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
     return rendered, fresh, errors
 
 
