@@ -36,10 +36,6 @@ class EmailChannel(HtmlChannel):
     preview_panel = "mail"
     check = staticmethod(limits.check_email)
 
-    @classmethod
-    def archive_slice(cls, date, archive):
-        return []  # it shows no list of past issues
-
     def local_image_src(self, src: str) -> str:
         # mail clients need absolute image URLs: the image's public address in the archive
         return public_src(src, self.settings["newsletter"]["image_base_url"])

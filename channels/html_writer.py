@@ -304,6 +304,10 @@ class HtmlChannel(Channel):
     src becomes), `page(issue, writer, content, images)`.
     """
 
+    @classmethod
+    def archive_slice(cls, date, archive):
+        return []  # neither shows a list of past issues (WeChat points at the account's menu)
+
     def writer(self, image_src: Callable[[Image], str | None]) -> HtmlWriter:
         return HtmlWriter(image_src=image_src, highlight=self.settings["code"]["highlight_style"])
 

@@ -72,10 +72,6 @@ class WeChatChannel(HtmlChannel):
     preview_panel = "phone"
     check = staticmethod(limits.check_wechat)
 
-    @classmethod
-    def archive_slice(cls, date, archive):
-        return []  # it shows no list of past issues
-
     def _styles(self) -> dict[str, str]:
         env = self.ctx.env
         source, filename, _ = env.loader.get_source(env, STYLES)
