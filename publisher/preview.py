@@ -10,8 +10,8 @@ The page is built from the renditions `publisher.pipeline` produces — nothing 
 
 Without `--serve` the page is one self-contained HTML file (images as data: URIs). With `--serve`
 a local server re-renders as soon as the kernel reports (inotify, through watchfiles) that the
-issue, the config or a template changed, and the page reloads itself (Server-Sent Events); a
-broken source shows its `file:line: error` on the page.
+issue, the config or a template changed, and the page swaps the new version in place (Server-Sent
+Events announce it); a broken source shows its `file:line: error` on the page.
 """
 
 from __future__ import annotations
