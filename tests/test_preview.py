@@ -721,15 +721,18 @@ def test_serve_returns_on_ctrl_c_with_its_threads_gone(demo: Path, monkeypatch) 
             started.set()
 
     def ctrl_c() -> None:
-        started.wait(30)
-        port = int(re.search(r":(\d+)/", said[0]).group(1))
-        socks.extend(_hold_connections(port))
-        threading.Thread(target=_keep_editing, args=(issue_path, stop_edits), daemon=True).start()
-        deadline = time.monotonic() + 10
-        while live.version < 3 and time.monotonic() < deadline:  # the watcher is re-rendering
-            time.sleep(0.01)
-        killed_at.append(time.monotonic())
-        os.kill(os.getpid(), signal.SIGINT)
+        if not started.wait(30):
+            return  # serve() failed before serving: it raises, no Ctrl-C to send
+        try:
+            port = int(re.search(r":(\d+)/", said[0]).group(1))
+            socks.extend(_hold_connections(port))
+            threading.Thread(target=_keep_editing, args=(issue_path, stop_edits), daemon=True).start()
+            deadline = time.monotonic() + 10
+            while live.version < 3 and time.monotonic() < deadline:  # the watcher is re-rendering
+                time.sleep(0.01)
+        finally:  # serve() is serving: always stop it
+            killed_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
 
     trigger = threading.Thread(target=ctrl_c, daemon=True)
     trigger.start()
