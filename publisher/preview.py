@@ -48,6 +48,8 @@ WATCH_STEP_MS = 15
 WATCH_DEBOUNCE_MS = 300
 # on Ctrl-C, the longest the server waits for each of its threads (a render in progress) to end
 STOP_SECONDS = 5.0
+# the served pages kept for their frames and images: a page still loading them while newer versions land
+KEEP_PAGES = 8
 
 # WeChat draft API limits: the numbers of publisher/limits.py (`check` and the push use them too)
 WECHAT_LIMITS = {
@@ -97,10 +99,11 @@ class ImageTable:
     `inline=True` (the static file) embeds data: URIs and srcdoc documents; otherwise images are
     registered under /image/<n> and each iframe's document under /frame/<channel> for the preview
     server to serve (the served page's policy allows no inline style, and a srcdoc document would
-    inherit it).
+    inherit it), with `?v=<version>`: a page asks for its own version's, even once a newer one is up.
     """
 
     inline: bool
+    version: int | None = None
     blobs: list[ImageBlob] = field(default_factory=list)
     frames: dict[str, str] = field(default_factory=dict)  # channel -> its iframe's document
     missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, ref)
@@ -114,7 +117,7 @@ class ImageTable:
             url = f"data:{blob.media_type};base64," + base64.b64encode(blob.data).decode("ascii")
         else:
             self.blobs.append(blob)
-            url = f"/image/{len(self.blobs) - 1}"
+            url = f"/image/{len(self.blobs) - 1}{self._v}"
         self._by_key[key] = url
         return url
 
@@ -123,7 +126,11 @@ class ImageTable:
         if self.inline:
             return Markup(f'srcdoc="{_srcdoc(document)}"')
         self.frames[channel] = document
-        return Markup(f'src="/frame/{escape(channel)}"')
+        return Markup(f'src="/frame/{escape(channel)}{self._v}"')
+
+    @property
+    def _v(self) -> str:
+        return "" if self.version is None else f"?v={self.version}"
 
     def rewrite(self, markup: str, rendition, base_dir: Path | None) -> str:
         """Point every <img src> of `markup` at something the preview can load."""
@@ -416,7 +423,7 @@ def build_page(
     """
     issue, warnings = pipeline.load(issue_path)
     ctx = pipeline.context_for(settings, issue)
-    images = ImageTable(inline=inline_images)
+    images = ImageTable(inline=inline_images, version=live_version)
     panels: list[Panel] = []
     for name in channels:
         if name in lazy:  # not shown: the live page asks for it when its tab is opened
@@ -499,6 +506,7 @@ class LivePreview:
         self._channels = channels
         self.version = 0
         self.page: Page | None = None
+        self._recent: dict[int, Page] = {}  # the last KEEP_PAGES versions, for their frames and images
         self.render_seconds = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -563,6 +571,8 @@ class LivePreview:
         self.render_seconds = time.perf_counter() - start
         with self._cond:
             self.page = page
+            self._recent[version] = page
+            self._recent.pop(version - KEEP_PAGES, None)
             self.version = version
             self._cond.notify_all()
 
@@ -608,6 +618,15 @@ class LivePreview:
         self.shown = channel
         self.rebuild()
         return True
+
+    def page_for(self, version: str | None) -> Page | None:
+        """The page of `version` (a recent one; the current page without a version)."""
+        if not version:
+            return self.page
+        try:
+            return self._recent.get(int(version))
+        except ValueError:
+            return None
 
     def wait_for_change(self, seen: int, timeout: float) -> int:
         with self._cond:
@@ -655,7 +674,7 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                     assert page is not None
                     self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8", PAGE_POLICY)
                 elif path.startswith("/frame/"):  # a rendition's document, in its sandboxed iframe
-                    page = live.page
+                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
                     document = page.frames.get(unquote(path[len("/frame/"):])) if page else None
                     if document is None:
                         self._send(404, b"no such frame", "text/plain")
@@ -665,7 +684,7 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                     body, content_type = page_asset(path[1:])
                     self._send(200, body, content_type)
                 elif path.startswith("/image/"):
-                    page = live.page
+                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
                     try:
                         blob = page.images[int(path.rsplit("/", 1)[1])]
                     except (ValueError, IndexError, AttributeError):
@@ -679,7 +698,9 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                     self._events()
                 elif path == "/show":
                     tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
-                    ok = live.show(tab)
+                    # a tab rendered meanwhile (two asks crossing a new version) is no error
+                    page = live.page
+                    ok = live.show(tab) or (page is not None and f'data-tab="{escape(tab)}"' in page.html)
                     self._send(200 if ok else 404, b"ok" if ok else b"no such tab", "text/plain")
                 elif path == "/version":
                     self._send(200, json.dumps({"version": live.version}).encode(), "application/json")

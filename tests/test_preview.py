@@ -577,7 +577,10 @@ def test_live_preview_renders_only_the_tab_on_screen(demo: Path) -> None:
     live.rebuild()
     assert 'data-lazy="plaintext"' in live.page.html and 'data-lazy="github"' not in live.page.html
     assert "layout: default" in live.page.html  # github, the first tab, rendered
+    assert 'src="/frame/github?v=1"' in live.page.html and "github" in live.page.frames
     assert live.show("plaintext") and live.version == 2
+    # version 1's frame is still served to a page that has not swapped in version 2 yet
+    assert "github" in live.page_for("1").frames and "github" not in live.page_for("2").frames
     assert 'data-lazy="github"' in live.page.html and 'data-lazy="plaintext"' not in live.page.html
     assert not live.show("plaintext")  # already rendered: nothing to do
     assert not live.show("<script>")
