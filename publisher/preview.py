@@ -10,17 +10,19 @@ The page is built from the renditions `publisher.pipeline` produces — nothing 
 
 Without `--serve` the page is one self-contained HTML file (images as data: URIs). With `--serve`
 a local server re-renders as soon as the kernel reports (inotify, through watchfiles) that the
-issue, the config or a template changed, and the page reloads itself (Server-Sent Events); a
-broken source shows its `file:line: error` on the page.
+issue, the config or a template changed, and the page swaps the new version in place (Server-Sent
+Events announce it); a broken source shows its `file:line: error` on the page.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import mimetypes
 import re
+import socket
 import threading
 import time
 import traceback
@@ -44,6 +46,10 @@ from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceErro
 # is several writes), or after WATCH_DEBOUNCE_MS of continuous events at the latest
 WATCH_STEP_MS = 15
 WATCH_DEBOUNCE_MS = 300
+# on Ctrl-C, the longest the server waits for each of its threads (a render in progress) to end
+STOP_SECONDS = 5.0
+# the served pages kept for their frames and images: a page still loading them while newer versions land
+KEEP_PAGES = 8
 
 # WeChat draft API limits: the numbers of publisher/limits.py (`check` and the push use them too)
 WECHAT_LIMITS = {
@@ -87,14 +93,19 @@ def _placeholder(ref: str) -> str:
 
 @dataclass
 class ImageTable:
-    """Maps the image refs of renditions to URLs the preview page can load.
+    """Maps the image refs of renditions, and the documents of the iframes, to URLs the preview
+    page can load.
 
-    `inline=True` (the static file) embeds data: URIs; otherwise images are registered under
-    /image/<n> for the preview server to serve.
+    `inline=True` (the static file) embeds data: URIs and srcdoc documents; otherwise images are
+    registered under /image/<n> and each iframe's document under /frame/<channel> for the preview
+    server to serve (the served page's policy allows no inline style, and a srcdoc document would
+    inherit it), with `?v=<version>`: a page asks for its own version's, even once a newer one is up.
     """
 
     inline: bool
+    version: int | None = None
     blobs: list[ImageBlob] = field(default_factory=list)
+    frames: dict[str, str] = field(default_factory=dict)  # channel -> its iframe's document
     missing: list[tuple[str, str]] = field(default_factory=list)  # (channel, ref)
     _by_key: dict[tuple, str] = field(default_factory=dict)
 
@@ -106,9 +117,20 @@ class ImageTable:
             url = f"data:{blob.media_type};base64," + base64.b64encode(blob.data).decode("ascii")
         else:
             self.blobs.append(blob)
-            url = f"/image/{len(self.blobs) - 1}"
+            url = f"/image/{len(self.blobs) - 1}{self._v}"
         self._by_key[key] = url
         return url
+
+    def frame(self, channel: str, document: str) -> Markup:
+        """The attribute that loads `document` into `channel`'s iframe."""
+        if self.inline:
+            return Markup(f'srcdoc="{_srcdoc(document)}"')
+        self.frames[channel] = document
+        return Markup(f'src="/frame/{escape(channel)}{self._v}"')
+
+    @property
+    def _v(self) -> str:
+        return "" if self.version is None else f"?v={self.version}"
 
     def rewrite(self, markup: str, rendition, base_dir: Path | None) -> str:
         """Point every <img src> of `markup` at something the preview can load."""
@@ -178,6 +200,11 @@ def _srcdoc(document: str) -> str:
 CONTENT_POLICY = ("default-src 'none'; img-src * data: blob:; style-src 'unsafe-inline'; "
                   "font-src data:; base-uri 'none'; form-action 'none'")
 SANDBOX = "allow-same-origin allow-popups allow-popups-to-escape-sandbox"
+# The served page itself (a header on `/`): its own script and stylesheet (/preview.js,
+# /preview.css) and nothing inline, so markup that escaped a frame still runs nothing; the frames
+# are documents of their own (/frame/<channel>) under CONTENT_POLICY.
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+               "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 def _with_policy(document: str) -> str:
@@ -253,7 +280,7 @@ def email_panel(rendition, settings, images: ImageTable, base_dir: Path | None) 
 <span class="group"><button type="button" class="on" data-width="desktop">Desktop 640</button><button type="button" data-width="mobile">Mobile 375</button></span>
 </div>
 <div class="mailview desktop">
-<iframe class="mail-html" title="email HTML part" sandbox="{SANDBOX}" srcdoc="{_srcdoc(_with_policy(body))}"></iframe>
+<iframe class="mail-html" title="email HTML part" sandbox="{SANDBOX}" {images.frame(rendition.channel, _with_policy(body))}></iframe>
 <pre class="mail-text" hidden>{escape(text)}</pre>
 </div>
 </div>"""
@@ -288,7 +315,7 @@ def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
 {feed_card(rendition, images, title, digest, account)}
 <div class="phone">
 <div class="phone-bar">{escape(account)}</div>
-<iframe class="wechat-article" title="WeChat article" sandbox="{SANDBOX}" srcdoc="{_srcdoc(_iframe_doc(body))}"></iframe>
+<iframe class="wechat-article" title="WeChat article" sandbox="{SANDBOX}" {images.frame(rendition.channel, _iframe_doc(body))}></iframe>
 <div class="phone-foot">{read_more}</div>
 </div>
 <table class="limits"><caption>Draft fields (draft/add)</caption>{"".join(rows)}</table>
@@ -341,13 +368,13 @@ def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
         rendered = images.rewrite(rendered, rendition, base_dir)
         rendered_html = (
             f'<iframe class="html-render markdown-render" title="rendered Markdown" sandbox="{SANDBOX}" '
-            f'srcdoc="{_srcdoc(_iframe_doc(rendered, extra_css=MARKDOWN_CSS))}"></iframe>'
+            f'{images.frame(rendition.channel, _iframe_doc(rendered, extra_css=MARKDOWN_CSS))}></iframe>'
         )
     elif "html" in rendition.media_type:
         rendered = images.rewrite(body, rendition, base_dir)
         rendered_html = (
             f'<iframe class="html-render" sandbox="{SANDBOX}" '
-            f'srcdoc="{_srcdoc(_iframe_doc(rendered))}"></iframe>'
+            f'{images.frame(rendition.channel, _iframe_doc(rendered))}></iframe>'
         )
     else:
         rendered_html = f'<pre class="plain">{escape(body)}</pre>'
@@ -377,6 +404,7 @@ class Page:
     html: str
     images: list[ImageBlob]
     ok: bool  # False when the source could not be read
+    frames: dict[str, str] = field(default_factory=dict)  # channel -> its iframe's document (served)
 
 
 def build_page(
@@ -395,7 +423,7 @@ def build_page(
     """
     issue, warnings = pipeline.load(issue_path)
     ctx = pipeline.context_for(settings, issue)
-    images = ImageTable(inline=inline_images)
+    images = ImageTable(inline=inline_images, version=live_version)
     panels: list[Panel] = []
     for name in channels:
         if name in lazy:  # not shown: the live page asks for it when its tab is opened
@@ -414,7 +442,7 @@ def build_page(
     notes += [f"{channel}: image not found next to the issue: {ref}" for channel, ref in images.missing]
     title = f"{issue.title} — preview"
     html_text = _layout(title, str(issue_path), panels, notes, live_version)
-    return Page(html_text, images.blobs, True)
+    return Page(html_text, images.blobs, True, images.frames)
 
 
 def error_page(issue_path: Path, exc: PublisherError, live_version: int | None) -> Page:
@@ -442,7 +470,18 @@ def _layout(
     from publisher.channels.base import builtin_env
 
     return builtin_env().get_template(PAGE).render(
-        title=title, issue_file=issue_file, panels=panels, notes=notes, live_version=live_version, error=error)
+        title=title, issue_file=issue_file, panels=panels, notes=notes, live_version=live_version, error=error,
+        served=live_version is not None)
+
+
+def page_asset(name: str) -> tuple[bytes, str] | None:
+    """The served page's own stylesheet or script (templates/preview/), by file name."""
+    from publisher.channels.base import builtin_env
+
+    types = {"preview.css": "text/css; charset=utf-8", "preview.js": "text/javascript; charset=utf-8"}
+    if name not in types:
+        return None
+    return builtin_env().get_template(f"preview/{name}").render().encode("utf-8"), types[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,6 +506,7 @@ class LivePreview:
         self._channels = channels
         self.version = 0
         self.page: Page | None = None
+        self._recent: dict[int, Page] = {}  # the last KEEP_PAGES versions, for their frames and images
         self.render_seconds = 0.0
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -531,6 +571,8 @@ class LivePreview:
         self.render_seconds = time.perf_counter() - start
         with self._cond:
             self.page = page
+            self._recent[version] = page
+            self._recent.pop(version - KEEP_PAGES, None)
             self.version = version
             self._cond.notify_all()
 
@@ -577,6 +619,15 @@ class LivePreview:
         self.rebuild()
         return True
 
+    def page_for(self, version: str | None) -> Page | None:
+        """The page of `version` (a recent one; the current page without a version)."""
+        if not version:
+            return self.page
+        try:
+            return self._recent.get(int(version))
+        except ValueError:
+            return None
+
     def wait_for_change(self, seen: int, timeout: float) -> int:
         with self._cond:
             self._cond.wait_for(lambda: self.version != seen or self._stop.is_set(), timeout)
@@ -600,11 +651,14 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args) -> None:  # quiet
             pass
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
+        def _send(self, status: int, body: bytes, content_type: str, policy: str | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if policy:
+                self.send_header("Content-Security-Policy", policy)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -618,9 +672,19 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                 if path in ("/", "/index.html"):
                     page = live.page
                     assert page is not None
-                    self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8")
+                    self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8", PAGE_POLICY)
+                elif path.startswith("/frame/"):  # a rendition's document, in its sandboxed iframe
+                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
+                    document = page.frames.get(unquote(path[len("/frame/"):])) if page else None
+                    if document is None:
+                        self._send(404, b"no such frame", "text/plain")
+                        return
+                    self._send(200, document.encode("utf-8"), "text/html; charset=utf-8", CONTENT_POLICY)
+                elif path in ("/preview.css", "/preview.js"):
+                    body, content_type = page_asset(path[1:])
+                    self._send(200, body, content_type)
                 elif path.startswith("/image/"):
-                    page = live.page
+                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
                     try:
                         blob = page.images[int(path.rsplit("/", 1)[1])]
                     except (ValueError, IndexError, AttributeError):
@@ -634,7 +698,9 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
                     self._events()
                 elif path == "/show":
                     tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
-                    ok = live.show(tab)
+                    # a tab rendered meanwhile (two asks crossing a new version) is no error
+                    page = live.page
+                    ok = live.show(tab) or (page is not None and f'data-tab="{escape(tab)}"' in page.html)
                     self._send(200 if ok else 404, b"ok" if ok else b"no such tab", "text/plain")
                 elif path == "/version":
                     self._send(200, json.dumps({"version": live.version}).encode(), "application/json")
@@ -668,8 +734,49 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
 
 
 class PreviewServer(ThreadingHTTPServer):
+    """Each connection's thread is kept with its socket, so that stopping can close every open
+    connection (an SSE stream, a browser's idle keep-alive, a request not sent yet) and join its
+    thread: nothing of the preview is left running while the interpreter shuts down."""
+
     daemon_threads = True
     allow_reuse_address = True
+    block_on_close = False  # close_all() does it, with a bound
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[socket.socket, threading.Thread] = {}
+        self._open_lock = threading.Lock()
+        self.closing = False
+
+    def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name="preview-http", daemon=True)
+        with self._open_lock:
+            self._open[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        if not self.closing:  # a connection cut by close_all() is no error
+            super().handle_error(request, client_address)
+
+    def close_all(self, timeout: float) -> bool:
+        """Cut every open connection and wait up to `timeout` s for their threads; True when all
+        ended. Call after LivePreview.stop() (which ends the SSE streams' waits)."""
+        self.closing = True
+        with self._open_lock:
+            open_now = list(self._open.items())
+        for sock, _ in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for _, thread in open_now:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for _, thread in open_now)
 
 
 def start_server(live: LivePreview, port: int, host: str = "127.0.0.1") -> PreviewServer:
@@ -683,24 +790,32 @@ def start_server(live: LivePreview, port: int, host: str = "127.0.0.1") -> Previ
 
 
 def serve(live: LivePreview, port: int, *, open_browser: bool, say: Callable[[str], None] = print) -> None:
-    """Serve the live preview until Ctrl-C; `say` gets the lines for the person at the terminal."""
+    """Serve the live preview until Ctrl-C; `say` gets the lines for the person at the terminal.
+
+    On Ctrl-C it returns only once its own threads are gone (each bounded by STOP_SECONDS): the
+    watcher leaves watchfiles' Rust loop at its next step, every connection is cut and its thread
+    joined. A daemon thread still inside the extension when the interpreter finalizes is what
+    could keep the process from exiting."""
     live.rebuild()
     server = start_server(live, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     watcher = threading.Thread(target=live.watch, name="preview-watch", daemon=True)
-    watcher.start()
-    follow = " (follows the newest issue)" if live.follow_newest else ""
-    say(f"Preview of {live.issue_path}{follow} at {url}")
-    say("Watching the issue, the config and the templates; Ctrl-C to stop.")
-    if open_browser:
-        webbrowser.open(url)
     try:
+        watcher.start()
+        follow = " (follows the newest issue)" if live.follow_newest else ""
+        say(f"Preview of {live.issue_path}{follow} at {url}")
+        say("Watching the issue, the config and the templates; Ctrl-C to stop.")
+        if open_browser:
+            webbrowser.open(url)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        live.stop()
+        live.stop()  # the watcher's stop event, and every SSE stream's wait
         server.server_close()
+        server.close_all(STOP_SECONDS)
+        if watcher.is_alive():
+            watcher.join(STOP_SECONDS)  # at most the end of a render in progress
         say("preview stopped")
 
 

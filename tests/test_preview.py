@@ -441,8 +441,8 @@ def test_live_reload_and_broken_source(browser, demo: Path) -> None:
 
         # 1. an edit of the issue shows up by itself
         issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LIVE1"), encoding="utf-8")
-        page.wait_for_function("document.body.innerText.includes('LIVE1')", timeout=5_000)
-        assert page.evaluate("window.__before_edit === undefined")  # the page reloaded itself
+        page.wait_for_function("() => document.body.innerText.includes('LIVE1')", timeout=5_000)
+        assert page.evaluate("window.__before_edit === true")  # updated in place, not reloaded
 
         # 2. a broken source shows file:line: error, the server keeps running
         lines = original.split("\n")
@@ -456,13 +456,13 @@ def test_live_reload_and_broken_source(browser, demo: Path) -> None:
 
         # 3. fixing it brings the preview back
         issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LIVE2"), encoding="utf-8")
-        page.wait_for_function("document.body.innerText.includes('LIVE2')", timeout=5_000)
+        page.wait_for_function("() => document.body.innerText.includes('LIVE2')", timeout=5_000)
         assert page.query_selector(".errors") is None
 
         # 4. a config change re-renders too
         toml = demo / "publisher.toml"
         toml.write_text(toml.read_text(encoding="utf-8") + '\n[newsletter]\naccount = "CONFIGLIVE3"\n', encoding="utf-8")
-        page.wait_for_function("document.body.innerText.includes('CONFIGLIVE3')", timeout=5_000)
+        page.wait_for_function("() => document.body.innerText.includes('CONFIGLIVE3')", timeout=5_000)
 
         # 5. so does a template: a user template folder set in the config, then one of its files edited
         from publisher.channels.base import builtin_templates
@@ -472,10 +472,10 @@ def test_live_reload_and_broken_source(browser, demo: Path) -> None:
         toml.write_text(toml.read_text(encoding="utf-8").replace("[paths]\n", '[paths]\ntemplates = "tpl"\n'),
                         encoding="utf-8")
         # the new folder is watched once the config change is rendered
-        page.wait_for_function(f"document.body.dataset.version !== '{version}'", timeout=5_000)
+        page.wait_for_function(f"() => document.body.dataset.version !== '{version}'", timeout=5_000)
         footer = demo / "tpl" / "github" / "footer.md"
         footer.write_text(footer.read_text(encoding="utf-8") + "\nTPLLIVE4\n", encoding="utf-8")
-        page.wait_for_function("document.body.innerText.includes('TPLLIVE4')", timeout=5_000)
+        page.wait_for_function("() => document.body.innerText.includes('TPLLIVE4')", timeout=5_000)
         page.screenshot(path=str(ARTIFACTS / "live-reloaded.png"), full_page=True)
         assert tab.errors == []
     finally:
@@ -577,7 +577,10 @@ def test_live_preview_renders_only_the_tab_on_screen(demo: Path) -> None:
     live.rebuild()
     assert 'data-lazy="plaintext"' in live.page.html and 'data-lazy="github"' not in live.page.html
     assert "layout: default" in live.page.html  # github, the first tab, rendered
+    assert 'src="/frame/github?v=1"' in live.page.html and "github" in live.page.frames
     assert live.show("plaintext") and live.version == 2
+    # version 1's frame is still served to a page that has not swapped in version 2 yet
+    assert "github" in live.page_for("1").frames and "github" not in live.page_for("2").frames
     assert 'data-lazy="github"' in live.page.html and 'data-lazy="plaintext"' not in live.page.html
     assert not live.show("plaintext")  # already rendered: nothing to do
     assert not live.show("<script>")
@@ -603,7 +606,7 @@ def test_opening_a_tab_renders_it_and_edits_follow_it(browser, demo: Path) -> No
         assert page.query_selector('.tab[data-tab="github"] .lazy') is not None
         issue_path.write_text(original.replace("先是一些热身小新闻", "先是一些热身小新闻LAZY1"), encoding="utf-8")
         page.wait_for_function(
-            "document.querySelector('.tab[data-tab=\"plaintext\"]').innerText.includes('LAZY1')", timeout=5_000)
+            "() => document.querySelector('.tab[data-tab=\"plaintext\"]').innerText.includes('LAZY1')", timeout=5_000)
         assert page.evaluate("location.hash") == "#plaintext"
         assert tab.errors == []
     finally:
@@ -612,3 +615,172 @@ def test_opening_a_tab_renders_it_and_edits_follow_it(browser, demo: Path) -> No
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_served_page_runs_only_its_own_script_and_controls_keep_working(browser, demo: Path, monkeypatch) -> None:
+    """The page's own policy is the wall behind the frames: markup that reached the page itself
+    (a channel bug) runs nothing, while the tabs, the live swap and 复制到公众号 keep working."""
+    import threading
+    import urllib.request
+
+    from markupsafe import Markup
+
+    for name in ("github", "wechat"):
+        if channel_importable(name):
+            pytest.skip(channel_importable(name))
+    escaped = ("<script>alert('escaped script')</script><img src=x onerror=\"alert('escaped img')\">"
+               "<svg onload=\"alert('escaped svg')\"></svg><p style=\"display:none\" class=escaped>inline style</p>")
+    builders = dict(preview.PANELS)
+    for kind, build in builders.items():
+        monkeypatch.setitem(preview.PANELS, kind, lambda *a, _b=build: _b(*a) + Markup(escaped))
+    live = preview.LivePreview(load_settings, newest(demo), ["github", "wechat"])
+    live.rebuild()
+    assert escaped in live.page.html  # the markup really is on the page, outside any frame
+    server = preview.start_server(live, 0)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    tab = Tab(browser, 1024)
+    dialogs: list[str] = []
+    try:
+        with urllib.request.urlopen(url) as resp:
+            policy = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
+        with urllib.request.urlopen(url + "frame/github") as resp:  # a frame: its own, stricter policy
+            assert resp.headers["Content-Security-Policy"] == preview.CONTENT_POLICY
+        tab.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = tab.page
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(url)
+        page.wait_for_selector('.tab[data-tab="github"] .pane.rendered')
+        assert page.is_visible("p.escaped")  # its inline style="display:none" was not applied
+        page.click('nav.tabs button[data-tab="wechat"]')  # lazy: rendered on demand, swapped in place
+        page.wait_for_selector("[data-copy]", timeout=5_000)
+        page.click("[data-copy]")
+        assert "已复制" in page.locator(".copy-status").inner_text()
+        # the rendition's own inline styles still apply in its frame (a document of its own)
+        styled = page.frame_locator("iframe.wechat-article").locator("[style]").first.evaluate(
+            "el => el.style.length")
+        assert styled > 0
+        assert dialogs == []
+        assert any("Content Security Policy" in e for e in tab.errors)  # the browser refused them
+    finally:
+        tab.close()
+        server.shutdown()
+        server.server_close()
+        live.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def _hold_connections(port: int) -> list:
+    """What a browser leaves open: an SSE stream, an idle keep-alive, a connection not used yet."""
+    import socket
+
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    socks[0].sendall(b"GET /events?tab=github HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    socks[1].sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert socks[0].recv(4096).startswith(b"HTTP/1.1 200")
+    assert socks[1].recv(4096).startswith(b"HTTP/1.1 200")
+    return socks
+
+
+def _keep_editing(issue_path: Path, stop) -> None:
+    original = issue_path.read_text(encoding="utf-8")
+    n = 0
+    while not stop.is_set():
+        n += 1
+        issue_path.write_text(original.replace("先是一些热身小新闻", f"先是一些热身小新闻EDIT{n}"), encoding="utf-8")
+        time.sleep(0.02)
+    issue_path.write_text(original, encoding="utf-8")
+
+
+def test_serve_returns_on_ctrl_c_with_its_threads_gone(demo: Path, monkeypatch) -> None:
+    """The root of a preview that would not exit: threads of its own (the watcher in watchfiles'
+    Rust loop, connection handlers) still running while the interpreter shuts down. serve()
+    returns only once they are gone, with the watcher in the middle of a (slow) render."""
+    import threading
+
+    if channel_importable("github"):
+        pytest.skip(channel_importable("github"))
+    issue_path = newest(demo)
+    live = preview.LivePreview(load_settings, issue_path, ["github"])
+    slow = live._rebuild
+
+    def slow_rebuild() -> None:  # a render under load: the watcher is busy when Ctrl-C comes
+        time.sleep(0.3)
+        slow()
+
+    monkeypatch.setattr(live, "_rebuild", slow_rebuild)
+    started, stop_edits, said = threading.Event(), threading.Event(), []
+    socks: list = []
+    killed_at: list[float] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("Preview of"):
+            started.set()
+
+    def ctrl_c() -> None:
+        if not started.wait(30):
+            return  # serve() failed before serving: it raises, no Ctrl-C to send
+        try:
+            port = int(re.search(r":(\d+)/", said[0]).group(1))
+            socks.extend(_hold_connections(port))
+            threading.Thread(target=_keep_editing, args=(issue_path, stop_edits), daemon=True).start()
+            deadline = time.monotonic() + 10
+            while live.version < 3 and time.monotonic() < deadline:  # the watcher is re-rendering
+                time.sleep(0.01)
+        finally:  # serve() is serving: always stop it
+            killed_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trigger = threading.Thread(target=ctrl_c, daemon=True)
+    trigger.start()
+    try:
+        preview.serve(live, 0, open_browser=False, say=say)
+        stopped_at = time.monotonic()
+    finally:
+        stop_edits.set()
+    trigger.join(5)
+    assert live.version >= 3 and said[-1] == "preview stopped"
+    assert [t.name for t in threading.enumerate() if t.name.startswith("preview-")] == []
+    assert stopped_at - killed_at[0] < 5  # a render in progress (0.3 s here) is the most it waits for
+    for s in socks:
+        s.settimeout(2)
+        while s.recv(65536):  # every connection was ended by the server (EOF), none left hanging
+            pass
+        s.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_serving_command_promptly_every_time(demo: Path) -> None:
+    """SIGINT to `publisher preview --serve` with an SSE stream and idle connections open and the
+    watcher busy re-rendering a file being edited: the process exits within a bound, cleanly."""
+    import threading
+
+    issue_path = newest(demo)
+    for attempt in range(3):
+        proc, url = _start_server(demo)
+        socks = _hold_connections(int(re.search(r":(\d+)/", url).group(1)))
+        stop_edits = threading.Event()
+        editor = threading.Thread(target=_keep_editing, args=(issue_path, stop_edits))
+        editor.start()
+        try:
+            time.sleep(0.8)  # a few re-renders in flight
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise AssertionError(f"attempt {attempt}: still running 8 s after SIGINT") from None
+        finally:
+            stop_edits.set()
+            editor.join()
+            for s in socks:
+                s.close()
+        stderr = proc.stderr.read()
+        assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+        assert "preview stopped" in proc.stdout.read()
