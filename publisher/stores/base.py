@@ -31,16 +31,22 @@ class SQLiteStore:
             self.ensure(self.schema)
 
     def connect(self) -> sqlite3.Connection:
+        """This thread's connection."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash or
-            # power loss can roll back the last transactions.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
+            conn = self._local.conn = self.open()
+        return conn
+
+    def open(self) -> sqlite3.Connection:
+        """A new connection (autocommit, WAL); the caller owns it — and, if threads share it,
+        serializes its use."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash or
+        # power loss can roll back the last transactions.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     def close(self) -> None:

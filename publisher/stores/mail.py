@@ -55,15 +55,28 @@ class MailStore:
         # one writer at a time inside this process: SQLite's busy handler would otherwise make
         # a thread that finds the database locked sleep for milliseconds (widening the window)
         self.write_lock = threading.Lock()
+        # and one connection for those writes, shared by the sending threads under that lock: with
+        # a connection per thread every commit invalidates the other connections' page caches, so
+        # each `mark` re-read its b-tree path from the WAL (see docs/email.md, Benchmark)
+        self._writer = None
         db.ensure(SCHEMA)
+
+    def close(self) -> None:
+        """Close the shared writer connection (reopened by the next `mark`)."""
+        with self.write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     # -- email_sends -------------------------------------------------------------------------
 
     def mark(self, issue: str, email: str, state: str, *, message_id: str, code: int | None = None,
              error: str | None = None, attempt: bool = False) -> None:
         """Record one recipient's state: a one-row transaction (autocommit)."""
-        conn = self.db.connect()
         with self.write_lock:
+            conn = self._writer
+            if conn is None:
+                conn = self._writer = self.db.open()
             conn.execute(
                 f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)

@@ -618,6 +618,8 @@ class Campaign:
             for t in threads:
                 t.join(10)
             raise
+        finally:
+            self.mail.close()  # the senders' shared writer connection
         self._after_run()
         self.stats.elapsed = time.monotonic() - start
         self.stats.remaining = self.remaining()
