@@ -637,7 +637,10 @@ def test_non_ascii_address_needs_smtputf8(tmp_path, env, smtputf8):
 
 
 def test_two_campaigns_started_together_send_each_message_once(tmp_path, env):
-    handler = Handler(data_delay=0.002)
+    # 400 messages at 20 ms each over 4 connections: the campaign takes ~2 s, so the two processes,
+    # started together, are sure to overlap even on a loaded machine (with 2 ms each, a slow start
+    # of the second could find the first already done: no duplicate either, but no race tested)
+    handler = Handler(data_delay=0.02)
     server = start_server(env, handler)
     try:
         cfg = write_project(tmp_path, server.port)

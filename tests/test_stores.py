@@ -187,3 +187,25 @@ def test_files_are_written_only_through_atomic_write() -> None:
             continue
         hits = [m.group(0) for m in writes.finditer(path.read_text(encoding="utf-8"))]
         assert not hits, (path, hits)
+
+
+def test_two_processes_opening_a_new_ledger_together_never_crash(tmp_path: Path) -> None:
+    """Switching a new database to WAL needs a moment of exclusive access and SQLite answers
+    "database is locked" at once, without its busy handler: two `push` runs started together on a
+    fresh ledger crashed with a traceback (about 1 in 4). Each opener now waits for the other."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom publisher.stores.ledger import Ledger, LeaseHeld\n"
+            "try:\n    Ledger(sys.argv[1]).acquire('2026-11-23', 'email')\n    print('got')\n"
+            "except LeaseHeld:\n    print('busy')\n")
+    crashes = []
+    for round_ in range(20):
+        db = tmp_path / f"r{round_}" / "publisher.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            if p.returncode != 0 or out.strip() not in ("got", "busy"):
+                crashes.append(err.strip().splitlines()[-1:] or out)
+    assert crashes == []

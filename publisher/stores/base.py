@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,24 @@ from pathlib import Path
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Put the database in WAL mode. Switching a new database needs a moment of exclusive access,
+    and SQLite answers "database is locked" at once — without its busy handler — when another
+    process is opening the same new file: two `push` runs started together did crash here. So wait
+    for the other opener (bounded), as the busy timeout does for every other statement."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class SQLiteStore:
@@ -42,7 +61,7 @@ class SQLiteStore:
         serializes its use."""
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn)
         # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS crash or
         # power loss can roll back the last transactions.
         conn.execute("PRAGMA synchronous=NORMAL")
