@@ -14,6 +14,13 @@ SEEDS = SHARED / "seeds"
 ORACLE = SHARED / "tools" / "oracle.py"
 EXAMPLES = ROOT / "examples"
 
+# Debian's Chromium, driven by Playwright (its own browser download is not used)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
 requires_shared = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"reference material not found at {SHARED} (clone the project beside shared/)"
 )
@@ -28,6 +35,18 @@ def seed(prefix: str) -> Path:
     if not matches:
         pytest.skip(f"seed {prefix} not found in {SEEDS}")
     return matches[0]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module; skips with a reason where it cannot run."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture

@@ -338,9 +338,6 @@ def test_header_config_values_are_validated_on_load(tmp_path, monkeypatch, key, 
 
 # ---- preview isolation in Chromium ----------------------------------------------------------
 
-from tests.test_preview import browser  # noqa: E402,F401  (the Chromium fixture)
-
-
 def _dialogs_on(chromium, url: str, tabs=()) -> tuple[list[str], list[str]]:
     page = chromium.new_page()
     dialogs: list[str] = []

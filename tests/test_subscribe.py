@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +27,6 @@ from tests.conftest import ROOT
 from tests.email_support import SECRET, Handler, free_port, write_project
 from tests.test_email_delivery import cert, env, render, start_server  # noqa: F401 - fixtures
 
-CHROMIUM = Path("/usr/bin/chromium")
 LIST_ID = "embedded-ai.example.org"
 
 
@@ -141,37 +139,28 @@ def test_subscribe_confirm_and_refusals_over_http(site):
     assert status == 200 and db.consents("viaproxy@example.com")[0]["ip"] == "203.0.113.9"
 
 
-def test_browser_subscribe_confirm_then_the_campaign_reaches_the_reader(site):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    from tests.test_preview import CHROMIUM_ARGS
-
+def test_browser_subscribe_confirm_then_the_campaign_reaches_the_reader(site, browser):
     settings, db, server, base = site
     reader = "reader@example.com"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/subscribe")
-            box = page.locator("input[name=website]").bounding_box()
-            assert box["x"] + box["width"] < 0, "the honeypot is off screen: people never fill it"
-            page.fill("input[name=email]", reader)
-            page.click("button[type=submit]")
-            assert "请查收确认邮件" in page.locator("h1").inner_text()
-            link = link_in(mails_to(server, reader)[0])
-            page.goto(link)
-            assert db.get(reader).state == "pending", "opening the link changes nothing"
-            page.click("button[type=submit]")
-            assert page.locator("h1").inner_text() == "订阅成功"
-        finally:
-            browser.close()
+    page = browser.new_page()
+    page.goto(f"{base}/subscribe")
+    box = page.locator("input[name=website]").bounding_box()
+    assert box["x"] + box["width"] < 0, "the honeypot is off screen: people never fill it"
+    page.fill("input[name=email]", reader)
+    page.click("button[type=submit]")
+    assert "请查收确认邮件" in page.locator("h1").inner_text()
+    link = link_in(mails_to(server, reader)[0])
+    page.goto(link)
+    assert db.get(reader).state == "pending", "opening the link changes nothing"
+    page.click("button[type=submit]")
+    assert page.locator("h1").inner_text() == "订阅成功"
     assert db.get(reader).state == "active"
     _, rendition = render(settings)
     stats = run_campaign(rendition, settings, Ledger(settings.path("paths", "ledger")))
     assert stats.sent == 2  # old@ and the new reader
     issue_mail = [m for m in server.handler.messages if reader in m.rcpts and b"List-Unsubscribe" in m.data]
     assert len(issue_mail) == 1
+    page.close()
 
 
 def test_forget_leaves_only_the_hash_and_a_reimport_does_not_add_it(tmp_path, env):  # noqa: F811

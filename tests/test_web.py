@@ -262,41 +262,33 @@ def test_git_transport_pushes_the_site_to_a_bare_repositorys_gh_pages_branch(pro
 
 
 @pytest.mark.slow
-def test_pages_in_chromium_at_375_and_1280_px(corpus_site: Path) -> None:
-    from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, IMAGES_JS, Tab
+def test_pages_in_chromium_at_375_and_1280_px(corpus_site: Path, browser) -> None:
+    from tests.test_preview import IMAGES_JS, Tab
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     site = corpus_site / "build" / "web"
     pages = sorted(site.glob("*.html"))
     problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            for width in (375, 1280):
-                tab = Tab(browser, width)
-                for page in pages:
-                    tab.errors.clear()
-                    tab.page.goto(page.as_uri(), wait_until="load")
-                    scroll, inner = tab.page.evaluate(
-                        "() => [document.scrollingElement.scrollWidth, window.innerWidth]")
-                    if scroll > inner:
-                        problems.append(f"{page.name} @{width}: overflows ({scroll} > {inner} px)")
-                    n, bad = tab.page.evaluate(IMAGES_JS)
-                    if bad or n == 0:
-                        problems.append(f"{page.name} @{width}: images not loaded: {bad}")
-                    if tab.errors:
-                        problems.append(f"{page.name} @{width}: console errors {tab.errors}")
-                    if width == 375:
-                        for href in tab.page.evaluate(
-                                "() => Array.from(document.querySelectorAll('a[href], link[href]'), a => a.href)"):
-                            parts = urlsplit(href)
-                            if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
-                                problems.append(f"{page.name}: internal link {href} resolves to no file")
-                tab.close()
-        finally:
-            browser.close()
+    for width in (375, 1280):
+        tab = Tab(browser, width)
+        for page in pages:
+            tab.errors.clear()
+            tab.page.goto(page.as_uri(), wait_until="load")
+            scroll, inner = tab.page.evaluate(
+                "() => [document.scrollingElement.scrollWidth, window.innerWidth]")
+            if scroll > inner:
+                problems.append(f"{page.name} @{width}: overflows ({scroll} > {inner} px)")
+            n, bad = tab.page.evaluate(IMAGES_JS)
+            if bad or n == 0:
+                problems.append(f"{page.name} @{width}: images not loaded: {bad}")
+            if tab.errors:
+                problems.append(f"{page.name} @{width}: console errors {tab.errors}")
+            if width == 375:
+                for href in tab.page.evaluate(
+                        "() => Array.from(document.querySelectorAll('a[href], link[href]'), a => a.href)"):
+                    parts = urlsplit(href)
+                    if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
+                        problems.append(f"{page.name}: internal link {href} resolves to no file")
+        tab.close()
     assert not problems, "\n".join(problems[:20])
 
 

@@ -18,7 +18,7 @@ from publisher.cli import main
 from publisher.preview import write_preview
 from publisher.settings import load_settings
 from publisher.transports.wechat import WeChatTransport
-from tests.test_preview import CHROMIUM, CHROMIUM_ARGS, Tab
+from tests.test_preview import Tab
 from tests.wechat_server import APP_ID, SECRET, WeChatServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
@@ -118,17 +118,6 @@ def test_render_copy_reports_a_failing_tool(proj, capsys, monkeypatch):
 
 
 # ---- the preview's button in Chromium ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 STYLES_JS = """(root) => {
