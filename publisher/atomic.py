@@ -40,3 +40,17 @@ def atomic_write(path: str | Path, data: bytes | str, *, fsync: bool = False) ->
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_if_changed(path: str | Path, data: bytes, *, fsync: bool = False) -> bool:
+    """Write like `atomic_write`, unless the file already holds exactly these bytes: then leave it
+    alone (a rebuild touches only what changed; parallel workers write a shared file once).
+    Returns whether it wrote."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, data, fsync=fsync)
+    return True

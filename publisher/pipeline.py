@@ -7,7 +7,7 @@ from pathlib import Path
 
 from publisher.channels.base import Channel, PastIssue, RenderContext, Rendition, get_channel
 
-from .atomic import atomic_write
+from .atomic import write_if_changed
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
@@ -149,28 +149,13 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     written = []
     for path, data in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(path, data)
+        write_if_changed(path, data)
         written.append(path)
     for source, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_if_changed(target, source.read_bytes())
+        write_if_changed(target, source.read_bytes())
         written.append(target)
     return written
-
-
-def _same_bytes(path: Path, data: bytes) -> bool:
-    try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
-    except OSError:
-        return False
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """A file that already holds exactly these bytes is left alone (not rewritten), so a rebuild
-    touches only what changed and parallel workers write a shared file (the generated QR, an image
-    several issues show) once; anything else is written atomically under a unique temporary name."""
-    if not _same_bytes(path, data):
-        atomic_write(path, data)
 
 
 def issue_file(image) -> Path:

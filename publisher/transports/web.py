@@ -20,13 +20,13 @@ import posixpath
 import tempfile
 from pathlib import Path
 
+from publisher.atomic import atomic_write, write_if_changed
 from publisher.channels.base import Rendition
 from publisher.errors import TransportError
 from publisher.settings import Settings
 
 from .base import PushContext, PushResult, Transport
 from .git import git
-from .outbox import _atomic_write
 
 
 def site_files(rendition: Rendition) -> list[tuple[str, bytes]]:
@@ -73,14 +73,8 @@ class WebTransport(Transport):
         changed = []
         try:
             for name, data in files:
-                target = root / name
-                try:
-                    if target.read_bytes() == data:
-                        continue
-                except OSError:
-                    pass
-                _atomic_write(target, data)
-                changed.append(name)
+                if write_if_changed(root / name, data, fsync=True):
+                    changed.append(name)
         except OSError as exc:
             raise TransportError(f"cannot write the site into {root}: {exc.strerror or exc}") from None
         return PushResult(url=url, summary=f"site in {root}: {len(changed)} file(s) changed, "
@@ -108,7 +102,7 @@ class WebTransport(Transport):
             if parent:
                 git(repo, "read-tree", parent, env=env)
             for name, data in files:
-                _atomic_write(work / name, data)
+                atomic_write(work / name, data)
             names = [name for name, _ in files]
             git(repo, f"--work-tree={work}", "add", "--force", "--", *names, env=env)
             tree = git(repo, "write-tree", env=env).stdout.strip()
