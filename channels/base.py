@@ -162,8 +162,7 @@ def template_env(settings: Settings) -> jinja2.Environment:
         if not user.is_dir():
             raise ConfigError(f"[paths] templates: folder {user} does not exist (set in {settings.where()})")
         loaders.append(jinja2.FileSystemLoader(str(user)))
-    shipped = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(builtin_templates())),
-                                   jinja2.PrefixLoader(_ChannelTemplateFolders())])
+    shipped = _shipped_loader()
     loaders.append(shipped)
     loaders.append(jinja2.PrefixLoader({BUILTIN_PREFIX: shipped}))
     env = _environment(jinja2.ChoiceLoader(loaders))
@@ -175,7 +174,24 @@ def template_env(settings: Settings) -> jinja2.Environment:
 def builtin_env() -> jinja2.Environment:
     """The built-in templates alone, for the pages the program shows whatever the configuration
     (the preview page, which must render even when the config does not load)."""
-    return _environment(jinja2.FileSystemLoader(str(builtin_templates())))
+    return _environment(_shipped_loader())
+
+
+def _shipped_loader() -> jinja2.BaseLoader:
+    """The templates the program ships: the pages of the program, then each channel's own folder
+    (`<channel>/…`)."""
+    return jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(builtin_templates())),
+                                jinja2.PrefixLoader(_ChannelTemplateFolders())])
+
+
+def shipped_template_folders() -> list[Path]:
+    """Every folder of shipped templates: the program's pages and each installed channel's."""
+    folders = [builtin_templates()]
+    for name in available_channels():
+        folder = get_channel(name).template_folder
+        if folder is not None:
+            folders.append(Path(folder))
+    return folders
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:

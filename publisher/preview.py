@@ -516,12 +516,12 @@ class LivePreview:
         self._watch: list[Path] = []
 
     def watched_files(self, settings) -> list[Path]:
-        from publisher.channels.base import builtin_templates
+        from publisher.channels.base import shipped_template_folders
 
         files = [self.issue_path]
         if getattr(settings, "file", None) is not None:
             files.append(Path(settings.file))
-        folders = [builtin_templates()]
+        folders = shipped_template_folders()
         user = settings.path("paths", "templates")
         if user is not None:
             folders.append(user)

@@ -429,9 +429,9 @@ def test_push_uploads_nothing_from_outside_the_issue_folder(wechat_project, caps
 
 def test_upload_time_check_refuses_an_image_outside_even_without_the_reader(tmp_path):
     from publisher.channels.base import LocalImage
+    from publisher.channels.wechat.transport import prepare_image
 
     from publisher.errors import TransportError
-    from publisher.transports.wechat import prepare_image
 
     (tmp_path / "issue" / "images").mkdir(parents=True)
     (tmp_path / "secret.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)

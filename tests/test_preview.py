@@ -450,9 +450,9 @@ def test_live_reload_and_broken_source(browser, demo: Path) -> None:
         page.wait_for_function("() => document.body.innerText.includes('CONFIGLIVE3')", timeout=5_000)
 
         # 5. so does a template: a user template folder set in the config, then one of its files edited
-        from publisher.channels.base import builtin_templates
+        from publisher.channels.base import get_channel
 
-        shutil.copytree(builtin_templates() / "github", demo / "tpl" / "github")
+        shutil.copytree(get_channel("github").template_folder, demo / "tpl" / "github")
         version = page.evaluate("document.body.dataset.version")
         toml.write_text(toml.read_text(encoding="utf-8").replace("[paths]\n", '[paths]\ntemplates = "tpl"\n'),
                         encoding="utf-8")

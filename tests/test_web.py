@@ -219,9 +219,9 @@ def test_push_to_a_folder_writes_the_site_and_rewrites_only_what_changed(project
 
 def test_a_file_name_leaving_the_site_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     from publisher.channels.base import Rendition
+    from publisher.channels.web.transport import site_files
 
     from publisher.errors import TransportError
-    from publisher.transports.web import site_files
 
     for bad in ("../escape.html", "/etc/x.html", "a/../../b.html", "C:\\x.html"):
         r = Rendition("web", "2026-01-05", "<p>x</p>", "text/html", "2026-01-05.html", parts={bad: "x"})

@@ -13,11 +13,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from publisher.channels.wechat.transport import WeChatTransport
 
 from publisher.cli import main
 from publisher.preview import write_preview
 from publisher.settings import load_settings
-from publisher.transports.wechat import WeChatTransport
 from tests.test_preview import Tab
 from tests.wechat_server import APP_ID, SECRET, WeChatServer
 

@@ -1,6 +1,6 @@
 """WeChat images end to end: GIF, WebP, a 3 MB PNG and remote images (served by a real local HTTP
 server) pushed against the WeChat contract server (tests/wechat_server.py); what the platform
-received is checked byte by byte. Also the pipeline (publisher/images.py) and the downloader's
+received is checked byte by byte. Also the pipeline (channels/wechat/images.py) and the downloader's
 refusals on their own."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from publisher.channels.wechat import images
 
-from publisher import images
 from publisher.cli import main
 from tests.wechat_server import APP_ID, SECRET, WeChatServer
 

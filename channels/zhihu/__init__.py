@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+
+from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel
 
 from publisher import limits
 from publisher.errors import ConfigError
 from publisher.model import Issue
-
-from .markdown_writer import MarkdownWriter, TemplateChannel
 
 
 def public_qr_url(channel: TemplateChannel) -> str:
@@ -25,6 +26,7 @@ def public_qr_url(channel: TemplateChannel) -> str:
 
 class ZhihuChannel(TemplateChannel):
     name = "zhihu"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/markdown"
     extension = ".md"
     transport = "publisher.transports.outbox:OutboxTransport"

@@ -20,13 +20,13 @@ import posixpath
 import tempfile
 from pathlib import Path
 
-from publisher.atomic import atomic_write, write_if_changed
 from publisher.channels.base import Rendition
+
+from publisher.atomic import atomic_write, write_if_changed
 from publisher.errors import TransportError
 from publisher.settings import Settings
-
-from .base import PushContext, PushResult, Transport
-from .git import git
+from publisher.transports.base import PushContext, PushResult, Transport
+from publisher.transports.git import git
 
 
 def site_files(rendition: Rendition) -> list[tuple[str, bytes]]:

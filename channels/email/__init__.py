@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 from publisher.channels.base import LocalImage, Rendition, license_of
 from publisher.channels.html_writer import HtmlChannel, HtmlWriter, cut, format_setting, lead_text
@@ -30,6 +31,7 @@ GMAIL_CLIP_BYTES = limits.EMAIL_HTML_MAX_BYTES + 1  # Gmail clips HTML of this s
 
 class EmailChannel(HtmlChannel):
     name = "email"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/html"
     extension = ".html"
     transport = "publisher.transports.email:EmailTransport"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from publisher.channels.base import PastIssue
+from publisher.channels.markdown_writer import JekyllWriter, MarkdownWriter, TemplateChannel
 
 from publisher.model import Issue
-
-from .markdown_writer import JekyllWriter, MarkdownWriter, TemplateChannel
 
 CALENDAR_COLUMNS = 4
 
@@ -58,6 +58,7 @@ def calendar(archive: Iterable[PastIssue], link_pattern: str, columns: int = CAL
 
 class GitHubChannel(TemplateChannel):
     name = "github"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/markdown"
     extension = ".md"
     transport = "publisher.transports.git:GitTransport"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from .markdown_writer import PlainTextWriter, TemplateChannel
+from pathlib import Path
+
+from publisher.channels.markdown_writer import PlainTextWriter, TemplateChannel
 
 
 class PlainTextChannel(TemplateChannel):
     name = "plaintext"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/plain"
     extension = ".txt"
     transport = "publisher.transports.outbox:OutboxTransport"

@@ -9,6 +9,7 @@ newlines and indentation as `<br>`/`&nbsp;`. The body must stay under 20,000 cha
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from publisher.channels.base import LocalImage, Rendition, license_of
@@ -66,9 +67,10 @@ def parse_styles(text: str, name: str) -> dict[str, str]:
 
 class WeChatChannel(HtmlChannel):
     name = "wechat"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/html"
     extension = ".html"
-    transport = "publisher.transports.wechat:WeChatTransport"
+    transport = "publisher.channels.wechat.transport:WeChatTransport"
     preview_panel = "phone"
     check = staticmethod(limits.check_wechat)
 

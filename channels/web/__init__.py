@@ -20,6 +20,7 @@ import datetime as dt
 import hashlib
 import posixpath
 import re
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup
@@ -50,9 +51,10 @@ DESCRIPTION_LIMIT = 200
 
 class WebChannel(Channel):
     name = "web"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/html"
     extension = ".html"
-    transport = "publisher.transports.web:WebTransport"
+    transport = "publisher.channels.web.transport:WebTransport"
     preview_panel = "source"
     config = """
 [web]
@@ -120,8 +122,6 @@ push = false
     def _article(self, issue: Issue, prefix: str = "") -> tuple[Markup, list[LocalImage]]:
         """The issue's content (everything but the site's header and footer) as HTML; local
         images referenced as `prefix + <issue>/<path>` ("" on pages, the base URL in the feed)."""
-        from pathlib import Path
-
         base_dir = Path(issue.source_path).resolve().parent if issue.source_path else self.ctx.base_dir
         images: dict[str, LocalImage] = {}
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from publisher.model import Issue
+from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel
+from publisher.channels.zhihu import public_qr_url
 
-from .markdown_writer import MarkdownWriter, TemplateChannel
-from .zhihu import public_qr_url
+from publisher.model import Issue
 
 
 class AijishuChannel(TemplateChannel):
     name = "aijishu"
+    template_folder = Path(__file__).parent / "templates"
     media_type = "text/markdown"
     extension = ".md"
     transport = "publisher.transports.outbox:OutboxTransport"

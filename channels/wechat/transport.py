@@ -32,13 +32,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from publisher import images, limits
 from publisher.channels.base import LocalImage, Rendition
+from publisher.channels.wechat import images
+from publisher.channels.wechat.api import WeChatClient, WeChatError
+
+from publisher import limits
 from publisher.errors import ConfigError, SourceError, TransportError
 from publisher.stores.ledger import Ledger, checkpoint
 from publisher.stores.wechat import WeChatStore
 from publisher.transports.base import PushContext, PushResult, Transport
-from publisher.wechat_api import WeChatClient, WeChatError
 
 # platform limits (developers.weixin.qq.com, draft/add)
 # the numbers live in publisher/limits.py, shared with `publisher check` and the channel
