@@ -9,7 +9,8 @@ way a Sphinx builder registers itself and its config values:
 - `config`: TOML text of the config tables it adds, whose defaults double as their schema;
 - `template_folder`: where its templates live, when they are not among the built-in ones
   (mounted as `<name>/`, so a user's template folder overrides them like any other);
-- `preview_panel`: how `publisher preview` shows it ("mail", "phone" or "source");
+- `preview()`: its own tab of `publisher preview` (a template of its folder; by default its
+  output rendered beside its source);
 - `check()`: its platform limits, as Violations (see publisher/limits.py);
 - what a rendition reads, which is what `publisher build` fingerprints: `archive_slice()` (the
   part of the archive it shows — the context it renders with holds only that), `reads_sources`
@@ -243,7 +244,6 @@ class Channel:
     transport: ClassVar[str | None] = None  # "package.module:TransportClass"
     config: ClassVar[str] = ""  # TOML: the tables this channel adds, with their defaults
     template_folder: ClassVar[str | Path | None] = None  # None: its templates are built in
-    preview_panel: ClassVar[str] = "source"  # "mail", "phone" or "source"
     reads_config: ClassVar[tuple[str, ...]] = ("newsletter",)  # tables read besides its own
     # True: a rendition reads the source of every issue of its archive_slice() (RenderContext.load),
     # not only its date and title, so `publisher build` fingerprints those sources too
@@ -280,6 +280,13 @@ class Channel:
     def check(cls, rendition: Rendition) -> list[Violation]:
         """The platform's limits that `rendition` breaks (none by default)."""
         return []
+
+    @classmethod
+    def preview(cls, rendition: Rendition, view: Any) -> Any:
+        """Its tab of `publisher preview`, as markup (`view`: publisher.preview.PanelView, which
+        makes images loadable, frames documents and renders the channel's templates); None: the
+        rendition is shown rendered beside its source."""
+        return None
 
     @classmethod
     def transport_class(cls) -> type:

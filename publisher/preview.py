@@ -1,12 +1,9 @@
 """`publisher preview`: every channel's rendition of one issue, as its readers will see it.
 
-The page is built from the renditions `publisher.pipeline` produces — nothing is rendered twice:
-
-- **email**: the message as a mail client shows it (From, Subject, preheader) with the inlined
-  HTML in an iframe at desktop or mobile width, and a switch to the text/plain part;
-- **wechat**: the article in a 375 px phone frame with its 阅读原文 link, and the draft fields a
-  publisher checks against the platform's limits (title ≤ 32, digest ≤ 128, content < 20,000);
-- Markdown and text channels (github, zhihu, aijishu, plaintext): rendered and source side by side.
+The page is built from the renditions `publisher.pipeline` produces — nothing is rendered twice.
+A channel may show itself its own way (`Channel.preview`: the email as a mail client shows it, the
+WeChat article in a phone frame with its draft limits — each a template of the channel's folder);
+any other is shown rendered and as source, side by side.
 
 Without `--serve` the page is one self-contained HTML file (images as data: URIs). With `--serve`
 a local server re-renders as soon as the kernel reports (inotify, through watchfiles) that the
@@ -36,10 +33,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from markupsafe import Markup, escape
 
-from publisher import limits, pipeline
+from publisher import pipeline
 from publisher.atomic import atomic_write
 from publisher.channels.base import get_channel
-from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError, Diagnostic, PublisherError, SourceError
 
 # watchfiles: a change is reported once no further event came for WATCH_STEP_MS (an editor's save
@@ -50,16 +46,6 @@ WATCH_DEBOUNCE_MS = 300
 STOP_SECONDS = 5.0
 # the served pages kept for their frames and images: a page still loading them while newer versions land
 KEEP_PAGES = 8
-
-# WeChat draft API limits: the numbers of publisher/limits.py (`check` and the push use them too)
-WECHAT_LIMITS = {
-    "title": limits.WECHAT_TITLE_MAX_CHARS,
-    "author": limits.WECHAT_AUTHOR_MAX_CHARS,
-    "digest": limits.WECHAT_DIGEST_MAX_CHARS,
-    "content": limits.WECHAT_CONTENT_MAX_CHARS + 1,  # characters, strictly under
-    "content_bytes": limits.WECHAT_CONTENT_MAX_BYTES + 1,  # strictly under
-    "content_source_url": limits.WECHAT_SOURCE_URL_MAX_BYTES,
-}
 
 IMG_SRC_RE = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?\n)---\n", re.DOTALL)
@@ -242,87 +228,6 @@ def _markdown_to_html(text: str) -> tuple[str, str]:
     return front, md(text)
 
 
-def _limit_row(label: str, value: str, size: int, limit: int, unit: str = "chars", *, strict: bool = False) -> str:
-    over = size >= limit if strict else size > limit
-    cls = "over" if over else "ok"
-    verdict = "over the limit" if over else "ok"
-    op = "&lt;" if strict else "≤"
-    return (
-        f'<tr class="{cls}" data-field="{escape(label)}"><th>{escape(label)}</th><td class="val">{escape(value)}</td>'
-        f'<td class="len">{size:,} {unit} {op} {limit:,} — <b>{verdict}</b></td></tr>'
-    )
-
-
-def email_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
-    meta = rendition.metadata
-    email = settings["email"]
-    body = rendition.body.replace(UNSUBSCRIBE_PLACEHOLDER, "#")
-    body = images.rewrite(body, rendition, base_dir)
-    text = rendition.parts.get(f"{rendition.issue}.txt")
-    if text is None:
-        text = next((v for k, v in rendition.parts.items() if k.endswith(".txt")), "")
-    text = text.replace(UNSUBSCRIBE_PLACEHOLDER, "#")
-    sender = f"{email['from_name']} <{email['from_address']}>"
-    subject = str(meta.get("subject") or meta.get("title") or "")
-    preheader = str(meta.get("preheader") or meta.get("digest") or "")
-    size = len(rendition.body.encode("utf-8"))
-    clip = ' <span class="over">(Gmail clips HTML over ~102 KB)</span>' if size > limits.EMAIL_HTML_MAX_BYTES else ""
-    return Markup(
-        f"""<div class="mail">
-<table class="headers">
-<tr><th>From</th><td class="from">{escape(sender)}</td></tr>
-<tr><th>Subject</th><td class="subject"><b>{escape(subject)}</b></td></tr>
-<tr><th>Preheader</th><td class="preheader">{escape(preheader)}</td></tr>
-<tr><th>Size</th><td>HTML {size:,} bytes{clip}</td></tr>
-</table>
-<div class="switches">
-<span class="group"><button type="button" class="on" data-part="html">HTML</button><button type="button" data-part="text">Text</button></span>
-<span class="group"><button type="button" class="on" data-width="desktop">Desktop 640</button><button type="button" data-width="mobile">Mobile 375</button></span>
-</div>
-<div class="mailview desktop">
-<iframe class="mail-html" title="email HTML part" sandbox="{SANDBOX}" {images.frame(rendition.channel, _with_policy(body))}></iframe>
-<pre class="mail-text" hidden>{escape(text)}</pre>
-</div>
-</div>"""
-    )
-
-
-def wechat_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
-    meta = rendition.metadata
-    body = images.rewrite(rendition.body, rendition, base_dir)
-    title = str(meta.get("title") or "")
-    digest = str(meta.get("digest") or "")
-    author = str(meta.get("author") or "")
-    source_url = str(meta.get("content_source_url") or "")
-    rows = [
-        _limit_row("title", title, len(title), WECHAT_LIMITS["title"]),
-        _limit_row("author", author, len(author), WECHAT_LIMITS["author"]),
-        _limit_row("digest", digest, len(digest), WECHAT_LIMITS["digest"]),
-        _limit_row("content", "article HTML", len(rendition.body), WECHAT_LIMITS["content"], strict=True),
-        _limit_row("content bytes", "article HTML, UTF-8", len(rendition.body.encode("utf-8")),
-                   WECHAT_LIMITS["content_bytes"], "bytes", strict=True),
-        _limit_row("content_source_url", source_url, len(source_url.encode("utf-8")),
-                   WECHAT_LIMITS["content_source_url"], "bytes"),
-    ]
-    read_more = (
-        f'<a class="readmore" href="{escape(source_url)}" target="_blank" rel="noopener">阅读原文</a>'
-        if source_url else '<span class="readmore over">阅读原文: no content_source_url</span>'
-    )
-    account = settings["newsletter"].get("account", "")
-    return Markup(
-        f"""<div class="wechat">
-{copy_block(rendition, settings)}
-{feed_card(rendition, images, title, digest, account)}
-<div class="phone">
-<div class="phone-bar">{escape(account)}</div>
-<iframe class="wechat-article" title="WeChat article" sandbox="{SANDBOX}" {images.frame(rendition.channel, _iframe_doc(body))}></iframe>
-<div class="phone-foot">{read_more}</div>
-</div>
-<table class="limits"><caption>Draft fields (draft/add)</caption>{"".join(rows)}</table>
-</div>"""
-    )
-
-
 def _json_for_script(value: object) -> str:
     """JSON safe inside <script> (no `</script>`, no `<!--`)."""
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
@@ -340,24 +245,6 @@ def copy_block(rendition, settings) -> str:
     return (f'<div class="copy"><button type="button" data-copy>复制到公众号</button>'
             f'<span class="copy-status" role="status"></span>{notes}'
             f'<script type="application/json" class="copy-data">{data}</script></div>')
-
-
-def feed_card(rendition, images: ImageTable, title: str, digest: str, account: str) -> str:
-    """The article as followers see it in their feed: the cover at 2.35:1, the title, the digest."""
-    covers = [img for img in rendition.images if img.role == "cover"]
-    cover = '<div class="feed-cover none">no cover: the push uses [wechat] default_cover or the QR code</div>'
-    if covers:
-        img = covers[0]
-        try:
-            data = img.read()
-            url = images.url_for(("rendition", rendition.channel, img.ref),
-                                 lambda: ImageBlob(data, img.media_type or _guess_type(img.ref)))
-            cover = f'<img class="feed-cover" alt="cover" src="{escape(url)}">'
-        except OSError:
-            pass
-    return (f'<figure class="feed-card" title="the feed card">{cover}<figcaption>'
-            f'<b class="feed-title">{escape(title)}</b><span class="feed-digest">{escape(digest)}</span>'
-            f'<span class="feed-account">{escape(account)}</span></figcaption></figure>')
 
 
 def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None) -> Markup:
@@ -390,8 +277,52 @@ def source_panel(rendition, settings, images: ImageTable, base_dir: Path | None)
     )
 
 
-# how each kind of channel is shown; a channel names its kind (Channel.preview_panel)
-PANELS = {"mail": email_panel, "phone": wechat_panel, "source": source_panel}
+@dataclass
+class PanelView:
+    """What a channel's own preview panel (`Channel.preview`) may use: its rendition's images made
+    loadable, its documents put in sandboxed frames, its templates, the 复制 button of its transport."""
+
+    rendition: object
+    settings: object
+    images: ImageTable
+    base_dir: Path | None
+    env: object  # the jinja2 environment of the channel's templates (user folder first)
+    sandbox: str = SANDBOX
+
+    def rewrite(self, markup: str) -> str:
+        """`markup` with every <img src> pointing at something the preview can load."""
+        return self.images.rewrite(markup, self.rendition, self.base_dir)
+
+    def frame(self, document: str) -> Markup:
+        """The attribute loading a complete HTML `document` into a sandboxed iframe, under the content policy."""
+        return self.images.frame(self.rendition.channel, _with_policy(document))
+
+    def fragment_frame(self, body: str, extra_css: str = "") -> Markup:
+        """The same for an HTML fragment (wrapped in a minimal document)."""
+        return self.images.frame(self.rendition.channel, _iframe_doc(body, extra_css=extra_css))
+
+    def image_url(self, image) -> str | None:
+        """A URL the page can load for one LocalImage of the rendition (None: it cannot be read)."""
+        try:
+            data = image.read()
+        except OSError:
+            return None
+        return self.images.url_for(("rendition", self.rendition.channel, image.ref),
+                                   lambda: ImageBlob(data, image.media_type or _guess_type(image.ref)))
+
+    def copy_block(self) -> Markup:
+        """The 复制 button: the body exactly as the platform's editor takes it (`Transport.pasteable`)."""
+        return Markup(copy_block(self.rendition, self.settings))
+
+    def render(self, template: str, **values) -> Markup:
+        return Markup(self.env.get_template(template).render(**values))
+
+
+def panel(rendition, settings, images: ImageTable, base_dir: Path | None, env) -> Markup:
+    """A channel's tab: its own panel (`Channel.preview`), or its rendered output beside its source."""
+    view = PanelView(rendition, settings, images, base_dir, env)
+    own = get_channel(rendition.channel).preview(rendition, view)
+    return own if own is not None else source_panel(rendition, settings, images, base_dir)
 
 
 def _error_block(lines: list[str], title: str = "error") -> Markup:
@@ -431,8 +362,7 @@ def build_page(
             continue
         try:
             rendition = pipeline.render(issue, name, settings, ctx)
-            builder = PANELS.get(get_channel(name).preview_panel, source_panel)
-            panels.append(Panel(name, builder(rendition, settings, images, ctx.base_dir)))
+            panels.append(Panel(name, panel(rendition, settings, images, ctx.base_dir, ctx.env)))
         except PublisherError as exc:
             panels.append(Panel(name, _error_block(str(exc).splitlines(), f"{name}: cannot render"), ok=False))
         except Exception as exc:  # a channel bug: show it, keep the other channels

@@ -21,6 +21,7 @@ _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
 # Browsers ignore ASCII tab/newline and control characters inside a scheme: `java\tscript:`.
 _CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _REMOTE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_HTTP = re.compile(r"https?://", re.I)
 
 
 def excerpt(value: object, limit: int = 60) -> str:
@@ -60,6 +61,11 @@ def safe_url(url: str) -> str:
 def is_remote(ref: str) -> bool:
     """A URL on another host: `scheme://…` or scheme-relative `//host/…` (the one rule)."""
     return bool(_REMOTE.match(ref)) or ref.startswith("//")
+
+
+def is_http(url: str) -> bool:
+    """A public web URL: `http://` or `https://` (any case) — the one "is this http(s)" rule."""
+    return bool(_HTTP.match(url))
 
 
 def is_local(ref: str) -> bool:

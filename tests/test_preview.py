@@ -93,7 +93,7 @@ def test_panel_for_each_channel(demo: Path, channel: str) -> None:
         assert settings["email"]["from_address"] in page.html
         assert str(escape(rendition.metadata["subject"])) in page.html
         assert str(escape(rendition.metadata["preheader"])) in page.html
-        assert preview.UNSUBSCRIBE_PLACEHOLDER not in page.html
+        assert "%%UNSUBSCRIBE_URL%%" not in page.html
         assert 'class="mail-text"' in page.html
     elif channel == "wechat":
         assert "阅读原文" in page.html
@@ -114,7 +114,9 @@ def test_wechat_limits_flag_over_in_red(demo: Path) -> None:
         filename="2026-11-23.html",
         metadata={"title": long_title, "digest": "短摘要", "content_source_url": "https://example.org/x"},
     )
-    panel = str(preview.wechat_panel(rendition, settings, preview.ImageTable(inline=True), None))
+    from publisher.channels.base import template_env
+
+    panel = str(preview.panel(rendition, settings, preview.ImageTable(inline=True), None, template_env(settings)))
     assert re.search(r'<tr class="over" data-field="title">', panel)
     assert re.search(r'<tr class="ok" data-field="digest">', panel)
     assert re.search(r'<tr class="over" data-field="content">', panel)
@@ -616,9 +618,8 @@ def test_served_page_runs_only_its_own_script_and_controls_keep_working(browser,
             pytest.skip(channel_importable(name))
     escaped = ("<script>alert('escaped script')</script><img src=x onerror=\"alert('escaped img')\">"
                "<svg onload=\"alert('escaped svg')\"></svg><p style=\"display:none\" class=escaped>inline style</p>")
-    builders = dict(preview.PANELS)
-    for kind, build in builders.items():
-        monkeypatch.setitem(preview.PANELS, kind, lambda *a, _b=build: _b(*a) + Markup(escaped))
+    build = preview.panel
+    monkeypatch.setattr(preview, "panel", lambda *a: build(*a) + Markup(escaped))
     live = preview.LivePreview(load_settings, newest(demo), ["github", "wechat"])
     live.rebuild()
     assert escaped in live.page.html  # the markup really is on the page, outside any frame

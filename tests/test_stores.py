@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from publisher.channels import html_writer
-from publisher.channels.base import Rendition
+from publisher.channels.base import Rendition, template_env
 from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
+from publisher.channels.email import limits as email_limits
+from publisher.channels.wechat import limits as wechat_limits
 
-from publisher import limits, mailmsg, preview, refs
+from publisher import mailmsg, preview, refs
 from publisher.redact import redact
 from publisher.settings import load_settings
 from publisher.stores.ledger import Ledger
@@ -116,22 +118,22 @@ def _rendition(channel: str, body: str, **meta) -> Rendition:
 @pytest.mark.parametrize("extra, flagged", [(0, False), (1, True)])
 def test_preview_and_check_agree_on_the_email_size(project: Path, extra: int, flagged: bool) -> None:
     settings = load_settings()
-    body = "x" * (limits.EMAIL_HTML_MAX_BYTES + extra)
+    body = "x" * (email_limits.HTML_MAX_BYTES + extra)
     r = _rendition("email", body, subject="s")
-    panel = str(preview.email_panel(r, settings, preview.ImageTable(inline=True), None))
+    panel = str(preview.panel(r, settings, preview.ImageTable(inline=True), None, template_env(settings)))
     assert ("Gmail clips" in panel) is flagged
-    assert bool(limits.check_email(r)) is flagged
+    assert bool(email_limits.check(r)) is flagged
 
 
 @pytest.mark.parametrize("extra, flagged", [(0, False), (1, True)])
 def test_preview_and_check_agree_on_the_wechat_content_bytes(project: Path, extra: int, flagged: bool) -> None:
     settings = load_settings()
-    r = _rendition("wechat", "<p>" + "x" * (limits.WECHAT_CONTENT_MAX_BYTES - 7 + extra) + "</p>", title="t")
-    assert len(r.body.encode()) == limits.WECHAT_CONTENT_MAX_BYTES + extra
-    panel = str(preview.wechat_panel(r, settings, preview.ImageTable(inline=True), None))
+    r = _rendition("wechat", "<p>" + "x" * (wechat_limits.CONTENT_MAX_BYTES - 7 + extra) + "</p>", title="t")
+    assert len(r.body.encode()) == wechat_limits.CONTENT_MAX_BYTES + extra
+    panel = str(preview.panel(r, settings, preview.ImageTable(inline=True), None, template_env(settings)))
     row = re.search(r'<tr class="(\w+)" data-field="content bytes">', panel)
     assert row and (row.group(1) == "over") is flagged
-    assert any(v.what == "content-bytes" for v in limits.check_wechat(r)) is flagged
+    assert any(v.what == "content-bytes" for v in wechat_limits.check(r)) is flagged
 
 
 def test_check_knows_the_wechat_source_url_rule_the_push_enforces() -> None:
@@ -139,18 +141,17 @@ def test_check_knows_the_wechat_source_url_rule_the_push_enforces() -> None:
 
     from publisher.errors import TransportError
 
-    url = "https://example.org/" + "a" * (limits.WECHAT_SOURCE_URL_MAX_BYTES - 19)
-    assert len(url) == limits.WECHAT_SOURCE_URL_MAX_BYTES + 1
-    found = [v for v in limits.check_wechat(_rendition("wechat", "<p>x</p>", content_source_url=url))]
+    url = "https://example.org/" + "a" * (wechat_limits.SOURCE_URL_MAX_BYTES - 19)
+    assert len(url) == wechat_limits.SOURCE_URL_MAX_BYTES + 1
+    found = [v for v in wechat_limits.check(_rendition("wechat", "<p>x</p>", content_source_url=url))]
     assert [v.what for v in found] == ["content_source_url"] and found[0].limit == 1024
     with pytest.raises(TransportError, match="content_source_url"):
         check_limits({"title": "t", "content": "<p>x</p>", "content_source_url": url})
-    assert not limits.check_wechat(_rendition("wechat", "<p>x</p>", content_source_url=url[:-1]))
+    assert not wechat_limits.check(_rendition("wechat", "<p>x</p>", content_source_url=url[:-1]))
 
 
 def test_one_unsubscribe_placeholder() -> None:
     assert mailmsg.PLACEHOLDER is UNSUBSCRIBE_PLACEHOLDER == "%%UNSUBSCRIBE_URL%%"
-    assert preview.UNSUBSCRIBE_PLACEHOLDER is UNSUBSCRIBE_PLACEHOLDER
     for path in _sources():
         text = path.read_text(encoding="utf-8")
         if path != ROOT / "channels" / "email" / "__init__.py":

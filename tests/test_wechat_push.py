@@ -282,7 +282,7 @@ def test_long_title_refused_before_any_request(proj, server, capsys):
     rc, out = push(capsys)
     assert rc == 1
     title = "嵌入式AI简报：嵌入式AI简报 (2026-11-23)：端侧INT4量化/RISC-V向量扩展/稀疏推理"
-    assert f"title is {len(title)} characters, WeChat allows at most 32: {title!r}" in out, out
+    assert f"wechat title {title!r} is {len(title)} characters; the limit is 32 (at most)" in out, out
     assert len(title) == 53
     assert server.state.requests == []
 
@@ -298,8 +298,8 @@ def test_long_author_and_source_url_refused_together(proj, server, capsys):
         .replace("[newsletter]\n", f'[newsletter]\narchive_url = "{long_url}"\n'), encoding="utf-8")
     rc, out = push(capsys)
     assert rc == 1
-    assert "author is 18 characters, WeChat allows at most 16" in out, out
-    assert "content_source_url (阅读原文) is 1,134 bytes, WeChat allows at most 1,024" in out
+    assert "author '一位名字非常非常非常长的示例编辑同学' is 18 characters; the limit is 16" in out, out
+    assert "content_source_url (阅读原文) is 1,134 bytes; the limit is 1,024" in out
     assert server.state.requests == []
 
 
@@ -323,8 +323,8 @@ COVER = LocalImage("cover.png", data=PNG, role="cover")
 
 
 @pytest.mark.parametrize("body, words", [
-    ("字" * 20_000, "content is 20,000 characters, WeChat needs under 20,000"),
-    ("x" * 25_000, "content is 25,000 characters, WeChat needs under 20,000"),
+    ("字" * 20_000, "content is 20,000 characters; the limit is 19,999"),
+    ("x" * 25_000, "content is 25,000 characters; the limit is 19,999"),
 ])
 def test_long_content_refused_before_any_request(tmp_path, server, monkeypatch, body, words):
     ctx, transport = _ctx(tmp_path, server, monkeypatch)
@@ -335,7 +335,7 @@ def test_long_content_refused_before_any_request(tmp_path, server, monkeypatch, 
 
 def test_long_digest_refused_before_any_request(tmp_path, server, monkeypatch):
     ctx, transport = _ctx(tmp_path, server, monkeypatch)
-    with pytest.raises(TransportError, match="digest is 129 characters, WeChat allows at most 128"):
+    with pytest.raises(TransportError, match="digest is 129 characters; the limit is 128"):
         transport.push(_rendition("<p>x</p>", [COVER], digest="摘" * 129), ctx)
     assert server.state.requests == []
 

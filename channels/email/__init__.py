@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 
 from publisher.channels.base import LocalImage, Rendition, license_of
+from publisher.channels.email import limits, preview
 from publisher.channels.html_writer import HtmlChannel, HtmlWriter, cut, format_setting, lead_text
 from publisher.channels.markdown_writer import MailTextWriter, public_src
 
-from publisher import limits
 from publisher.model import Issue
 
 HTML_TEMPLATE = "email/email.html"
@@ -26,7 +26,7 @@ TEXT_TEMPLATE = "email/email.txt"
 CSS_TEMPLATE = "email/email.css"
 UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 PREHEADER_LIMIT = 140
-GMAIL_CLIP_BYTES = limits.EMAIL_HTML_MAX_BYTES + 1  # Gmail clips HTML of this size and more
+GMAIL_CLIP_BYTES = limits.HTML_MAX_BYTES + 1  # Gmail clips HTML of this size and more
 
 
 class EmailChannel(HtmlChannel):
@@ -35,8 +35,11 @@ class EmailChannel(HtmlChannel):
     media_type = "text/html"
     extension = ".html"
     transport = "publisher.transports.email:EmailTransport"
-    preview_panel = "mail"
-    check = staticmethod(limits.check_email)
+    check = staticmethod(limits.check)
+
+    @classmethod
+    def preview(cls, rendition, view):
+        return preview.panel(rendition, view, UNSUBSCRIBE_PLACEHOLDER)
 
     def local_image_src(self, src: str) -> str:
         # mail clients need absolute image URLs: the image's public address in the archive

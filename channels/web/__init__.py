@@ -55,7 +55,6 @@ class WebChannel(Channel):
     media_type = "text/html"
     extension = ".html"
     transport = "publisher.channels.web.transport:WebTransport"
-    preview_panel = "source"
     config = """
 [web]
 base_url = ""           # public URL of the site's root, e.g. "https://example.org/newsletter/" (required)

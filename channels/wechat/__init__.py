@@ -22,17 +22,17 @@ from publisher.channels.html_writer import (
     lead_text,
     qr_image,
 )
+from publisher.channels.wechat import limits, preview
 
-from publisher import limits
 from publisher.errors import ConfigError
 from publisher.model import Issue
 
 TEMPLATE = "wechat/article.html"
 STYLES = "wechat/inline-styles.css"
-# the numbers live in publisher/limits.py, shared with `publisher check` and the transport
-DIGEST_LIMIT = limits.WECHAT_DIGEST_MAX_CHARS
-TITLE_LIMIT = limits.WECHAT_TITLE_MAX_CHARS
-CONTENT_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
+# the numbers live in limits.py beside this module, shared with `publisher check` and the transport
+DIGEST_LIMIT = limits.DIGEST_MAX_CHARS
+TITLE_LIMIT = limits.TITLE_MAX_CHARS
+CONTENT_LIMIT = limits.CONTENT_MAX_CHARS + 1  # content must be under this many characters
 LINK_NOTE = "注：个别链接打不开，请点击文末【阅读原文】跳转"
 WECHAT_HOSTS = ("mp.weixin.qq.com",)
 # images served by WeChat itself survive in `content`; other external images are filtered out
@@ -71,8 +71,8 @@ class WeChatChannel(HtmlChannel):
     media_type = "text/html"
     extension = ".html"
     transport = "publisher.channels.wechat.transport:WeChatTransport"
-    preview_panel = "phone"
-    check = staticmethod(limits.check_wechat)
+    check = staticmethod(limits.check)
+    preview = staticmethod(preview.panel)
 
     def _styles(self) -> dict[str, str]:
         env = self.ctx.env

@@ -33,23 +33,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from publisher.channels.base import LocalImage, Rendition
-from publisher.channels.wechat import images
+from publisher.channels.wechat import images, limits
 from publisher.channels.wechat.api import WeChatClient, WeChatError
 
-from publisher import limits
 from publisher.errors import ConfigError, SourceError, TransportError
 from publisher.stores.ledger import Ledger, checkpoint
 from publisher.stores.wechat import WeChatStore
 from publisher.transports.base import PushContext, PushResult, Transport
 
-# platform limits (developers.weixin.qq.com, draft/add)
-# the numbers live in publisher/limits.py, shared with `publisher check` and the channel
-TITLE_MAX = limits.WECHAT_TITLE_MAX_CHARS
-AUTHOR_MAX = limits.WECHAT_AUTHOR_MAX_CHARS
-DIGEST_MAX = limits.WECHAT_DIGEST_MAX_CHARS
-CONTENT_CHARS_LIMIT = limits.WECHAT_CONTENT_MAX_CHARS + 1  # content must be under this many characters
-CONTENT_BYTES_LIMIT = limits.WECHAT_CONTENT_MAX_BYTES + 1  # … and under 1 MB
-SOURCE_URL_MAX_BYTES = limits.WECHAT_SOURCE_URL_MAX_BYTES
 UPLOADIMG_LIMIT = 1024 * 1024  # in-article images: jpg/png under 1 MB
 MATERIAL_LIMIT = 10 * 1024 * 1024  # permanent image material: under 10 MB
 
@@ -124,24 +115,11 @@ def prepare_image(image: LocalImage, *, kind: str, label: str | None = None) -> 
 
 
 def check_limits(article: dict[str, Any]) -> None:
-    """Every draft/add limit, with the measured value and the limit; TransportError listing all."""
-    problems = []
-    for key, limit in (("title", TITLE_MAX), ("author", AUTHOR_MAX), ("digest", DIGEST_MAX)):
-        n = len(article.get(key) or "")
-        if n > limit:
-            problems.append(f"{key} is {n} characters, WeChat allows at most {limit}: {article[key]!r}")
-    content = article.get("content") or ""
-    chars, size = len(content), len(content.encode("utf-8"))
-    if chars >= CONTENT_CHARS_LIMIT:
-        problems.append(f"content is {chars:,} characters, WeChat needs under {CONTENT_CHARS_LIMIT:,}")
-    if size >= CONTENT_BYTES_LIMIT:
-        problems.append(f"content is {_mb(size)}, WeChat needs under {_mb(CONTENT_BYTES_LIMIT)}")
-    url_size = len((article.get("content_source_url") or "").encode("utf-8"))
-    if url_size > SOURCE_URL_MAX_BYTES:
-        problems.append(f"content_source_url (阅读原文) is {url_size:,} bytes, WeChat allows at most "
-                        f"{SOURCE_URL_MAX_BYTES:,} (1 KB)")
+    """Every draft/add limit (channels/wechat/limits.py, the numbers and words `publisher check`
+    uses); a TransportError listing every one broken."""
+    problems = limits.check_article(article)
     if problems:
-        raise TransportError("the WeChat draft cannot be sent: " + "; ".join(problems))
+        raise TransportError("the WeChat draft cannot be sent: " + "; ".join(v.message for v in problems))
 
 
 def replace_ref(body: str, ref: str, url: str) -> tuple[str, int]:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel
+from publisher.channels.zhihu import limits
 
-from publisher import limits
 from publisher.errors import ConfigError
 from publisher.model import Issue
 
@@ -30,7 +30,7 @@ class ZhihuChannel(TemplateChannel):
     media_type = "text/markdown"
     extension = ".md"
     transport = "publisher.transports.outbox:OutboxTransport"
-    check = staticmethod(limits.check_zhihu)
+    check = staticmethod(limits.check)
     template = "zhihu/issue.md"
     writer_class = MarkdownWriter
     public_images_only = True
