@@ -83,6 +83,16 @@ class Rendition:
     # further files belonging to the rendition: name -> text (email's text part and .eml, …)
     parts: Mapping[str, str] = field(default_factory=dict)
     binary_parts: Mapping[str, bytes] = field(default_factory=dict)
+    # a channel that posts several messages (Telegram's 4,096-character limit): each one in order,
+    # in `media_type`; the body is then all of them, for reading. Checks and transports use these.
+    messages: tuple[str, ...] = ()
+
+    def message_files(self) -> dict[str, str]:
+        """Each message as a file of its own (`render --out`, `build`): <issue>.<n><extension>."""
+        stem, dot, ext = self.filename.rpartition(".")
+        width = len(str(len(self.messages)))
+        return {f"{stem}.{n:0{width}d}.{ext}" if dot else f"{self.filename}.{n:0{width}d}": text
+                for n, text in enumerate(self.messages, 1)}
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,8 @@ class Channel:
     # True: a rendition reads the source of every issue of its archive_slice() (RenderContext.load),
     # not only its date and title, so `publisher build` fingerprints those sources too
     reads_sources: ClassVar[bool] = False
+    # True: this class replaces another distribution's channel of the same name (see _entry_points)
+    override: ClassVar[bool] = False
 
     @classmethod
     def archive_slice(cls, date: dt.date, archive: Sequence[PastIssue]) -> Sequence[PastIssue]:
@@ -328,9 +340,42 @@ class Channel:
         return f"{issue.slug}{self.extension}"
 
 
+def _distribution(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
+
+
 @cache
 def _entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Every channel name -> its entry point. A name is claimed once (Sphinx's `add_builder`): two
+    installed distributions registering one name is an error naming both, unless exactly one of the
+    two classes declares `override = True` (a deliberate replacement, e.g. of a built-in channel)."""
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        prev = found.get(ep.name)
+        if prev is None or prev.value == ep.value:
+            found.setdefault(ep.name, ep)
+            continue
+        found[ep.name] = _claim(ep.name, prev, ep)
+    return found
+
+
+def _claim(name: str, first: Any, second: Any) -> Any:
+    """The one of two entry points for `name` that wins (the one declaring `override = True`)."""
+    overriding = [ep for ep in (first, second) if getattr(_load(ep), "override", False) is True]
+    if len(overriding) == 1:
+        return overriding[0]
+    raise ConfigError(
+        f"channel '{name}' is registered twice: by {_distribution(first)} ({first.value}) and by "
+        f"{_distribution(second)} ({second.value}); uninstall one, or let the replacement declare "
+        "`override = True` on its Channel class")
+
+
+def _load(ep: Any) -> Any:
+    try:
+        return ep.load()
+    except Exception as exc:  # a broken plug-in is named, not a traceback
+        raise ConfigError(f"channel '{ep.name}' ({_distribution(ep)}, {ep.value}) cannot be loaded: {exc}") from None
 
 
 def available_channels() -> list[str]:
@@ -342,7 +387,7 @@ def get_channel(name: str) -> type[Channel]:
     if name not in eps:
         known = ", ".join(sorted(eps)) or "(none installed)"
         raise ConfigError(f"unknown channel '{name}'; available channels: {known}")
-    cls = eps[name].load()
+    cls = _load(eps[name])
     if not (isinstance(cls, type) and issubclass(cls, Channel)):
         raise ConfigError(f"entry point '{name}' in group {ENTRY_POINT_GROUP} is not a Channel subclass")
     return cls

@@ -126,7 +126,8 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
 
 
 def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
-    """Write a rendition's body, parts and images into out_dir; return the paths written.
+    """Write a rendition's body, parts, messages (each a file) and images into out_dir; return
+    the paths written.
 
     Every name is resolved (after symlinks) under out_dir and every local image it copies under
     the issue's folder, all before the first byte is written: nothing is ever written outside
@@ -134,6 +135,7 @@ def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[tuple[Path, bytes]] = [(out_path(out_dir, rendition.filename), rendition.body.encode("utf-8"))]
     files += [(out_path(out_dir, name), text.encode("utf-8")) for name, text in rendition.parts.items()]
+    files += [(out_path(out_dir, name), text.encode("utf-8")) for name, text in rendition.message_files().items()]
     files += [(out_path(out_dir, name), data) for name, data in rendition.binary_parts.items()]
     copies: list[tuple[Path, Path]] = []
     for image in rendition.images:
