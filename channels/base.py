@@ -382,6 +382,11 @@ def available_channels() -> list[str]:
     return sorted(_entry_points())
 
 
+def check_rendition(r: Rendition) -> list[Violation]:
+    """Every limit of the rendition's channel, as the channel declares them (`Channel.check`)."""
+    return get_channel(r.channel).check(r)
+
+
 def get_channel(name: str) -> type[Channel]:
     eps = _entry_points()
     if name not in eps:

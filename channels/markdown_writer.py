@@ -46,7 +46,7 @@ from publisher.model import (
     Text,
     iter_links,
 )
-from publisher.refs import safe_url
+from publisher.refs import is_http, safe_url
 
 # What would make a Markdown engine read source text as markup: `<` opening a tag, comment or
 # declaration (GitHub/cmark-gfm, kramdown, the column editors all pass raw HTML through), and `{{`
@@ -521,3 +521,14 @@ class TemplateChannel(Channel):
         for extra in context.get("qr_images", ()):
             refs.append(extra)
         return tuple(local), refs
+
+
+def public_qr_url(channel: TemplateChannel) -> str:
+    """[newsletter] qr_public_url, checked: the column editors import images from the web only."""
+    url = channel.settings.require("newsletter", "qr_public_url", f"the {channel.name} footer shows the QR code")
+    if not is_http(url) or re.search(r"\s", url):
+        raise ConfigError(
+            f"[newsletter] qr_public_url must be a public http(s) URL without spaces for the {channel.name} "
+            f"channel, got {url!r}: set it in {channel.settings.where()}"
+        )
+    return url

@@ -106,7 +106,7 @@ def lead_findings(checked: Checked) -> list[Finding]:
 
 
 def limit_findings(checked: Checked, settings) -> list[Finding]:
-    from publisher.limits import check_rendition
+    from publisher.channels.base import check_rendition
     from publisher.pipeline import context_for, render
 
     issue = checked.issue

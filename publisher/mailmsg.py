@@ -285,3 +285,22 @@ def sample_eml(rendition: Rendition, settings, email: str = "reader@example.org"
     """A complete .eml of the rendition addressed to `email` (token "SAMPLE-TOKEN" without a secret)."""
     template = build_template(rendition, settings)
     return template.render(email, unsubscribe_url_for(settings, email, secret))
+
+
+def readable_message(raw: bytes) -> str:
+    """An email message as a person reads it (for --dry-run): decoded headers, the text/plain
+    part decoded from quoted-printable/base64, and the size of the HTML part."""
+    from email import policy
+    from email.parser import BytesParser
+
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    lines = [f"{k}: {v}" for k, v in msg.items()]
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    lines.append("")
+    lines.append(text.get_content().rstrip("\n") if text is not None else "(no text/plain part)")
+    if html is not None:
+        size = len(html.get_content().encode("utf-8"))
+        lines += ["", f"[text/html part: {size:,} bytes; see it with `publisher preview` or "
+                      "`publisher render ISSUE -c email --out DIR`]"]
+    return "\n".join(lines)

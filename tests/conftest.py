@@ -21,6 +21,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 
+def builtin_channels() -> list[str]:
+    """The channels this project's own distribution registers (pyproject's entry points), so the
+    suite holds the same whatever third-party channels are installed beside it."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="publisher.channels")
+                  if ep.dist is not None and ep.dist.name == "publisher")
+
+
 requires_shared = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"reference material not found at {SHARED} (clone the project beside shared/)"
 )

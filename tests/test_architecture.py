@@ -1,16 +1,27 @@
-"""The import graph, read from the source (AST), at every depth — a function-level import is an
-import too; only those under `if TYPE_CHECKING:` are left out (they never run).
+"""The shape of the program, read from the source (AST) and from docs/architecture.md.
 
+An import is an import at any depth (a function-level import too) and when a module is named in
+a string (`importlib.import_module("…")`, `__import__("…")`, a `"package.module:Name"` reference);
+only imports under `if TYPE_CHECKING:` are left out (they never run).
+
+- the layer table of docs/architecture.md, with its listed crossings and nothing else;
 - no import cycles between the program's modules;
 - nothing outside publisher/cli/ imports click or rich (the CLI is the thin top layer);
-- channels/ never imports a transport or a store (a channel renders; it does not publish).
+- a channel's rendering modules reach no store, transport or I/O library, even through others;
+- no module outside channels/<name>/ names a channel (an import, a table, a comparison, a key).
+
+Each rule is also run on a deliberate violation, and must catch it.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -18,13 +29,6 @@ from tests.conftest import ROOT
 SOURCES = {"publisher": ROOT / "publisher", "publisher.channels": ROOT / "channels"}
 CLI = "publisher.cli"
 UI_LIBRARIES = ("click", "rich")
-# what a channel must not import: the transports and every store of state (ledger, subscribers,
-# bounces' events, link cache, the WeChat API's tokens)
-STORES = ("publisher.transports", "publisher.ledger", "publisher.stores", "publisher.subscribers",
-          "publisher.bounces", "publisher.linkcheck", "publisher.channels.wechat.api", "publisher.push",
-          "publisher.scheduler")
-
-
 @cache
 def modules() -> dict[str, Path]:
     """Every module of the program: dotted name -> file."""
@@ -90,6 +94,24 @@ def imported_names(name: str) -> frozenset[str]:
             target = node.module or ""
         out.add(target)
         out.update(f"{target}.{alias.name}" for alias in node.names)
+    return frozenset(out | named_in_strings(name))
+
+
+DYNAMIC = ("import_module", "__import__")
+
+
+def named_in_strings(name: str) -> frozenset[str]:
+    """The modules module `name` imports by a literal string: `importlib.import_module("…")`,
+    `__import__("…")`. (A channel's `transport = "module:Name"` is a declaration the registry
+    loads for `push`, not an import of the channel's: its transport stays out of rendering.)"""
+    path = modules()[name]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in DYNAMIC and isinstance(node.args[0].value, str):
+                out.add(node.args[0].value)
     return frozenset(out)
 
 
@@ -144,6 +166,157 @@ def _inside(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
+# ---- the rules, as functions (run on the program, and on deliberate violations) ---------------
+
+DOC = ROOT / "docs" / "architecture.md"
+IO_LIBRARIES = ("socket", "sqlite3", "requests", "urllib.request", "urllib3", "http.client", "http.server",
+                "smtplib", "imaplib", "poplib", "ftplib", "subprocess", "sqlalchemy", "psycopg", "psycopg2",
+                "aiosmtpd", "waitress", "watchfiles", "webbrowser", "multiprocessing")
+
+
+def _table(heading: str) -> list[list[str]]:
+    """The rows (cells) of the first Markdown table after `heading` in docs/architecture.md."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(heading)
+    rows = []
+    for line in text[start:].splitlines()[1:]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not set("".join(cells)) <= set("- "):
+                rows.append(cells)
+        elif rows:
+            break
+    return rows[1:]  # the header row aside
+
+
+def _ticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+@cache
+def layers() -> list[tuple[str, list[str], frozenset[str]]]:
+    """(layer, module patterns, layers it may import) from the doc's layer table, top first."""
+    return [(cells[0], _ticked(cells[1]), frozenset(_ticked(cells[2]))) for cells in _table("## The layers")]
+
+
+def layer_of(module: str) -> str | None:
+    for name, patterns, _ in layers():
+        if any(fnmatch.fnmatchcase(module, p) for p in patterns):
+            return name
+    return None
+
+
+def crossings_allowed() -> set[tuple[str, str]]:
+    return {(_ticked(c[0])[0], _ticked(c[1])[0]) for c in _table("### Known crossings")}
+
+
+def layer_offenders() -> set[str]:
+    """Every import from a layer into one its row does not name (and every unplaced module)."""
+    allowed = {name: may | {name} for name, _, may in layers()}
+    out = set()
+    for name in modules():
+        mine = layer_of(name)
+        if mine is None:
+            out.add(f"{name} is in no layer of docs/architecture.md")
+            continue
+        for target in edges(name):
+            theirs = layer_of(target)
+            if theirs not in allowed[mine]:
+                out.add(f"{name} ({mine}) imports {target} ({theirs})")
+    return out
+
+
+def ui_offenders() -> list[str]:
+    return sorted(f"{name} imports {imported}" for name in modules() if not _inside(name, CLI)
+                  for imported in imported_names(name) if imported.split(".")[0] in UI_LIBRARIES)
+
+
+def reach(name: str) -> set[str]:
+    """The program modules `name` imports, directly or through others."""
+    seen, stack = set(), [name]
+    while stack:
+        for target in edges(stack.pop()):
+            if target not in seen:
+                seen.add(target)
+                stack.append(target)
+    return seen
+
+
+def io_offenders() -> list[str]:
+    """A channel's rendering module (the channels layer) reaching I/O: a store, a transport, an
+    I/O library — itself or through any module it imports."""
+    out = []
+    for name in modules():
+        if layer_of(name) != "channels":
+            continue
+        for mod in {name} | reach(name):
+            if layer_of(mod) == "transports" or _inside(mod, "publisher.stores"):
+                out.append(f"{name} reaches {mod}")
+            for imported in imported_names(mod):
+                if any(_inside(imported, lib) for lib in IO_LIBRARIES):
+                    out.append(f"{name} reaches {imported}" + (f" (through {mod})" if mod != name else ""))
+    return sorted(set(out))
+
+
+def channel_names() -> list[str]:
+    return sorted({p.parent.name for p in (ROOT / "channels").glob("*/__init__.py")})
+
+
+def named_allowed() -> set[tuple[str, str]]:
+    return {(_ticked(c[0])[0], n) for c in _table("### Modules that still name a channel") for n in _ticked(c[1])}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def _names_in(node: ast.AST, names: set[str], table: re.Pattern) -> list[str]:
+    """Channel names `node` uses as a selector: compared, a subscript, a dict key, a call argument,
+    or a config table `[name]` inside a string."""
+    def consts(nodes):
+        return [n.value for n in nodes if isinstance(n, ast.Constant) and n.value in names]
+
+    if isinstance(node, ast.Compare):
+        found = consts([node.left, *node.comparators])
+        for c in node.comparators:
+            if isinstance(c, ast.Tuple | ast.List | ast.Set):
+                found += consts(c.elts)
+        return found
+    if isinstance(node, ast.Subscript):
+        return consts([node.slice])
+    if isinstance(node, ast.Dict):
+        return consts([k for k in node.keys if k is not None])
+    if isinstance(node, ast.Call):
+        return consts(node.args)
+    if isinstance(node, ast.ImportFrom | ast.Import):
+        mods = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        return [m.split(".")[2] for m in mods if m.startswith("publisher.channels.") and m.split(".")[2] in names]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return table.findall(node.value)
+    return []
+
+
+def name_offenders() -> set[str]:
+    """A channel named outside its own folder (the shared modules of channels/ included)."""
+    names = set(channel_names())
+    table = re.compile(r"\[(" + "|".join(sorted(names)) + r")\]")
+    out = set()
+    for module, path in modules().items():
+        parts = module.split(".")
+        own = parts[2] if len(parts) > 2 and parts[1] == "channels" and parts[2] in names else None
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            for found in _names_in(node, names, table):
+                if found != own and (module, found) not in named_allowed():
+                    out.add(f"{module}:{getattr(node, 'lineno', '?')} names the {found} channel")
+    return out
+
+
 # ---- the graph is read right ----------------------------------------------------------------
 
 
@@ -184,28 +357,97 @@ def test_no_import_cycles() -> None:
 
 
 def test_only_the_cli_imports_click_or_rich() -> None:
-    offenders = sorted(
-        f"{name} imports {imported}"
-        for name in modules() if not _inside(name, CLI)
-        for imported in imported_names(name)
-        if imported.split(".")[0] in UI_LIBRARIES)
-    assert offenders == []
+    assert ui_offenders() == []
     # and the CLI does: the rule is about something real
     assert any(i.split(".")[0] == "click" for i in imported_names("publisher.cli"))
 
 
-# a channel folder's delivery modules (its transport and the API client and image pipeline only it
-# uses) are transports, not rendering code
-DELIVERY = ("transport", "api", "images")
+def test_the_layer_table_of_the_docs_holds() -> None:
+    assert [name for name, _, _ in layers()] == ["cli", "operations", "transports", "pipeline", "channels",
+                                                  "source", "ground"]
+    assert layer_offenders() == {f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})" for m, t in crossings_allowed()}
+    # every listed crossing still crosses: the list only shrinks
+    for module, target in crossings_allowed():
+        assert target in edges(module), f"{module} no longer imports {target}: drop its row from the docs"
 
 
-def test_channels_never_import_transports_or_stores() -> None:
-    offenders = sorted(
-        f"{name} imports {imported}"
-        for name in modules() if _inside(name, "publisher.channels") and name.split(".")[-1] not in DELIVERY
-        for imported in imported_names(name)
-        if any(_inside(imported, s) for s in STORES))
-    assert offenders == []
+def test_channel_rendering_reaches_no_io() -> None:
+    assert io_offenders() == []
+
+
+def test_no_module_names_a_channel_outside_its_folder() -> None:
+    assert {"email", "github", "telegram", "wechat", "web", "zhihu", "aijishu", "plaintext"} <= set(channel_names())
+    assert sorted(name_offenders()) == []
+    names = set(channel_names())
+    for module, _ in named_allowed():  # an exception still needed, or its row goes
+        assert any(f"{module}:" in o for o in _offenders_without_exceptions(names)), module
+
+
+def _offenders_without_exceptions(names: set[str]) -> set[str]:
+    import tests.test_architecture as me
+
+    saved = me.named_allowed
+    me.named_allowed = set
+    try:
+        return name_offenders()
+    finally:
+        me.named_allowed = saved
+
+
+# ---- each rule fails on a deliberate violation -----------------------------------------------
+
+VIOLATIONS = {
+    # module name -> (source, the rule's function, the words its report must hold)
+    "cycle through importlib": ("publisher.model", "import importlib\nimportlib.import_module('publisher.cli')\n",
+                                "cycles", "publisher.cli"),
+    "cycle through __import__": ("publisher.refs", "__import__('publisher.push')\n", "cycles", "publisher.push"),
+    "a store importing a channel": ("publisher.stores.evil", "from publisher.channels.email import EmailChannel\n",
+                                    "layer_offenders", "publisher.stores.evil (ground) imports publisher.channels.email"),
+    "a channel importing pipeline": ("publisher.channels.zhihu.evil", "def f():\n    from publisher import pipeline\n",
+                                     "layer_offenders", "imports publisher.pipeline (pipeline)"),
+    "a channel importing mailmsg": ("publisher.channels.github.evil", "import publisher.mailmsg\n",
+                                    "io_offenders", "reaches publisher.mailmsg"),
+    "a channel importing requests": ("publisher.channels.web.evil", "import requests\n", "io_offenders",
+                                     "reaches requests"),
+    "a channel importing sqlite3": ("publisher.channels.zhihu.evil", "import sqlite3\n", "io_offenders",
+                                    "reaches sqlite3"),
+    "a channel importing socket lazily": ("publisher.channels.email.evil", "def f():\n    import socket\n",
+                                          "io_offenders", "reaches socket"),
+    "a channel reaching I/O through a helper": ("publisher.channels.zhihu.evil", "from publisher.stores import ledger\n",
+                                                 "io_offenders", "reaches publisher.stores"),
+    "a channel name as a string in core": ("publisher.evil", "def f(s):\n    return s['wechat']\n",
+                                           "name_offenders", "publisher.evil:2 names the wechat channel"),
+    "a channel compared by name": ("publisher.evil", "def f(c):\n    return c == 'zhihu'\n", "name_offenders",
+                                   "names the zhihu channel"),
+    "a channel's table in a message": ("publisher.evil", "X = 'set [telegram] chat_id'\n", "name_offenders",
+                                       "names the telegram channel"),
+    "one channel importing another": ("publisher.channels.web.evil", "from publisher.channels.github import calendar\n",
+                                      "name_offenders", "names the github channel"),
+    "click outside the CLI": ("publisher.evil", "import click\n", "ui_offenders", "publisher.evil imports click"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIOLATIONS))
+def test_each_rule_catches_a_deliberate_violation(case: str, tmp_path: Path, monkeypatch) -> None:
+    import tests.test_architecture as me
+
+    module, source, rule, words = VIOLATIONS[case]
+    real = dict(modules())
+    path = tmp_path / "evil.py"
+    if module in real:  # a real module, with the violation added to its source
+        path.write_text(real[module].read_text(encoding="utf-8") + "\n" + source, encoding="utf-8")
+    else:
+        path.write_text(source, encoding="utf-8")
+    clean = getattr(me, rule)()
+    monkeypatch.setattr(me, "modules", lambda: {**real, module: path})
+    imported_names.cache_clear()
+    try:
+        found = getattr(me, rule)()
+    finally:
+        imported_names.cache_clear()
+    report = "\n".join(" ".join(c) if isinstance(c, list) else str(c) for c in found)
+    assert words in report, f"{case}: the rule {rule} did not catch it:\n{report}"
+    assert found != clean
 
 
 def test_every_command_lives_in_the_cli() -> None:

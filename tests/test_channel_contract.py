@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import EXAMPLES, ROOT
 
 CHANNEL_MODULE = '''
-"""A Telegram channel, as a third party would write it."""
+"""A Relay channel, as a third party would write it."""
 from pathlib import Path
 
 import requests
@@ -33,47 +33,47 @@ from publisher.transports.base import PushResult, Transport
 MAX_CHARS = 4096
 
 
-class TelegramChannel(Channel):
-    name = "telegram"
+class RelayChannel(Channel):
+    name = "relay"
     media_type = "text/plain"
     extension = ".txt"
-    transport = "tgchannel:TelegramTransport"
+    transport = "tgchannel:RelayTransport"
     template_folder = Path(__file__).parent / "templates"
     config = """
-[telegram]
+[relay]
 chat_id = ""
-api_base = "https://api.telegram.org"
+api_base = "https://api.relay.org"
 token_env = "TG_BOT_TOKEN"
 """
 
     def render(self, issue):
-        body = self.ctx.env.get_template("telegram/message.txt").render(issue=issue)
+        body = self.ctx.env.get_template("relay/message.txt").render(issue=issue)
         return Rendition(self.name, issue.slug, body, self.media_type, self.filename(issue),
-                         metadata={"chat_id": self.settings["telegram"]["chat_id"]})
+                         metadata={"chat_id": self.settings["relay"]["chat_id"]})
 
     @classmethod
     def check(cls, rendition):
         if len(rendition.body) > MAX_CHARS:
-            return [Violation("telegram", "length", f"telegram message is {len(rendition.body)} characters; "
+            return [Violation("relay", "length", f"relay message is {len(rendition.body)} characters; "
                               f"the limit is {MAX_CHARS}", len(rendition.body), MAX_CHARS)]
         return []
 
 
-class TelegramTransport(Transport):
-    channel = "telegram"
+class RelayTransport(Transport):
+    channel = "relay"
 
     def push(self, rendition, ctx):
-        cfg = ctx.settings["telegram"]
-        token = ctx.settings.secret("telegram", "token_env")
+        cfg = ctx.settings["relay"]
+        token = ctx.settings.secret("relay", "token_env")
         if ctx.dry_run:
-            return PushResult(summary="telegram: dry run")
+            return PushResult(summary="relay: dry run")
         r = requests.post(f"{cfg['api_base']}/bot{token}/sendMessage",
                           json={"chat_id": cfg["chat_id"], "text": rendition.body}, timeout=10)
         data = r.json()
         if not data.get("ok"):
-            raise TransportError(f"telegram: {data.get('description')}")
+            raise TransportError(f"relay: {data.get('description')}")
         mid = str(data["result"]["message_id"])
-        return PushResult(remote_id=mid, summary=f"telegram: message {mid} sent")
+        return PushResult(remote_id=mid, summary=f"relay: message {mid} sent")
 '''
 
 TEMPLATE = """{{ issue.title }}
@@ -141,7 +141,7 @@ def third_party(tmp_path: Path, bot_api) -> tuple[Path, dict]:
     dist = site / "tgchannel-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tgchannel\nVersion: 0.1\n", encoding="utf-8")
-    (dist / "entry_points.txt").write_text("[publisher.channels]\ntelegram = tgchannel:TelegramChannel\n",
+    (dist / "entry_points.txt").write_text("[publisher.channels]\nrelay = tgchannel:RelayChannel\n",
                                            encoding="utf-8")
     project = tmp_path / "project"
     shutil.copytree(EXAMPLES / "issues", project / "issues")
@@ -152,8 +152,8 @@ def third_party(tmp_path: Path, bot_api) -> tuple[Path, dict]:
         out = "build"
         ledger = "publisher.db"
         [channels]
-        enabled = ["github", "telegram"]
-        [telegram]
+        enabled = ["github", "relay"]
+        [relay]
         chat_id = "-100123"
         api_base = "{url}"
         """), encoding="utf-8")
@@ -174,24 +174,24 @@ def test_a_third_party_channel_works_through_every_command(third_party, bot_api)
     before = _project_fingerprint()
     issue = "issues/2026-11-23.md"
 
-    r = _publisher(project, env, "render", issue, "--channel", "telegram")
+    r = _publisher(project, env, "render", issue, "--channel", "relay")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("嵌入式AI简报 (2026-11-23)") and "== " in r.stdout
 
     r = _publisher(project, env, "build", "--out", "out")
     assert r.returncode == 0, r.stderr
-    assert (project / "out" / "telegram" / "2026-11-23.txt").is_file()
+    assert (project / "out" / "relay" / "2026-11-23.txt").is_file()
     assert (project / "out" / "github" / "2026-11-23.md").is_file()
 
     r = _publisher(project, env, "check", "--offline", issue)
     assert r.returncode == 0, r.stdout + r.stderr
 
-    r = _publisher(project, env, "preview", issue, "--channel", "telegram", "--no-open")
+    r = _publisher(project, env, "preview", issue, "--channel", "relay", "--no-open")
     assert r.returncode == 0, r.stderr
     page = Path(r.stdout.strip().splitlines()[-1]).read_text(encoding="utf-8")
-    assert "telegram" in page and "== " in page
+    assert "relay" in page and "== " in page
 
-    r = _publisher(project, env, "push", issue, "--channel", "telegram")
+    r = _publisher(project, env, "push", issue, "--channel", "relay")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(received) == 1
     path, body = received[0]
@@ -199,10 +199,10 @@ def test_a_third_party_channel_works_through_every_command(third_party, bot_api)
     assert body["text"].startswith("嵌入式AI简报 (2026-11-23)")
     assert "secret-token" not in r.stdout + r.stderr  # the token stays out of the output
 
-    r = _publisher(project, env, "push", issue, "--channel", "telegram")  # done: not sent again
+    r = _publisher(project, env, "push", issue, "--channel", "relay")  # done: not sent again
     assert r.returncode == 0 and len(received) == 1, r.stdout + r.stderr
     r = _publisher(project, env, "status", "2026-11-23")
-    assert "telegram" in r.stdout and "done" in r.stdout
+    assert "relay" in r.stdout and "done" in r.stdout
 
     assert _project_fingerprint() == before, "the third-party channel changed a file of the project"
 
@@ -212,8 +212,8 @@ def test_a_third_party_channels_limits_and_config_are_its_own(third_party) -> No
     # its config table is validated with the schema it declared
     toml = project / "publisher.toml"
     toml.write_text(toml.read_text(encoding="utf-8") + "chat_idd = 1\n", encoding="utf-8")
-    r = _publisher(project, env, "render", "issues/2026-11-23.md", "--channel", "telegram")
-    assert r.returncode == 1 and "unknown key [telegram] chat_idd" in r.stderr, r.stderr
+    r = _publisher(project, env, "render", "issues/2026-11-23.md", "--channel", "relay")
+    assert r.returncode == 1 and "unknown key [relay] chat_idd" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     toml.write_text(toml.read_text(encoding="utf-8").replace("chat_idd = 1\n", ""), encoding="utf-8")
 
@@ -223,7 +223,7 @@ def test_a_third_party_channels_limits_and_config_are_its_own(third_party) -> No
     long_title = "很长的标题" * 900
     issue.write_text(text.replace("## ", f"## {long_title}\n\n## ", 1), encoding="utf-8")
     r = _publisher(project, env, "check", "--offline", str(issue))
-    assert r.returncode == 1 and "telegram message is" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode == 1 and "relay message is" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_user_templates_extend_the_builtin_ones(tmp_path: Path) -> None:
@@ -247,3 +247,63 @@ def test_user_templates_extend_the_builtin_ones(tmp_path: Path) -> None:
         '{% extends "!builtin/github/footer.md" %}{% block license %}自定义许可{% endblock %}\n', encoding="utf-8")
     custom = render(issue, "github", load_settings(tmp_path / "publisher.toml")).body
     assert "自定义许可" in custom and custom != base
+
+
+# ---- a name is claimed once ---------------------------------------------------------------------
+
+DUPLICATE = '''
+from publisher.channels.plaintext import PlainTextChannel
+
+
+class Impostor(PlainTextChannel):
+    """Registers the name of a built-in channel."""
+    override = OVERRIDE
+
+    def render(self, issue):
+        import dataclasses
+        r = super().render(issue)
+        return dataclasses.replace(r, body="IMPOSTOR\\n" + r.body)
+'''
+
+
+def _distribution(site: Path, name: str, module: str, entry: str) -> None:
+    (site / f"{name}.py").write_text(module, encoding="utf-8")
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(f"[publisher.channels]\n{entry}\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_a_channel_name_registered_twice_is_refused_naming_both(tmp_path: Path, override: bool) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    _distribution(site, "impostor", DUPLICATE.replace("OVERRIDE", str(override)), "plaintext = impostor:Impostor")
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "issues", project / "issues")
+    (project / "publisher.toml").write_text('[paths]\nissues = "issues"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PUBLISHER_CONFIG"}
+    env["PYTHONPATH"] = str(site)
+    r = _publisher(project, env, "render", "issues/2026-11-23.md", "--channel", "plaintext")
+    if override:  # the documented way to replace a channel: the replacement says so
+        assert r.returncode == 0 and r.stdout.startswith("IMPOSTOR\n"), r.stderr
+        return
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "channel 'plaintext' is registered twice" in r.stderr
+    assert "publisher 0.1.0 (publisher.channels.plaintext:PlainTextChannel)" in r.stderr
+    assert "impostor 0.1 (impostor:Impostor)" in r.stderr and "override = True" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_suite_stays_green_with_a_third_party_channel_installed(third_party) -> None:
+    """The tests that cover every channel cover the project's own: a third-party channel beside
+    them neither breaks them nor is held to the built-in channels' expectations."""
+    _, env = third_party
+    probe = subprocess.run([sys.executable, "-c", "from publisher.channels.base import available_channels as a; "
+                            "print(' '.join(a()))"], env=env, capture_output=True, text=True, timeout=60)
+    assert "relay" in probe.stdout.split(), probe.stderr  # the third-party channel really is installed
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
+                        "tests/test_channels_all.py", "tests/test_newcomer.py", "tests/test_golden.py"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout.splitlines()[-1] and "failed" not in r.stdout.splitlines()[-1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from publisher.channels.base import Rendition
+from publisher.channels.base import Rendition, check_rendition
 from publisher.channels.email.limits import HTML_MAX_BYTES as EMAIL_HTML_MAX_BYTES
 from publisher.channels.email.limits import check as check_email
 from publisher.channels.wechat.limits import CONTENT_MAX_CHARS as WECHAT_CONTENT_MAX_CHARS
@@ -17,7 +17,6 @@ from publisher.channels.wechat.limits import check as check_wechat
 from publisher.channels.zhihu.limits import check as check_zhihu
 
 from publisher.cli import cli
-from publisher.limits import check_rendition
 from publisher.reader import read_issue
 from publisher.repeats import ArchiveIndex, normalise_title, normalise_url
 

@@ -12,9 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from publisher.channels.base import check_rendition
 
 from publisher.legacy import import_legacy
-from publisher.limits import check_rendition
 from publisher.model import Link, Strikethrough, Strong
 from publisher.pipeline import render
 from publisher.reader import parse_issue, read_issue

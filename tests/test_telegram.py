@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from publisher.channels.telegram.limits import MESSAGE_MAX_CHARS
 from publisher.channels.telegram.split import blocks, split_messages, visible_length
+
 from tests.conftest import EXAMPLES
 
 TOKEN = "123456:TEST-token-value"

@@ -101,7 +101,7 @@ def test_installed_package_ships_the_program_pages(installed: Path, tmp_path: Pa
     check = ("import datetime as dt\n"
              "from publisher.channels.base import builtin_env\n"
              "from publisher.transports.git import index_block\n"
-             "print(index_block([(dt.date(2026, 11, 23), '2026-11-23.md')], 'X'))\n"
+             "print(index_block([(dt.date(2026, 11, 23), '2026-11-23.md')], 'X', channel='github'))\n"
              "print(builtin_env().get_template('serve/unsubscribe.html').render(page='invalid', name='n'))\n")
     shipped = _run([str(installed / "python"), "-c", check], cwd=tmp_path, env=_env())
     assert shipped.returncode == 0, shipped.stderr

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel
-from publisher.channels.zhihu import public_qr_url
+from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel, public_qr_url
 
 from publisher.model import Issue
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup
+from publisher.channels.archive import calendar
 from publisher.channels.base import Channel, LocalImage, PastIssue, Rendition, license_of
-from publisher.channels.github import calendar
 from publisher.channels.html_writer import (
     HtmlWriter,
     cut,

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import publisher.channels.wechat.images as images
+import publisher.channels.wechat.limits as limits
 from publisher.channels.base import LocalImage, Rendition
-from publisher.channels.wechat import images, limits
 from publisher.channels.wechat.api import WeChatClient, WeChatError
 
 from publisher.errors import ConfigError, SourceError, TransportError

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel
+from publisher.channels.markdown_writer import MarkdownWriter, TemplateChannel, public_qr_url
 from publisher.channels.zhihu import limits
 
-from publisher.errors import ConfigError
 from publisher.model import Issue
-
-
-def public_qr_url(channel: TemplateChannel) -> str:
-    """[newsletter] qr_public_url, checked: the column editors import images from the web only."""
-    url = channel.settings.require("newsletter", "qr_public_url", f"the {channel.name} footer shows the QR code")
-    if not re.match(r"^https?://\S+$", url):
-        raise ConfigError(
-            f"[newsletter] qr_public_url must be a public http(s) URL without spaces for the {channel.name} "
-            f"channel, got {url!r}: set it in {channel.settings.where()}"
-        )
-    return url
 
 
 class ZhihuChannel(TemplateChannel):

@@ -779,7 +779,7 @@ class EmailTransport(Transport):
         status = campaign_status(ctx.ledger, rendition.issue)
         done = sum(status.get(s, 0) for s in FINAL_STATES)
         sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
-        from publisher.push import readable_message
+        from publisher.mailmsg import readable_message
 
         print(readable_message(sample))
         return PushResult(details={"active": active, "done": done},
