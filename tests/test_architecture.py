@@ -493,3 +493,47 @@ def test_the_domain_runs_without_click_or_rich(tmp_path: Path) -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("ok 2")
+
+
+# ---- no long functions ----------------------------------------------------------------------
+
+MAX_LINES = 60
+# TEMPORARY (issue 24): functions over MAX_LINES in files other branches are changing now (ruff's
+# per-file ignores in pyproject.toml list the same files). Fixing one fails this test until its
+# line goes; a new long function fails it at once.
+LONG_FUNCTIONS = {
+    "publisher/build.py:build", "publisher/legacy.py:import_legacy", "publisher/legacy.py:_join_soft_breaks",
+    "publisher/preview.py:make_handler", "publisher/reader.py:read", "publisher/subscribe.py:make_subscribe_app",
+    "publisher/subscribers.py:import_csv", "publisher/transports/email.py:_worker",
+    "channels/wechat/api.py:_request", "channels/wechat/images.py:download", "channels/wechat/transport.py:push",
+}
+
+
+def long_functions(roots=("publisher", "channels"), limit: int = MAX_LINES) -> set[str]:
+    out = set()
+    for root in roots:
+        for path in sorted((ROOT / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit:
+                    out.add(f"{path.relative_to(ROOT).as_posix()}:{node.name}")
+    return out
+
+
+def test_no_function_over_60_lines() -> None:
+    assert long_functions() == LONG_FUNCTIONS
+    assert "publisher/reader.py:read" in long_functions(limit=90)  # the measure measures
+
+
+def test_ruff_enforces_complexity_15_and_60_statements() -> None:
+    import subprocess
+    import sys
+    import tomllib
+
+    lint = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["ruff"]["lint"]
+    assert {"C90", "PLR"} <= set(lint["select"]) and lint["mccabe"]["max-complexity"] == 15
+    assert lint["pylint"]["max-statements"] == 60 and lint["pylint"]["max-branches"] == 15
+    branchy = "def f(x):\n" + "".join(f"    if x == {k}:\n        return {k}\n" for k in range(16)) + "    return -1\n"
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--stdin-filename", "publisher/x.py", "-"],
+                          input=branchy, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1 and "C901" in proc.stdout and "PLR0912" in proc.stdout, proc.stdout
