@@ -499,7 +499,7 @@ class TemplateChannel(Channel):
             if not isinstance(node, Image):
                 continue
             refs.append(node.src)
-            if re.match(r"^https?://", node.src):
+            if is_http(node.src):
                 if self.public_images_only and re.search(r"\s", node.src):
                     raise SourceError(
                         f"image {node.src!r} has spaces in its URL, which the {self.name} editor rejects; "

@@ -39,6 +39,7 @@ from publisher.channels.html_writer import (
 
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue
+from publisher.refs import is_http
 
 PAGE = "web/page.html"
 INDEX = "web/index.html"
@@ -84,7 +85,7 @@ push = false
             raise ConfigError(
                 f"[web] base_url is not set: the feed, the sitemap and shared links need the site's public "
                 f"address; set it in {self.settings.where()}, e.g. base_url = \"https://example.org/newsletter/\"")
-        if not re.match(r"^https?://[^/\s]+", base, re.I) or any(c in base for c in "\"'<> "):
+        if not is_http(base) or not re.match(r"^\w+://[^/\s]+", base) or any(c in base for c in "\"'<> "):
             raise ConfigError(f"[web] base_url = {base!r} is not an http(s) URL (set in {self.settings.where()})")
         return base if base.endswith("/") else base + "/"
 

@@ -38,6 +38,7 @@ from publisher.channels.base import LocalImage, Rendition
 from publisher.channels.wechat.api import WeChatClient, WeChatError
 
 from publisher.errors import ConfigError, SourceError, TransportError
+from publisher.refs import is_http
 from publisher.stores.ledger import Ledger, checkpoint
 from publisher.stores.wechat import WeChatStore
 from publisher.transports.base import PushContext, PushResult, Transport
@@ -210,7 +211,7 @@ class WeChatTransport(Transport):
         if ctx.progress:
             ctx.progress(total, total)
         leftover = sorted({src for src in _IMG_SRC_RE.findall(body)
-                           if not re.match(r"https?://mmbiz\.q(?:pic|logo)\.cn/", src)})
+                           if not _WECHAT_HOSTED.match(src)})
         if leftover:
             notes.append(f"{len(leftover)} image(s) not hosted by WeChat will be filtered out by the "
                          f"platform: {', '.join(leftover[:5])}")
@@ -477,7 +478,7 @@ class WeChatTransport(Transport):
         for src in dict.fromkeys(html.unescape(s) for s in _IMG_SRC_RE.findall(body)):
             if src in remote:
                 body, _ = replace_ref(body, src, remote[src])
-            elif re.match(r"https?://", src, re.I) and not _WECHAT_HOSTED.match(src):
+            elif is_http(src) and not _WECHAT_HOSTED.match(src):
                 missing.append(src)
         warnings = []
         if missing:
@@ -493,7 +494,7 @@ class WeChatTransport(Transport):
         account: a URL uploaded before is taken from the ledger) and converted like local images."""
         cfg = ctx.settings["wechat"]
         urls = list(dict.fromkeys(html.unescape(src) for src in _IMG_SRC_RE.findall(rendition.body)))
-        urls = [u for u in urls if re.match(r"https?://", u, re.I) and not _WECHAT_HOSTED.match(u)]
+        urls = [u for u in urls if is_http(u) and not _WECHAT_HOSTED.match(u)]
         if not urls:
             return []
         known = WeChatStore(ctx.ledger).remote_uploads(cfg["app_id"])
