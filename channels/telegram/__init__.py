@@ -124,5 +124,6 @@ link_previews = false
             license_name=_esc(lic.name), license_url=html.escape(safe_url(lic.url)),
             archive_url=html.escape(safe_url(archive)))
         messages = split_messages(page.body, footer, MESSAGE_MAX_CHARS)
-        return dataclasses.replace(page, body="\n\n".join(messages) + "\n", messages=tuple(messages),
+        # local images are not posted (no upload): the rendition hands none to the transport
+        return dataclasses.replace(page, body="\n\n".join(messages) + "\n", messages=tuple(messages), images=(),
                                    metadata={**page.metadata, "messages": len(messages)})

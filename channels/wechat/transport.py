@@ -195,26 +195,8 @@ class WeChatTransport(Transport):
         store = WeChatStore(ctx.ledger)
 
         # 2. uploads (each content hash once per account)
-        body = rendition.body
-        uploaded = cached = 0
-        total = len(inline) + 1
-        for done, prep in enumerate(inline, 1):
-            url, fresh = self._upload(client, store, app_id, prep, "uploadimg")
-            uploaded, cached = uploaded + fresh, cached + (not fresh)
-            body, count = replace_ref(body, prep.image.ref, url)
-            if count == 0:
-                notes.append(f"image {prep.image.ref} is not referenced in the body")
-            if ctx.progress:
-                ctx.progress(done, total)
-        thumb_media_id, fresh = self._upload(client, store, app_id, cover, "material")
-        uploaded, cached = uploaded + fresh, cached + (not fresh)
-        if ctx.progress:
-            ctx.progress(total, total)
-        leftover = sorted({src for src in _IMG_SRC_RE.findall(body)
-                           if not _WECHAT_HOSTED.match(src)})
-        if leftover:
-            notes.append(f"{len(leftover)} image(s) not hosted by WeChat will be filtered out by the "
-                         f"platform: {', '.join(leftover[:5])}")
+        body, thumb_media_id, uploaded, cached = self._upload_all(client, store, app_id, rendition, inline, cover,
+                                                                  ctx, notes)
         article["content"] = body
         article["thumb_media_id"] = thumb_media_id
         check_limits(article)  # the image URLs changed the content's length
@@ -229,27 +211,10 @@ class WeChatTransport(Transport):
             return self._finish_publish(client, store, app_id, issue, state["media_id"], state["publish_id"],
                                         state["publish_status"], state["article_url"], cfg, base,
                                         "the issue was already submitted for publishing")
-        action = "added"
-        media_id = state["media_id"]
-        if media_id is not None and not new_draft:
-            try:
-                client.draft_update(media_id, article)
-                action = "updated"
-            except WeChatError as exc:
-                if exc.errcode != 40007:
-                    raise
-                found = self._find_published(client, article)
-                if found is not None:  # published (e.g. by hand in the MP console): not replaced
-                    store.record_publish(app_id, issue, found[0], 0, found[1])
-                    notes.append(f"draft {media_id} was published on the platform: {found[1]}")
-                    return PushResult(remote_id=media_id, url=found[1],
-                                      details={**base, "media_id": media_id, "publish_id": found[0],
-                                               "publish_status": 0, "article_url": found[1]},
-                                      summary=f"already published: {found[1]}")
-                notes.append(f"draft {media_id} no longer exists on the platform (deleted); created a new one")
-                media_id = self._add_draft(client, store, app_id, issue, article)
-        else:
-            media_id = self._add_draft(client, store, app_id, issue, article)
+        done = self._update_or_add(client, store, app_id, issue, article, state["media_id"], new_draft, base, notes)
+        if isinstance(done, PushResult):
+            return done
+        media_id, action = done
         details: dict[str, Any] = {"media_id": media_id, "draft": action, **base}
         summary = f"draft {action} (media_id {media_id}); {uploaded} image(s) uploaded, {cached} from cache"
         if not publish:
@@ -387,6 +352,52 @@ class WeChatTransport(Transport):
         return True
 
     # -- pieces ----------------------------------------------------------------------------------
+
+    def _upload_all(self, client, store, app_id, rendition, inline, cover, ctx, notes):
+        """Every inline image and the cover uploaded (or found in the cache): (body with the
+        WeChat URLs, the cover's media_id, uploaded, cached)."""
+        body = rendition.body
+        uploaded = cached = 0
+        total = len(inline) + 1
+        for done, prep in enumerate(inline, 1):
+            url, fresh = self._upload(client, store, app_id, prep, "uploadimg")
+            uploaded, cached = uploaded + fresh, cached + (not fresh)
+            body, count = replace_ref(body, prep.image.ref, url)
+            if count == 0:
+                notes.append(f"image {prep.image.ref} is not referenced in the body")
+            if ctx.progress:
+                ctx.progress(done, total)
+        thumb_media_id, fresh = self._upload(client, store, app_id, cover, "material")
+        uploaded, cached = uploaded + fresh, cached + (not fresh)
+        if ctx.progress:
+            ctx.progress(total, total)
+        leftover = sorted({src for src in _IMG_SRC_RE.findall(body) if not _WECHAT_HOSTED.match(src)})
+        if leftover:
+            notes.append(f"{len(leftover)} image(s) not hosted by WeChat will be filtered out by the "
+                         f"platform: {', '.join(leftover[:5])}")
+        return body, thumb_media_id, uploaded, cached
+
+    def _update_or_add(self, client, store, app_id, issue, article, media_id, new_draft, base, notes):
+        """The draft updated in place, or added: (media_id, "updated"/"added"); a PushResult when
+        the draft turns out to be published already (by hand in the MP console: not replaced)."""
+        if media_id is None or new_draft:
+            return self._add_draft(client, store, app_id, issue, article), "added"
+        try:
+            client.draft_update(media_id, article)
+            return media_id, "updated"
+        except WeChatError as exc:
+            if exc.errcode != 40007:
+                raise
+        found = self._find_published(client, article)
+        if found is not None:
+            store.record_publish(app_id, issue, found[0], 0, found[1])
+            notes.append(f"draft {media_id} was published on the platform: {found[1]}")
+            return PushResult(remote_id=media_id, url=found[1],
+                              details={**base, "media_id": media_id, "publish_id": found[0],
+                                       "publish_status": 0, "article_url": found[1]},
+                              summary=f"already published: {found[1]}")
+        notes.append(f"draft {media_id} no longer exists on the platform (deleted); created a new one")
+        return self._add_draft(client, store, app_id, issue, article), "added"
 
     def _article(self, rendition: Rendition, ctx: PushContext) -> dict[str, Any]:
         cfg = ctx.settings["wechat"]
