@@ -937,7 +937,10 @@ class EmailTransport(Transport):
         d = record.details
         parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
         parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
+                                                      ("ambiguous_resent", "ambiguous-resent"),
+                                                      ("stale_sender_ambiguous", "stale-sender-ambiguous"),
+                                                      ("withdrawn", "unsubscribed-meanwhile"),
+                                                      ("unrecorded", "unrecorded")) if k in d]
         return ", ".join(parts)
 
     @classmethod
