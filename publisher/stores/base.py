@@ -50,18 +50,26 @@ class StoreError(PublisherError, sqlite3.OperationalError):
     def __init__(self, path: Path, exc: BaseException):
         super().__init__(explain(path, exc))
         self.path = path
-        self.disk_full = _disk_full(exc)
+        self.disk_full = _disk_full(path, exc)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    return "disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC \
-        or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+def _disk_full(path: Path, exc: BaseException) -> bool:
+    if "disk is full" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC \
+            or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return True
+    if "disk I/O" not in str(exc):  # SQLite says only "disk I/O error" when it cannot grow the -shm file
+        return False
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def explain(path: Path, exc: BaseException) -> str:
     """What went wrong with the database `path`, and what to do (one rule for every store)."""
     text = str(exc)
-    if _disk_full(exc):
+    if _disk_full(path, exc):
         return (f"cannot write {path}: the disk is full ({text}). Free space on its filesystem, then run "
                 "the command again: what was recorded is kept, and a push resumes where it stopped")
     if "not a database" in text or "malformed" in text or "encrypted" in text:

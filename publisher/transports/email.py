@@ -29,10 +29,19 @@ not trip the breaker; one that is the recipient's alone but not proof of a dead 
 full 5.2.2, 5.4.x routing) is `failed` without a bounce; anything that says the server or the
 sender is the problem (MAIL FROM refused, relay denied, 5.7.x policy, 5.3.x/5.5.x, 5.6.x content,
 a 5xx at end of DATA) is a *campaign fault*: the row stays `pending`. The **circuit breaker**
-stops the campaign after BREAKER_FAULTS campaign faults in a row, or BREAKER_SAME identical
-recipient failures in a row (the same 5xx for every recipient is the server's problem, not the
-readers'); when it trips nobody is bounced, the failures of that kind go back to `pending`, the
-push is recorded failed, and a re-run after the fix resumes.
+stops the campaign after BREAKER_FAULTS campaign faults in a row, or when most of the run fails
+the same way (`signature`: stage, code, enhanced code and the reply's shape, ids normalised
+away): at least BREAKER_SAME of this run's last BREAKER_WINDOW outcomes, and more than half of
+them (at the end of a small run, BREAKER_SMALL). When it trips nobody is bounced, the failures
+of that kind go back to `pending`, the push is recorded failed, and a re-run after the fix resumes.
+
+**Promises checked at the point of send** (`Campaign._may_send`, before a message starts and
+again before its final dot): the lease is still ours (a process paused past its lease stops on
+waking; what it completes after a takeover is counted `stale`); the reader is still active (an
+unsubscribe answered 200 holds from then on); the ledger's disk has room (a DiskReserve beside
+the ledger is freed when it fills up, so what is in flight is recorded, and the run stops).
+Before sending, `check_ledger` compares the ledger's identity with the one the subscribers
+database remembers for this campaign: a lost ledger never re-sends silently.
 """
 
 from __future__ import annotations
