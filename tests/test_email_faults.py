@@ -476,11 +476,10 @@ def test_a_sender_paused_past_its_lease_stops_on_waking_and_every_duplicate_is_c
         os.kill(a.pid, signal.SIGCONT)  # wakes up after the takeover
         a_out = a.communicate(timeout=60)
         a_text = a_out[0] + a_out[1]
-        assert a.returncode == 1, a_text
-        assert "took this campaign over" in a_text and "Traceback" not in a_text, a_text
         p = _cli(tmp_path, "status", SLUG, "--format", "json")
     finally:
         server.stop()
+    assert a.returncode == 1, a_text
     got = Counter(handler.recipients())
     assert sorted(got) == emails, "nobody lost"
     dups = sum(c - 1 for c in got.values())
@@ -493,3 +492,4 @@ def test_a_sender_paused_past_its_lease_stops_on_waking_and_every_duplicate_is_c
     if record.details.get("stale_sender_ambiguous"):
         assert "stale-sender-ambiguous" in row["counts"], row
     assert at_pause < len(emails)
+    assert "took this campaign over" in a_text and "Traceback" not in a_text, a_text

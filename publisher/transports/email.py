@@ -35,10 +35,10 @@ away): at least BREAKER_SAME of this run's last BREAKER_WINDOW outcomes, and mor
 them (at the end of a small run, BREAKER_SMALL). When it trips nobody is bounced, the failures
 of that kind go back to `pending`, the push is recorded failed, and a re-run after the fix resumes.
 
-**Promises checked at the point of send** (`Campaign._may_send`, before a message starts and
-again before its final dot): the lease is still ours (a process paused past its lease stops on
-waking; what it completes after a takeover is counted `stale`); the reader is still active (an
-unsubscribe answered 200 holds from then on); the ledger's disk has room (a DiskReserve beside
+**Promises checked at the point of send** (`Campaign._may_send`, just before a message starts;
+the first and the last also before its final dot): the lease is still ours (a process paused
+past its lease stops on waking; what it completes after a takeover is counted `stale`); the
+reader is still active (an unsubscribe answered 200 holds from then on); the ledger's disk has room (a DiskReserve beside
 the ledger is freed when it fills up, so what is in flight is recorded, and the run stops).
 Before sending, `check_ledger` compares the ledger's identity with the one the subscribers
 database remembers for this campaign: a lost ledger never re-sends silently.
@@ -385,13 +385,7 @@ def backoff(attempt: int) -> float:
 
 
 class Withdrawn(Exception):
-    """The recipient is no longer active (unsubscribed, bounced, forgotten): not sent. `midway`:
-    raised after the message's DATA began (the connection must be dropped: the server discards
-    the message)."""
-
-    def __init__(self, email: str, midway: bool = False):
-        super().__init__(email)
-        self.midway = midway
+    """The recipient is no longer active (unsubscribed, bounced, forgotten): not sent."""
 
 
 class LeaseLost(Exception):
@@ -563,9 +557,7 @@ class Campaign:
                         if self._send_one(smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
                             chained = next_rcpt
                         break
-                    except Withdrawn as exc:
-                        if exc.midway or group_sent:  # its transaction is open: drop the connection
-                            smtp = _close(smtp)
+                    except Withdrawn:  # checked before anything of it went out
                         with self.lock:
                             self.stats.withdrawn += 1
                         break
@@ -727,14 +719,18 @@ class Campaign:
         self.stop.set()
 
     def _may_send(self, email: str) -> None:
-        """Checked just before a message to `email` starts and again before its final dot: the
-        lease is still ours, the reader is still active (an unsubscribe answered 200 holds from
-        that moment), the ledger's disk has room."""
+        """Checked just before a message to `email` starts (its MAIL FROM is written): the reader
+        is still active (an unsubscribe answered 200 holds from that moment), and `_still_ours`."""
+        self._still_ours()
+        if not self.subs.is_active(email):
+            raise Withdrawn(email)
+
+    def _still_ours(self) -> None:
+        """Checked before a message starts and again before its final dot: the lease is still
+        ours (we may have been paused past it), the ledger's disk has room."""
         if self.lease is not None and not self.lease.valid():
             raise LeaseLost("another process took this campaign over while this one was stopped or "
                             "paused past its lease; this one stopped sending")
-        if not self.subs.is_active(email):
-            raise Withdrawn(email)
         if self.reserve.low():
             self._mark_disk_full()
 
@@ -754,19 +750,15 @@ class Campaign:
         marked: list[float] = []
 
         def before_dot() -> bool:
-            try:
-                self._may_send(email)
-            except Withdrawn:
-                raise Withdrawn(email, midway=True) from None
+            self._still_ours()
             self._mark(email, "sending", attempt=True)
             marked.append(time.monotonic())
             if next_rcpt is None or self.stop.is_set():
                 return False
-            try:  # the next message's MAIL/RCPT/DATA goes out with this dot: it starts now
-                self._may_send(next_rcpt)
-            except Withdrawn:
-                return False
-            return True
+            try:  # the next message's MAIL/RCPT/DATA would go out with this dot: it starts now
+                return self.subs.is_active(next_rcpt)
+            except StoreError:
+                return False  # not chained: its own start will say what is wrong
 
         try:
             sender = self.envelope or (lambda rcpt: envelope_sender(self.t, rcpt))
