@@ -335,7 +335,7 @@ def test_disk_full_for_the_ledger_stops_cleanly_and_a_rerun_finishes_once(tmp_pa
     settings = load_settings(cfg)
     emails = add_subscribers(settings, 400)
     try:
-        with tmpfs(tmp_path / "disk", "6m") as disk:
+        with tmpfs(tmp_path / "disk", "16m") as disk:
             proc = _push_proc(tmp_path, "push", str(ISSUE), "--channel", "email")
             deadline = time.monotonic() + 60
             while len(handler.messages) < 40 and time.monotonic() < deadline and proc.poll() is None:
