@@ -38,8 +38,9 @@ of that kind go back to `pending`, the push is recorded failed, and a re-run aft
 **Promises checked at the point of send** (`Campaign._may_send`, just before a message starts;
 the first and the last also before its final dot): the lease is still ours (a process paused
 past its lease stops on waking; what it completes after a takeover is counted `stale`); the
-reader is still active (an unsubscribe answered 200 holds from then on); the ledger's disk has room (a DiskReserve beside
-the ledger is freed when it fills up, so what is in flight is recorded, and the run stops).
+reader is still active (an unsubscribe answered 200 holds from then on); the ledger's disk has
+room (a DiskReserve beside the ledger is freed when it fills up, so what is in flight is
+recorded, and the run stops).
 Before sending, `check_ledger` compares the ledger's identity with the one the subscribers
 database remembers for this campaign: a lost ledger never re-sends silently.
 """
