@@ -261,7 +261,7 @@ def test_unsubscribes_answered_mid_campaign_hold_with_the_server_slowed(tmp_path
     handler = Timed(data_delay=0.05)  # a slow relay: the sender has hundreds queued ahead
     server = start_server(env, handler)
     settings = load_settings(write_project(tmp_path, server.port))
-    emails = add_subscribers(settings, 160)
+    emails = add_subscribers(settings, 200)
     web = serve_in_thread(make_app(SECRET, "embedded-ai.example.org", settings.path("email", "subscribers_db")))
     _, rendition = render(settings)
     result: dict = {}
@@ -273,7 +273,7 @@ def test_unsubscribes_answered_mid_campaign_hold_with_the_server_slowed(tmp_path
         while len(handler.messages) < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
         # 30 readers ahead in the queue press one-click unsubscribe (RFC 8058 POST) now
-        leaving = emails[40:100:2]
+        leaving = emails[60:120:2]
         acked: dict[str, float] = {}
         for address in leaving:
             token = make_token(SECRET, "embedded-ai.example.org", address)
