@@ -1,7 +1,9 @@
 """The subscribers store: its own SQLite database ([email] subscribers_db).
 
 Tables `subscribers` (state pending / active / unsubscribed / bounced), `consent` (every
-request and its confirmation) and `suppressions` (hashes of erased addresses). The rules are
+request and its confirmation), `suppressions` (hashes of erased addresses) and `campaigns` (one
+row per email campaign: which ledger records it, and whether it finished — what was sent must
+survive the loss of the ledger, see publisher/transports/email.py). The rules are
 described in publisher/subscribers.py; this module holds their SQL.
 """
 
@@ -35,6 +37,13 @@ CREATE TABLE IF NOT EXISTS consent (
     confirmed_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
+CREATE TABLE IF NOT EXISTS campaigns (
+    issue       TEXT PRIMARY KEY,
+    ledger_id   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('sending', 'done')),
+    started_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suppressions (
     hash        TEXT PRIMARY KEY,
     reason      TEXT NOT NULL,
@@ -53,6 +62,17 @@ def address_hash(email: str) -> str:
     """The one trace `forget` keeps: SHA-256 of the lowercased address (a pseudonym, not a secret:
     whoever already knows an address can recognise it, nobody can read one out of it)."""
     return hashlib.sha256(b"publisher-suppression\0" + email.strip().lower().encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CampaignMark:
+    """What the subscribers database knows of an email campaign."""
+
+    issue: str
+    ledger_id: str
+    state: str  # sending | done
+    started_at: str
+    updated_at: str
 
 
 @dataclass(frozen=True)
@@ -187,6 +207,27 @@ class SubscriberDB(SQLiteStore):
 
     def delete(self, email: str) -> bool:
         return self.connect().execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+
+    # -- campaigns --------------------------------------------------------------------------
+
+    def mark_campaign(self, issue: str, ledger_id: str, state: str) -> None:
+        """Record that `issue` is being sent (state sending) or was sent (done) through the ledger
+        `ledger_id` (one row per issue)."""
+        now = now_iso()
+        self.connect().execute(
+            """INSERT INTO campaigns (issue, ledger_id, state, started_at, updated_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (issue) DO UPDATE SET ledger_id = excluded.ledger_id, state = excluded.state,
+                 updated_at = excluded.updated_at""",
+            (issue, ledger_id, state, now, now))
+
+    def campaign(self, issue: str) -> CampaignMark | None:
+        row = self.connect().execute("SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns "
+                                     "WHERE issue = ?", (issue,)).fetchone()
+        return CampaignMark(*row) if row else None
+
+    def campaigns(self) -> list[CampaignMark]:
+        return [CampaignMark(*r) for r in self.connect().execute(
+            "SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns ORDER BY issue DESC")]
 
     # -- reads -----------------------------------------------------------------------------
 
