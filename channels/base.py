@@ -38,6 +38,7 @@ import jinja2
 
 from publisher.errors import ConfigError
 from publisher.model import Issue
+from publisher.refs import image_bytes
 
 if TYPE_CHECKING:
     from publisher.limits import Violation
@@ -62,10 +63,12 @@ class LocalImage:
     source: str | None = None  # the path as the issue wrote it, when `ref` differs (web: under <date>/)
 
     def read(self) -> bytes:
+        """The image's bytes; a SourceError when the file is not an image by name and content
+        (refs.image_bytes): no transport ever publishes or uploads anything else."""
         if self.data is not None:
             return self.data
         assert self.path is not None
-        return self.path.read_bytes()
+        return image_bytes(self.path, self.source or self.ref)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from publisher.channels.html_writer import (
 
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue
+from publisher.refs import issue_folder
 
 PAGE = "web/page.html"
 INDEX = "web/index.html"
@@ -120,9 +121,7 @@ push = false
     def _article(self, issue: Issue, prefix: str = "") -> tuple[Markup, list[LocalImage]]:
         """The issue's content (everything but the site's header and footer) as HTML; local
         images referenced as `prefix + <issue>/<path>` ("" on pages, the base URL in the feed)."""
-        from pathlib import Path
-
-        base_dir = Path(issue.source_path).resolve().parent if issue.source_path else self.ctx.base_dir
+        base_dir = issue_folder(issue.source_path) if issue.source_path else self.ctx.base_dir
         images: dict[str, LocalImage] = {}
 
         def add_local(src: str, role: str) -> str:

@@ -52,7 +52,7 @@ from .patterns import (
     TITLE_DATE_RE,
     UNCLOSED_LINK_RE,
 )
-from .refs import check_local, check_url, excerpt, is_local
+from .refs import check_local, check_url, excerpt, is_local, issue_folder
 
 FRONT_MATTER_KEYS = {
     "date": "the issue's date, YYYY-MM-DD",
@@ -1009,7 +1009,9 @@ def read_issue(path: str | Path) -> ReadResult:
         raise SourceError("is a folder, not an issue file", file=str(path)) from None
     except OSError as exc:
         raise SourceError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    return parse_issue(decode(data, str(path)), str(path), path.resolve().parent)
+    # the containment root is the folder the issue is in as named, never where a symlinked issue
+    # file points (refs.issue_folder)
+    return parse_issue(decode(data, str(path)), str(path), issue_folder(path))
 
 
 __all__ = ["ReadResult", "parse_issue", "read_issue", "decode", "urls_with_lines", "FRONT_MATTER_KEYS"]
