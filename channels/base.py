@@ -38,7 +38,7 @@ import jinja2
 
 from publisher.errors import ConfigError
 from publisher.model import Issue
-from publisher.refs import image_bytes
+from publisher.refs import describe_char, forbidden_char, image_bytes
 
 if TYPE_CHECKING:
     from publisher.limits import Violation
@@ -85,6 +85,32 @@ class Rendition:
     # further files belonging to the rendition: name -> text (email's text part and .eml, …)
     parts: Mapping[str, str] = field(default_factory=dict)
     binary_parts: Mapping[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """No rendition carries a character an XML feed or an HTML page cannot (refs.forbidden_char):
+        the reader refuses them in sources, and this catches the configuration and templates."""
+        for where, text in (("its body", self.body), *((f"its part {n}", t) for n, t in self.parts.items()),
+                            *((f"its {k}", v) for k, v in _metadata_strings(self.metadata))):
+            m = forbidden_char(text) if isinstance(text, str) else None
+            if m:
+                line = text.count("\n", 0, m.start()) + 1
+                raise ConfigError(
+                    f"the {self.channel} rendition of {self.issue} would carry the invisible character "
+                    f"{describe_char(m.group(0))} in {where} (line {line}), which feeds and web pages cannot "
+                    f"carry; the issue's text is checked when it is read, so it comes from the configuration "
+                    f"(a TOML escape such as \\b or \\u0008) or a template: remove it")
+
+
+def _metadata_strings(value, key: str = "metadata"):
+    """(key, string) for every string in a rendition's metadata, at any depth."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _metadata_strings(v, str(k))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _metadata_strings(v, key)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,34 @@ _CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _REMOTE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
 
 
+# Characters no output may carry: C0 controls but tab, newline and carriage return, DEL, the C1
+# controls, lone surrogates, and the noncharacters U+FDD0–U+FDEF and U+xFFFE/U+xFFFF of every
+# plane. XML 1.0 forbids the C0 controls, surrogates and U+FFFE/U+FFFF outright (feed.xml would
+# not parse); HTML calls every one of them a parse error. The reader refuses them in a source with
+# file:line; every rendition is checked once more (channels.base.Rendition), so configuration
+# values and templates cannot slip one into output either.
+_FORBIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(f"{chr(p + 0xFFFE)}{chr(p + 0xFFFF)}" for p in range(0x10000, 0x110000, 0x10000)) + "]")
+
+
+def forbidden_char(text: str) -> re.Match | None:
+    """The first character of `text` that no output may carry (see _FORBIDDEN), or None."""
+    return _FORBIDDEN.search(text)
+
+
+def describe_char(ch: str) -> str:
+    """`U+0008 (BACKSPACE)`-style name of a character for a message."""
+    import unicodedata
+
+    names = {0: "NUL", 8: "BACKSPACE", 0x0B: "VERTICAL TAB", 0x0C: "FORM FEED", 0x1B: "ESCAPE", 0x7F: "DELETE"}
+    code = ord(ch)
+    name = names.get(code) or unicodedata.name(ch, "")
+    if not name:
+        name = "lone surrogate" if 0xD800 <= code <= 0xDFFF else "control character or noncharacter"
+    return f"U+{code:04X} ({name})"
+
+
 def excerpt(value: object, limit: int = 60) -> str:
     """A value quoted for a message: at most `limit` characters, never the whole of a huge value."""
     text = value if isinstance(value, str) else repr(value)
