@@ -172,6 +172,7 @@ class _SectionState:
     note: tuple = ()
     items: list[Item] = field(default_factory=list)
     closing: tuple[Block, ...] = ()
+    loose: bool = False
 
 
 @dataclass
@@ -644,6 +645,8 @@ class _Reader:
             return None
         item, i = self._item(i, m.group(1))
         st.items.append(item)
+        if i < len(self.lines) and not self.lines[i - 1].strip() and ITEM_RE.match(self.lines[i]):
+            st.loose = True  # a blank line between two items: a loose list, as GitHub shows it
         return i
 
     def parse_summary_before_item(self, st: _SectionState, i: int) -> int | None:
@@ -672,7 +675,8 @@ class _Reader:
             raise self.error(head_line, "section heading '##' has no name", "section-no-name")
         st = _SectionState(name)
         i = self.run(self.SECTION_RULES, st, i + 1, len(self.lines))
-        return Section(name=name, items=tuple(st.items), note=st.note, line=head_line, closing=st.closing), i
+        return Section(name=name, items=tuple(st.items), note=st.note, line=head_line, closing=st.closing,
+                       loose=st.loose), i
 
     def _closing(self, i: int) -> tuple[tuple[Block, ...], int]:
         """A section's closing text: everything after its last item up to the next heading,
@@ -748,12 +752,13 @@ class _Reader:
     @staticmethod
     def _starts_closing(raw: str) -> bool:
         """An unindented line after a blank line that is not part of an item's house style
-        (a field, 摘要, list, quote or code) ends the item list, as it does on GitHub."""
+        (摘要, a list, quote or code) ends the item list, as it does on GitHub. A line shaped like
+        a field (`总结：如下：`) ends it too: GitHub shows it after the list, and a field after a
+        blank line is no house style (the published archive has none)."""
         s = raw.strip()
         return not (
             raw[:1] in (" ", "\t")
             or SUMMARY_RE.match(s)
-            or FIELD_RE.match(s)
             or LIST_LINE_RE.match(raw)
             or FENCE_RE.match(raw)
             or s.startswith(">")
