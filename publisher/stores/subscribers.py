@@ -138,37 +138,49 @@ class SubscriberDB(SQLiteStore):
         conn.execute("COMMIT")
         return suppressed
 
-    def request(self, email: str, ip: str) -> bool:
-        """A subscription asked for through the form: a new address becomes `pending`, every
-        request is recorded in `consent`. True when a confirmation email should be sent (the
-        address is not already active)."""
+    def request(self, email: str, ip: str) -> int | None:
+        """A subscription asked for through the form: the address becomes `pending` (a new one, or
+        an unsubscribed or bounced one asking again: still not mailed until confirmed), and the
+        request is recorded in `consent`. Its number (the consent row) when a confirmation email
+        should be sent; None when the address is already active."""
         now = now_iso()
         with self.transaction() as conn:
             row = conn.execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
             if row is not None and row[0] == "active":
-                return False
+                return None
             if row is None:
                 conn.execute("INSERT INTO subscribers (email, state, created_at, updated_at) "
                              "VALUES (?, 'pending', ?, ?)", (email, now, now))
-            conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
-                         (email, ip, now))
-        return True
+            elif row[0] != "pending":
+                conn.execute("UPDATE subscribers SET state = 'pending', updated_at = ? WHERE email = ?",
+                             (now, email))
+            return conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
+                                (email, ip, now)).lastrowid
 
-    def confirm(self, email: str, ip: str) -> bool:
-        """The subscriber followed the confirmation link and pressed the button: `active`.
-        True when the address exists (a forgotten address is not brought back by an old link)."""
+    _PENDING_REQUEST = """
+        SELECT 1 FROM subscribers s JOIN consent c ON c.email = s.email
+         WHERE s.email = ? AND s.state = 'pending' AND c.rowid = ? AND c.source = 'form'
+           AND c.confirmed_at IS NULL
+           AND c.rowid = (SELECT MAX(rowid) FROM consent WHERE email = s.email)"""
+
+    def can_confirm(self, email: str, request: int) -> bool:
+        """Whether form request `request` may still confirm `email`: the address is `pending`
+        from that very request (its latest consent record, unconfirmed). A used link, one that a
+        newer request replaced, and one for an address that was unsubscribed, bounced, imported
+        or erased since all answer False."""
+        return self.connect().execute(self._PENDING_REQUEST, (email, request)).fetchone() is not None
+
+    def confirm(self, email: str, request: int, ip: str) -> bool:
+        """The subscriber followed the link of form request `request` and pressed the button:
+        `active`, the request marked confirmed (so the link is spent). False, changing nothing,
+        unless `can_confirm` holds at that moment."""
         now = now_iso()
         with self.transaction() as conn:
-            if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
-                            (now, email)).rowcount == 0:
+            if conn.execute(self._PENDING_REQUEST, (email, request)).fetchone() is None:
                 return False
-            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
-                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
-            if last is None:
-                conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
-                             "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
-            else:
-                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
+            conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?", (now, email))
+            conn.execute("UPDATE consent SET confirmed_at = ?, ip = CASE WHEN ip = '' THEN ? ELSE ip END "
+                         "WHERE rowid = ?", (now, ip, request))
             conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
         return True
 
