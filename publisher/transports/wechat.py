@@ -527,7 +527,7 @@ class WeChatTransport(Transport):
             try:
                 data = images.download(url, max_bytes=int(cfg["remote_image_max_bytes"]),
                                        timeout=float(cfg["remote_image_timeout"]),
-                                       allow_private=bool(cfg["remote_image_allow_private"]))
+                                       allow_private=bool(ctx.settings["network"]["allow_private"]))
                 prep = prepare_image(LocalImage(ref=url, data=data, role="inline"), kind="uploadimg",
                                      label=f"remote image {url}")
             except images.ImageError as exc:
