@@ -18,6 +18,7 @@ Errors are `NetError` with a `kind` ("refused", "dns", "timeout", "connect", "re
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -149,10 +150,8 @@ class _Watchdog:
         with self._lock:
             self.expired = True
             if self._sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cancel(self) -> None:
         with self._lock:

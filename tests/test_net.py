@@ -114,10 +114,9 @@ def test_deadline_spans_redirect_hops(drip):
     threading.Thread(target=hop.serve_forever, daemon=True).start()
     try:
         started = time.monotonic()
-        with pytest.raises(net.NetError) as caught:
-            with net.open_url(f"http://127.0.0.1:{hop.server_address[1]}/r", timeout=1.0,
-                              allow_private=True) as resp:
-                resp.read(10_000_000)
+        with pytest.raises(net.NetError) as caught, \
+                net.open_url(f"http://127.0.0.1:{hop.server_address[1]}/r", timeout=1.0, allow_private=True) as resp:
+            resp.read(10_000_000)
         assert caught.value.kind == "timeout"
         assert time.monotonic() - started < 8
     finally:
