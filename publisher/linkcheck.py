@@ -163,10 +163,24 @@ class LinkChecker:
         if self.cache is None or self.cache_seconds <= 0 or not urls:
             return {}
         out: dict[str, LinkResult] = {}
+        allowed: dict[str, bool] = {}  # host -> may be contacted now (answers cached under the opt-in)
         for row in self.cache.fresh(urls, time.time() - self.cache_seconds):
+            if not self.allow_private and not self._public_host(row["url"], allowed):
+                continue  # checked again, i.e. refused by the address policy
+
             out[row["url"]] = LinkResult(row["url"], bool(row["ok"]), row["status"], row["error"],
                                          row["final_url"], method="cache", cached=True)
         return out
+
+    def _public_host(self, url: str, memo: dict[str, bool]) -> bool:
+        host = host_of(url)
+        if host not in memo:
+            try:
+                net.resolve(host, 80, allow_private=False, timeout=self.timeout)
+                memo[host] = True
+            except net.NetError as exc:
+                memo[host] = exc.kind != "refused"
+        return memo[host]
 
     def _store(self, results: Iterable[LinkResult]) -> None:
         if self.cache is None:

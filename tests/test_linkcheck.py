@@ -270,3 +270,13 @@ def test_check_never_probes_loopback_or_private_addresses_by_default(server, pro
     doc = json.loads(result.stdout)
     assert httpd.hits[("HEAD", "/ok")] >= 1
     assert not [f for f in doc["findings"] if f.get("code") == "private-link"]
+
+    # answers cached under the opt-in are not served once it is off: refused again, not "ok"
+    (project / "publisher.toml").write_text(
+        (project / "publisher.toml").read_text(encoding="utf-8").replace("allow_private = true", "allow_private = false"),
+        encoding="utf-8")
+    hits = Counter(httpd.hits)
+    result = runner.invoke(cli, ["check", "--format", "json", str(path)], catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert len([f for f in doc["findings"] if f.get("code") == "private-link"]) == 11
+    assert httpd.hits == hits

@@ -15,8 +15,10 @@ Never two articles for one issue: the intent is recorded before each side effect
 `wechat_intents`: a draft being added, a publish being submitted) and cleared in the same
 transaction that records its result. A push that finds an intent left by a crash reconciles
 before doing anything: the draft is looked up in draft/batchget (our title and 阅读原文 URL are the
-marker) instead of being added again; a submit whose publish_id was not recorded is looked up in
-freepublish/batchget; a recorded publish_id is polled and never submitted again; a draft that left
+marker) instead of being added again; a submit whose publish_id was not recorded (answer lost)
+is looked up in freepublish/batchget and the draft box, and submitted again only when the draft
+sat there unpublished for [wechat] publish_settle_hours; a recorded publish_id is polled and never
+submitted again; a draft that left
 the draft box because it was published is recognised in freepublish/batchget, not replaced.
 """
 
