@@ -187,3 +187,46 @@ def test_connection_goes_to_the_checked_address(drip, monkeypatch):
     assert images.download(url, max_bytes=1_000_000, timeout=5, allow_private=True) == server.body
     # the only name looked up is the URL's, once (create_connection's numeric 127.0.0.1 is no lookup)
     assert [c for c in calls if c != "127.0.0.1"] == ["rebind.test"]
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_name(tmp_path):
+    """TLS on the checked address: the certificate is still verified for the URL's host name (a
+    self-signed one is refused before any request is written)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served = []
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    served.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 9\r\n\r\n"
+                                 + PNG_HEAD + b"x")
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(net.NetError) as caught:
+            net.open_url(f"https://localhost:{port}/x.png", timeout=5, allow_private=True)
+        assert caught.value.kind == "connect" and "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+        assert served == []  # the request never went out over an unverified connection
+    finally:
+        listener.close()
