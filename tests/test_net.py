@@ -230,3 +230,43 @@ def test_https_goes_to_the_checked_address_and_verifies_the_name(tmp_path):
         assert served == []  # the request never went out over an unverified connection
     finally:
         listener.close()
+
+
+def test_a_redirect_to_a_private_address_is_refused_at_that_hop(drip, monkeypatch):
+    """Every redirect hop is resolved and checked. Only loopback traffic is allowed here, so the
+    policy is told that 127.0.0.1 stands for a public site (the first hop) while 127.0.0.2 stays
+    what it is: a non-public address the public site redirects to (say, a metadata service)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    inner = socket.create_server(("127.0.0.2", 0))  # what must never be reached
+    inner.settimeout(0.2)
+    target = f"http://127.0.0.2:{inner.getsockname()[1]}/latest/meta-data"
+
+    class Public(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.do_GET()
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Public)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    monkeypatch.setattr(net, "public", lambda address: address == "127.0.0.1")
+    url = f"http://127.0.0.1:{site.server_address[1]}/img.png"
+    try:
+        with pytest.raises(images.ImageError, match=r"host 127\.0\.0\.2 is a private, loopback"):
+            images.download(url, max_bytes=1000, timeout=5)
+        result = LinkChecker(timeout=5).check([url])[url]
+        assert not result.ok and result.refused and "127.0.0.2" in result.error
+        with pytest.raises(TimeoutError):
+            inner.accept()  # nothing ever connected to the private address
+    finally:
+        site.shutdown()
+        site.server_close()
+        inner.close()
