@@ -505,7 +505,7 @@ LONG_FUNCTIONS = {
     "publisher/build.py:build", "publisher/legacy.py:import_legacy", "publisher/legacy.py:_join_soft_breaks",
     "publisher/preview.py:make_handler", "publisher/reader.py:read", "publisher/subscribe.py:make_subscribe_app",
     "publisher/subscribers.py:import_csv", "publisher/transports/email.py:_worker",
-    "channels/wechat/api.py:_request", "channels/wechat/images.py:download",
+    "channels/wechat/api.py:_request",
 }
 
 
