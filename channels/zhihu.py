@@ -13,9 +13,10 @@ from .markdown_writer import MarkdownWriter, TemplateChannel
 
 
 def public_qr_url(channel: TemplateChannel) -> str:
-    """[newsletter] qr_public_url, checked: the column editors import images from the web only."""
-    url = channel.settings.require("newsletter", "qr_public_url", f"the {channel.name} footer shows the QR code")
-    if not re.match(r"^https?://\S+$", url):
+    """[newsletter] qr_public_url, checked: the column editors import images from the web only
+    (empty: the footer has no QR code)."""
+    url = channel.settings["newsletter"]["qr_public_url"]
+    if url and not re.match(r"^https?://\S+$", url):
         raise ConfigError(
             f"[newsletter] qr_public_url must be a public http(s) URL without spaces for the {channel.name} "
             f"channel, got {url!r}: set it in {channel.settings.where()}"
@@ -35,4 +36,4 @@ class ZhihuChannel(TemplateChannel):
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         qr = public_qr_url(self)
-        return {"qr_url": qr, "qr_images": [qr]}
+        return {"qr_url": qr, "qr_images": [qr] if qr else []}

@@ -165,6 +165,7 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
         ledger.begin(issue.slug, channel)
         checkpoint(f"push:{channel}")  # crash tests pause here, holding the lease
     try:
+        settings.require_own_identity()  # no shipped example's links reach readers
         transport_cls = get_transport(channel)
         transport_cls.check_config(settings)  # e.g. no shipped placeholder reaches readers
         transport = transport_cls()

@@ -21,6 +21,7 @@ from publisher.errors import Diagnostic, PublisherError
 
 # name -> "module:attribute" of a click command
 LAZY_COMMANDS = {
+    "init": "publisher.cli.init:init_command",
     "import": "publisher.cli.importer:import_command",
     "check": "publisher.cli.check:check_command",
     "render": "publisher.cli.render:render_command",
