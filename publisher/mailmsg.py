@@ -280,8 +280,15 @@ def check_unsubscribe_url(settings) -> None:
         raise ConfigError(f"[email] unsubscribe_url must contain {{token}}: fix it in {settings.where()}")
 
 
-def sample_eml(rendition: Rendition, settings, email: str = "reader@example.org",
+def sample_recipient(settings) -> str:
+    """The address a sample message is shown to: a reader at the sender's own domain."""
+    return "reader@" + settings["email"]["from_address"].rpartition("@")[2]
+
+
+def sample_eml(rendition: Rendition, settings, email: str | None = None,
                secret: str | None = None) -> bytes:
-    """A complete .eml of the rendition addressed to `email` (token "SAMPLE-TOKEN" without a secret)."""
+    """A complete .eml of the rendition addressed to `email` (default: `sample_recipient`; token
+    "SAMPLE-TOKEN" without a secret)."""
+    email = email or sample_recipient(settings)
     template = build_template(rendition, settings)
     return template.render(email, unsubscribe_url_for(settings, email, secret))

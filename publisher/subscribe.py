@@ -301,6 +301,8 @@ def app_from_settings(settings):
     from publisher.subscribers import open_db
     from publisher.unsubscribe import make_app
 
+    # the confirmation email links readers to confirm_url: never a shipped placeholder
+    settings.require_own("subscribe", "confirm_url", "the confirmation email links readers to it")
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
     return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],

@@ -218,11 +218,10 @@ def test_the_domain_runs_without_click_or_rich(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import EXAMPLES
+    from tests.conftest import EXAMPLES, neuraltalk_config
 
-    (tmp_path / "publisher.toml").write_text(
-        f'[paths]\nissues = "{(EXAMPLES / "issues").as_posix()}"\nout = "out"\nledger = "l.db"\n'
-        '[outbox]\npath = "outbox"\n', encoding="utf-8")
+    neuraltalk_config(tmp_path, {"paths": {"issues": (EXAMPLES / "issues").as_posix(), "out": "out", "ledger": "l.db"},
+                                 "outbox": {"path": "outbox"}})
     script = (
         "import sys\n"
         "sys.modules['click'] = sys.modules['rich'] = None  # any import of them raises ImportError\n"

@@ -713,14 +713,13 @@ class EmailTransport(Transport):
             settings.require_own("email", key, "subscribers would see it: set it before pushing email")
 
     @classmethod
-    def describe(cls, ledger, record) -> str:
-        """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
+    def counts(cls, ledger, record) -> dict[str, int]:
+        """The campaign's recipients by state, and the last run's bounced / ambiguous_resent."""
         counts = campaign_status(ledger, record.issue)
         d = record.details
-        parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
-        parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
-        return ", ".join(parts)
+        out = {k: counts[k] for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)}
+        out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent") if k in d})
+        return out
 
     @classmethod
     def records_push(cls, options) -> bool:
@@ -778,7 +777,7 @@ class EmailTransport(Transport):
         first = next(subs.iter("active", 1), None)
         status = campaign_status(ctx.ledger, rendition.issue)
         done = sum(status.get(s, 0) for s in FINAL_STATES)
-        sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
+        sample = sample_eml(rendition, settings, first.email if first else None)
         from publisher.push import readable_message
 
         print(readable_message(sample))
