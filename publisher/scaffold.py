@@ -165,8 +165,9 @@ def make_project(folder: Path, a: Answers) -> list[Path]:
         have = set(ignore.read_text(encoding="utf-8", errors="replace").splitlines())
         missing = [line for line in wanted.splitlines() if line and not line.startswith("#") and line not in have]
         if missing:
-            with ignore.open("a", encoding="utf-8") as f:
-                f.write("\n# added by `publisher init`\n" + "\n".join(missing) + "\n")
+            text = ignore.read_text(encoding="utf-8", errors="replace")
+            atomic_write(ignore, text + ("" if text.endswith("\n") or not text else "\n")
+                         + "# added by `publisher init`\n" + "\n".join(missing) + "\n")
             written.append(ignore)
     else:
         atomic_write(ignore, wanted)

@@ -170,10 +170,13 @@ class Settings:
                               f"in {self.where()} ({why})")
 
     def require_own_identity(self) -> None:
-        """Refuse (ConfigError naming the key) any identity value still equal to a shipped example:
-        readers would follow another newsletter's links."""
+        """Refuse (ConfigError naming the key) any identity value set to a shipped example (an example
+        profile's, copied): readers would follow another newsletter's links. A key left at its
+        built-in placeholder is refused where it is used instead (`require_own`: email's sender and
+        unsubscribe link, serve's confirm link), so a push to github does not need email settings."""
+        defaults = tomllib.loads(_default_text())
         for section, key in IDENTITY_KEYS:
-            if section in self.data:
+            if section in self.data and self.data[section][key] != defaults.get(section, {}).get(key):
                 self._refuse_example(section, key, "readers would see it: run `publisher init`, or set "
                                      "your newsletter's own value")
 

@@ -218,10 +218,12 @@ def test_the_domain_runs_without_click_or_rich(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import EXAMPLES, neuraltalk_config
+    from tests.conftest import EXAMPLES
 
-    neuraltalk_config(tmp_path, {"paths": {"issues": (EXAMPLES / "issues").as_posix(), "out": "out", "ledger": "l.db"},
-                                 "outbox": {"path": "outbox"}})
+    (tmp_path / "publisher.toml").write_text(
+        f'[paths]\nissues = "{(EXAMPLES / "issues").as_posix()}"\nout = "out"\nledger = "l.db"\n'
+        '[outbox]\npath = "outbox"\n[channels]\nenabled = ["github", "email", "wechat", "plaintext"]\n',
+        encoding="utf-8")
     script = (
         "import sys\n"
         "sys.modules['click'] = sys.modules['rich'] = None  # any import of them raises ImportError\n"
