@@ -117,22 +117,34 @@ def toml_dump(data: dict) -> str:
                    for t, table in data.items())
 
 
-@pytest.fixture(autouse=True)
-def neuraltalk_base(request, monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def neuraltalk_base():
     """In-process tests run as the NeuralTalk newsletter itself: its profile's identity is laid
     over the neutral built-in defaults (the archive's real issues are its), and its values are its
-    own, not another newsletter's borrowed example. `@pytest.mark.neutral` runs a test with the
-    shipped defaults and the shipped-example guard as a user gets them."""
-    if request.node.get_closest_marker("neutral"):
-        return
+    own, not another newsletter's borrowed example (only the defaults' example.org placeholders are
+    refused). For the whole session, so module-scoped fixtures see it too; `@pytest.mark.neutral`
+    runs a test with the shipped defaults and guard as a user gets them. Subprocesses always run
+    the shipped defaults."""
     import publisher.settings as settings_module
 
+    real_text, real_shipped = settings_module._default_text, settings_module.shipped_examples
     text = neuraltalk_defaults_text()
-    real = settings_module._default_text()
-    placeholders = tomllib.loads(real)
-    monkeypatch.setattr(settings_module, "_default_text", lambda: text)
-    monkeypatch.setattr(settings_module, "shipped_examples", lambda: {
-        key: {placeholders[key[0]][key[1]]} - {""} for key in settings_module.IDENTITY_KEYS})
+    placeholders = tomllib.loads(real_text())
+    shipped = {key: {placeholders[key[0]][key[1]]} - {""} for key in settings_module.IDENTITY_KEYS}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(settings_module, "_default_text", lambda: text)
+        mp.setattr(settings_module, "shipped_examples", lambda: shipped)
+        yield real_text, real_shipped
+
+
+@pytest.fixture(autouse=True)
+def neutral_defaults(request, neuraltalk_base, monkeypatch):
+    if request.node.get_closest_marker("neutral"):
+        import publisher.settings as settings_module
+
+        real_text, real_shipped = neuraltalk_base
+        monkeypatch.setattr(settings_module, "_default_text", real_text)
+        monkeypatch.setattr(settings_module, "shipped_examples", real_shipped)
 
 
 @pytest.fixture

@@ -184,8 +184,6 @@ def _neuraltalk(section: str, key: str) -> str:
     ("newsletter", "qr_public_url", _neuraltalk("newsletter", "qr_public_url")),
     ("newsletter", "license_badge", _neuraltalk("newsletter", "license_badge")),
     ("newsletter", "project_url", _neuraltalk("newsletter", "project_url")),
-    ("email", "unsubscribe_url", "https://example.org/unsubscribe?token={token}"),
-    ("subscribe", "confirm_url", "https://example.org/confirm?token={token}"),
 ])
 def test_push_refuses_an_identity_value_of_a_shipped_example(news: Path, section: str, key: str, value: str) -> None:
     config = tomllib.loads((news / "publisher.toml").read_text(encoding="utf-8"))
@@ -197,6 +195,19 @@ def test_push_refuses_an_identity_value_of_a_shipped_example(news: Path, section
         assert proc.returncode == 1, proc.stdout
         assert f"[{section}] {key} is still the shipped example" in proc.stdout + proc.stderr
     assert not (news / "outbox").exists()
+
+
+def test_a_placeholder_is_refused_where_it_is_used(news: Path) -> None:
+    """The defaults' example.org placeholders: email refuses them; a push elsewhere needs no email."""
+    text = (news / "publisher.toml").read_text(encoding="utf-8")
+    text = text.replace("https://news.mydomain.example/unsubscribe?token={token}",
+                        "https://example.org/unsubscribe?token={token}")
+    (news / "publisher.toml").write_text(text, encoding="utf-8")
+    issue = next(iter((news / "issues").glob("*.md")))
+    email = run("push", str(issue), "-c", "email", "--dry-run", cwd=news)
+    assert email.returncode == 1 and "[email] unsubscribe_url is still the shipped example" in email.stdout + email.stderr
+    plain = run("push", str(issue), "-c", "plaintext", cwd=news)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
 
 
 @pytest.mark.neutral
