@@ -21,7 +21,7 @@ from publisher.transports.wechat import WeChatTransport
 from tests.test_preview import Tab
 from tests.wechat_server import APP_ID, SECRET, WeChatServer
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "neuraltalk" / "issues"
 ISSUE = "2026-11-23"
 
 
