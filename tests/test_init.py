@@ -82,6 +82,7 @@ def test_init_writes_an_identity_of_its_own_and_the_sample_works(news: Path) -> 
     assert config["email"]["view_url"] == "https://news.mydomain.example/{date}.html"
     assert config["subscribe"]["confirm_url"] == "https://news.mydomain.example/confirm?token={token}"
     assert config["newsletter"]["license_name"] == ""  # none unless chosen
+    assert config["newsletter"]["qr_image"] == ""  # no file nobody has (it failed once web/wechat was on)
     assert config["channels"]["enabled"] == ["email", "web", "plaintext"]
     issues = list((news / "issues").glob("*.md"))
     assert len(issues) == 1 and (news / "issues" / "images" / "pipeline.png").stat().st_size > 1000
@@ -395,3 +396,15 @@ def test_escape_cell_is_undone_exactly_by_unescape_cell() -> None:
         escaped = escape_cell(value)
         assert not escaped or escaped[0] not in "=+-@\t\r"
         assert unescape_cell(escaped) == value
+
+
+def test_list_output_imports_back_too(news: Path, tmp_path: Path) -> None:
+    """`subscribers list` (no header, four columns) was refused by import: "4 columns"."""
+    _seed(news, [("a@mydomain.example", "A, the first", "x", "active"), ("b@mydomain.example", "B", "", "bounced")])
+    listed = run("subscribers", "list", "--state", "all", cwd=news).stdout
+    other = tmp_path / "other"
+    assert run(*INIT, "other", cwd=tmp_path).returncode == 0
+    (other / "list.csv").write_text(listed, encoding="utf-8")
+    proc = run("subscribers", "import", "list.csv", cwd=other)
+    assert proc.returncode == 0 and "imported 2 row(s)" in proc.stdout, proc.stderr
+    assert run("subscribers", "list", "--state", "all", cwd=other).stdout == listed
