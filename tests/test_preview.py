@@ -29,7 +29,7 @@ from publisher.settings import load_settings
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (other browser tests import them from here)
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "neuraltalk"
 ARTIFACTS = ROOT / "test-artifacts" / "preview"
 # a 2x2 PNG for remote images (no network in tests)
 STUB_PNG = base64.b64decode(

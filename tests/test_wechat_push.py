@@ -32,7 +32,7 @@ def _png() -> bytes:
     return out.getvalue()
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "neuraltalk" / "issues"
 ISSUE = "2026-11-23"  # has a cover and an in-article image
 NO_COVER = "2026-11-09"
 TITLE = "嵌入式AI简报(2026-11-23)"
@@ -66,8 +66,15 @@ def write_config(root: Path, server: WeChatServer, **wechat: object) -> None:
     lines = "\n".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items())
     (root / "publisher.toml").write_text(
         f'[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n[wechat]\n{lines}\n'
-        # the account's QR: generated from an explicitly configured target
-        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n',
+        # the account's QR: generated from an explicitly configured target; an identity of its own
+        # (the same in this process and in a killed child, which runs the shipped defaults)
+        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n'
+        'name = "嵌入式AI简报"\naccount = "TestAccount"\nauthor = "测试编辑"\n'
+        'editor_url = "https://editor.mydomain.example/"\nproject_url = "https://news.mydomain.example/"\n'
+        'archive_url = "https://news.mydomain.example/{date}.md"\nlicense_name = "CC BY 4.0"\n'
+        'license_url = "https://creativecommons.org/licenses/by/4.0/"\nqr_public_url = ""\n'
+        'tagline = "测试"\ncolumn = ""\nsource = ""\nlicense_badge = ""\n'
+        'image_base_url = "https://images.mydomain.example/"\n',
         encoding="utf-8")
 
 
@@ -295,7 +302,8 @@ def test_long_author_and_source_url_refused_together(proj, server, capsys):
     long_url = "https://example.org/" + "a" * 1100 + "/{date}.md"
     (proj / "publisher.toml").write_text(
         (proj / "publisher.toml").read_text(encoding="utf-8")
-        .replace("[newsletter]\n", f'[newsletter]\narchive_url = "{long_url}"\n'), encoding="utf-8")
+        .replace('archive_url = "https://news.mydomain.example/{date}.md"', f'archive_url = "{long_url}"'),
+        encoding="utf-8")
     rc, out = push(capsys)
     assert rc == 1
     assert "author '一位名字非常非常非常长的示例编辑同学' is 18 characters; the limit is 16" in out, out
