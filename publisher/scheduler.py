@@ -386,7 +386,7 @@ def run_daemon(settings: Settings, cfg: ScheduleConfig) -> int:
 
 def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
     """(run time, [(issue slug, channels still to do)], [skipped notes]) for the next runs."""
-    from .push import is_done, open_ledger
+    from .push import is_done
 
     trigger = cfg.trigger()
     now = dt.datetime.now(cfg.timezone)
@@ -400,8 +400,9 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
         times.append(t)
         prev = t
         t = trigger.get_next_fire_time(prev, prev + dt.timedelta(seconds=1))
-    ledger_path = settings.path("paths", "ledger")
-    ledger = open_ledger(settings) if ledger_path and ledger_path.exists() else None
+    from .stores import open_ledger as open_existing
+
+    ledger = open_existing(settings, existing=True)
     channels = settings.enabled_channels
     scheduled: set[str] = set()
     noted: set[str] = set()

@@ -303,5 +303,5 @@ def app_from_settings(settings):
 
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+    return make_app(secret, settings["email"]["list_id"], db, settings["email"]["from_name"],
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings))

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DBError, Store, now_iso
 
 PUSHES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pushes (
@@ -107,7 +106,9 @@ def _alive(pid: int, proc_start: str) -> bool:
     return not (proc_start and now and now != proc_start)
 
 
-_HOST = socket.gethostname()
+# The host identity of the leases: the machine's name, or PUBLISHER_HOST (two deployments on one
+# machine, or tests standing in for two hosts). A pid is checked only against the same host.
+_HOST = os.environ.get("PUBLISHER_HOST") or socket.gethostname()
 
 
 def checkpoint(name: str) -> None:
@@ -135,15 +136,15 @@ class Lease:
         self._thread.start()
 
     def _beat(self) -> None:
-        store = SQLiteStore(self.ledger.path)
+        store = self.ledger.same()
         try:
             while not self._stop.wait(LEASE_BEAT):
                 try:
                     cur = store.connect().execute(
                         "UPDATE leases SET heartbeat = ? WHERE issue = ? AND channel = ? AND token = ?",
                         (time.time(), self.issue, self.channel, self.token))
-                except sqlite3.Error:
-                    continue  # busy: try again at the next beat
+                except DBError:
+                    continue  # busy, or the server is restarting: try again at the next beat
                 if cur.rowcount == 0:
                     self.lost.set()
                     return
@@ -178,10 +179,11 @@ class PushRecord:
     updated_at: str
 
 
-class Ledger(SQLiteStore):
+class Ledger(Store):
     """The ledger: pushes, plus the tables other parts add with `ensure`."""
 
     schema = PUSHES_SCHEMA + LEASES_SCHEMA
+    part = "ledger"
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Ledger(SQLiteStore):
         pid = os.getpid()
         command = command or " ".join(os.path.basename(a) if i == 0 else a
                                       for i, a in enumerate(sys.argv[:4]))
-        with self.transaction() as conn:  # BEGIN IMMEDIATE: one writer decides
+        with self.transaction() as conn:  # one writer decides (BEGIN IMMEDIATE / advisory lock)
             row = conn.execute("SELECT * FROM leases WHERE issue = ? AND channel = ?",
                                (issue, channel)).fetchone()
             if row is not None:
@@ -201,9 +203,12 @@ class Ledger(SQLiteStore):
                 if not (stale or dead):
                     raise LeaseHeld(issue, channel, dict(row))
             conn.execute(
-                """INSERT OR REPLACE INTO leases
+                """INSERT INTO leases
                    (issue, channel, token, pid, host, proc_start, command, started_at, heartbeat)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (issue, channel) DO UPDATE SET token = excluded.token, pid = excluded.pid,
+                     host = excluded.host, proc_start = excluded.proc_start, command = excluded.command,
+                     started_at = excluded.started_at, heartbeat = excluded.heartbeat""",
                 (issue, channel, token, pid, _HOST, _proc_start(pid), command[:200], now_iso(), now))
         return Lease(self, issue, channel, token)
 
@@ -235,7 +240,7 @@ class Ledger(SQLiteStore):
                 """INSERT INTO pushes (issue, channel, state, attempts, created_at, updated_at)
                    VALUES (?, ?, 'pushing', 1, ?, ?)
                    ON CONFLICT (issue, channel) DO UPDATE SET
-                     state = 'pushing', attempts = attempts + 1, updated_at = excluded.updated_at""",
+                     state = 'pushing', attempts = pushes.attempts + 1, updated_at = excluded.updated_at""",
                 (issue, channel, now, now),
             )
         record = self.get(issue, channel)
@@ -281,7 +286,7 @@ class Ledger(SQLiteStore):
         self.update(issue, channel, state="failed", last_error=error, details=dict(details or {}))
 
 
-def _record(row: sqlite3.Row) -> PushRecord:
+def _record(row) -> PushRecord:
     return PushRecord(
         issue=row["issue"],
         channel=row["channel"],

@@ -8,14 +8,13 @@ described in publisher/subscribers.py; this module holds their SQL.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from publisher.errors import PublisherError
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DatabaseError, Store, now_iso
 
-SCHEMA = """
+SUBSCRIBERS_TABLE = """
 CREATE TABLE IF NOT EXISTS subscribers (
     id          INTEGER PRIMARY KEY,
     email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -26,8 +25,11 @@ CREATE TABLE IF NOT EXISTS subscribers (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+"""
+SCHEMA = SUBSCRIBERS_TABLE + """
 CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
 CREATE TABLE IF NOT EXISTS consent (
+    id            INTEGER PRIMARY KEY,
     email         TEXT NOT NULL COLLATE NOCASE,
     source        TEXT NOT NULL CHECK (source IN ('form', 'import', 'api')),
     ip            TEXT NOT NULL DEFAULT '',
@@ -64,23 +66,11 @@ class Subscriber:
     state: str
 
 
-class SubscriberDB(SQLiteStore):
+class SubscriberDB(Store):
     """The subscribers database; one connection per thread."""
 
     schema = SCHEMA
-
-    def ensure(self, schema_sql: str) -> None:
-        conn = self.connect()
-        old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
-        if old and "'pending'" not in old[0]:  # a database from before double opt-in: widen the CHECK
-            conn.executescript("""BEGIN IMMEDIATE;
-                ALTER TABLE subscribers RENAME TO subscribers_old;
-                DROP INDEX IF EXISTS subscribers_state;""" + SCHEMA + """
-                INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at
-                  FROM subscribers_old;
-                DROP TABLE subscribers_old;
-                COMMIT;""")
-        super().ensure(schema_sql)
+    part = "subscribers"
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -88,9 +78,7 @@ class SubscriberDB(SQLiteStore):
         """Insert or update (email, name, tags) as active; an existing subscriber keeps its state.
         Addresses in `suppressions` (forgotten) are not added: they are returned."""
         now = now_iso()
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction() as conn:
             hashes = {address_hash(e): e for e, _, _ in rows}
             suppressed: set[str] = set()
             keys = list(hashes)
@@ -112,10 +100,6 @@ class SubscriberDB(SQLiteStore):
                    SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
                 [(e, source, ip, now, e) for e, _, _ in keep],
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return suppressed
 
     def request(self, email: str, ip: str) -> bool:
@@ -142,32 +126,31 @@ class SubscriberDB(SQLiteStore):
             if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
                             (now, email)).rowcount == 0:
                 return False
-            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
-                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
+            last = conn.execute("SELECT id FROM consent WHERE email = ? AND source = 'form' "
+                                "AND confirmed_at IS NULL ORDER BY id DESC LIMIT 1", (email,)).fetchone()
             if last is None:
                 conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
                              "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
             else:
-                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
+                conn.execute("UPDATE consent SET confirmed_at = ? WHERE id = ?", (now, last[0]))
             conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
         return True
 
     def forget(self, email: str) -> bool:
         """Erase the person: the row and the consent records go (overwritten on disk), a hash of
         the address stays in `suppressions`. True when there was anything to erase."""
-        conn = self.connect()
-        conn.execute("PRAGMA secure_delete = ON")
+        self.secure_delete()
         with self.transaction() as c:
             n = c.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
             n += c.execute("DELETE FROM consent WHERE email = ?", (email,)).rowcount
-            c.execute("INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?)",
-                      (address_hash(email), now_iso()))
-        scrub(conn)
+            c.execute("INSERT INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?) "
+                      "ON CONFLICT (hash) DO NOTHING", (address_hash(email), now_iso()))
+        scrub(self, "subscribers", "consent")
         return n > 0
 
-    def consents(self, email: str) -> list[sqlite3.Row]:
+    def consents(self, email: str) -> list:
         return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
-                                      "WHERE email = ? ORDER BY rowid", (email,)).fetchall()
+                                      "WHERE email = ? ORDER BY id", (email,)).fetchall()
 
     def is_suppressed(self, email: str) -> bool:
         return self.connect().execute("SELECT 1 FROM suppressions WHERE hash = ?",
@@ -241,15 +224,13 @@ class SubscriberDB(SQLiteStore):
         return bool(row) and row[0] == "active"
 
 
-def scrub(conn: sqlite3.Connection) -> None:
-    """After a secure delete: rewrite the file (no stale copies in free space) and empty the WAL."""
-    conn.execute("VACUUM")
-    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    if busy:
-        raise SubscriberError("the database is in use by another process (publisher serve, a campaign); "
-                              "its write-ahead log may still hold the erased address: stop it and run "
-                              "the command again")
+def scrub(db: Store, *tables: str) -> None:
+    """After a secure delete: no stale copies of the erased rows (Store.scrub)."""
+    try:
+        db.scrub(*tables)
+    except DatabaseError as exc:
+        raise SubscriberError(str(exc)) from None
 
 
-def _sub(row: sqlite3.Row) -> Subscriber:
+def _sub(row) -> Subscriber:
     return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])
