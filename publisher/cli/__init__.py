@@ -33,6 +33,7 @@ LAZY_COMMANDS = {
     "serve": "publisher.cli.serve:serve_command",
     "bounces": "publisher.cli.bounces:bounces_command",
     "db": "publisher.cli.db:db_command",
+    "worker": "publisher.cli.worker:worker_command",
 }
 
 

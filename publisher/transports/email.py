@@ -357,6 +357,7 @@ class Campaign:
                               f"fix it in {settings.where()}")
         self.stats = CampaignStats(ambiguous_policy=self.policy)
         self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
+        self.source = None  # publisher.campaign.Shared: recipients claimed from a shared campaign
         self.faults_in_row = 0  # campaign faults since the last success
         self.same: tuple[str, int] = ("", 0)  # (signature, count) of identical failures in a row
         self.lock = threading.Lock()
@@ -376,20 +377,25 @@ class Campaign:
                        error=error, attempt=attempt)
 
     def recover(self) -> None:
-        rows = self.mail.in_flight(self.t.issue)
+        if self.source is not None:  # a shared campaign: only the rows of senders found dead
+            rows = self.source.reap(self.policy)
+        else:
+            rows = self.mail.in_flight(self.t.issue)
         self.stats.ambiguous = rows
         if not rows:
             return
         new = "pending" if self.policy == "resend" else "ambiguous"
         if new == "pending":
             self.stats.resent += len(rows)
-        self.mail.settle_in_flight(self.t.issue, new)
+        if self.source is None:
+            self.mail.settle_in_flight(self.t.issue, new)
         log.warning("%d message(s) were in flight when an earlier run stopped (%s): %s",
                     len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
 
     def _producer(self, q: queue.Queue) -> None:
         try:
-            for page in self.subs.iter_pages("active", PAGE):
+            pages = self.source.pages(self.stop) if self.source else self.subs.iter_pages("active", PAGE)
+            for page in pages:
                 if self.stop.is_set():
                     break
                 emails = [s.email for s in page]
@@ -626,7 +632,10 @@ class Campaign:
         return self.stats
 
     def remaining(self) -> int:
-        """Active subscribers without a final row for this issue (streamed, page by page)."""
+        """Active subscribers without a final row for this issue (streamed, page by page); in a
+        shared campaign, its recipients pending or in flight."""
+        if self.source is not None:
+            return self.source.store.open_rows(self.t.issue)
         left = 0
         for page in self.subs.iter_pages("active", PAGE):
             emails = [s.email for s in page]
@@ -750,10 +759,18 @@ class EmailTransport(Transport):
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         template = build_template(rendition, settings)
-        campaign = Campaign(template, settings, ctx.ledger, secret=secret)
-        campaign.lease = ctx.lease
-        campaign.progress = ctx.progress or _Lines()
-        stats = campaign.run()
+        if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
+            from publisher import campaign as shared
+            from publisher.subscribers import open_db
+
+            shared.start(ctx.ledger, open_db(settings), template, rendition.issue)
+            stats, _ = shared.send(settings, ctx.ledger, rendition.issue, secret=secret, lease=ctx.lease,
+                                   progress=ctx.progress or _Lines())
+        else:
+            campaign = Campaign(template, settings, ctx.ledger, secret=secret)
+            campaign.lease = ctx.lease
+            campaign.progress = ctx.progress or _Lines()
+            stats = campaign.run()
         print(stats.summary(), file=sys.stderr)
         if stats.aborted or stats.remaining:
             why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
