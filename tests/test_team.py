@@ -93,3 +93,37 @@ def test_a_lease_left_on_another_host_waits_for_its_heartbeat_then_is_taken_over
         assert done.returncode == 0, out
         assert srv.count(DRAFT_ADD) == 1 and srv.count(SUBMIT) == 1 and len(srv.articles_for(TITLE)) == 1
         assert ledger.leases() == []
+
+
+@pytest.mark.slow
+def test_schedulers_on_two_hosts_publish_each_tick_once(tmp_path, pg_cluster):
+    from tests.push_support import write_issue
+
+    for trial in range(3):
+        url = pg_cluster.create_db()
+        hosts = []
+        for name in ("host-a", "host-b"):
+            folder = tmp_path / f"t{trial}" / name
+            write_issue(folder / "issues", "2026-01-05", status="ready")
+            (folder / "publisher.toml").write_text(
+                f'[paths]\nissues = "issues"\n[database]\nurl = "{url}"\n[channels]\nenabled = ["zhihu", '
+                '"plaintext"]\n[schedule]\nday = "monday"\ntime = "09:00"\ntimezone = "UTC"\n'
+                'misfire_grace_hours = 1\nmax_late_days = 3650\njobstore = "schedule.db"\n', encoding="utf-8")
+            hosts.append(folder)
+        env = {k: v for k, v in os.environ.items() if k != "PUBLISHER_CONFIG"}
+        procs = [subprocess.Popen([sys.executable, "-m", "publisher", "schedule", "--once"], cwd=f,
+                                  env={**env, "PUBLISHER_HOST": f.name}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for f in hosts]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        rows = {r.channel: r.attempts for r in Ledger(url).records("2026-01-05")}
+        assert rows == {"zhihu": 1, "plaintext": 1}, (rows, outs)  # one tick published, once
+        published = [f.name for f in hosts if (f / "outbox" / "2026-01-05").exists()]
+        assert len(published) == 1, outs
+        # a later tick on the other host finds the issue done everywhere: nothing happens
+        other = next(f for f in hosts if f.name not in published)
+        late = subprocess.run([sys.executable, "-m", "publisher", "schedule", "--once"], cwd=other,
+                              env={**env, "PUBLISHER_HOST": other.name}, capture_output=True, text=True)
+        assert late.returncode == 0, late.stderr
+        assert {r.channel: r.attempts for r in Ledger(url).records("2026-01-05")} == rows
+        assert not (other / "outbox" / "2026-01-05").exists()
