@@ -85,13 +85,13 @@ def template_of(ledger, issue: str):
     return MessageTemplate(**decode_template(row["template"])) if row else None
 
 
-def send(settings, ledger, issue: str, *, secret: str, lease=None, progress=None, command: str | None = None,
-         batch: int = BATCH):
+def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progress=None,
+         command: str | None = None, batch: int = BATCH):
     """Send the running campaign of `issue` as one of its workers until no recipient is left to
     claim and none is in flight elsewhere (or this sender stops: breaker, abort, deferrals).
-    Returns (the last run's stats, whether the campaign is done)."""
-    from publisher.transports.email import Campaign
-
+    `sender`: the single-sender class this worker runs (publisher.transports.email.Campaign,
+    passed in: the transport imports this module). Returns (the last run's stats, whether the
+    campaign is done)."""
     store = CampaignStore(ledger)
     template = template_of(ledger, issue)
     worker = store.join(command)
@@ -99,7 +99,7 @@ def send(settings, ledger, issue: str, *, secret: str, lease=None, progress=None
     try:
         while True:
             try:
-                campaign = Campaign(template, settings, ledger, secret=secret, progress=progress)
+                campaign = sender(template, settings, ledger, secret=secret, progress=progress)
                 campaign.lease = lease
                 campaign.source = Shared(store, worker, issue, campaign.subs, batch)
                 stats = campaign.run()
@@ -135,7 +135,7 @@ def send(settings, ledger, issue: str, *, secret: str, lease=None, progress=None
             worker.leave()
 
 
-def work(settings, *, once: bool, poll: float = 5.0, echo=print) -> int:
+def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:
     """`publisher worker`: join every running campaign until none is left (`once`) or forever.
     Returns the number of campaigns this worker stopped on (breaker, abort, deferrals)."""
     from publisher.mailmsg import check_unsubscribe_url
@@ -149,7 +149,7 @@ def work(settings, *, once: bool, poll: float = 5.0, echo=print) -> int:
     while True:
         running = [i for i in store.running() if i not in stopped]
         for issue in running:
-            stats, done = send(settings, ledger, issue, secret=secret)
+            stats, done = send(settings, ledger, issue, sender=sender, secret=secret)
             echo(f"{issue}: {stats.summary()}" + ("; campaign complete" if done else ""))
             if done:
                 ledger.finish(issue, "email", details=stats.as_details())

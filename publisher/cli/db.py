@@ -45,7 +45,7 @@ def copy_command(ctx: click.Context, url: str) -> None:
     every table in one transaction, row counts verified. Then set [database] url to it."""
     from publisher.errors import ConfigError
     from publisher.stores.base import is_url
-    from publisher.stores.schema import copy_to
+    from publisher.stores.copy import copy_to
 
     settings = get_settings(ctx)
     if settings["database"]["url"]:

@@ -164,8 +164,7 @@ class Store:
     """A database — a SQLite file (a path) or PostgreSQL (a postgresql:// URL) — safe to share
     between threads (one connection each)."""
 
-    schema = ""  # created on open
-    part = ""  # the versioned part of the state this store opens (schema.py), '' for none
+    schema = ""  # created on open (Ledger and SubscriberDB: checked against its version, schema.py)
 
     def __init__(self, where: str | Path, *, password: str | None = None):
         self.url = str(where) if is_url(where) else None
@@ -175,12 +174,12 @@ class Store:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        if self.part:
-            from publisher.stores.schema import open_part
+        if self.schema:
+            self.create()
 
-            open_part(self)
-        elif self.schema:
-            self.ensure(self.schema)
+    def create(self) -> None:
+        """Create the store's tables when it is opened."""
+        self.ensure(self.schema)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.where!r})"

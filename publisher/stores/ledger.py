@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from publisher.stores.base import DBError, Store, now_iso
+from publisher.stores.schema import open_part
 
 PUSHES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pushes (
@@ -184,6 +185,9 @@ class Ledger(Store):
 
     schema = PUSHES_SCHEMA + LEASES_SCHEMA
     part = "ledger"
+
+    def create(self) -> None:
+        open_part(self)  # create the versioned part, or check its version
 
     # -- leases ----------------------------------------------------------------------------
 

@@ -55,15 +55,29 @@ def _subscribers_2_sqlite(db: Store, conn) -> None:
     wider state CHECK, and consent rows get an explicit id."""
     old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
     if old and "'pending'" not in old[0]:
-        from publisher.stores.subscribers import SUBSCRIBERS_TABLE
-
-        db.script(conn, "ALTER TABLE subscribers RENAME TO subscribers_old; "
-                        "DROP INDEX IF EXISTS subscribers_state;" + SUBSCRIBERS_TABLE +
-                        "; INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, "
-                        "updated_at FROM subscribers_old; DROP TABLE subscribers_old")
+        db.script(conn, _SUBSCRIBERS_WIDEN_SQLITE)
     if "consent" in db.tables():
         db.script(conn, _SUBSCRIBERS_2_SQLITE)
 
+
+# (a migration keeps the schema of its time: never the live SCHEMA of a store, which moves on)
+_SUBSCRIBERS_WIDEN_SQLITE = """
+ALTER TABLE subscribers RENAME TO subscribers_old;
+DROP INDEX IF EXISTS subscribers_state;
+CREATE TABLE subscribers (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    name        TEXT NOT NULL DEFAULT '',
+    tags        TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL DEFAULT 'active'
+                CHECK (state IN ('pending', 'active', 'unsubscribed', 'bounced')),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at FROM subscribers_old;
+DROP TABLE subscribers_old;
+CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
+"""
 
 #: part -> version -> dialect -> how to bring the part from version-1 to version (a SQL script
 #: or a function of (store, connection)), run in one transaction with the version row
@@ -144,92 +158,3 @@ def upgrade(db: Store, part: str, schema_sql: str) -> tuple[int | None, int]:
     db.ensure(schema_sql)
     return have, want
 
-
-# -- publisher db copy -------------------------------------------------------------------------------
-
-def _open_all(ledger_where, subscribers_where, password: str | None = None):
-    """The ledger and subscribers stores at these places, with every table of every store."""
-    from publisher.stores.ledger import Ledger
-    from publisher.stores.linkcache import LinkCache
-    from publisher.stores.mail import MailStore
-    from publisher.stores.subscribers import SubscriberDB
-    from publisher.stores.wechat import WeChatStore
-
-    ledger = Ledger(ledger_where, password=password)
-    MailStore(ledger)
-    WeChatStore(ledger)
-    LinkCache(ledger)
-    return ledger, SubscriberDB(subscribers_where, password=password)
-
-
-def _columns(db: Store, table: str) -> list[str]:
-    if db.url:
-        return [r[0] for r in db.connect().execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = ? ORDER BY ordinal_position", (table,))]
-    return [r[1] for r in db.connect().execute(f'PRAGMA table_info("{table}")')]
-
-
-def copy_to(ledger_path, subscribers_path, url: str, password: str | None = None,
-            progress=None) -> dict[str, int]:
-    """Copy a SQLite install (ledger and subscribers files) into the empty PostgreSQL database
-    `url`: every table, in one transaction, row counts verified. Returns table -> rows copied.
-    Refuses a target that holds any row of ours, and a source table the target has no place for."""
-    src_ledger, src_subs = _open_all(ledger_path, subscribers_path)
-    target = Store(url, password=password)
-    ours = {t for t in target.tables() if t != "schema_version"}
-    for table in sorted(ours):
-        n = target.connect().execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-        if n:
-            raise DatabaseError(f"the target database {target.where} is not empty (table {table} has {n} "
-                                "rows): copy into a new, empty database (createdb), never over live data")
-    dst_ledger, dst_subs = _open_all(url, url, password)
-    plan: list[tuple[Store, str]] = []
-    for src in (src_ledger, src_subs):
-        for table in sorted(src.tables() - {"schema_version"}):
-            if table.startswith("sqlite_"):
-                continue
-            plan.append((src, table))
-    missing = sorted(t for _, t in plan if t not in dst_ledger.tables())
-    if missing:
-        raise DatabaseError(f"no PostgreSQL table for {', '.join(missing)}: this publisher does not know "
-                            "them (a newer version's tables?); nothing was copied")
-    counts: dict[str, int] = {}
-    for src in (src_ledger, src_subs):
-        src.connect().execute("BEGIN")  # one snapshot of each file while it is read
-    try:
-        with dst_ledger.transaction() as out:
-            for src, table in plan:
-                cols = _columns(src, table)
-                names = ", ".join(f'"{c}"' for c in cols)
-                n = 0
-                with out.raw.cursor().copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
-                    for row in src.connect().execute(f'SELECT {names} FROM "{table}"'):
-                        copy.write_row(tuple(row))
-                        n += 1
-                want = src.connect().execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-                if n != want:
-                    raise DatabaseError(f"copy check failed: read {n} rows of {table}, the source counts "
-                                        f"{want}; nothing was committed")
-                counts[table] = n
-                if progress:
-                    progress(table, n)
-                for col in cols:  # identity columns continue after the copied ids
-                    seq = out.execute("SELECT pg_get_serial_sequence(?, ?)", (table, col)).fetchone()[0]
-                    if seq:
-                        out.execute(f'SELECT setval(?, (SELECT COALESCE(MAX("{col}"), 0) + 1 FROM "{table}"), '
-                                    'false)', (seq,))
-            for _, table in plan:
-                got = out.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-                if got != counts[table]:
-                    raise DatabaseError(f"copy check failed: {table} has {got} rows in the target, "
-                                        f"{counts[table]} in the source; nothing was committed")
-    finally:
-        for src in (src_ledger, src_subs):
-            src.connect().execute("COMMIT")
-    check = target.same()  # what another connection sees after the commit
-    for table, n in counts.items():
-        got = check.connect().execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-        if got != n:
-            raise DatabaseError(f"copy check failed after commit: {table} has {got} rows, {n} copied")
-    return counts

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from publisher.errors import PublisherError
 from publisher.stores.base import DatabaseError, Store, now_iso
+from publisher.stores.schema import open_part
 
-SUBSCRIBERS_TABLE = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
     id          INTEGER PRIMARY KEY,
     email       TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -25,8 +26,6 @@ CREATE TABLE IF NOT EXISTS subscribers (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
-"""
-SCHEMA = SUBSCRIBERS_TABLE + """
 CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
 CREATE TABLE IF NOT EXISTS consent (
     id            INTEGER PRIMARY KEY,
@@ -71,6 +70,9 @@ class SubscriberDB(Store):
 
     schema = SCHEMA
     part = "subscribers"
+
+    def create(self) -> None:
+        open_part(self)  # create the versioned part, or check its version
 
     # -- writes ----------------------------------------------------------------------------
 

@@ -764,8 +764,8 @@ class EmailTransport(Transport):
             from publisher.subscribers import open_db
 
             shared.start(ctx.ledger, open_db(settings), template, rendition.issue)
-            stats, _ = shared.send(settings, ctx.ledger, rendition.issue, secret=secret, lease=ctx.lease,
-                                   progress=ctx.progress or _Lines())
+            stats, _ = shared.send(settings, ctx.ledger, rendition.issue, sender=Campaign, secret=secret,
+                                   lease=ctx.lease, progress=ctx.progress or _Lines())
         else:
             campaign = Campaign(template, settings, ctx.ledger, secret=secret)
             campaign.lease = ctx.lease
