@@ -27,7 +27,9 @@ from publisher.stores.schema import SchemaError
 
 log = logging.getLogger("publisher.campaign")
 
-BATCH = 100  # recipients a claim takes: small enough that a dead worker strands few for long
+BATCH_PER_CONNECTION = 4  # a claim takes this many recipients per SMTP connection: enough to keep
+# every connection busy between claims, few enough that workers finish together and a dead
+# worker strands few
 DB_PATIENCE = 120.0  # seconds a worker waits for an unreachable database before it gives up
 
 
@@ -44,7 +46,7 @@ def _db_fault(reason: str | None) -> bool:
 class Shared:
     """The recipient source of one sender on one shared campaign (Campaign.source)."""
 
-    def __init__(self, store: CampaignStore, worker: Worker, issue: str, subs, batch: int = BATCH):
+    def __init__(self, store: CampaignStore, worker: Worker, issue: str, subs, batch: int):
         self.store, self.worker, self.issue, self.subs, self.batch = store, worker, issue, subs, batch
 
     def reap(self, policy: str) -> list[str]:
@@ -86,7 +88,7 @@ def template_of(ledger, issue: str):
 
 
 def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progress=None,
-         command: str | None = None, batch: int = BATCH):
+         command: str | None = None):
     """Send the running campaign of `issue` as one of its workers until no recipient is left to
     claim and none is in flight elsewhere (or this sender stops: breaker, abort, deferrals).
     `sender`: the single-sender class this worker runs (publisher.transports.email.Campaign,
@@ -101,7 +103,8 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
             try:
                 campaign = sender(template, settings, ledger, secret=secret, progress=progress)
                 campaign.lease = lease
-                campaign.source = Shared(store, worker, issue, campaign.subs, batch)
+                campaign.source = Shared(store, worker, issue, campaign.subs,
+                                         BATCH_PER_CONNECTION * campaign.cfg.connections)
                 stats = campaign.run()
                 interrupted = worker.settle(issue, campaign.policy)
                 if interrupted:

@@ -214,3 +214,40 @@ def test_store_keeps_working_after_postgresql_restarts(pg_cluster, pg_url):
         except Exception:
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def test_campaign_claims_are_disjoint_and_a_dead_workers_rows_come_back(ledger):
+    from publisher.stores.campaigns import CampaignStore
+
+    store = CampaignStore(ledger)
+    pages = [[(f"r{i:03d}@x.org", f"<{i}@x>") for i in range(j, j + 50)] for j in range(0, 200, 50)]
+    assert store.start("i1", '{"t": 1}', iter(pages))
+    assert not store.start("i1", '{"t": 2}', iter(pages))  # written once: joined
+    assert store.get("i1")["recipients"] == 200 and store.running() == ["i1"]
+    a, b = store.join("worker a"), store.join("worker b")
+    got_a, got_b = a.claim("i1", 30), b.claim("i1", 30)
+    assert len(got_a) == len(got_b) == 30 and not set(got_a) & set(got_b)
+    mail = MailStore(ledger)
+    mail.mark("i1", got_a[0], "sending", message_id="<x>", attempt=True)  # in flight when a dies
+    mail.mark("i1", got_a[1], "sent", message_id="<x>", code=250)
+    b.drop("i1", [got_b[0]])  # unsubscribed before sending: leaves the campaign
+    with ledger.transaction() as conn:  # a stopped beating an hour ago (on another host: no pid check)
+        conn.execute("UPDATE campaign_workers SET host = 'elsewhere' WHERE token = ?", (a.token,))
+        conn.execute("UPDATE campaign_workers SET heartbeat = heartbeat - 3600 WHERE token = ?", (a.token,))
+    assert store.reap("i1", "resend") == [got_a[0]]  # a is dead; b is alive
+    c = store.join("worker c")
+    rest = []
+    while True:
+        batch = c.claim("i1", 64)
+        if not batch:
+            break
+        rest += batch
+    assert got_a[0] in rest and got_a[1] not in rest and not set(rest) & set(got_b)
+    assert len(rest) == 200 - 30 - 1  # all but b's 30 claims (one of them dropped) and the sent one
+    for e in rest + got_b[1:]:
+        mail.mark("i1", e, "sent", message_id="<x>", code=250)
+    assert store.finish_if_done("i1") and store.running() == []
+    assert mail.counts("i1") == {"sent": 199}
+    b.leave()
+    c.leave()
+    assert {w["command"] for w in store.workers()} <= {"worker a"}  # a was reaped: gone

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from publisher.stores.base import DBError, Store, now_iso
+from publisher.stores.base import DatabaseError, DBError, Store, now_iso
 from publisher.stores.schema import open_part
 
 PUSHES_SCHEMA = """
@@ -144,7 +144,7 @@ class Lease:
                     cur = store.connect().execute(
                         "UPDATE leases SET heartbeat = ? WHERE issue = ? AND channel = ? AND token = ?",
                         (time.time(), self.issue, self.channel, self.token))
-                except DBError:
+                except (*DBError, DatabaseError):
                     continue  # busy, or the server is restarting: try again at the next beat
                 if cur.rowcount == 0:
                     self.lost.set()
