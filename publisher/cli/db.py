@@ -44,7 +44,7 @@ def copy_command(ctx: click.Context, url: str) -> None:
     """Copy this install's SQLite files (ledger, subscribers) into an empty PostgreSQL database:
     every table in one transaction, row counts verified. Then set [database] url to it."""
     from publisher.errors import ConfigError
-    from publisher.stores.base import is_url
+    from publisher.stores.base import is_url, redact_url
     from publisher.stores.copy import copy_to
 
     settings = get_settings(ctx)
@@ -58,4 +58,5 @@ def copy_command(ctx: click.Context, url: str) -> None:
                      settings.require("email", "subscribers_db", "the subscribers database"), url, password,
                      progress=lambda table, n: click.echo(f"  {table}: {n} rows"))
     click.echo(f"copied {sum(counts.values())} rows in {len(counts)} tables, counts verified; set "
-               f"[database] url = \"{url}\" in {settings.where()} to use it")
+               f"[database] url = \"{redact_url(url)}\" in {settings.where()} to use it (the password "
+               "in the variable named by [database] password_env)")

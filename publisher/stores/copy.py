@@ -52,6 +52,12 @@ def copy_to(ledger_path, subscribers_path, url: str, password: str | None = None
     if missing:
         raise DatabaseError(f"no PostgreSQL table for {', '.join(missing)}: this publisher does not know "
                             "them (a newer version's tables?); nothing was copied")
+    for src, table in plan:  # every column must have its place, or the copy would lose it
+        extra = sorted(set(_columns(src, table)) - set(_columns(dst_ledger, table)))
+        if extra:
+            raise DatabaseError(f"table {table} has column(s) {', '.join(map(repr, extra))} that the target "
+                                "does not: this publisher does not know them (run `publisher db upgrade` on "
+                                "the source with the same version); nothing was copied")
     counts: dict[str, int] = {}
     for src in (src_ledger, src_subs):
         src.connect().execute("BEGIN")  # one snapshot of each file while it is read
