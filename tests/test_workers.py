@@ -135,3 +135,42 @@ def test_postgresql_restarted_mid_campaign_workers_reconnect_and_finish(tmp_path
         assert CampaignStore(open_ledger(load_settings(folder / "publisher.toml"))).get(issue)["state"] == "done"
     finally:
         server.stop()
+
+
+def test_push_in_team_mode_starts_the_campaign_and_workers_join_it(tmp_path, env, pg_cluster):  # noqa: F811
+    """`publisher push ISSUE --channel email` with [database] url: the campaign is written once,
+    two workers join it while the push sends; every reader gets one copy; the push records done."""
+    from tests.email_support import ISSUE
+
+    handler = Handler(data_delay=0.01)
+    server = start_server(env, handler)
+    try:
+        url = pg_cluster.create_db()
+        folder = tmp_path / "team"
+        write_project(folder, server.port, connections=CONNECTIONS, extra=f'\n[database]\nurl = "{url}"\n')
+        settings = load_settings(folder / "publisher.toml")
+        emails = [f"r{i:04d}@team.example.com" for i in range(300)]
+        open_subscribers(settings).add_many([(e, "", "") for e in emails])
+        env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env_vars.pop("PUBLISHER_CONFIG", None)
+        push = subprocess.Popen([sys.executable, "-m", "publisher", "push", str(ISSUE), "--channel", "email"],
+                                cwd=folder, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        store = CampaignStore(open_ledger(settings))
+        deadline = time.monotonic() + 60
+        while not store.running():
+            assert push.poll() is None and time.monotonic() < deadline, push.communicate()
+            time.sleep(0.02)
+        workers = [_worker(folder) for _ in range(2)]
+        out, err = push.communicate(timeout=120)
+        assert push.returncode == 0, out + err
+        for w in workers:
+            assert w.communicate(timeout=120)[0] is None and w.returncode == 0
+        got = Counter(handler.recipients())
+        assert sorted(got) == emails and set(got.values()) == {1}
+        issue = store.running() or [r["issue"] for r in store.db.connect().execute("SELECT issue FROM campaigns")]
+        assert store.get(issue[0])["state"] == "done" and store.get(issue[0])["recipients"] == 300
+        status = subprocess.run([sys.executable, "-m", "publisher", "status"], cwd=folder, env=env_vars,
+                                capture_output=True, text=True)
+        assert "done" in status.stdout and "sent 300" in status.stdout, status.stdout + status.stderr
+    finally:
+        server.stop()
