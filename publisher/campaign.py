@@ -98,6 +98,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
     template = template_of(ledger, issue)
     worker = store.join(command)
     down_since = None
+    policy = settings["email"].get("ambiguous", "resend")
     try:
         while True:
             try:
@@ -135,7 +136,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
             time.sleep(0.5)  # others are still sending: wait for them, take over if they die
     finally:
         with contextlib.suppress(*DBError):
-            worker.leave()
+            worker.leave(policy)
 
 
 def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:

@@ -19,6 +19,7 @@ from publisher.mailmsg import build_template
 from publisher.settings import load_settings
 from publisher.stores import open_ledger, open_subscribers
 from publisher.stores.campaigns import CampaignStore
+from publisher.stores.mail import MailStore
 from tests.conftest import ROOT
 from tests.email_support import Handler, write_project
 from tests.test_email_delivery import cert, env, render, start_server  # noqa: F401  (fixtures)
@@ -172,5 +173,36 @@ def test_push_in_team_mode_starts_the_campaign_and_workers_join_it(tmp_path, env
         status = subprocess.run([sys.executable, "-m", "publisher", "status"], cwd=folder, env=env_vars,
                                 capture_output=True, text=True)
         assert "done" in status.stdout and "sent 300" in status.stdout, status.stdout + status.stderr
+    finally:
+        server.stop()
+
+
+def test_sigterm_stops_a_worker_cleanly_and_the_campaign_resumes(tmp_path, env, pg_cluster):  # noqa: F811
+    """systemd's stop: the worker finishes the messages in flight, commits, leaves no claim and no
+    row in `sending`; the next worker finishes the campaign with nobody lost."""
+    import signal
+
+    handler = Handler(data_delay=0.01)
+    server = start_server(env, handler)
+    try:
+        folder, settings, ledger, emails, issue = _campaign(tmp_path, pg_cluster.create_db(), server.port,
+                                                            300, "term.example.com")
+        w = _worker(folder)
+        deadline = time.monotonic() + 60
+        while len(handler.recipients()) < 20:
+            assert w.poll() is None and time.monotonic() < deadline, w.communicate()
+            time.sleep(0.01)
+        w.send_signal(signal.SIGTERM)
+        _, err = w.communicate(timeout=60)
+        assert w.returncode != 0 and "Traceback" not in err, err
+        store = CampaignStore(ledger)
+        assert store.workers() == [] and "sending" not in MailStore(ledger).counts(issue)
+        assert store.open_rows(issue) > 0  # stopped mid-campaign
+        final = _worker(folder)
+        _, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err
+        got = Counter(handler.recipients())
+        assert not [e for e in emails if not got[e]] and sum(c - 1 for c in got.values()) <= CONNECTIONS
+        assert store.get(issue)["state"] == "done"
     finally:
         server.stop()

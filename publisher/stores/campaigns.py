@@ -258,9 +258,15 @@ class Worker:
                              [(new, now_iso(), issue, e) for e in rows])
         return rows
 
-    def leave(self) -> None:
+    def leave(self, policy: str = "resend") -> None:
+        """Stop beating and give everything back; a row of ours still in `sending` (a stop in the
+        ambiguous window) follows the policy first, as a dead worker's would."""
         self._stop.set()
         self._thread.join()
         with self.store.db.transaction() as conn:
+            conn.execute("UPDATE email_sends SET state = ?, last_error = 'interrupted in the ambiguous window', "
+                         "updated_at = ? WHERE state = 'sending' AND EXISTS (SELECT 1 FROM email_claims c WHERE "
+                         "c.worker = ? AND c.issue = email_sends.issue AND c.email = email_sends.email)",
+                         ("pending" if policy == "resend" else "ambiguous", now_iso(), self.token))
             conn.execute("DELETE FROM email_claims WHERE worker = ?", (self.token,))
             conn.execute("DELETE FROM campaign_workers WHERE token = ?", (self.token,))
