@@ -57,6 +57,7 @@ from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.transports.base import PushContext, PushResult, Transport
+from publisher.transports.providers import provider_name
 
 log = logging.getLogger("publisher.email")
 
@@ -719,8 +720,26 @@ class EmailTransport(Transport):
         d = record.details
         parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
         parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
-        return ", ".join(parts)
+                                                      ("ambiguous_resent", "ambiguous-resent"),
+                                                      ("reconciled", "reconciled")) if k in d]
+        text = ", ".join(parts)
+        via = d.get("provider") or ("smtp" if "sent" in d else "")  # a campaign's details name its transport
+        return f"{text} (via {via})" if via else text
+
+    @classmethod
+    def check_limits(cls, rendition: Rendition, settings) -> list[str]:
+        """Warnings: the complete message over the configured provider's message size limit."""
+        from publisher.mailmsg import sample_eml
+        from publisher.transports.providers import size_limit
+
+        limit = size_limit(settings)
+        if limit is None:
+            return []
+        size = len(sample_eml(rendition, settings))
+        if size <= limit[1]:
+            return []
+        return [f"the email is {size:,} bytes; {limit[0]} accepts at most {limit[1]:,} bytes a message "
+                "([email] transport): shrink the issue or send it over SMTP"]
 
     @classmethod
     def records_push(cls, options) -> bool:
@@ -739,7 +758,12 @@ class EmailTransport(Transport):
         if to:
             if ctx.dry_run:
                 return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
-            mid = send_test(rendition, settings, to)
+            if provider_name(settings) != "smtp":
+                from publisher.transports.providers.campaign import send_test_via_provider
+
+                mid = send_test_via_provider(rendition, settings, to)
+            else:
+                mid = send_test(rendition, settings, to)
             return PushResult(remote_id=mid, details={"test_to": to},
                               summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
         if ctx.dry_run:
@@ -749,8 +773,12 @@ class EmailTransport(Transport):
             print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
-        template = build_template(rendition, settings)
-        campaign = Campaign(template, settings, ctx.ledger, secret=secret)
+        if provider_name(settings) != "smtp":  # an email service provider's API (providers/)
+            from publisher.transports.providers.campaign import ProviderCampaign
+
+            campaign = ProviderCampaign(rendition, settings, ctx.ledger, secret=secret)
+        else:
+            campaign = Campaign(build_template(rendition, settings), settings, ctx.ledger, secret=secret)
         campaign.lease = ctx.lease
         campaign.progress = ctx.progress or _Lines()
         stats = campaign.run()
@@ -782,6 +810,12 @@ class EmailTransport(Transport):
         from publisher.push import readable_message
 
         print(readable_message(sample))
-        return PushResult(details={"active": active, "done": done},
+        via = provider_name(settings)
+        if via != "smtp":
+            from publisher.transports.providers import provider_class
+
+            cls = provider_class(via)
+            via = f"{via} ({cls.batch_limit} a call, at most {cls.max_message_bytes:,} bytes a message)"
+        return PushResult(details={"active": active, "done": done, "provider": provider_name(settings)},
                           summary=f"email: dry run: {active} active subscriber(s), {done} already done "
-                                  f"for {rendition.issue}; sample message above")
+                                  f"for {rendition.issue}, via {via}; sample message above")
