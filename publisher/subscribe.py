@@ -298,10 +298,19 @@ def app_from_settings(settings):
     unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
     messages with unsubscribe links — so unsubscribe.py must not import this module.)"""
     from publisher.channels.base import template_env
+    from publisher.hooks import make_hooks_app
     from publisher.subscribers import open_db
     from publisher.unsubscribe import make_app
 
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+    site = make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings))
+    hooks = make_hooks_app(settings)  # /hooks/ses, /hooks/postmark, /hooks/mailgun (publisher/hooks.py)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/hooks/"):
+            return hooks(environ, start_response)
+        return site(environ, start_response)
+
+    return app
