@@ -29,8 +29,6 @@ def write_project(folder: Path, provider: str, base: str, *, batch_size: int | N
                    f'reconcile_delay = 0\nmax_retries = {max_retries}\ntimeout = 10\n'
                    + (f"batch_size = {batch_size}\n" if batch_size and provider == "mailgun" else ""),
     }
-    if provider == "ses" and topic:
-        tables["ses"] = tables["ses"]
     cfg = folder / "publisher.toml"
     cfg.write_text(f"""
 [paths]
