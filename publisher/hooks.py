@@ -13,8 +13,10 @@ Every request is authenticated before anything is read from it:
   their messages too). A SubscriptionConfirmation of such a topic is confirmed by fetching its
   SubscribeURL (same host rule).
 * Postmark: basic auth, [postmark] webhook_user and the password in webhook_password_env.
-* Mailgun: HMAC-SHA256(signing key, timestamp + token) equals `signature`, and the timestamp is
-  within [mailgun] webhook_max_age seconds of now.
+* Mailgun: HMAC-SHA256(signing key, timestamp + token) equals `signature`, the timestamp is
+  within [mailgun] webhook_max_age seconds of now, and the token was not seen before with other
+  event data (the signature does not cover the event: a captured one must not carry another;
+  tokens are remembered in memory for twice the window).
 
 Then each event is applied through publisher/bounces.py (`Processor.apply`, the code of
 `publisher bounces`): hard bounce → bounced, soft bounce → counted ([bounces] soft_limit),
@@ -362,9 +364,25 @@ def make_hooks_app(settings):
         events = postmark_events(_json(body))
         return "; ".join(apply(events, "postmark")) or "nothing to apply"
 
+    tokens: OrderedDict[str, tuple[float, str]] = OrderedDict()  # Mailgun token → (when, event-data digest)
+
     def mailgun(environ, body) -> str:
         key = settings.secret("mailgun", "webhook_signing_key_env")
-        data = verify_mailgun(_json(body), key, float(mg["webhook_max_age"]))
+        max_age = float(mg["webhook_max_age"])
+        payload = _json(body)
+        data = verify_mailgun(payload, key, max_age)
+        # the signature covers timestamp + token, not the event: a token seen before with other
+        # event data is a captured signature reused (Mailgun: cache tokens to stop replays)
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+        token = payload["signature"]["token"]
+        with lock:
+            now = time.time()
+            while tokens and next(iter(tokens.values()))[0] < now - 2 * max_age:
+                tokens.popitem(last=False)
+            seen = tokens.get(token)
+            if seen is not None and seen[1] != digest:
+                raise _forbidden("Mailgun token reused with other event data")
+            tokens[token] = (now, digest)
         return "; ".join(apply(mailgun_events(data), "mailgun")) or "nothing to apply"
 
     routes = {"/hooks/ses": ses, "/hooks/postmark": postmark, "/hooks/mailgun": mailgun}
