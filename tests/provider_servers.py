@@ -93,6 +93,7 @@ class Fake(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
     server: Fake
 
     def log_message(self, *args) -> None:  # quiet
@@ -199,6 +200,24 @@ class PostmarkHandler(Handler):
 # -- Mailgun ----------------------------------------------------------------------------------------
 
 
+def multipart_fields(ctype: str, raw: bytes) -> dict[str, list[str]] | None:
+    """The fields of a multipart/form-data body (RFC 7578), in order, by name."""
+    m = re.search(r'boundary="?([^";]+)"?', ctype)
+    if not m:
+        return None
+    delim = b"--" + m.group(1).encode()
+    if not raw.rstrip().endswith(delim + b"--"):
+        return None
+    form: dict[str, list[str]] = {}
+    for chunk in raw.split(delim)[1:-1]:
+        head, sep, value = chunk.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if not sep or not name or not value.endswith(b"\r\n"):
+            return None
+        form.setdefault(name.group(1).decode(), []).append(value[:-2].decode("utf-8"))
+    return form
+
+
 class MailgunHandler(Handler):
     def authorized(self) -> bool:
         want = "Basic " + base64.b64encode(f"api:{MG_KEY}".encode()).decode()
@@ -217,7 +236,13 @@ class MailgunHandler(Handler):
             return None
         if action == "refuse":
             return self.reply(400, {"message": "'from' parameter is not a valid address. please check documentation"})
-        form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/form-data"):
+            form = multipart_fields(ctype, raw)
+            if form is None:
+                return self.reply(400, {"message": "malformed multipart/form-data"})
+        else:
+            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
         tos = form.get("to", [])
         if not tos or len(tos) > 1000:
             return self.reply(400, {"message": "Too many recipients" if tos else "'to' parameter is missing"})

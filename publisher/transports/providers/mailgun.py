@@ -16,6 +16,7 @@ the message. Events lag behind sending: [mailgun] reconcile_delay.
 from __future__ import annotations
 
 import json
+import uuid
 
 import requests
 
@@ -53,6 +54,8 @@ class Mailgun(Provider):
                       ("v:publisher-issue", c.issue)]
         if c.reply_to:
             self.fixed.append(("h:Reply-To", c.reply_to))
+        self.boundary = "publisher-" + uuid.uuid4().hex
+        self.fixed_body = b"".join(self._part(k, v) for k, v in self.fixed)  # the issue's part, once
 
     def describe(self) -> str:
         return f"mailgun ({self.domain} via {self.api})"
@@ -62,12 +65,23 @@ class Mailgun(Provider):
 
         variables = {r.email: {"unsub": r.unsubscribe_url, "unsub_html": html.escape(r.unsubscribe_url, quote=True),
                                "message_id": r.message_id} for r in readers}
-        return [*self.fixed, ("v:publisher-batch", batch_key), *(("to", r.email) for r in readers),
-                ("recipient-variables", json.dumps(variables, ensure_ascii=False))]
+        own = [("v:publisher-batch", batch_key), *(("to", r.email) for r in readers),
+               ("recipient-variables", json.dumps(variables, ensure_ascii=False))]
+        return b"".join([self.fixed_body, *(self._part(k, v) for k, v in own),
+                         f"--{self.boundary}--\r\n".encode("ascii")])
+
+    def _part(self, name: str, value: str) -> bytes:
+        """One multipart/form-data field (RFC 7578); the boundary is random and checked absent."""
+        data = value.encode("utf-8")
+        if self.boundary.encode("ascii") in data:
+            raise TransportError("a Mailgun field contains the multipart boundary; run the push again")
+        return (f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode("ascii")
+                + data + b"\r\n")
 
     def send(self, session: requests.Session, payload, readers: list[Reader]) -> dict[str, Outcome]:
         resp = http(session, "POST", f"{self.api}/v3/{self.domain}/messages", timeout=self.timeout,
-                    what="Mailgun messages", data=payload, auth=self.auth)
+                    what="Mailgun messages", data=payload, auth=self.auth,
+                    headers={"Content-Type": f"multipart/form-data; boundary={self.boundary}"})
         if resp.status_code == 401:
             raise self.fatal("Mailgun refused the API key", resp,
                              "check the key in the variable [mailgun] api_key_env names")

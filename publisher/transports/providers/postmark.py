@@ -15,7 +15,9 @@ reader has it. The search lags behind sending by seconds: [postmark] reconcile_d
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 import requests
 
@@ -35,8 +37,13 @@ _TOKENS = {"to": "@@PUB_TO@@", "msgid": "@@PUB_MSGID@@", "html": "@@PUB_UNSUB_HT
            "text": "@@PUB_UNSUB_TEXT@@", "hdr": "@@PUB_UNSUB_HDR@@", "batch": "@@PUB_BATCH@@"}
 
 
+_PLAIN = re.compile(r'[ !#-\[\]-~]*')  # printable ASCII but " and \ : the same inside a JSON string
+
+
 def _j(value: str) -> bytes:
     """A string as the inside of a JSON string literal (UTF-8)."""
+    if _PLAIN.fullmatch(value):
+        return value.encode("ascii")
     return json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8")
 
 
@@ -80,8 +87,6 @@ class Postmark(Provider):
             msg["ReplyTo"] = c.reply_to
         text = json.dumps(msg, ensure_ascii=False)
         chunks, slots = [], []
-        import re
-
         pattern = re.compile("|".join(re.escape(v) for v in t.values()))
         names = {v: k for k, v in t.items()}
         pos = 0
@@ -104,10 +109,20 @@ class Postmark(Provider):
             out.append(chunk)
         return b"".join(out)
 
-    def prepare(self, batch_key: str, readers: list[Reader]) -> bytes:
-        return b"[" + b",".join(self.message(batch_key, r) for r in readers) + b"]"
+    def prepare(self, batch_key: str, readers: list[Reader]) -> io.BytesIO:
+        """The call's JSON array, written once into one buffer (a batch is ~500 × the message
+        size: no list of copies beside it); requests streams it from there."""
+        buf = io.BytesIO()
+        buf.write(b"[")
+        for i, r in enumerate(readers):
+            if i:
+                buf.write(b",")
+            buf.write(self.message(batch_key, r))
+        buf.write(b"]")
+        buf.seek(0)
+        return buf
 
-    def send(self, session: requests.Session, payload: bytes, readers: list[Reader]) -> dict[str, Outcome]:
+    def send(self, session: requests.Session, payload: io.BytesIO, readers: list[Reader]) -> dict[str, Outcome]:
         resp = http(session, "POST", f"{self.api}/email/batch", timeout=self.timeout, what="Postmark /email/batch",
                     data=payload, headers=self.session_headers)
         body = _json(resp)
