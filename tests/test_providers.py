@@ -295,3 +295,31 @@ def test_sigkill_trials(tmp_path, monkeypatch, name):
         server.stop()
     print(f"\n{name} kill -9 trials:", json.dumps(report))
     assert sum(1 for r in report if 0 < r["before_kill"] < n) >= trials // 2, "kills land mid-campaign"
+
+
+def test_hostile_issue_text_cannot_reach_the_slots(tmp_path, env):
+    """Text in the issue that looks like a provider's substitution or our slots stays text."""
+    import dataclasses
+
+    from publisher.transports.providers.postmark import _TOKENS
+
+    for name in ("postmark", "mailgun"):
+        server = ps.start(name)
+        try:
+            settings = settings_for(tmp_path / name, name, server.base)
+            emails = add_subscribers(settings, 3)
+            r = rendition(settings)
+            hostile = " %recipient.unsub% " + " ".join(_TOKENS.values()) + " @@PUBx_TO@@ "
+            r = dataclasses.replace(r, body=r.body.replace("</body>", f"<p>{hostile}</p></body>"),
+                                    parts={k: v + hostile for k, v in r.parts.items()})
+            ledger = Ledger(settings.path("paths", "ledger"))
+            stats = ProviderCampaign(r, settings, ledger, secret=SECRET).run()
+            assert stats.sent == 3
+            for row in server.accepted:
+                text = row["message"]["TextBody"] if name == "postmark" else row["text"]
+                body = row["message"]["HtmlBody"] if name == "postmark" else row["html"]
+                assert all(e not in text and e not in body for e in emails)  # no address leaked in
+                assert text.count("https://news.example.org/unsubscribe") == 1
+                assert "recipient.unsub" in text and "@@PUB_TO@@" in body
+        finally:
+            server.stop()

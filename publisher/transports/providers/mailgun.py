@@ -44,9 +44,14 @@ class Mailgun(Provider):
         from publisher.mailmsg import PLACEHOLDER
 
         c = content
-        self.fixed = [("from", c.from_header), ("subject", c.subject),
-                      ("html", c.html.replace(PLACEHOLDER, "%recipient.unsub_html%")),
-                      ("text", c.text.replace(PLACEHOLDER, "%recipient.unsub%")),
+        # Mailgun substitutes %recipient.x% anywhere: the issue's own text must not name a variable
+        # (HTML: a character reference; text: a WORD JOINER after the %, invisible)
+        html_body = c.html.replace("%recipient.", "&#37;recipient.")
+        text_body = c.text.replace("%recipient.", "%\u2060recipient.")
+        subject = c.subject.replace("%recipient.", "%\u2060recipient.")
+        self.fixed = [("from", c.from_header), ("subject", subject),
+                      ("html", html_body.replace(PLACEHOLDER, "%recipient.unsub_html%")),
+                      ("text", text_body.replace(PLACEHOLDER, "%recipient.unsub%")),
                       ("h:List-Id", c.list_id_header),
                       ("h:List-Unsubscribe", c.list_unsubscribe("%recipient.unsub%")),
                       ("h:List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import requests
 
@@ -32,7 +33,7 @@ from publisher.transports.providers.base import (
 )
 
 FAILS_READER = {406, 300}  # inactive recipient; invalid email request
-_TOKENS = {"to": "@@PUB_TO@@", "msgid": "@@PUB_MSGID@@", "html": "@@PUB_UNSUB_HTML@@",
+_TOKENS = {"to": "@@PUB_TO@@", "html": "@@PUB_UNSUB_HTML@@",
            "text": "@@PUB_UNSUB_TEXT@@", "hdr": "@@PUB_UNSUB_HDR@@", "batch": "@@PUB_BATCH@@"}
 
 
@@ -71,9 +72,11 @@ class Postmark(Provider):
         from publisher.mailmsg import PLACEHOLDER
 
         c = self.content
-        t = _TOKENS
-        headers = [{"Name": "Message-ID", "Value": t["msgid"]},
-                   {"Name": "List-Id", "Value": c.list_id_header},
+        nonce = uuid.uuid4().hex  # slots no issue text can contain (or forge)
+        t = {k: v.replace("@@PUB_", f"@@PUB{nonce}_") for k, v in _TOKENS.items()}
+        # no Message-ID of ours: Postmark gives each message its own (MessageID in the answer);
+        # the call is identified by its key in Metadata and reconciled by tag and recipient
+        headers = [{"Name": "List-Id", "Value": c.list_id_header},
                    {"Name": "List-Unsubscribe", "Value": t["hdr"]},
                    {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"}]
         msg = {"From": c.from_header, "To": t["to"], "Subject": c.subject,
@@ -99,7 +102,7 @@ class Postmark(Provider):
     def values(self, batch_key: str, r: Reader) -> dict[str, bytes]:
         import html
 
-        return {"to": _j(r.email), "msgid": _j(r.message_id), "html": _j(html.escape(r.unsubscribe_url, quote=True)),
+        return {"to": _j(r.email), "html": _j(html.escape(r.unsubscribe_url, quote=True)),
                 "text": _j(r.unsubscribe_url), "hdr": _j(self.content.list_unsubscribe(r.unsubscribe_url)),
                 "batch": _j(batch_key)}
 
