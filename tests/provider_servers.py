@@ -60,6 +60,7 @@ class Fake(ThreadingHTTPServer):
         self.calls = 0
         self.keep = keep  # keep the accepted messages' bodies (tests) or only the recipients (bench)
         self.events: list[dict] = []  # Mailgun events
+        self.search_down = False  # the message search / events API answers 503
 
     @property
     def port(self) -> int:
@@ -181,6 +182,8 @@ class PostmarkHandler(Handler):
         url = urlsplit(self.path)
         if url.path != "/messages/outbound":
             return self.reply(404, {"ErrorCode": 404, "Message": "Not found"})
+        if self.server.search_down:
+            return self.reply(503, {"ErrorCode": 100, "Message": "Maintenance"})
         if self.headers.get("X-Postmark-Server-Token") != TOKEN:
             return self.reply(401, {"ErrorCode": 10, "Message": "bad token"})
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -283,6 +286,8 @@ class MailgunHandler(Handler):
             return self.reply(404, {"message": "not found"})
         if not self.authorized():
             return self.reply(401, b"Forbidden")
+        if self.server.search_down:
+            return self.reply(503, {"message": "Service Unavailable"})
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         if m.group(1):  # a paging URL carries its query in the page token
             q = json.loads(base64.urlsafe_b64decode(q["p"]).decode())

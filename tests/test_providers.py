@@ -323,3 +323,36 @@ def test_hostile_issue_text_cannot_reach_the_slots(tmp_path, env):
                 assert "recipient.unsub" in text and "@@PUB_TO@@" in body
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("name", ["postmark", "mailgun"])
+def test_lost_reply_and_search_down_stops_then_reconciles(tmp_path, env, name):
+    """A reply is lost and the provider's search is down too: nothing is re-sent blindly; the run
+    stops loudly with the call left open; the next run reconciles it."""
+    server = ps.start(name)
+    try:
+        server.script = ["drop"]
+        server.search_down = True
+        settings = settings_for(tmp_path, name, server.base, batch_size=10, concurrency=1, max_retries=1)
+        emails = add_subscribers(settings, 30)
+        c, ledger = campaign(settings)
+        stats = c.run()
+        assert stats.aborted and "reconcile" in stats.aborted and stats.remaining == 30, stats.summary()
+        assert server.recipients() == Counter(emails[:10])  # accepted once, nothing re-sent
+        assert MailStore(ledger).counts("2026-11-23") == {"sending": 10}
+        server.search_down = False
+        stats = campaign(settings)[0].run()
+        assert stats.reconciled == 10 and stats.sent == 20 and stats.remaining == 0, stats.summary()
+        assert server.recipients() == Counter(emails)
+    finally:
+        server.stop()
+
+
+def test_retry_after_forms():
+    import datetime as dt
+    from email.utils import format_datetime
+
+    assert pbase.retry_after("7") == 7.0 and pbase.retry_after("100000") == pbase.RETRY_AFTER_CAP
+    when = format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30), usegmt=True)
+    assert 25 <= pbase.retry_after(when) <= 31
+    assert pbase.retry_after("soon") is None and pbase.retry_after(None) is None and pbase.retry_after("-1") is None
