@@ -161,7 +161,9 @@ class PostmarkHandler(Handler):
         results, rows = [], []
         for m in messages:
             to = m.get("To", "")
-            if not m.get("From") or not (m.get("HtmlBody") or m.get("TextBody")) or "@" not in to:
+            if action == "account":  # per message, not the reader's: e.g. a pending account
+                results.append({"ErrorCode": 412, "Message": "Your Postmark account is pending approval."})
+            elif not m.get("From") or not (m.get("HtmlBody") or m.get("TextBody")) or "@" not in to:
                 results.append({"ErrorCode": 300, "Message": "Invalid email request"})
             elif to in self.server.reject:
                 results.append({"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been "

@@ -356,3 +356,18 @@ def test_retry_after_forms():
     when = format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30), usegmt=True)
     assert 25 <= pbase.retry_after(when) <= 31
     assert pbase.retry_after("soon") is None and pbase.retry_after(None) is None and pbase.retry_after("-1") is None
+
+
+def test_postmark_every_message_refused_not_the_readers_fault(tmp_path, env):
+    """ErrorCode 412 (account pending) for every message of three calls: the breaker stops the run,
+    nobody failed; a re-run after the fix sends everyone."""
+    server = ps.start("postmark")
+    try:
+        server.script = ["account"] * 3
+        settings = settings_for(tmp_path, "postmark", server.base, batch_size=5, concurrency=1)
+        emails = add_subscribers(settings, 40)
+        stats = campaign(settings)[0].run()
+        assert stats.tripped and stats.failed == 0 and stats.faults == 15 and stats.remaining == 40
+        assert campaign(settings)[0].run().sent == 40 and server.recipients() == Counter(emails)
+    finally:
+        server.stop()

@@ -161,7 +161,10 @@ class ProviderCampaign:
 
     def recover(self) -> None:
         """Settle every call of this issue left open by an earlier run, then stray `sending` rows."""
-        session = self._session()
+        with self._session() as session:
+            self._recover(session)
+
+    def _recover(self, session) -> None:
         for key, provider, started in self.batches.open_batches(self.issue):
             emails = self.batches.members(self.issue, key)
             if provider == self.p.name and self.p.reconciles:
@@ -325,6 +328,14 @@ class ProviderCampaign:
     def _count(self, outcomes: dict[str, Outcome]) -> None:
         trip = None
         with self.lock:
+            if outcomes and all(o.state == "pending" for o in outcomes.values()):
+                # every message of the call refused for a reason not the readers' (e.g. Postmark's
+                # account or sender codes per message): a refused call, for the breaker
+                self.faults_in_row += 1
+                if self.faults_in_row >= BREAKER_FAULTS and self.stats.tripped is None:
+                    self.stats.tripped = (f"{self.faults_in_row} calls refused in a row, the last: "
+                                          f"{next(iter(outcomes.values())).error}")
+                    trip = []
             for e, o in outcomes.items():
                 if o.state == "sent":
                     self.stats.sent += 1
@@ -340,7 +351,7 @@ class ProviderCampaign:
                 if len(self.same[1]) >= BREAKER_SAME and self.stats.tripped is None:
                     self.stats.tripped = f"the same failure for {len(self.same[1])} readers in a row: {o.error}"
                     trip = list(self.same[1])
-        if trip:
+        if trip is not None:
             self.mail.unfail(self.issue, trip)  # the sender's problem, not theirs: pending again
             with self.lock:
                 self.stats.failed -= len(trip)
