@@ -6,8 +6,9 @@
 For each provider: a fake server in a process of its own (keeping only the recipients, not the
 bodies), and the real campaign in a child process (subscribers streamed from SQLite, every call
 recorded in the ledger before it leaves and settled after, per-reader unsubscribe links and
-headers); reported: recipients/s (campaign time) and the child's peak RSS (VmHWM), checked
-against the server's count. Baseline in the same run: the child's peak RSS after importing the
+headers); reported: recipients/s (campaign time), the sender's CPU time (recipients per
+CPU-second: what an idle core would do, on a shared machine), the fake server's CPU time, and the
+child's peak RSS (VmHWM), checked against the server's count. Baseline in the same run: the child's peak RSS after importing the
 program and preparing the campaign, before sending.
 """
 
@@ -38,10 +39,15 @@ c = ProviderCampaign(rendition, settings, ledger, secret=settings.secret("email"
 def hwm():  # this process's peak RSS (VmHWM: per address space, unlike ru_maxrss, which
     # also carries the parent's size across fork + exec)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+import resource
 base = hwm()
+cpu0 = resource.getrusage(resource.RUSAGE_SELF)
 stats = c.run()
+cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
 print(json.dumps({"sent": stats.sent, "elapsed": stats.elapsed, "remaining": stats.remaining,
-                  "aborted": stats.aborted, "calls": stats.calls, "baseline_rss_kb": base, "peak_rss_kb": hwm()}))
+                  "aborted": stats.aborted, "calls": stats.calls, "baseline_rss_kb": base, "peak_rss_kb": hwm(),
+                  "cpu_s": cpu}))
 """
 
 
@@ -63,9 +69,13 @@ def run(provider: str, n: int, folder: Path, rjson: Path, child: Path, env: dict
         result["peak_rss_mb"] = round(result.pop("peak_rss_kb") / 1024, 1)
         result["baseline_rss_mb"] = round(result.pop("baseline_rss_kb") / 1024, 1)
         result["per_s"] = round(result["sent"] / result["elapsed"]) if result["elapsed"] else None
+        # what one idle core would do: recipients per CPU-second of the sender (the machine is
+        # shared; wall-clock rates move with the load, this much less)
+        result["per_cpu_s"] = round(result["sent"] / result["cpu_s"]) if result["cpu_s"] else None
     finally:
         server.stdin.close()
         result["server_count"] = int(server.stdout.readline() or 0)
+        result["server_cpu_s"] = float(server.stdout.readline() or 0)
         server.wait(10)
     return result
 
@@ -95,8 +105,10 @@ def main() -> None:
             t = time.monotonic()
             results[provider] = r = run(provider, args.n, tmp / provider, rjson, child, env)
             print(f"{provider:9s} {r['sent']:>7,} recipients in {r['elapsed']:.1f} s: {r['per_s']:,}/s, "
-                  f"{r['calls']:,} calls, peak RSS {r['peak_rss_mb']} MB (baseline {r['baseline_rss_mb']} MB), "
-                  f"server counted {r['server_count']:,} [{time.monotonic() - t:.0f} s with setup]", flush=True)
+                  f"{r['calls']:,} calls, peak RSS {r['peak_rss_mb']} MB (baseline {r['baseline_rss_mb']} MB); "
+                  f"sender CPU {r['cpu_s']:.1f} s = {r['per_cpu_s']:,} recipients per CPU-second, fake server CPU "
+                  f"{r['server_cpu_s']:.1f} s; server counted {r['server_count']:,} "
+                  f"[{time.monotonic() - t:.0f} s with setup; load average {os.getloadavg()[0]:.1f}]", flush=True)
         print(json.dumps(results))
 
 
