@@ -219,7 +219,7 @@ def test_dry_run_status_and_check_name_the_provider(tmp_path, env, monkeypatch):
         assert report.ok, report.outcomes[0].message
         ledger = Ledger(settings.path("paths", "ledger"))
         record = ledger.get("2026-11-23", "email")
-        assert EmailTransport.describe(ledger, record).endswith("(via postmark)")
+        assert EmailTransport.describe(ledger, record).startswith("via postmark, sent 3, reconciled 0")
         r = rendition(settings)
         assert EmailTransport.check_limits(r, settings) == []
         monkeypatch.setattr(Postmark, "max_message_bytes", 10_000)
@@ -369,5 +369,24 @@ def test_postmark_every_message_refused_not_the_readers_fault(tmp_path, env):
         stats = campaign(settings)[0].run()
         assert stats.tripped and stats.failed == 0 and stats.faults == 15 and stats.remaining == 40
         assert campaign(settings)[0].run().sent == 40 and server.recipients() == Counter(emails)
+    finally:
+        server.stop()
+
+
+def test_push_reports_a_stopped_campaign_resumable(tmp_path, env, monkeypatch):
+    from publisher.push import push_issue
+    from tests.email_support import ISSUE
+
+    server = ps.start("mailgun")
+    try:
+        settings = settings_for(tmp_path, "mailgun", server.base)
+        add_subscribers(settings, 4)
+        monkeypatch.setenv("PUBLISHER_MAILGUN_API_KEY", "wrong-key")
+        report = push_issue(settings, ISSUE, ["email"])
+        (outcome,) = report.outcomes
+        assert outcome.failed and "refused the API key" in outcome.message and "Run the push again" in outcome.message
+        assert "wrong-key" not in outcome.message
+        monkeypatch.setenv("PUBLISHER_MAILGUN_API_KEY", ps.MG_KEY)
+        assert push_issue(settings, ISSUE, ["email"]).ok and len(server.recipients()) == 4
     finally:
         server.stop()

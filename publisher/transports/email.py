@@ -719,12 +719,11 @@ class EmailTransport(Transport):
         counts = campaign_status(ledger, record.issue)
         d = record.details
         parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
+        parts[:0] = [f"via {d.get('provider', 'smtp')}"] if "sent" in d else []  # the transport that sent it
+        parts += [f"reconciled {d['reconciled']}"] if "reconciled" in d else []  # a provider's lost replies
         parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent"),
-                                                      ("reconciled", "reconciled")) if k in d]
-        text = ", ".join(parts)
-        via = d.get("provider") or ("smtp" if "sent" in d else "")  # a campaign's details name its transport
-        return f"{text} (via {via})" if via else text
+                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
+        return ", ".join(parts)
 
     @classmethod
     def check_limits(cls, rendition: Rendition, settings) -> list[str]:
@@ -774,11 +773,11 @@ class EmailTransport(Transport):
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         if provider_name(settings) != "smtp":  # an email service provider's API (providers/)
-            from publisher.transports.providers.campaign import ProviderCampaign
+            from publisher.transports.providers.campaign import push_campaign
 
-            campaign = ProviderCampaign(rendition, settings, ctx.ledger, secret=secret)
-        else:
-            campaign = Campaign(build_template(rendition, settings), settings, ctx.ledger, secret=secret)
+            return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
+        template = build_template(rendition, settings)
+        campaign = Campaign(template, settings, ctx.ledger, secret=secret)
         campaign.lease = ctx.lease
         campaign.progress = ctx.progress or _Lines()
         stats = campaign.run()

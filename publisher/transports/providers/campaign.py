@@ -394,6 +394,32 @@ class ProviderCampaign:
         return left
 
 
+def push_campaign(rendition, ctx, secret: str, *, progress=None):
+    """`publisher push --channel email` through the configured provider: the campaign, its
+    summary on stderr, a PushResult, or a TransportError (resumable) saying what stopped it."""
+    import sys
+
+    from publisher.transports.base import PushResult
+
+    campaign = ProviderCampaign(rendition, ctx.settings, ctx.ledger, secret=secret)
+    campaign.lease = ctx.lease
+    campaign.progress = progress
+    stats = campaign.run()
+    print(stats.summary(), file=sys.stderr)
+    if stats.aborted or stats.remaining:
+        table = campaign.p.table
+        why = stats.aborted or (f"{stats.faults} message(s) refused by {stats.provider} for a reason that is not "
+                                "the reader's" if stats.faults else
+                                f"{stats.deferred} message(s) deferred after [{table}] max_retries")
+        fix = (f" Fix the sender or the account at {stats.provider} ([email] from_address, [{table}]) first; "
+               "nobody was marked failed for it." if stats.tripped or stats.faults else "")
+        exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
+                             "(readers already sent are skipped)")
+        exc.details = stats.as_details()
+        raise exc
+    return PushResult(details=stats.as_details(), summary=stats.summary())
+
+
 def send_test_via_provider(rendition, settings, to: str) -> str:
     """One copy to `to` through the configured provider, subject prefixed [TEST]; the campaign
     ledger is not touched. Returns the Message-ID."""
