@@ -293,20 +293,12 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
 
 
 def app_from_settings(settings):
-    """What `publisher serve` runs: the unsubscribe endpoint (publisher/unsubscribe.py) with this
-    module's subscribe form and confirmation behind /subscribe and /confirm. (Here, not in
-    unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
-    messages with unsubscribe links — so unsubscribe.py must not import this module.)"""
-    from publisher.channels.base import template_env
+    """What `publisher serve` runs: the site (`site_from_settings`) and, under /hooks/, the email
+    providers' event webhooks (publisher/hooks.py)."""
     from publisher.hooks import make_hooks_app
-    from publisher.subscribers import open_db
-    from publisher.unsubscribe import make_app
 
-    db = open_db(settings)
-    secret = settings.secret("email", "secret_env")
-    site = make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
-                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings))
-    hooks = make_hooks_app(settings)  # /hooks/ses, /hooks/postmark, /hooks/mailgun (publisher/hooks.py)
+    site = site_from_settings(settings)
+    hooks = make_hooks_app(settings)
 
     def app(environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/hooks/"):
@@ -314,3 +306,18 @@ def app_from_settings(settings):
         return site(environ, start_response)
 
     return app
+
+
+def site_from_settings(settings):
+    """The unsubscribe endpoint (publisher/unsubscribe.py) with this
+    module's subscribe form and confirmation behind /subscribe and /confirm. (Here, not in
+    unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
+    messages with unsubscribe links — so unsubscribe.py must not import this module.)"""
+    from publisher.channels.base import template_env
+    from publisher.subscribers import open_db
+    from publisher.unsubscribe import make_app
+
+    db = open_db(settings)
+    secret = settings.secret("email", "secret_env")
+    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings))

@@ -240,12 +240,14 @@ class SubscriberDB(SQLiteStore):
         row = self.connect().execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
         return bool(row) and row[0] == "active"
 
-    def active_among(self, emails: list[str]) -> set[str]:
-        """Those of `emails` (≤ 1,000: one batch) that are active right now, as given."""
+    def active_among(self, emails: list[str]) -> list[Subscriber]:
+        """Those of `emails` (one page) who are active subscribers now."""
+        if not emails:
+            return []
         marks = ",".join("?" * len(emails))
-        found = {r[0].lower() for r in self.connect().execute(
-            f"SELECT email FROM subscribers WHERE state = 'active' AND email IN ({marks})", emails)}
-        return {e for e in emails if e.lower() in found}
+        return [_sub(r) for r in self.connect().execute(
+            f"SELECT id, email, name, tags, state FROM subscribers WHERE state = 'active' AND email IN ({marks}) "
+            "ORDER BY id", emails)]
 
 
 def scrub(conn: sqlite3.Connection) -> None:

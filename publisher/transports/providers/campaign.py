@@ -256,8 +256,8 @@ class ProviderCampaign:
         from publisher.mailmsg import unsubscribe_url_for
 
         # an address that unsubscribed or bounced since its page was read is not mailed
-        active = self.subs.active_among(emails)
-        emails = [e for e in emails if e in active]
+        active = {s.email.lower() for s in self.subs.active_among(emails)}
+        emails = [e for e in emails if e.lower() in active]
         readers = [Reader(e, self.t.message_id(e), unsubscribe_url_for(self.settings, e, self.secret)) for e in emails]
         attempt = 0
         while readers and not self.stop.is_set():
