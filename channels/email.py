@@ -18,6 +18,7 @@ from publisher.channels.html_writer import HtmlChannel, HtmlWriter, cut, format_
 from publisher.channels.markdown_writer import MailTextWriter, public_src
 
 from publisher import limits
+from publisher.clicks import rewrite_for
 from publisher.model import Issue
 
 HTML_TEMPLATE = "email/email.html"
@@ -82,6 +83,9 @@ class EmailChannel(HtmlChannel):
             **common,
         )
         text = re.sub(r"\n{3,}", "\n\n", text)
+        links = []
+        if self.settings["analytics"]["clicks"]:  # signed redirects, counted by `publisher serve`
+            html, text, links = rewrite_for(self.settings, issue.slug, html, text)
         metadata = {
             "subject": subject,
             "preheader": preheader,
@@ -89,6 +93,7 @@ class EmailChannel(HtmlChannel):
             "unsubscribe_placeholder": UNSUBSCRIBE_PLACEHOLDER,
             "html_bytes": len(html.encode("utf-8")),
             "html_limit_bytes": GMAIL_CLIP_BYTES,
+            "click_links": links,  # (number, url, label): recorded on push for the redirect
         }
         return Rendition(
             channel=self.name,

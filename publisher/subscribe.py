@@ -294,14 +294,18 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
 
 def app_from_settings(settings):
     """What `publisher serve` runs: the unsubscribe endpoint (publisher/unsubscribe.py) with this
-    module's subscribe form and confirmation behind /subscribe and /confirm. (Here, not in
+    module's subscribe form and confirmation behind /subscribe and /confirm, and the click
+    redirect and the report when configured (publisher/analytics.py). (Here, not in
     unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
     messages with unsubscribe links — so unsubscribe.py must not import this module.)"""
+    from publisher.analytics import serve_routes, unsubscribe_counter
     from publisher.channels.base import template_env
     from publisher.subscribers import open_db
     from publisher.unsubscribe import make_app
 
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
-                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings))
+    base = make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings),
+                    on_unsubscribe=unsubscribe_counter(settings))
+    return serve_routes(settings, base)  # /r/ click redirects and /report (publisher/analytics.py)

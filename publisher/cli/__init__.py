@@ -32,6 +32,7 @@ LAZY_COMMANDS = {
     "subscribers": "publisher.cli.subscribers:subscribers_command",
     "serve": "publisher.cli.serve:serve_command",
     "bounces": "publisher.cli.bounces:bounces_command",
+    "report": "publisher.cli.report:report_command",
 }
 
 
