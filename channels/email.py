@@ -93,8 +93,9 @@ class EmailChannel(HtmlChannel):
             "unsubscribe_placeholder": UNSUBSCRIBE_PLACEHOLDER,
             "html_bytes": len(html.encode("utf-8")),
             "html_limit_bytes": GMAIL_CLIP_BYTES,
-            "click_links": links,  # (number, url, label): recorded on push for the redirect
         }
+        if links:  # (number, url, label): recorded on push, before any reader can click
+            metadata["click_links"] = links
         return Rendition(
             channel=self.name,
             issue=issue.slug,

@@ -58,6 +58,9 @@ def redirect_app(store, secret: str):
         if m:
             issue, number, sig = m.group("issue"), int(m.group("n")), m.group("sig")
             target = next((u for u in store.urls(issue, number) if genuine(secret, issue, number, u, sig)), None)
+            if target is None:  # a link recorded since this server cached the issue's links
+                target = next((u for u in store.urls(issue, number, fresh=True)
+                               if genuine(secret, issue, number, u, sig)), None)
         if target is None:
             log.info("click refused")
             return _plain(start_response, "400 Bad Request", "this link is not valid\n")
@@ -145,13 +148,16 @@ def unsubscribe_counter(settings):
     return counted
 
 
-def serve_routes(settings, base):
-    """`base` (the unsubscribe and subscribe app) with /r/ when [analytics] clicks is on and
-    /report when its secret is set; anything else goes to `base`."""
+def serve_app(settings):
+    """What `publisher serve` runs: the unsubscribe and subscribe app
+    (publisher.subscribe.app_from_settings, unsubscribes counted per issue) with /r/ when
+    [analytics] clicks is on and /report when its secret is set."""
     import os
 
     from publisher.errors import ConfigError
+    from publisher.subscribe import app_from_settings
 
+    base = app_from_settings(settings, on_unsubscribe=unsubscribe_counter(settings))
     redirect = report = None
     if settings["analytics"]["clicks"]:
         from publisher.stores.analytics import AnalyticsStore

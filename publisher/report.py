@@ -9,7 +9,7 @@ beside it (templates/report/).
 
 Attribution: a bounce or complaint belongs to the issue its VERP address names (publisher/bounces.py);
 an unsubscribe through `publisher serve` to the last issue sent to that address; a confirmation to
-the next issue sent after it (the first email campaign that could reach the new reader).
+the first issue addressed to the new reader.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def issue_slugs(args: list[str]) -> list[str]:
 
 def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any]:
     """Every number of the report, per issue (newest first) and channel."""
-    from publisher.stores.analytics import AnalyticsStore, ReportReads, confirmation_times, list_counts
+    from publisher.stores.analytics import AnalyticsStore, ReportReads, confirmed_addresses, list_counts
     from publisher.stores.base import SQLiteStore, now_iso
 
     ledger_path = Path(settings.require("paths", "ledger", "the ledger database"))
@@ -88,7 +88,6 @@ def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any
     wanted = issues or known
 
     entries: dict[str, dict] = {}
-    starts: dict[str, dt.datetime] = {}
     for slug in sorted(set(known) | set(wanted)):
         entry: dict[str, Any] = {"issue": slug, "channels": {}}
         links = analytics.links_of(slug)
@@ -114,8 +113,6 @@ def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any
                     "finished_at": last,
                     "send_seconds": int((end - start).total_seconds()) if start and end and end >= start else None,
                 })
-                if start:
-                    starts[slug] = min(start, starts.get(slug, start))
             else:
                 row["sent"] = 1 if push["state"] == "done" else 0
                 row["failed"] = 1 if push["state"] == "failed" else 0
@@ -131,19 +128,15 @@ def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any
             entry["channels"][ch] = row
         entries[slug] = entry
 
-    # confirmations: each belongs to the first email campaign after it (or the issue's date)
-    bounds = sorted((starts.get(s) or dt.datetime.fromisoformat(s + "T00:00:00+00:00"), s)
-                    for s in entries if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s))
-    confirmed = [t for t in (_when(x) for x in (confirmation_times(subs) if subs else [])) if t]
+    # confirmations: each belongs to the first issue addressed to the new reader
+    confirmed = confirmed_addresses(subs) if subs else []
+    first = analytics.first_issues(confirmed)
     for entry in entries.values():
         entry["confirmations"] = 0
-    j = 0
-    for t in confirmed:
-        while j < len(bounds) and bounds[j][0] < t:
-            j += 1
-        if j < len(bounds):
-            entries[bounds[j][1]]["confirmations"] += 1
-    data["confirmations_since_last_issue"] = sum(1 for t in confirmed if not bounds or t > bounds[-1][0])
+    for issue in first.values():
+        if issue in entries:
+            entries[issue]["confirmations"] += 1
+    data["confirmations_since_last_issue"] = len(confirmed) - len(first)
     data["issues"] = [entries[s] for s in sorted(set(wanted), reverse=True) if s in entries]
     return data
 
@@ -173,9 +166,9 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
                   legend_font_size=16, title_font_size=20, value_font_size=14,
                   colors=("#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#718096"))
     cls = {"bar": pygal.Bar, "line": pygal.Line, "hbar": pygal.HorizontalBar}[kind]
-    chart = cls(style=style, js=[], disable_xml_declaration=True, explicit_size=False, title=title,
-                width=800, height=440, legend_at_bottom=True, print_values=False, truncate_label=24,
-                truncate_legend=40, min_scale=1, max_scale=8, **options)
+    config = {"width": 800, "height": 440, "legend_at_bottom": True, "print_values": False, "truncate_label": 24,
+              "truncate_legend": 40, "min_scale": 1, "max_scale": 8, **options}
+    chart = cls(style=style, js=[], disable_xml_declaration=True, explicit_size=False, title=title, **config)
     chart.x_labels = labels
     for name, values in series:
         chart.add(name, values)

@@ -292,20 +292,18 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
     return app
 
 
-def app_from_settings(settings):
+def app_from_settings(settings, *, on_unsubscribe=None):
     """What `publisher serve` runs: the unsubscribe endpoint (publisher/unsubscribe.py) with this
-    module's subscribe form and confirmation behind /subscribe and /confirm, and the click
-    redirect and the report when configured (publisher/analytics.py). (Here, not in
+    module's subscribe form and confirmation behind /subscribe and /confirm (`publisher serve`
+    runs it inside publisher.analytics.serve_app, which adds the click redirect and the report). (Here, not in
     unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
     messages with unsubscribe links — so unsubscribe.py must not import this module.)"""
-    from publisher.analytics import serve_routes, unsubscribe_counter
     from publisher.channels.base import template_env
     from publisher.subscribers import open_db
     from publisher.unsubscribe import make_app
 
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    base = make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings),
-                    on_unsubscribe=unsubscribe_counter(settings))
-    return serve_routes(settings, base)  # /r/ click redirects and /report (publisher/analytics.py)
+                    on_unsubscribe=on_unsubscribe)

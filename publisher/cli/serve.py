@@ -7,9 +7,9 @@ import logging
 
 import click
 
+from publisher.analytics import serve_app
 from publisher.cli import get_settings
 from publisher.errors import ConfigError
-from publisher.subscribe import app_from_settings
 from publisher.unsubscribe import make_wsgi_server
 
 
@@ -21,7 +21,7 @@ from publisher.unsubscribe import make_wsgi_server
 def serve_command(ctx: click.Context, host: str | None, port: int | None, threads: int | None) -> None:
     """Run the unsubscribe endpoint and the subscribe form (put it behind an HTTPS reverse proxy)."""
     settings = get_settings(ctx)
-    app = app_from_settings(settings)
+    app = serve_app(settings)
     host = host or settings["serve"]["host"]
     port = port if port is not None else settings["serve"]["port"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

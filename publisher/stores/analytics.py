@@ -88,15 +88,16 @@ class AnalyticsStore:
                           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue, number, url) DO NOTHING",
                           [(issue, n, url, label, channel, now) for n, url, label in links])
 
-    def urls(self, issue: str, number: int) -> tuple[str, ...]:
-        """The URLs recorded as link `number` of `issue` (cached: rows are never changed)."""
+    def urls(self, issue: str, number: int, *, fresh: bool = False) -> tuple[str, ...]:
+        """The URLs recorded as link `number` of `issue` (cached: rows are never changed, but one
+        may be added — `fresh` reads them again)."""
         key = (issue, number)
-        got = self._links.get(key)
+        got = None if fresh else self._links.get(key)
         if got is None:
             got = tuple(r[0] for r in self.db.connect().execute(
                 "SELECT url FROM click_links WHERE issue = ? AND number = ? ORDER BY created_at, url",
                 (issue, number)))
-            if got and len(self._links) < MAX_CACHED:
+            if got and (key in self._links or len(self._links) < MAX_CACHED):
                 self._links[key] = got
         return got
 
@@ -120,6 +121,18 @@ class AnalyticsStore:
                                 AND c.number = l.number AND c.url = l.url), 0) AS clicks
                FROM click_links l WHERE l.issue = ? ORDER BY l.number, l.created_at""", (issue,))
         return [dict(r) for r in rows]
+
+    def first_issues(self, emails: list[str]) -> dict[str, str]:
+        """The first issue each of `emails` was addressed (lowercased address → issue)."""
+        conn, out = self.db.connect(), {}
+        if not _has(conn, "email_sends"):
+            return out
+        for i in range(0, len(emails), 500):
+            part = [e.lower() for e in emails[i:i + 500]]
+            out.update({r[0]: r[1] for r in conn.execute(
+                f"SELECT lower(email), MIN(issue) FROM email_sends WHERE lower(email) IN "
+                f"({','.join('?' * len(part))}) GROUP BY lower(email)", part)})
+        return out
 
     def clicks_by_day(self, issue: str) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.connect().execute(
@@ -190,14 +203,14 @@ class ReportReads:
         return dict(row) if row else None
 
 
-def confirmation_times(subscribers: SQLiteStore) -> list[str]:
-    """When each confirmed subscription was confirmed (the subscribers database's consent rows;
-    times only, oldest first)."""
+def confirmed_addresses(subscribers: SQLiteStore) -> list[str]:
+    """The addresses that confirmed a subscription through the form (the subscribers database's
+    consent rows; each once)."""
     conn = subscribers.connect()
     if not _has(conn, "consent"):
         return []
     return [r[0] for r in conn.execute(
-        "SELECT confirmed_at FROM consent WHERE confirmed_at IS NOT NULL ORDER BY confirmed_at")]
+        "SELECT DISTINCT lower(email) FROM consent WHERE source = 'form' AND confirmed_at IS NOT NULL")]
 
 
 def list_counts(subscribers: SQLiteStore) -> dict[str, int]:
