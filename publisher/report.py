@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +162,14 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
     import pygal
     from pygal.style import Style
 
+    # drawn 480 units wide: about life size in the page's chart column at 1280 px, and still
+    # legible scaled down to a 375 px phone
     style = Style(font_family="'Noto Sans CJK SC', 'Noto Sans', sans-serif", background="transparent",
-                  plot_background="#fff", label_font_size=14, major_label_font_size=14,
-                  legend_font_size=16, title_font_size=20, value_font_size=14,
+                  plot_background="#fff", label_font_size=12, major_label_font_size=12,
+                  legend_font_size=13, title_font_size=15, value_font_size=12,
                   colors=("#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#718096"))
     cls = {"bar": pygal.Bar, "line": pygal.Line, "hbar": pygal.HorizontalBar}[kind]
-    config = {"width": 800, "height": 440, "legend_at_bottom": True, "print_values": False, "truncate_label": 24,
+    config = {"width": 480, "height": 340, "legend_at_bottom": True, "print_values": False, "truncate_label": 12,
               "truncate_legend": 40, "min_scale": 1, "max_scale": 8, **options}
     chart = cls(style=style, js=[], disable_xml_declaration=True, explicit_size=False, title=title, **config)
     chart.x_labels = labels
@@ -218,7 +221,8 @@ def figures(data: dict[str, Any]) -> dict[str, Any]:
                      "rows": [[lab, *[m[k] for k, _ in cols]] for lab, m in zip(labels, mails, strict=True)]})
         figs.append({"id": "list", "title": "List size at each issue (recipients)",
                      "svg": _chart("line", "List size at each issue (recipients)", labels,
-                                   [("recipients", [m["recipients"] for m in mails])]),
+                                   [("recipients", [m["recipients"] for m in mails])], include_x_axis=True,
+                                   margin_right=45),  # room for the last date, centred on its point
                      "columns": ["issue", "recipients"],
                      "rows": [[lab, m["recipients"]] for lab, m in zip(labels, mails, strict=True)]})
         series = [("confirmations", [e["confirmations"] for e in issues]),
@@ -231,6 +235,17 @@ def figures(data: dict[str, Any]) -> dict[str, Any]:
     return {"figures": figs, "issues": [_issue_view(e) for e in data["issues"]]}
 
 
+def _short(label: str, width: int = 26) -> str:
+    """A story title cut to `width` columns (a CJK character is two) for a chart's axis; the
+    table beside the chart has it whole."""
+    used = 0
+    for i, ch in enumerate(label):
+        used += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        if used > width:
+            return label[:i].rstrip() + "…"
+    return label
+
+
 def _issue_view(e: dict) -> dict:
     channels = []
     top = None
@@ -239,12 +254,14 @@ def _issue_view(e: dict) -> dict:
         links = row.get("links") or []
         if links and top is None:
             ranked = sorted(links, key=lambda link: (-link["clicks"], link["number"]))
-            shown = ranked[:TOP_LINKS]
+            shown = [link for link in ranked[:TOP_LINKS] if link["clicks"]] or ranked[:1]
             title = f"Most-read stories of {e['issue']} ({name}, clicks)"
+            labels = [_short(link["label"] or link["url"]) for link in reversed(shown)]
+            # pygal sizes the label column as if every character were Latin: a CJK one is wider
+            wide = max(sum(unicodedata.east_asian_width(c) in ("W", "F") for c in lab) for lab in labels)
             top = {"id": f"clicks-{e['issue']}-{name}", "title": title, "all": ranked,
-                   "svg": _chart("hbar", title, [link["label"] or link["url"] for link in reversed(shown)],
-                                 [("clicks", [link["clicks"] for link in reversed(shown)])],
-                                 show_legend=False, truncate_label=40)}
+                   "svg": _chart("hbar", title, labels, [("clicks", [link["clicks"] for link in reversed(shown)])],
+                                 show_legend=False, height=130 + 34 * len(shown), margin_left=20 + 6 * wide)}
     return {"issue": e["issue"], "channels": channels, "confirmations": e["confirmations"], "top": top}
 
 

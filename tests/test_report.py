@@ -362,12 +362,17 @@ def test_the_report_renders_every_chart_without_errors_in_chromium(campaign, bro
                     bars: svg ? svg.querySelectorAll('.series .rect, .series .line, .series path').length : 0,
                     labels: svg ? svg.querySelectorAll('text').length : 0,
                     table: table ? table.rows.length : 0,
-                    inside: box ? box.right <= window.innerWidth + 1 : false};
+                    inside: box ? box.right <= window.innerWidth + 1 : false,
+                    cut: svg ? [...svg.querySelectorAll('text')].filter(t => {
+                        const r = t.getBoundingClientRect();
+                        return r.width > 0 && (r.left < box.left - 1 || r.right > box.right + 1);
+                    }).map(t => t.textContent) : []};
         })""")
         assert len(charts) == 5, charts  # three over time, one of most-read stories per issue
         for c in charts:
             assert c["w"] > 200 and c["h"] > 100 and c["bars"] > 0 and c["labels"] > 3 and c["table"] > 1, c
             assert c["inside"], f"{c['id']} overflows {width} px"
+            assert c["cut"] == [], f"{c['id']}: labels cut off at the chart's edge"
         scroll = page.evaluate("document.documentElement.scrollWidth")
         assert scroll <= width, f"the page scrolls sideways at {width} px ({scroll})"
         shot = campaign["tmp"] / f"report-{width}.png"
