@@ -305,6 +305,7 @@ def test_the_report_is_served_only_behind_its_secret(campaign, monkeypatch):
     assert request(port, "GET", "/report")[0] == 401
     bad = base64.b64encode(b"editor:wrong").decode()
     assert request(port, "GET", "/report", headers={"Authorization": f"Basic {bad}"})[0] == 401
+    assert request(port, "GET", "/report", headers={"Authorization": "Basic !!"})[0] == 401
     good = base64.b64encode(f"editor:{REPORT_SECRET}".encode()).decode()
     status, headers, body = request(port, "GET", "/report", headers={"Authorization": f"Basic {good}"})
     assert status == 200 and "no-store" in headers["Cache-Control"]
@@ -318,6 +319,11 @@ def test_the_report_is_served_only_behind_its_secret(campaign, monkeypatch):
         assert request(srv.server_port, "GET", "/report", headers={"Authorization": f"Basic {good}"})[0] == 404
     finally:
         srv.shutdown()
+    # guessing: after 20 wrong passwords from one address, 429 (the right one still opens the page)
+    codes = [request(port, "GET", "/report", headers={"Authorization": f"Basic {bad}"})[0] for _ in range(20)]
+    assert codes.count(429) >= 1 and set(codes) <= {401, 429}
+    assert request(port, "GET", "/report", headers={"Authorization": f"Basic {bad}"})[0] == 429
+    assert request(port, "GET", "/report", headers={"Authorization": f"Basic {good}"})[0] == 200
     monkeypatch.setenv("PUBLISHER_REPORT_SECRET", "short")
     with pytest.raises(ConfigError, match="PUBLISHER_REPORT_SECRET"):
         serve_app(campaign["settings"])
@@ -436,6 +442,7 @@ def test_a_link_edited_and_sent_again_keeps_both_targets(served):
     fresh = redirect_url(BASE, CLICK_SECRET, NEW, 4, "https://example.com/corrected")
     status, headers, _ = request(port, "GET", local(fresh))
     assert status == 302 and headers["Location"] == "https://example.com/corrected"
+    assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-store"
 
 
 def test_rewrite_leaves_other_schemes_alone_and_escapes_labels():
