@@ -67,7 +67,7 @@ def issue_slugs(args: list[str]) -> list[str]:
 
 def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any]:
     """Every number of the report, per issue (newest first) and channel."""
-    from publisher.stores.analytics import AnalyticsStore, ReportReads, confirmed_addresses, list_counts
+    from publisher.stores.analytics import list_counts
     from publisher.stores.base import SQLiteStore, now_iso
 
     ledger_path = Path(settings.require("paths", "ledger", "the ledger database"))
@@ -82,8 +82,21 @@ def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any
         "issues": [],
     }
     if not ledger_path.exists():
+        if subs:
+            subs.close()
         return data
     db = SQLiteStore(ledger_path)
+    try:
+        return _gather(data, db, subs, issues)
+    finally:  # this thread's connections (a served report runs in a worker thread)
+        db.close()
+        if subs:
+            subs.close()
+
+
+def _gather(data: dict[str, Any], db, subs, issues: list[str] | None) -> dict[str, Any]:
+    from publisher.stores.analytics import AnalyticsStore, ReportReads, confirmed_addresses
+
     reads, analytics = ReportReads(db), AnalyticsStore(db)
     known = reads.issues()
     wanted = issues or known

@@ -123,16 +123,14 @@ class AnalyticsStore:
         return [dict(r) for r in rows]
 
     def first_issues(self, emails: list[str]) -> dict[str, str]:
-        """The first issue each of `emails` was addressed (lowercased address → issue)."""
-        conn, out = self.db.connect(), {}
-        if not _has(conn, "email_sends"):
-            return out
-        for i in range(0, len(emails), 500):
-            part = [e.lower() for e in emails[i:i + 500]]
-            out.update({r[0]: r[1] for r in conn.execute(
-                f"SELECT lower(email), MIN(issue) FROM email_sends WHERE lower(email) IN "
-                f"({','.join('?' * len(part))}) GROUP BY lower(email)", part)})
-        return out
+        """The first issue each of `emails` was addressed (lowercased address → issue). One pass
+        over email_sends (keyed by issue, not address: a lookup per address would be a scan each)."""
+        conn = self.db.connect()
+        wanted = {e.lower() for e in emails}
+        if not wanted or not _has(conn, "email_sends"):
+            return {}
+        return {e: issue for e, issue in conn.execute(
+            "SELECT lower(email), MIN(issue) FROM email_sends GROUP BY lower(email)") if e in wanted}
 
     def clicks_by_day(self, issue: str) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.connect().execute(
