@@ -504,3 +504,30 @@ def test_report_of_an_empty_project_and_a_bad_issue_name(tmp_path, monkeypatch):
     cmd[-1:] = ["--out", str(tmp_path / "r.html")]
     got = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert got.returncode == 0 and "Nothing has been pushed yet" in (tmp_path / "r.html").read_text()
+
+
+def test_wechat_draft_publish_state_and_article_url(tmp_path, monkeypatch):
+    from publisher.stores.wechat import WeChatStore
+
+    secrets_env(monkeypatch)
+    settings = load_settings(write_project(tmp_path, 25))
+    ledger = Ledger(settings.path("paths", "ledger"))
+    wechat = WeChatStore(ledger)
+    ledger.begin(NEW, "wechat")
+    wechat.record_draft("wx-app", NEW, "MEDIA-1")
+    ledger.begin(OLD, "wechat")
+    wechat.record_draft("wx-app", OLD, "MEDIA-0")
+    url = "https://mp.weixin.qq.com/s/abc?x=1&y=<2>"
+    wechat.record_publish("wx-app", OLD, "PUB-0", 0, url)
+    ledger.finish(OLD, "wechat", remote_id="PUB-0", url=url)
+    data = gather(settings)
+    rows = {e["issue"]: e["channels"]["wechat"] for e in data["issues"]}
+    assert rows[NEW]["wechat"] == {"draft_media_id": "MEDIA-1", "publish_id": None, "publish_status": None,
+                                   "article_url": None}
+    assert (rows[NEW]["state"], rows[NEW]["sent"]) == ("pushing", 0)
+    assert rows[OLD]["wechat"] == {"draft_media_id": "MEDIA-0", "publish_id": "PUB-0", "publish_status": 0,
+                                   "article_url": url}
+    assert (rows[OLD]["state"], rows[OLD]["sent"], rows[OLD]["failed"]) == ("done", 1, 0)
+    page = to_html(data, settings)
+    assert 'href="https://mp.weixin.qq.com/s/abc?x=1&amp;y=&lt;2&gt;"' in page and "draft MEDIA-1" in page
+    assert page.count("<svg") == 3  # the charts over time; no email, so no stories
