@@ -531,3 +531,45 @@ def test_wechat_draft_publish_state_and_article_url(tmp_path, monkeypatch):
     page = to_html(data, settings)
     assert 'href="https://mp.weixin.qq.com/s/abc?x=1&amp;y=&lt;2&gt;"' in page and "draft MEDIA-1" in page
     assert page.count("<svg") == 3  # the charts over time; no email, so no stories
+
+
+def test_links_are_recorded_before_any_message_and_dry_run_records_none(tmp_path, monkeypatch):
+    """A reader never gets a link the server cannot resolve: when recording fails, nothing is sent."""
+    secrets_env(monkeypatch)
+    cfg = write_project(tmp_path, 9, extra=ANALYTICS)  # port 9: nothing listens; must not be reached
+    copy_issues(tmp_path)
+    settings = load_settings(cfg)
+    SubscriberDB(settings.path("email", "subscribers_db")).add_many([("a@example.com", "", "")])
+    report = push_issue(settings, tmp_path / "issues" / f"{NEW}.md", ["email"], dry_run=True)
+    assert [o.state for o in report.outcomes] == ["dry-run"]
+    ledger = Ledger(settings.path("paths", "ledger"))
+    assert AnalyticsStore(ledger).links_of(NEW) == []
+
+    def broken(self, *a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    sent = []
+    monkeypatch.setattr(AnalyticsStore, "record_links", broken)
+    monkeypatch.setattr(email_transport.EmailTransport, "push", lambda self, r, ctx: sent.append(r))
+    report = push_issue(settings, tmp_path / "issues" / f"{NEW}.md", ["email"])
+    assert [o.state for o in report.outcomes] == ["failed"] and "disk I/O error" in report.outcomes[0].message
+    assert sent == [] and ledger.get(NEW, "email").state == "failed"
+
+
+def test_a_click_that_cannot_be_counted_still_reaches_the_story(tmp_path, caplog):
+    from publisher.analytics import redirect_app
+
+    class Full(AnalyticsStore):
+        def count_click(self, *a, **k):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store = Full(Ledger(tmp_path / "publisher.db"))
+    store.record_links(NEW, "email", [(1, "https://example.com/story", "story")])
+    app = redirect_app(store, CLICK_SECRET)
+    got = {}
+    body = app({"REQUEST_METHOD": "GET", "PATH_INFO": local(redirect_url(BASE, CLICK_SECRET, NEW, 1,
+                                                                        "https://example.com/story"))},
+               lambda status, headers: got.update(status=status, headers=dict(headers)))
+    assert got["status"] == "302 Found" and got["headers"]["Location"] == "https://example.com/story"
+    assert b"".join(body) == b"https://example.com/story\n"
+    assert any("not counted: database or disk is full" in r.getMessage() for r in caplog.records)
