@@ -102,7 +102,7 @@ def _gather(data: dict[str, Any], db, subs, issues: list[str] | None) -> dict[st
     wanted = issues or known
 
     entries: dict[str, dict] = {}
-    for slug in sorted(set(known) | set(wanted)):
+    for slug in sorted(set(wanted) & set(known)):
         entry: dict[str, Any] = {"issue": slug, "channels": {}}
         links = analytics.links_of(slug)
         for push in reads.pushes(slug):

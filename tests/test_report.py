@@ -579,3 +579,11 @@ def test_a_click_that_cannot_be_counted_still_reaches_the_story(tmp_path, caplog
     assert got["status"] == "302 Found" and got["headers"]["Location"] == "https://example.com/story"
     assert b"".join(body) == b"https://example.com/story\n"
     assert any("not counted: database or disk is full" in r.getMessage() for r in caplog.records)
+
+
+def test_an_issue_never_pushed_is_a_clear_error(campaign):
+    cmd = [sys.executable, "-m", "publisher", "--config", str(campaign["cfg"]), "report", "2030-01-07"]
+    got = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=campaign["tmp"],
+                         env={"PATH": "/usr/bin:/bin", "PUBLISHER_CLICK_SECRET": CLICK_SECRET})
+    assert got.returncode == 1 and "2030-01-07: nothing pushed for it" in got.stderr
+    assert "Traceback" not in got.stderr

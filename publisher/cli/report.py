@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from publisher.cli import get_settings
-from publisher.report import default_out, gather, issue_slugs, to_json, write_report
+from publisher.errors import PublisherError
+from publisher.report import default_out, gather, issue_slugs, to_html, to_json
 
 
 @click.command("report")
@@ -21,11 +22,21 @@ def report_command(ctx, issues, out, fmt) -> int:
     """What happened to each issue (or to ISSUE…: dates or issue files): sent, failed, bounced,
     complaints, unsubscribes, time to send, WeChat state, list growth and, with [analytics] clicks
     on, clicks per link."""
+    from publisher.atomic import atomic_write
+
     settings = get_settings(ctx)
     slugs = issue_slugs(list(issues)) or None
+    data = gather(settings, slugs)
+    found = {e["issue"] for e in data["issues"]}
+    missing = [s for s in slugs or () if s not in found]
+    if missing:
+        raise PublisherError(f"{', '.join(missing)}: nothing pushed for it in the ledger "
+                             f"({settings['paths']['ledger']}); push it first, or name no issue to report "
+                             "on every issue")
     if fmt == "json" and out is None:
-        click.echo(to_json(gather(settings, slugs)))
+        click.echo(to_json(data))
         return 0
-    path = write_report(settings, slugs, out or default_out(settings), fmt)
-    click.echo(f"report written to {path}" + (f" (open file://{path.resolve()})" if fmt == "html" else ""))
+    path = out or default_out(settings)
+    atomic_write(path, to_json(data) + "\n" if fmt == "json" else to_html(data, settings))
+    click.echo(f"report written to {path}" + (f" (open {path.resolve().as_uri()})" if fmt == "html" else ""))
     return 0
