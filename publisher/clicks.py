@@ -28,6 +28,8 @@ import hmac
 import html as htmlmod
 import re
 
+from publisher.refs import is_http
+
 SIG_CHARS = 22  # 16 bytes of HMAC-SHA256, base64url without padding
 ISSUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PATH_RE = re.compile(r"/r/(?P<issue>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/(?P<n>[1-9][0-9]{0,5})\."
@@ -56,7 +58,7 @@ def redirect_url(base_url: str, secret: str, issue: str, number: int, url: str) 
 
 def countable(url: str) -> bool:
     """A link that may be rewritten: http(s), one line, no spaces or controls, bounded."""
-    return (url.startswith(("https://", "http://")) and len(url) <= MAX_URL
+    return (is_http(url) and len(url) <= MAX_URL
             and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url))
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from publisher import net
+from publisher.refs import is_http
 from publisher.stores.ledger import Ledger
 from publisher.stores.linkcache import LinkCache
 
@@ -63,7 +64,7 @@ class LinkResult:
 
 def checkable(url: str) -> bool:
     """Only absolute http(s) URLs are checked (mailto:, relative paths and anchors are not)."""
-    return urlsplit(url.strip()).scheme.lower() in ("http", "https")
+    return is_http(url.strip())
 
 
 def host_of(url: str) -> str:

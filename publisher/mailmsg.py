@@ -32,9 +32,11 @@ from base64 import b64encode
 from dataclasses import dataclass
 from email.utils import format_datetime
 
+from publisher.addresses import valid_address
 from publisher.channels.base import Rendition
 from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError
+from publisher.settings import valid_unsubscribe_url
 
 PLACEHOLDER = UNSUBSCRIBE_PLACEHOLDER  # what the email channel writes
 CRLF = b"\r\n"
@@ -220,7 +222,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     """Build the byte template of an email rendition (see the module docstring)."""
     em = settings["email"]
     from_addr = settings.require("email", "from_address", "the sender of the newsletter")
-    if "@" not in from_addr:
+    if not valid_address(from_addr):
         raise ConfigError(f"[email] from_address {from_addr!r} is not an email address: fix it in {settings.where()}")
     domain = from_addr.rsplit("@", 1)[1]
     list_id = settings.require("email", "list_id", "the List-Id header, e.g. news.example.org")
@@ -281,8 +283,8 @@ def unsubscribe_url_for(settings, email: str, secret: str | None) -> str:
 
 def check_unsubscribe_url(settings) -> None:
     url = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
-    if "{token}" not in url:
-        raise ConfigError(f"[email] unsubscribe_url must contain {{token}}: fix it in {settings.where()}")
+    if not valid_unsubscribe_url(url):
+        raise ConfigError(f"[email] unsubscribe_url must be an http(s) URL with {{token}}: fix it in {settings.where()}")
 
 
 def sample_recipient(settings) -> str:

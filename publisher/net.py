@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import quote, urljoin, urlsplit
 
+from publisher.refs import is_http
+
 REDIRECTS = (301, 302, 303, 307, 308)
 ALLOW_KEY = "[network] allow_private"
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
@@ -170,7 +172,7 @@ class _Watchdog:
 def _target(url: str) -> tuple[str, str, int, str, str]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    if not is_http(url) or not parts.hostname:
         raise NetError(f"{url}: only http:// and https:// URLs are fetched", "scheme")
     try:
         port = parts.port or (443 if scheme == "https" else 80)

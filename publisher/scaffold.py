@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .addresses import address_problem
 from .atomic import atomic_write
 from .errors import ConfigError
-from .settings import CONFIG_FILENAME, HEADER_KEYS, load_settings
+from .refs import is_http
+from .settings import CONFIG_FILENAME, load_settings
 
 # --license ID -> (name, url, badge): Creative Commons as its license chooser writes them
 LICENSES = {
@@ -57,11 +59,11 @@ def check_answers(a: Answers) -> None:
         raise ConfigError("--name: the newsletter's name, on one line")
     if any(c in a.tagline for c in "\r\n\x00"):
         raise ConfigError("--tagline: one line")
-    address_re = HEADER_KEYS[("email", "from_address")][0]
-    if not address_re.fullmatch(a.sender):
-        raise ConfigError(f"--sender {a.sender!r} is not an email address (like news@your-domain.org)")
+    problem = address_problem(a.sender)
+    if problem:
+        raise ConfigError(f"--sender {a.sender!r} is not an email address (like news@your-domain.org): {problem}")
     parts = urlsplit(a.site)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+    if not is_http(a.site) or not parts.hostname or parts.query or parts.fragment \
             or re.search(r"\s", a.site):
         raise ConfigError(f"--site {a.site!r} is not the http(s):// address of your newsletter's web site")
     if a.license not in LICENSES:

@@ -16,7 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .addresses import valid_address
 from .errors import ConfigError
+from .refs import is_http
 
 CONFIG_FILENAME = "publisher.toml"
 # An issue source in the issues folder: YYYY-MM-DD.md
@@ -80,25 +82,31 @@ def find_config(start: Path) -> Path | None:
 
 
 # Values that reach email headers: no CR/LF (header injection) and the syntax of what they are.
-_ADDRESS_RE = re.compile(r"[^@\s<>()\[\],;:\\\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _LIST_ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\.[A-Za-z0-9.-]+")
+
+
+def valid_unsubscribe_url(value: str) -> bool:
+    """The one rule for [email] unsubscribe_url: an http(s) URL, no spaces, with a {token} slot."""
+    return is_http(value) and "{token}" in value and not any(c.isspace() for c in value)
+
+
 HEADER_KEYS = {
-    ("email", "from_address"): (_ADDRESS_RE, "an address like newsletter@example.org"),
-    ("email", "reply_to"): (_ADDRESS_RE, "an address like editor@example.org"),
-    ("email", "list_id"): (_LIST_ID_RE, "a list id like embedded-ai-report.example.org (RFC 2919)"),
-    ("email", "unsubscribe_mailto"): (_ADDRESS_RE, "an address like unsubscribe@example.org"),
+    ("email", "from_address"): (valid_address, "an address like newsletter@example.org"),
+    ("email", "reply_to"): (valid_address, "an address like editor@example.org"),
+    ("email", "list_id"): (_LIST_ID_RE.fullmatch, "a list id like embedded-ai-report.example.org (RFC 2919)"),
+    ("email", "unsubscribe_mailto"): (valid_address, "an address like unsubscribe@example.org"),
     ("email", "from_name"): (None, "a name on one line"),
     ("email", "subject_template"): (None, "a subject on one line"),
-    ("email", "unsubscribe_url"): (re.compile(r"https?://\S+"), "an http(s) URL with {token}"),
+    ("email", "unsubscribe_url"): (valid_unsubscribe_url, "an http(s) URL with {token}"),
 }
 
 
 def _check_headers(data: Mapping[str, Mapping[str, Any]], where: str) -> None:
-    for (section, key), (pattern, what) in HEADER_KEYS.items():
+    for (section, key), (check, what) in HEADER_KEYS.items():
         value = data[section][key]
         if not value:
             continue
-        if any(c in value for c in "\r\n\x00") or (pattern is not None and not pattern.fullmatch(value)):
+        if any(c in value for c in "\r\n\x00") or (check is not None and not check(value)):
             raise ConfigError(f"{where}: [{section}] {key} must be {what}, got {value[:60]!r}")
 
 

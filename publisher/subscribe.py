@@ -208,8 +208,9 @@ class Mailer:
 
 def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
     """The WSGI app of /subscribe and /confirm."""
+    from publisher.addresses import valid_address as valid_email
     from publisher.channels.base import template_env
-    from publisher.subscribers import open_db, valid_email
+    from publisher.subscribers import open_db
     from publisher.unsubscribe import read_form
 
     db = open_db(settings)

@@ -16,6 +16,7 @@ import csv
 import re
 from pathlib import Path
 
+from publisher.addresses import valid_address
 from publisher.errors import Diagnostic
 from publisher.stores.mail import MailStore
 from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
@@ -28,12 +29,8 @@ from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
     scrub,
 )
 
-# deliberately simple: one @, no spaces or angle brackets or control characters, a dotted domain
-EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
-
-
-def valid_email(address: str) -> bool:
-    return bool(EMAIL_RE.match(address)) and len(address) <= 254
+# the one address rule (publisher.addresses); the name stays for the transports that import it
+valid_email = valid_address
 
 
 def open_db(settings) -> SubscriberDB:

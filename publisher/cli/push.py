@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from typing import Any
 
 import click
 
+from publisher.addresses import address_problem
 from publisher.cli import echo_json, format_option, get_settings, print_diagnostics
 from publisher.cli.progress import send_progress
 from publisher.errors import PublisherError
 from publisher.push import BUSY, DONE, DRY_RUN, FAILED, SKIPPED, PushReport, push_issue, resolve_issue_path
-
-_ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:\"()\[\].]+")
 
 
 @click.command("push")
@@ -44,8 +42,8 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
         raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
     if to and "email" not in names:
         raise click.UsageError("--to sends an email test copy: add --channel email")
-    if to and not _ADDRESS_RE.fullmatch(to):
-        raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net)",
+    if to and (problem := address_problem(to)):
+        raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net): {problem}",
                                  param_hint="--to")
     options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
     if to:
