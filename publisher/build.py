@@ -179,14 +179,32 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
     channels = settings.enabled_channels
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    keys = fingerprints(settings, files, channels)
+    todo, fresh = _stale(files, channels, manifest, keys, force)
+    results = _render_all(settings, todo, out, jobs, progress)
+    rendered, errors = _record(results, manifest, keys, warn)
+    # forget issues that are gone, and remove the files only they had
+    names = {p.name for p in files}
+    gone = {k: v for k, v in manifest.items() if k.split("/")[0] not in names}
+    manifest = {k: v for k, v in manifest.items() if k not in gone}
+    _remove_outputs(gone, manifest, out)
+    if not results and not gone and manifest_path.exists():
+        return rendered, fresh, errors  # nothing changed: the manifest stays as it is
+    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    return rendered, fresh, errors
+
+
+def _read_manifest(manifest_path: Path) -> dict:
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict):
-            manifest = {}
     except (OSError, ValueError):
-        manifest = {}
-    keys = fingerprints(settings, files, channels)
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
+
+def _stale(files, channels, manifest: dict, keys: dict, force: bool) -> tuple[dict[str, list[str]], int]:
+    """{issue path: channels to render} and how many (issue, channel) pairs are up to date."""
     todo: dict[str, list[str]] = {}
     fresh = 0
     for path in files:
@@ -200,7 +218,12 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
                 stale.append(name)
         if stale:
             todo[str(path)] = stale
+    return todo, fresh
 
+
+def _render_all(settings: Settings, todo: dict[str, list[str]], out: Path, jobs: int | None,
+                progress: Progress | None) -> list[dict]:
+    """render_one for each stale issue: in this process, or in a pool of `jobs` workers."""
     results: list[dict] = []
     total = len(todo)
     workers = min(jobs or os.cpu_count() or 1, total)
@@ -210,17 +233,21 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
             results.append(render_one(p, chans, str(out)))
             if progress:
                 progress(len(results), total)
-    else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        return results
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        config = str(settings.file) if settings.file else None
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config, str(settings.root))) as pool:
-            futures = [pool.submit(render_one, p, chans, str(out)) for p, chans in todo.items()]
-            for f in as_completed(futures):
-                results.append(f.result())
-                if progress:
-                    progress(len(results), total)
+    config = str(settings.file) if settings.file else None
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config, str(settings.root))) as pool:
+        futures = [pool.submit(render_one, p, chans, str(out)) for p, chans in todo.items()]
+        for f in as_completed(futures):
+            results.append(f.result())
+            if progress:
+                progress(len(results), total)
+    return results
 
+
+def _record(results: list[dict], manifest: dict, keys: dict, warn: Warn | None) -> tuple[int, list[str]]:
+    """Enter what was written in `manifest` (and drop what failed); (pairs rendered, errors)."""
     errors: list[str] = []
     rendered = 0
     for res in sorted(results, key=lambda r: r["path"]):
@@ -233,15 +260,7 @@ def build(settings: Settings, out: Path, *, force: bool = False, jobs: int | Non
         for chan, written in res["written"].items():
             manifest[f"{name}/{chan}"] = {"key": keys[name, chan], "files": written}
             rendered += 1
-    # forget issues that are gone, and remove the files only they had
-    names = {p.name for p in files}
-    gone = {k: v for k, v in manifest.items() if k.split("/")[0] not in names}
-    manifest = {k: v for k, v in manifest.items() if k not in gone}
-    _remove_outputs(gone, manifest, out)
-    if not results and not gone and manifest_path.exists():
-        return rendered, fresh, errors  # nothing changed: the manifest stays as it is
-    atomic_write(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
-    return rendered, fresh, errors
+    return rendered, errors
 
 
 def _remove_outputs(gone: dict, kept: dict, out: Path) -> None:
