@@ -47,75 +47,111 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
     def warn(line: int, msg: str, code: str) -> None:
         warnings.append(Diagnostic("warning", msg, file, line, code))
 
-    # (original line number, text) for every line kept
-    out: list[tuple[int, str]] = []
-    i = 0
-    if lines and lines[0].strip() == "---":
-        for j in range(1, len(lines)):
-            if lines[j].strip() == "---":
-                extra = [ln for ln in lines[1:j] if ln.strip() and not ln.strip().startswith("layout:")]
-                if extra:
-                    warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}",
-                         "jekyll-front-matter")
-                i = j + 1
-                break
-
+    start = _after_front_matter(lines, warn)
     license_lines = _license(lines, file, warn)
-    hard: set[int] = set()  # lines that end with a hard break (two spaces or a backslash)
+    out, hard, date = _mend_lines(lines, start, warn)
+    if date is None:
+        raise SourceError(
+            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1,
+            code="not-an-issue",
+        )
+    body = _collapse_blanks(_join_soft_breaks(out, hard))
+    status = _status(body, warn)
+    # published in the archive: later issues list it in 往期回顾 even while it is a draft here
+    header = ["---", f"date: {date}", f"status: {status}", "archived: true", *license_lines, "---", ""]
+    canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
+    origin = [1] * len(header) + [ln for ln, _ in body]
+
+    def back(line: int | None) -> int | None:  # a line of the canonical text → the archive's line
+        return origin[line - 1] if line and line <= len(origin) else line
+
+    try:
+        read = parse_issue(canonical, file)
+    except SourceError as exc:
+        raise SourceError(exc.message, file=file, line=back(exc.line), code=exc.code) from None
+    warnings.extend(Diagnostic(d.level, d.message, file, back(d.line), d.code) for d in read.warnings)
+    warnings.sort(key=lambda d: d.line or 0)
+    return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
+
+
+def _after_front_matter(lines: list[str], warn) -> int:
+    """The index of the first line after the Jekyll front matter (0 without one)."""
+    if not lines or lines[0].strip() != "---":
+        return 0
+    for j in range(1, len(lines)):
+        if lines[j].strip() == "---":
+            extra = [ln for ln in lines[1:j] if ln.strip() and not ln.strip().startswith("layout:")]
+            if extra:
+                warn(2, f"Jekyll front matter keys other than layout left out: {', '.join(e.split(':')[0] for e in extra)}",
+                     "jekyll-front-matter")
+            return j + 1
+    return 0
+
+
+def _mend_lines(lines: list[str], start: int, warn) -> tuple[list[tuple[int, str]], set[int], str | None]:
+    """(original line number, text) for every line kept, the lines that end with a hard break (two
+    spaces or a backslash), and the issue's date from its title line (None: not an issue)."""
+    out: list[tuple[int, str]] = []
+    hard: set[int] = set()
     date = None
     in_code = False
-    for k in range(i, len(lines)):
+    for k in range(start, len(lines)):
         ln = k + 1
-        raw = lines[k].rstrip()
-        raw = raw.replace("\t", "    ")
+        raw = lines[k].rstrip().replace("\t", "    ")
         s = raw.strip()
         if s.startswith("```"):
             in_code = not in_code
         if in_code:
             out.append((ln, raw))
             continue
-        if date is None:
-            hashes = len(s) - len(s.lstrip("#"))
-            m = ARCHIVE_TITLE_DATE_RE.search(s) if hashes else None
-            if m:
-                title = s[hashes:].strip()
-                if hashes != 1:
-                    warn(ln, f"title line started with {hashes} '#'; written as '# {title}'", "title-hashes")
-                date = m.group(1)
-                y, mo, d = (int(p) for p in date.split("-"))
-                date = f"{y:04d}-{mo:02d}-{d:02d}"
-                out.append((ln, f"# {title}"))
-                continue
+        if date is None and (title := _title(s, ln, warn)):
+            date, heading = title
+            out.append((ln, heading))
+            continue
         if ARCHIVE_FOOTER_RE.match(s) and date is not None and _rest_is_footer(lines, k):
             break
         if (s.startswith(">") or FONT_NOTE_RE.match(s)) and LINK_NOTE_RE.search(s):
             continue  # the link note (阅读原文; in 2019 「PC端微信链接打不开」) is a channel convention
-        fm = FONT_NOTE_RE.match(s)
-        if fm:
-            warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}", "font-note")
-            raw = f"> {fm.group(1).strip()}"
-        if EN_DASH_BULLET_RE.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
-            warn(ln, "'–' used as a list bullet; written as '-'", "en-dash-bullet")
-            raw = EN_DASH_BULLET_RE.sub(lambda m: m.group(1) + "- ", raw)
-        sm = SUMMARY_NO_COLON_RE.match(raw)
-        if sm:
-            warn(ln, "'摘要' without a colon; written as '摘要：'", "summary-colon")
-            raw = f"{sm.group(1)}摘要：{sm.group(2)}"
-        if EMPTY_LINK_RE.search(raw):
-            warn(ln, "empty link target '[…]()': the text is kept without a link", "empty-link")
-            raw = EMPTY_LINK_RE.sub(lambda m: m.group(1), raw)
-        out.append((ln, raw))
+        out.append((ln, _mend(raw, s, ln, warn)))
         if HARD_BREAK_RE.search(lines[k]):
             hard.add(ln)
+    return out, hard, date
 
-    if date is None:
-        raise SourceError(
-            "not an archive issue: no title line '# <newsletter> (YYYY-MM-DD)' found", file=file, line=1,
-            code="not-an-issue",
-        )
 
-    out = _join_soft_breaks(out, hard)
-    # collapse runs of blank lines and trailing blanks
+def _title(s: str, ln: int, warn) -> tuple[str, str] | None:
+    """(date, `# title`) when `s` is the archive's title line."""
+    hashes = len(s) - len(s.lstrip("#"))
+    m = ARCHIVE_TITLE_DATE_RE.search(s) if hashes else None
+    if not m:
+        return None
+    title = s[hashes:].strip()
+    if hashes != 1:
+        warn(ln, f"title line started with {hashes} '#'; written as '# {title}'", "title-hashes")
+    y, mo, d = (int(p) for p in m.group(1).split("-"))
+    return f"{y:04d}-{mo:02d}-{d:02d}", f"# {title}"
+
+
+def _mend(raw: str, s: str, ln: int, warn) -> str:
+    """One line with the archive's known quirks mended, each with a warning."""
+    fm = FONT_NOTE_RE.match(s)
+    if fm:
+        warn(ln, f"HTML <font> line turned into a note: > {fm.group(1).strip()}", "font-note")
+        raw = f"> {fm.group(1).strip()}"
+    if EN_DASH_BULLET_RE.match(raw) and not re.match(r"^\s*[–—]\s+\S+\s+[–—]", raw):
+        warn(ln, "'–' used as a list bullet; written as '-'", "en-dash-bullet")
+        raw = EN_DASH_BULLET_RE.sub(lambda m: m.group(1) + "- ", raw)
+    sm = SUMMARY_NO_COLON_RE.match(raw)
+    if sm:
+        warn(ln, "'摘要' without a colon; written as '摘要：'", "summary-colon")
+        raw = f"{sm.group(1)}摘要：{sm.group(2)}"
+    if EMPTY_LINK_RE.search(raw):
+        warn(ln, "empty link target '[…]()': the text is kept without a link", "empty-link")
+        raw = EMPTY_LINK_RE.sub(lambda m: m.group(1), raw)
+    return raw
+
+
+def _collapse_blanks(out: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Runs of blank lines collapsed to one; no blank lines at the end."""
     body: list[tuple[int, str]] = []
     for ln, raw in out:
         if not raw.strip() and (not body or not body[-1][1].strip()):
@@ -123,33 +159,20 @@ def import_legacy(data: bytes | str, file: str = "<legacy>") -> ImportResult:
         body.append((ln, raw))
     while body and not body[-1][1].strip():
         body.pop()
+    return body
 
-    # An archive issue with an empty 导读 is a draft that was committed early (seed 001/004); one
-    # with no 导读 at all (the 2019 issues) cannot be published as it stands either.
+
+def _status(body: list[tuple[int, str]], warn) -> str:
+    """An archive issue with an empty 导读 is a draft that was committed early (seed 001/004); one
+    with no 导读 at all (the 2019 issues) cannot be published as it stands either."""
     empty_lead = any(re.fullmatch(r">\s*导读\s*[：:]?\s*", raw.strip()) for _, raw in body)
     no_lead = not any(re.match(r"^>\s*导读", raw.strip()) for _, raw in body)
-    status = "draft" if empty_lead or no_lead else "ready"
     if empty_lead:
         warn(next(ln for ln, raw in body if "导读" in raw), "empty 导读: imported as status: draft", "empty-lead")
     elif no_lead:
         title_ln = next((ln for ln, raw in body if raw.startswith("# ")), 1)
         warn(title_ln, "no 导读: imported as status: draft (write a '> 导读：' line to make it ready)", "no-lead")
-    # published in the archive: later issues list it in 往期回顾 even while it is a draft here
-    header = ["---", f"date: {date}", f"status: {status}", "archived: true", *license_lines, "---", ""]
-    canonical = "\n".join(header + [raw for _, raw in body]) + "\n"
-    origin = [1] * len(header) + [ln for ln, _ in body]
-
-    try:
-        read = parse_issue(canonical, file)
-    except SourceError as exc:
-        line = origin[exc.line - 1] if exc.line and exc.line <= len(origin) else exc.line
-        raise SourceError(exc.message, file=file, line=line, code=exc.code) from None
-    # warnings from the reader point at lines of the canonical text: map them back
-    for d in read.warnings:
-        line = origin[d.line - 1] if d.line and d.line <= len(origin) else d.line
-        warnings.append(Diagnostic(d.level, d.message, file, line, d.code))
-    warnings.sort(key=lambda d: d.line or 0)
-    return ImportResult(date=date, text=canonical, read=read, warnings=warnings)
+    return "draft" if empty_lead or no_lead else "ready"
 
 
 LICENSE_RE = re.compile(
@@ -184,45 +207,18 @@ def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[
     field lines are never joined: each is a line of its own (GitHub ran them together)."""
     joined: list[tuple[int, str]] = []
     kinds: list[str] = []  # per joined line: head, field, summary, list, brief, quote, note, other
-    in_sections = in_item = started = in_code = False
+    flow = _Flow()
     for ln, raw in out:
         s = raw.strip()
         prev = joined[-1] if joined else None
         prev_kind = kinds[-1] if kinds else "blank"
-        last_block = next((k for k in reversed(kinds) if k != "blank"), "blank")
         fence = s.startswith(("```", "~~~"))
         continues = (
-            not in_code and not fence and prev is not None and bool(s) and bool(prev[1].strip())
+            not flow.in_code and not fence and prev is not None and bool(s) and bool(prev[1].strip())
             and prev_kind not in ("code", "heading", "blank")
             and not NEW_BLOCK_RE.match(raw)
         )
-        if in_code or fence:
-            in_code = in_code != fence
-            kind = "code"
-        elif not s:
-            kind = "blank"
-        elif s.startswith("#"):
-            kind = "heading"
-            if s.startswith("## "):
-                in_sections, in_item = True, False
-        elif s.startswith(">"):
-            kind = "quote" if not in_sections else "note"
-            continues = (kind == "quote" and prev_kind == "quote")  # `> a` then `> b`: one paragraph
-        elif re.match(r"^[-*+]\s", raw):
-            kind = "head" if in_sections else "brief"
-            in_item, started = in_sections, False
-        elif continues and prev_kind not in ("head", "field"):
-            kind = prev_kind  # a lazy continuation line: part of what it continues
-        elif in_item and (LIST_MARKER_RE.match(raw) or (raw[:1] in (" ", "\t") and last_block == "list")):
-            kind, started = "list", True
-        elif in_item and SUMMARY_LINE_RE.match(raw):
-            kind, started = "summary", True
-        elif in_item and not started and FIELD_LINE_RE.match(s):
-            kind = "field"
-        elif in_item:
-            kind, started = "summary", True
-        else:
-            kind = "other"
+        kind, continues = flow.kind(raw, s, fence, continues, prev_kind, kinds)
         if not continues or (kind in ("head", "brief", "field") and kind != prev_kind) or SUMMARY_LINE_RE.match(raw):
             joined.append((ln, raw))
             kinds.append(kind)
@@ -242,6 +238,53 @@ def _join_soft_breaks(out: list[tuple[int, str]], hard: set[int]) -> list[tuple[
         joined.append((ln, raw))
         kinds.append(kind)
     return joined
+
+
+@dataclass
+class _Flow:
+    """Where `_join_soft_breaks` is: in the sections, in an item (and past its field lines), in code."""
+
+    in_sections: bool = False
+    in_item: bool = False
+    started: bool = False
+    in_code: bool = False
+
+    def kind(self, raw: str, s: str, fence: bool, continues: bool, prev_kind: str,
+             kinds: list[str]) -> tuple[str, bool]:
+        """The kind of this line, and whether it continues the line before it."""
+        if self.in_code or fence:
+            self.in_code = self.in_code != fence
+            return "code", continues
+        if not s:
+            return "blank", continues
+        if s.startswith("#"):
+            if s.startswith("## "):
+                self.in_sections, self.in_item = True, False
+            return "heading", continues
+        if s.startswith(">"):
+            kind = "quote" if not self.in_sections else "note"
+            return kind, (kind == "quote" and prev_kind == "quote")  # `> a` then `> b`: one paragraph
+        if re.match(r"^[-*+]\s", raw):
+            self.in_item, self.started = self.in_sections, False
+            return ("head" if self.in_sections else "brief"), continues
+        if continues and prev_kind not in ("head", "field"):
+            return prev_kind, continues  # a lazy continuation line: part of what it continues
+        if self.in_item:
+            last_block = next((k for k in reversed(kinds) if k != "blank"), "blank")
+            return self._item_line(raw, s, last_block), continues
+        return "other", continues
+
+    def _item_line(self, raw: str, s: str, last_block: str) -> str:
+        if LIST_MARKER_RE.match(raw) or (raw[:1] in (" ", "\t") and last_block == "list"):
+            self.started = True
+            return "list"
+        if SUMMARY_LINE_RE.match(raw):
+            self.started = True
+            return "summary"
+        if not self.started and FIELD_LINE_RE.match(s):
+            return "field"
+        self.started = True
+        return "summary"
 
 
 def _rest_is_footer(lines: list[str], k: int) -> bool:
