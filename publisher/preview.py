@@ -595,108 +595,130 @@ def own_host(host: str, bound: tuple) -> bool:
 
 
 def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "publisher-preview"
-        protocol_version = "HTTP/1.1"
+    return type("Handler", (PreviewHandler,), {"live": live})
 
-        def log_message(self, format: str, *args) -> None:  # quiet
+
+class PreviewHandler(BaseHTTPRequestHandler):
+    """The preview's pages; `live` (set by make_handler) is what they show."""
+
+    live: LivePreview
+    server_version = "publisher-preview"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str, policy: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if policy:
+            self.send_header("Content-Security-Policy", policy)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def _host_refused(self) -> bool:
+        """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches
+        this server with its own name in Host. Only our own names are answered."""
+        host = self.headers.get("Host")
+        if host is None or len(self.headers.get_all("Host") or ()) != 1:
+            self._send(HTTPStatus.BAD_REQUEST, b"exactly one Host header is required", "text/plain")
+            return True
+        if not own_host(host, self.server.server_address):
+            self._send(HTTPStatus.FORBIDDEN, b"unknown Host: open the address the preview printed",
+                       "text/plain")
+            return True
+        return False
+
+    def _query(self, key: str) -> str:
+        return parse_qs(urlsplit(self.path).query).get(key, [""])[0]
+
+    def do_GET(self) -> None:
+        if self._host_refused():
+            return
+        path = urlsplit(self.path).path
+        exact = {"/": self._index, "/index.html": self._index, "/preview.css": self._asset,
+                 "/preview.js": self._asset, "/events": self._subscribe, "/show": self._show,
+                 "/version": self._version}
+        prefixed = {"/frame/": self._frame, "/image/": self._image}
+        route = exact.get(path) or next((f for p, f in prefixed.items() if path.startswith(p)), None)
+        try:
+            if route is None:
+                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            else:
+                route(path)
+        except (BrokenPipeError, ConnectionResetError):
             pass
 
-        def _send(self, status: int, body: bytes, content_type: str, policy: str | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if policy:
-                self.send_header("Content-Security-Policy", policy)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def _index(self, path: str) -> None:
+        page = self.live.page
+        assert page is not None
+        self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8", PAGE_POLICY)
 
-        def do_HEAD(self) -> None:
-            self.do_GET()
+    def _frame(self, path: str) -> None:  # a rendition's document, in its sandboxed iframe
+        page = self.live.page_for(self._query("v"))
+        document = page.frames.get(unquote(path[len("/frame/"):])) if page else None
+        if document is None:
+            self._send(404, b"no such frame", "text/plain")
+            return
+        self._send(200, document.encode("utf-8"), "text/html; charset=utf-8", CONTENT_POLICY)
 
-        def _host_refused(self) -> bool:
-            """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches
-            this server with its own name in Host. Only our own names are answered."""
-            host = self.headers.get("Host")
-            if host is None or len(self.headers.get_all("Host") or ()) != 1:
-                self._send(HTTPStatus.BAD_REQUEST, b"exactly one Host header is required", "text/plain")
-                return True
-            if not own_host(host, self.server.server_address):
-                self._send(HTTPStatus.FORBIDDEN, b"unknown Host: open the address the preview printed",
-                           "text/plain")
-                return True
-            return False
+    def _asset(self, path: str) -> None:
+        body, content_type = page_asset(path[1:])
+        self._send(200, body, content_type)
 
-        def do_GET(self) -> None:
-            if self._host_refused():
-                return
-            path = urlsplit(self.path).path
-            try:
-                if path in ("/", "/index.html"):
-                    page = live.page
-                    assert page is not None
-                    self._send(200, page.html.encode("utf-8"), "text/html; charset=utf-8", PAGE_POLICY)
-                elif path.startswith("/frame/"):  # a rendition's document, in its sandboxed iframe
-                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
-                    document = page.frames.get(unquote(path[len("/frame/"):])) if page else None
-                    if document is None:
-                        self._send(404, b"no such frame", "text/plain")
-                        return
-                    self._send(200, document.encode("utf-8"), "text/html; charset=utf-8", CONTENT_POLICY)
-                elif path in ("/preview.css", "/preview.js"):
-                    body, content_type = page_asset(path[1:])
-                    self._send(200, body, content_type)
-                elif path.startswith("/image/"):
-                    page = live.page_for(parse_qs(urlsplit(self.path).query).get("v", [""])[0])
-                    try:
-                        blob = page.images[int(path.rsplit("/", 1)[1])]
-                    except (ValueError, IndexError, AttributeError):
-                        self._send(404, b"no such image", "text/plain")
-                        return
-                    self._send(200, blob.data, blob.media_type)
-                elif path == "/events":
-                    tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
-                    if tab:
-                        live.shown = tab
-                    self._events()
-                elif path == "/show":
-                    tab = parse_qs(urlsplit(self.path).query).get("tab", [""])[0]
-                    # a tab rendered meanwhile (two asks crossing a new version) is no error
-                    page = live.page
-                    ok = live.show(tab) or (page is not None and f'data-tab="{escape(tab)}"' in page.html)
-                    self._send(200 if ok else 404, b"ok" if ok else b"no such tab", "text/plain")
-                elif path == "/version":
-                    self._send(200, json.dumps({"version": live.version}).encode(), "application/json")
-                else:
-                    self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def _image(self, path: str) -> None:
+        page = self.live.page_for(self._query("v"))
+        try:
+            blob = page.images[int(path.rsplit("/", 1)[1])]
+        except (ValueError, IndexError, AttributeError):
+            self._send(404, b"no such image", "text/plain")
+            return
+        self._send(200, blob.data, blob.media_type)
 
-        def _events(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            seen = live.version
-            self.wfile.write(f"retry: 500\ndata: {seen}\n\n".encode())
+    def _subscribe(self, path: str) -> None:
+        tab = self._query("tab")
+        if tab:
+            self.live.shown = tab
+        self._events()
+
+    def _show(self, path: str) -> None:
+        tab = self._query("tab")
+        # a tab rendered meanwhile (two asks crossing a new version) is no error
+        page = self.live.page
+        ok = self.live.show(tab) or (page is not None and f'data-tab="{escape(tab)}"' in page.html)
+        self._send(200 if ok else 404, b"ok" if ok else b"no such tab", "text/plain")
+
+    def _version(self, path: str) -> None:
+        self._send(200, json.dumps({"version": self.live.version}).encode(), "application/json")
+
+    def _events(self) -> None:
+        live = self.live
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        seen = live.version
+        self.wfile.write(f"retry: 500\ndata: {seen}\n\n".encode())
+        self.wfile.flush()
+        while not live.stopped:
+            now = live.wait_for_change(seen, timeout=15)
+            if live.stopped:
+                break
+            if now != seen:
+                seen = now
+                self.wfile.write(f"data: {now}\n\n".encode())
+            else:
+                self.wfile.write(b": ping\n\n")
             self.wfile.flush()
-            while not live.stopped:
-                now = live.wait_for_change(seen, timeout=15)
-                if live.stopped:
-                    break
-                if now != seen:
-                    seen = now
-                    self.wfile.write(f"data: {now}\n\n".encode())
-                else:
-                    self.wfile.write(b": ping\n\n")
-                self.wfile.flush()
-
-    return Handler
 
 
 class PreviewServer(ThreadingHTTPServer):

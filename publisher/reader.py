@@ -320,10 +320,48 @@ class _Reader:
         if not sections:
             raise self.error(pre.title_line, "not an issue: it has no sections ('## 业界新闻', '## 论文' …)",
                              "no-sections")
-        title_line, title, brand, title_date, topics = pre.title_line, pre.title, pre.brand, pre.title_date, pre.topics
-        tagline, lead, warmup_intro, warmup, notes = pre.tagline, pre.lead, pre.warmup_intro, pre.warmup, pre.notes
+        key_lines = meta.get("_lines", {})
+        date = self._issue_date(meta, pre.title_line, pre.title_date)
+        status, publish_at, number = self._scalars(meta)
+        topics = self._topics(meta, pre.topics)
+        self._texts(meta)
+        license = self._license(meta.get("license"), key_lines.get("license", 1))
+        self._cover(meta)
+        issue = Issue(
+            date=date,
+            title=pre.title,
+            brand=pre.brand,
+            topics=topics,
+            number=number,
+            tagline=meta.get("tagline") or pre.tagline,
+            lead=tuple(pre.lead),
+            warmup_intro=pre.warmup_intro,
+            warmup=tuple(pre.warmup),
+            notes=tuple(pre.notes),
+            sections=tuple(sections),
+            status=status,
+            archived=bool(meta.get("archived", False)),
+            publish_at=publish_at,
+            cover=meta.get("cover") or None,
+            digest=(meta.get("digest") or "").strip() or None,
+            author=meta.get("author") or None,
+            license=license,
+            source_path=self.file,
+        )
+        self._lint(issue)
+        if self.base is not None:
+            for node, line, _ in _links_with_lines(issue):
+                if isinstance(node, Image) and is_local(node.src):
+                    check_local(self.base, node.src, file=self.file, line=line)
+        for line, message, code in self.conv.warnings:
+            self.warn(line, message, code)
+        self.warnings.sort(key=lambda d: d.line or 0)
+        return ReadResult(issue, self.warnings)
 
-        # ---- metadata ------------------------------------------------------------------------
+    # ---- metadata ----------------------------------------------------------------------------
+
+    def _issue_date(self, meta: dict, title_line: int, title_date: dt.date | None) -> dt.date:
+        """The title's date and the front matter's, which must agree; and the file's name."""
         key_lines = meta.get("_lines", {})
         date = title_date
         if "date" in meta:
@@ -345,7 +383,11 @@ class _Reader:
             raise self.error(line, f"the file is named {Path(self.file).name} but the issue's date is {date}: every "
                              "output, the archive and the ledger go by the date, so one of them is wrong; rename the "
                              "file or fix the date", "date-file-mismatch")
+        return date
 
+    def _scalars(self, meta: dict) -> tuple[str, dt.datetime | None, int | None]:
+        """status, publish_at and number from the front matter, checked."""
+        key_lines = meta.get("_lines", {})
         status = meta.get("status", "draft")
         if status not in ("draft", "ready"):
             raise self.error(key_lines.get("status", 1), f"status must be 'draft' or 'ready', not {excerpt(status)}", "invalid-value")
@@ -353,62 +395,44 @@ class _Reader:
         number = meta.get("number")
         if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
             raise self.error(key_lines.get("number", 1), f"number must be a positive integer, not {excerpt(number)}", "invalid-value")
-        if "topics" in meta:
-            fm_topics = meta["topics"]
-            if isinstance(fm_topics, str):
-                fm_topics = [t for t in re.split(r"[/／,，]", fm_topics)]
-            if not isinstance(fm_topics, list) or not all(isinstance(t, str | int | float) for t in fm_topics):
-                raise self.error(key_lines.get("topics", 1), "topics must be a list of keywords", "invalid-value")
-            topics = tuple(str(t).strip() for t in fm_topics if str(t).strip())
+        return status, publish_at, number
+
+    def _topics(self, meta: dict, title_topics: tuple[str, ...]) -> tuple[str, ...]:
+        if "topics" not in meta:
+            return title_topics
+        fm_topics = meta["topics"]
+        if isinstance(fm_topics, str):
+            fm_topics = [t for t in re.split(r"[/／,，]", fm_topics)]
+        if not isinstance(fm_topics, list) or not all(isinstance(t, str | int | float) for t in fm_topics):
+            raise self.error(meta.get("_lines", {}).get("topics", 1), "topics must be a list of keywords", "invalid-value")
+        return tuple(str(t).strip() for t in fm_topics if str(t).strip())
+
+    def _texts(self, meta: dict) -> None:
+        """archived is a boolean; the text keys are text."""
+        key_lines = meta.get("_lines", {})
         if "archived" in meta and not isinstance(meta["archived"], bool):
             raise self.error(key_lines.get("archived", 1), f"archived must be true or false, not {meta['archived']!r}", "invalid-value")
         for key in ("digest", "cover", "author", "tagline"):
             if key in meta and meta[key] is not None and not isinstance(meta[key], str):
                 raise self.error(key_lines.get(key, 1), f"{key} must be text, not {excerpt(meta[key])}", "invalid-value")
-        license = None
-        if meta.get("license") is not None:
-            lic = meta["license"]
-            if not isinstance(lic, dict) or not {"name", "url"} <= set(lic) or set(lic) - {"name", "url", "badge"}:
-                raise self.error(key_lines.get("license", 1), "license must have name and url (and optionally badge)", "invalid-value")
-            for part in ("url", "badge"):
-                if lic.get(part):
-                    check_url(str(lic[part]), file=self.file, line=key_lines.get("license", 1), what=f"license {part}")
-            license = License(str(lic["name"]), str(lic["url"]), str(lic.get("badge") or ""))
+
+    def _cover(self, meta: dict) -> None:
+        """The cover is a URL an issue may point at, or a file beside it."""
+        key_lines = meta.get("_lines", {})
         if meta.get("cover"):
             check_url(meta["cover"], file=self.file, line=key_lines.get("cover", 1), what="cover")
             if self.base is not None and is_local(meta["cover"]):
                 check_local(self.base, meta["cover"], file=self.file, line=key_lines.get("cover", 1), what="cover")
 
-        issue = Issue(
-            date=date,
-            title=title,
-            brand=brand,
-            topics=topics,
-            number=number,
-            tagline=meta.get("tagline") or tagline,
-            lead=tuple(lead),
-            warmup_intro=warmup_intro,
-            warmup=tuple(warmup),
-            notes=tuple(notes),
-            sections=tuple(sections),
-            status=status,
-            archived=bool(meta.get("archived", False)),
-            publish_at=publish_at,
-            cover=meta.get("cover") or None,
-            digest=(meta.get("digest") or "").strip() or None,
-            author=meta.get("author") or None,
-            license=license,
-            source_path=self.file,
-        )
-        self._lint(issue)
-        if self.base is not None:
-            for node, line, _ in _links_with_lines(issue):
-                if isinstance(node, Image) and is_local(node.src):
-                    check_local(self.base, node.src, file=self.file, line=line)
-        for line, message, code in self.conv.warnings:
-            self.warn(line, message, code)
-        self.warnings.sort(key=lambda d: d.line or 0)
-        return ReadResult(issue, self.warnings)
+    def _license(self, lic, line: int) -> License | None:
+        if lic is None:
+            return None
+        if not isinstance(lic, dict) or not {"name", "url"} <= set(lic) or set(lic) - {"name", "url", "badge"}:
+            raise self.error(line, "license must have name and url (and optionally badge)", "invalid-value")
+        for part in ("url", "badge"):
+            if lic.get(part):
+                check_url(str(lic[part]), file=self.file, line=line, what=f"license {part}")
+        return License(str(lic["name"]), str(lic["url"]), str(lic.get("badge") or ""))
 
     def _footer_error(self, ln: int) -> SourceError:
         return self.error(

@@ -39,6 +39,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import parse_qs, quote
 
+from publisher.addresses import valid_address
 from publisher.mailmsg import sender_name
 
 log = logging.getLogger("publisher.subscribe")
@@ -208,25 +209,31 @@ class Mailer:
 
 def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
     """The WSGI app of /subscribe and /confirm."""
-    from publisher.addresses import valid_address as valid_email
-    from publisher.channels.base import template_env
-    from publisher.subscribers import open_db
-    from publisher.unsubscribe import read_form
+    return SubscribeApp(settings, secret, mailer=mailer)
 
-    db = open_db(settings)
-    env = template_env(settings)
-    sub = settings["subscribe"]
-    list_id = settings["email"]["list_id"]
-    lang = sub["language"]
-    t = strings(settings)
-    hours = sub["confirm_hours"]
-    per_ip = Limiter(int(sub["per_ip_per_hour"]))
-    per_address = Limiter(int(sub["per_address_per_hour"]))
-    proxies = set(sub["trusted_proxies"])
-    mailer = mailer or Mailer(settings, secret)
 
-    def page(start_response, status: str, template: str, title: str, **values):
-        data = env.get_template(template).render(t=t, lang=lang, title=title, **values).encode("utf-8")
+class SubscribeApp:
+    """/subscribe (the form, and a POST of it) and /confirm (the link of the confirmation email)."""
+
+    def __init__(self, settings, secret: str, *, mailer: Mailer | None = None) -> None:
+        from publisher.channels.base import template_env
+        from publisher.subscribers import open_db
+
+        self.db = open_db(settings)
+        self.env = template_env(settings)
+        sub = settings["subscribe"]
+        self.secret = secret
+        self.list_id = settings["email"]["list_id"]
+        self.lang = sub["language"]
+        self.t = strings(settings)
+        self.hours = sub["confirm_hours"]
+        self.per_ip = Limiter(int(sub["per_ip_per_hour"]))
+        self.per_address = Limiter(int(sub["per_address_per_hour"]))
+        self.proxies = set(sub["trusted_proxies"])
+        self.mailer = mailer or Mailer(settings, secret)
+
+    def page(self, start_response, status: str, template: str, title: str, **values):
+        data = self.env.get_template(template).render(t=self.t, lang=self.lang, title=title, **values).encode("utf-8")
         start_response(status, [("Content-Type", "text/html; charset=utf-8"),
                                 ("Content-Length", str(len(data))),
                                 ("Cache-Control", "no-store"),
@@ -235,14 +242,16 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
                                 ("Referrer-Policy", "no-referrer")])
         return [data]
 
-    def client_ip(environ) -> str:
+    def client_ip(self, environ) -> str:
         ip = environ.get("REMOTE_ADDR", "")
         fwd = environ.get("HTTP_X_FORWARDED_FOR", "")
-        if ip in proxies and fwd:
+        if ip in self.proxies and fwd:
             ip = fwd.split(",")[-1].strip()  # the hop our proxy added
         return ip[:64]
 
-    def app(environ, start_response):
+    def __call__(self, environ, start_response):
+        from publisher.unsubscribe import read_form
+
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/").rstrip("/")
         if method not in ("GET", "HEAD", "POST"):
@@ -257,47 +266,53 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
                         b"malformed form: at most 10 url-encoded UTF-8 fields\n"]
             form = got
         if path == "/subscribe":
-            if method != "POST":
-                return page(start_response, "200 OK", "subscribe/form.html", t["form_title"], action="subscribe",
-                            error="")
-            ip = client_ip(environ)
-            if not per_ip.allow(ip):
-                log.info("subscribe: rate limited")
-                return page(start_response, "429 Too Many Requests", "subscribe/message.html",
-                            t["limited_title"], body=t["limited_body"])
-            email = (form.get("email") or [""])[0].strip()
-            if not valid_email(email):
-                return page(start_response, "400 Bad Request", "subscribe/form.html", t["form_title"],
-                            action="subscribe", error=t["bad_email"])
-            if (form.get("website") or [""])[0]:
-                log.info("subscribe: honeypot filled; ignored")
-            else:
-                request = db.request(email, ip)
-                if request is not None and per_address.allow(email.lower()):
-                    mailer.submit(email, request)
-            return page(start_response, "200 OK", "subscribe/message.html", t["thanks_title"],
-                        body=t["thanks_body"].format(email=email, hours=hours))
+            return self.subscribe(environ, start_response, method, form)
+        return self.confirm(environ, start_response, method, form)
+
+    def subscribe(self, environ, start_response, method: str, form: dict[str, list[str]]):
+        t = self.t
+        if method != "POST":
+            return self.page(start_response, "200 OK", "subscribe/form.html", t["form_title"], action="subscribe",
+                             error="")
+        ip = self.client_ip(environ)
+        if not self.per_ip.allow(ip):
+            log.info("subscribe: rate limited")
+            return self.page(start_response, "429 Too Many Requests", "subscribe/message.html",
+                             t["limited_title"], body=t["limited_body"])
+        email = (form.get("email") or [""])[0].strip()
+        if not valid_address(email):
+            return self.page(start_response, "400 Bad Request", "subscribe/form.html", t["form_title"],
+                             action="subscribe", error=t["bad_email"])
+        if (form.get("website") or [""])[0]:
+            log.info("subscribe: honeypot filled; ignored")
+        else:
+            request = self.db.request(email, ip)
+            if request is not None and self.per_address.allow(email.lower()):
+                self.mailer.submit(email, request)
+        return self.page(start_response, "200 OK", "subscribe/message.html", t["thanks_title"],
+                         body=t["thanks_body"].format(email=email, hours=self.hours))
+
+    def confirm(self, environ, start_response, method: str, form: dict[str, list[str]]):
+        t, db = self.t, self.db
         token = (form.get("token") or parse_qs(environ.get("QUERY_STRING", "")).get("token") or [""])[0]
-        signed, why = check_confirm_token(secret, list_id, token) if token else (None, "invalid")
+        signed, why = check_confirm_token(self.secret, self.list_id, token) if token else (None, "invalid")
         email = signed[0] if signed else None
         if signed is not None and not db.can_confirm(*signed):
             # used already, superseded by a newer request, or the address changed since the link
             # was sent (unsubscribed, bounced, erased): an old link never re-activates anyone
             email, why = None, "invalid"
-        elif signed is not None and method == "POST" and not db.confirm(*signed, client_ip(environ)):
+        elif signed is not None and method == "POST" and not db.confirm(*signed, self.client_ip(environ)):
             email, why = None, "invalid"  # lost a race with another change
         if email is None:
             status = "410 Gone" if why == "expired" else "400 Bad Request"
-            return page(start_response, status, "subscribe/message.html", t[f"{why}_title"],
-                        body=t[f"{why}_body"])
+            return self.page(start_response, status, "subscribe/message.html", t[f"{why}_title"],
+                             body=t[f"{why}_body"])
         if method == "POST":
             log.info("confirm: subscribed")
-            return page(start_response, "200 OK", "subscribe/message.html", t["confirmed_title"],
-                        body=t["confirmed_body"].format(email=email))
-        return page(start_response, "200 OK", "subscribe/confirm.html", t["confirm_title"],
-                    body=t["confirm_body"].format(email=email), token=token)
-
-    return app
+            return self.page(start_response, "200 OK", "subscribe/message.html", t["confirmed_title"],
+                             body=t["confirmed_body"].format(email=email))
+        return self.page(start_response, "200 OK", "subscribe/confirm.html", t["confirm_title"],
+                         body=t["confirm_body"].format(email=email), token=token)
 
 
 def app_from_settings(settings, *, on_unsubscribe=None):

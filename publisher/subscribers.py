@@ -93,23 +93,7 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
     good rows are imported. The output of `subscribers export` comes back unchanged: formula-escaped
     cells are unescaped, and a `state` other than active (unsubscribed, bounced, pending) is kept —
     an import never makes an address active again. Returns (rows imported, diagnostics)."""
-    problems: list[Diagnostic] = []
-    imported = 0
-    pending: list[tuple[str, str, str, str]] = []
-    seen_header = False
-    lines: dict[str, int] = {}
-
-    def flush() -> int:
-        suppressed = db.add_many(pending)
-        for email in suppressed:  # never echo a forgotten address: the line says which row
-            problems.append(Diagnostic("warning", "this address was erased with `subscribers forget`; "
-                                       "row skipped (it is only added again through the subscribe form)",
-                                       str(path), lines[email]))
-        n = len(pending) - len(suppressed)
-        pending.clear()
-        lines.clear()
-        return n
-
+    job = _Import(db, str(path), batch)
     try:
         fh = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
@@ -127,43 +111,68 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
         try:
             for row in reader:
                 line, start = start, reader.line_num + 1
-                if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
-                    continue
-                if any("\n" in c or "\r" in c for c in row):
-                    problems.append(Diagnostic(
-                        "error", f"a quote opened on this line is not closed before line {reader.line_num}: "
-                        "those lines were read as one cell; close the quote (a quote inside a quoted cell "
-                        "is written twice: \"\") or remove it; row skipped", str(path), line))
-                    continue
-                cells = [unescape_cell(c.strip()) for c in row]
-                if not seen_header and imported == 0 and not pending and cells[0].lower() in ("email", "e-mail"):
-                    seen_header = True
-                    continue
-                if len(cells) > len(CSV_COLUMNS):
-                    problems.append(Diagnostic("error", f"{len(cells)} columns separated by {shown}; expected "
-                                               "email,name[,tags[,state]] (quote a name or tags that contain "
-                                               "the separator)", str(path), line))
-                    continue
-                email, name, tags, state = (cells + ["", "", "", ""])[:4]
-                state = state.lower() or "active"
-                if not valid_email(email):
-                    hint = f"; {ROW_HINT}, separated by {shown}"
-                    problems.append(Diagnostic("error", f"not an email address: {email[:60]!r}{hint}; row skipped",
-                                               str(path), line))
-                    continue
-                if state not in STATES:
-                    problems.append(Diagnostic("error", f"unknown state {state[:20]!r}: one of {', '.join(STATES)}; "
-                                               "row skipped", str(path), line))
-                    continue
-                pending.append((email, name, tags, state))
-                lines[email] = line
-                if len(pending) >= batch:
-                    imported += flush()
+                job.row(row, line, reader.line_num, shown)
         except UnicodeDecodeError as exc:
             raise SubscriberError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8 and import again",
                                   file=path, line=start) from None
         except csv.Error as exc:
             raise SubscriberError(f"malformed CSV: {exc}", file=path, line=start) from None
-    if pending:
-        imported += flush()
-    return imported, problems
+    job.flush()
+    return job.imported, job.problems
+
+
+class _Import:
+    """One import_csv: rows checked one by one, the good ones added `batch` at a time."""
+
+    def __init__(self, db: SubscriberDB, file: str, batch: int) -> None:
+        self.db, self.file, self.batch = db, file, batch
+        self.problems: list[Diagnostic] = []
+        self.imported = 0
+        self.pending: list[tuple[str, str, str, str]] = []
+        self.lines: dict[str, int] = {}
+        self.seen_header = False
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        suppressed = self.db.add_many(self.pending)
+        for email in suppressed:  # never echo a forgotten address: the line says which row
+            self.problems.append(Diagnostic("warning", "this address was erased with `subscribers forget`; "
+                                            "row skipped (it is only added again through the subscribe form)",
+                                            self.file, self.lines[email]))
+        self.imported += len(self.pending) - len(suppressed)
+        self.pending.clear()
+        self.lines.clear()
+
+    def row(self, row: list[str], line: int, last_line: int, shown: str) -> None:
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            return
+        if any("\n" in c or "\r" in c for c in row):
+            self._error(line, f"a quote opened on this line is not closed before line {last_line}: "
+                        "those lines were read as one cell; close the quote (a quote inside a quoted cell "
+                        "is written twice: \"\") or remove it; row skipped")
+            return
+        cells = [unescape_cell(c.strip()) for c in row]
+        if (not self.seen_header and self.imported == 0 and not self.pending
+                and cells[0].lower() in ("email", "e-mail")):
+            self.seen_header = True
+            return
+        if len(cells) > len(CSV_COLUMNS):
+            self._error(line, f"{len(cells)} columns separated by {shown}; expected email,name[,tags[,state]] "
+                        "(quote a name or tags that contain the separator)")
+            return
+        email, name, tags, state = (cells + ["", "", "", ""])[:4]
+        state = state.lower() or "active"
+        if not valid_email(email):
+            self._error(line, f"not an email address: {email[:60]!r}; {ROW_HINT}, separated by {shown}; row skipped")
+            return
+        if state not in STATES:
+            self._error(line, f"unknown state {state[:20]!r}: one of {', '.join(STATES)}; row skipped")
+            return
+        self.pending.append((email, name, tags, state))
+        self.lines[email] = line
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def _error(self, line: int, message: str) -> None:
+        self.problems.append(Diagnostic("error", message, self.file, line))

@@ -503,8 +503,7 @@ MAX_LINES = 60
 # per-file ignores in pyproject.toml list the same files). Fixing one fails this test until its
 # line goes; a new long function fails it at once.
 LONG_FUNCTIONS = {
-    "publisher/preview.py:make_handler", "publisher/reader.py:read", "publisher/subscribe.py:make_subscribe_app",
-    "publisher/subscribers.py:import_csv", "publisher/transports/email.py:_worker",
+    "publisher/transports/email.py:_worker",
     "channels/wechat/api.py:_request",
     "publisher/hooks.py:make_hooks_app", "publisher/transports/email.py:push",
     "publisher/transports/providers/campaign.py:_send",
@@ -525,7 +524,7 @@ def long_functions(roots=("publisher", "channels"), limit: int = MAX_LINES) -> s
 
 def test_no_function_over_60_lines() -> None:
     assert long_functions() == LONG_FUNCTIONS
-    assert "publisher/reader.py:read" in long_functions(limit=90)  # the measure measures
+    assert "publisher/reader.py:read" in long_functions(limit=40)  # the measure measures
 
 
 def test_ruff_enforces_complexity_15_and_60_statements() -> None:
