@@ -1008,21 +1008,10 @@ def _links_with_lines(issue: Issue):
     """(Link or Image node — or an item's URL — , line, scope) for every link in the issue."""
     from .model import iter_links
 
-    def walk_blocks(blocks, fallback):
-        for b in blocks:
-            if isinstance(b, Paragraph):
-                for link in iter_links(b.children):
-                    yield link, b.line or fallback
-            elif isinstance(b, ListBlock):
-                for it in b.items:
-                    yield from walk_blocks(it.blocks, it.line or b.line)
-            elif isinstance(b, ListItem | Quote):
-                yield from walk_blocks(b.blocks, b.line or fallback)
-
     scope = 0
     for para in issue.lead + issue.notes:
         scope += 1
-        for url, line in walk_blocks((para,), 1):
+        for url, line in _walk_blocks((para,), 1):
             yield url, line, scope
     for brief in issue.warmup:
         scope += 1
@@ -1034,15 +1023,36 @@ def _links_with_lines(issue: Issue):
             yield link, section.line, scope
         for item in section.items:
             scope += 1
-            if item.url:
-                yield item.url, item.line, scope
-            for link in iter_links(item.extra):
-                yield link, item.line, scope
-            for f in item.fields:
-                for link in iter_links(f.value):
-                    yield link, f.line, scope
-            for url, line in walk_blocks(item.summary, item.line):
-                yield url, line, scope
+            for link, line in _item_links(item):
+                yield link, line, scope
+
+
+def _item_links(item):
+    """(link, line) for the item's URL, its extra links, its fields and its summary."""
+    from .model import iter_links
+
+    if item.url:
+        yield item.url, item.line
+    for link in iter_links(item.extra):
+        yield link, item.line
+    for f in item.fields:
+        for link in iter_links(f.value):
+            yield link, f.line
+    yield from _walk_blocks(item.summary, item.line)
+
+
+def _walk_blocks(blocks, fallback):
+    from .model import iter_links
+
+    for b in blocks:
+        if isinstance(b, Paragraph):
+            for link in iter_links(b.children):
+                yield link, b.line or fallback
+        elif isinstance(b, ListBlock):
+            for it in b.items:
+                yield from _walk_blocks(it.blocks, it.line or b.line)
+        elif isinstance(b, ListItem | Quote):
+            yield from _walk_blocks(b.blocks, b.line or fallback)
 
 
 def _target(link) -> str:

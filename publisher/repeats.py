@@ -234,15 +234,7 @@ class ArchiveIndex:
         matcher = difflib.SequenceMatcher(autojunk=False)
         for item in issue.items:
             title = item_title(item)
-            hit = None
-            for url, url_key, primary in item_links(item):
-                for e, e_primary in self.by_url.get(url_key, ()):
-                    # a shared repository root counts only when it is one side's own link
-                    if e.date < issue.date and (primary or e_primary or not _is_site(url_key)):
-                        hit = (url, e)
-                        break
-                if hit:
-                    break
+            hit = self._url_hit(item, issue.date)
             if hit:
                 out.append(Repeat(file, item.line, title, hit[0], hit[1], "url"))
                 continue
@@ -255,25 +247,40 @@ class ArchiveIndex:
                 continue
             if len(key) < MIN_TITLE_CHARS:
                 continue
-            best: tuple[float, Entry] | None = None
-            matcher.set_seq2(key)
-            numbers = title_numbers(key)
-            for cand, entries in titles:
-                n = len(cand)
-                # ratio = 2M/(a+b) ≤ 2·min/(a+b): skip what cannot reach the threshold
-                if n < MIN_TITLE_CHARS or 2 * min(n, len(key)) / (n + len(key)) < TITLE_RATIO:
-                    continue
-                if title_numbers(cand) != numbers:  # v0.5.0 vs v0.6.0: another release
-                    continue
-                matcher.set_seq1(cand)
-                if matcher.real_quick_ratio() < TITLE_RATIO or matcher.quick_ratio() < TITLE_RATIO:
-                    continue
-                ratio = matcher.ratio()
-                if ratio < TITLE_RATIO or (best and ratio <= best[0]):
-                    continue
-                earlier = next((e for e in entries if e.date < issue.date), None)
-                if earlier:
-                    best = (ratio, earlier)
+            best = _most_similar(key, titles, matcher, issue.date)
             if best:
                 out.append(Repeat(file, item.line, title, item.url, best[1], "title", best[0]))
         return out
+
+    def _url_hit(self, item, date) -> tuple[str, Entry] | None:
+        """(url, the earlier entry) when one of the item's links ran before `date`."""
+        for url, url_key, primary in item_links(item):
+            for e, e_primary in self.by_url.get(url_key, ()):
+                # a shared repository root counts only when it is one side's own link
+                if e.date < date and (primary or e_primary or not _is_site(url_key)):
+                    return url, e
+        return None
+
+
+def _most_similar(key: str, titles, matcher: difflib.SequenceMatcher, date) -> tuple[float, Entry] | None:
+    """(ratio, entry) of the earlier title most like `key`, at least TITLE_RATIO alike."""
+    best: tuple[float, Entry] | None = None
+    matcher.set_seq2(key)
+    numbers = title_numbers(key)
+    for cand, entries in titles:
+        n = len(cand)
+        # ratio = 2M/(a+b) ≤ 2·min/(a+b): skip what cannot reach the threshold
+        if n < MIN_TITLE_CHARS or 2 * min(n, len(key)) / (n + len(key)) < TITLE_RATIO:
+            continue
+        if title_numbers(cand) != numbers:  # v0.5.0 vs v0.6.0: another release
+            continue
+        matcher.set_seq1(cand)
+        if matcher.real_quick_ratio() < TITLE_RATIO or matcher.quick_ratio() < TITLE_RATIO:
+            continue
+        ratio = matcher.ratio()
+        if ratio < TITLE_RATIO or (best and ratio <= best[0]):
+            continue
+        earlier = next((e for e in entries if e.date < date), None)
+        if earlier:
+            best = (ratio, earlier)
+    return best

@@ -396,6 +396,16 @@ class LeaseLost(Exception):
     """Another process took this campaign over (we were paused past the lease)."""
 
 
+@dataclass
+class _Connection:
+    """One campaign worker's SMTP connection and what is in flight on it."""
+
+    smtp: smtplib.SMTP | None = None
+    connect_failures: int = 0
+    chained: str | None = None  # the email whose MAIL/RCPT/DATA went out with the last dot
+    nxt: object = _NOTHING  # an item taken from the queue ahead of time
+
+
 class Campaign:
     """Sends one issue to every active subscriber not yet done (see the module docstring)."""
 
@@ -531,17 +541,12 @@ class Campaign:
             self.ledger.close()
 
     def _worker(self, q: queue.Queue) -> None:
-        smtp: smtplib.SMTP | None = None
-        connect_failures = 0
-        chained: str | None = None  # the email whose MAIL/RCPT/DATA went out with the last dot
-        nxt: object = _NOTHING  # an item taken from the queue ahead of time
+        w = _Connection()
         clean = False
         try:
-            while True:
-                if self.stop.is_set():
-                    return
-                if nxt is not _NOTHING:
-                    email, nxt = nxt, _NOTHING
+            while not self.stop.is_set():
+                if w.nxt is not _NOTHING:
+                    email, w.nxt = w.nxt, _NOTHING
                 else:
                     try:
                         email = q.get(timeout=0.2)
@@ -550,81 +555,7 @@ class Campaign:
                 if email is None:
                     clean = True
                     return
-                attempt = 0
-                while True:
-                    if self.stop.is_set():
-                        break
-                    attempt += 1
-                    group_sent, chained = (chained == email and smtp is not None), None
-                    if nxt is _NOTHING:
-                        with contextlib.suppress(queue.Empty):
-                            nxt = q.get_nowait()
-                    try:
-                        if smtp is None:
-                            smtp = connect(self.cfg)
-                            connect_failures = 0
-                        next_rcpt = nxt if isinstance(nxt, str) else None
-                        if self._send_one(smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
-                            chained = next_rcpt
-                        break
-                    except Withdrawn:  # checked before anything of it went out
-                        with self.lock:
-                            self.stats.withdrawn += 1
-                        break
-                    except Temporary as exc:
-                        if smtp is not None and "connection lost" in str(exc):
-                            smtp = _close(smtp)
-                        elif smtp is None:
-                            connect_failures += 1
-                        else:
-                            try:
-                                smtp.rset()
-                            except (smtplib.SMTPException, OSError):
-                                smtp = _close(smtp)
-                        if connect_failures > self.cfg.max_retries:
-                            self._abort(f"cannot connect to the SMTP server: {exc}")
-                            break
-                        if attempt > self.cfg.max_retries:
-                            log.warning("%s: deferred after %d attempts: %s", email, attempt, exc)
-                            self._mark(email, "pending", error=str(exc)[:500])
-                            with self.lock:
-                                self.stats.deferred += 1
-                            break
-                        log.info("%s: %s; retry %d in a moment", email, exc, attempt)
-                        self.stop.wait(backoff(attempt))
-                    except AfterDot as exc:
-                        smtp = _close(smtp)
-                        if self.policy == "resend":
-                            with self.lock:
-                                self.stats.resent += 1  # counted when it is sent again
-                        if self.policy == "skip":
-                            self._mark(email, "ambiguous", error=str(exc)[:500])
-                            with self.lock:
-                                self.stats.ambiguous.append(email)
-                            break
-                        if attempt > self.cfg.max_retries:
-                            self._mark(email, "pending", error=str(exc)[:500])
-                            with self.lock:
-                                self.stats.deferred += 1
-                            break
-                        self.stop.wait(backoff(attempt))
-                    except Permanent as exc:
-                        self._permanent(email, exc)
-                        try:
-                            smtp.rset()
-                        except (smtplib.SMTPException, OSError, AttributeError):
-                            smtp = _close(smtp)
-                        break
-                    except LeaseLost as exc:
-                        smtp = _close(smtp)  # a message half sent is discarded by the server
-                        with self.lock:
-                            self.stats.lease_lost = True
-                        self._abort(str(exc))
-                        break
-                    except (TransportError, StoreError) as exc:
-                        smtp = _close(smtp)  # maybe mid-message: the server discards it
-                        self._abort(str(exc))
-                        break
+                self._deliver(w, q, email)
                 with self.lock:
                     self.done += 1
                     done = self.done
@@ -634,14 +565,104 @@ class Campaign:
             self._abort(f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if smtp is not None:
-                if chained is not None or not clean:  # maybe a half-open transaction: just drop it
-                    _close(smtp)
+            if w.smtp is not None:
+                if w.chained is not None or not clean:  # maybe a half-open transaction: just drop it
+                    _close(w.smtp)
                 else:
                     with contextlib.suppress(smtplib.SMTPException, OSError):
-                        smtp.quit()
+                        w.smtp.quit()
             self.ledger.close()
             self.subs.close()
+
+    def _deliver(self, w: _Connection, q: queue.Queue, email: str) -> None:
+        """Send to one reader over `w`, retrying what may be retried; record the outcome."""
+        attempt = 0
+        while not self.stop.is_set():
+            attempt += 1
+            group_sent, w.chained = (w.chained == email and w.smtp is not None), None
+            if w.nxt is _NOTHING:
+                with contextlib.suppress(queue.Empty):
+                    w.nxt = q.get_nowait()
+            try:
+                if w.smtp is None:
+                    w.smtp = connect(self.cfg)
+                    w.connect_failures = 0
+                next_rcpt = w.nxt if isinstance(w.nxt, str) else None
+                if self._send_one(w.smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
+                    w.chained = next_rcpt
+                return
+            except Withdrawn:  # checked before anything of it went out
+                with self.lock:
+                    self.stats.withdrawn += 1
+                return
+            except Temporary as exc:
+                if self._temporary(w, email, exc, attempt):
+                    return
+            except AfterDot as exc:
+                if self._after_dot(w, email, exc, attempt):
+                    return
+            except Permanent as exc:
+                self._permanent(email, exc)
+                try:
+                    w.smtp.rset()
+                except (smtplib.SMTPException, OSError, AttributeError):
+                    w.smtp = _close(w.smtp)
+                return
+            except LeaseLost as exc:
+                w.smtp = _close(w.smtp)  # a message half sent is discarded by the server
+                with self.lock:
+                    self.stats.lease_lost = True
+                self._abort(str(exc))
+                return
+            except (TransportError, StoreError) as exc:
+                w.smtp = _close(w.smtp)  # maybe mid-message: the server discards it
+                self._abort(str(exc))
+                return
+
+    def _temporary(self, w: _Connection, email: str, exc: Temporary, attempt: int) -> bool:
+        """A temporary failure: True when this reader is done with (deferred, or the run aborted);
+        False after waiting to try again."""
+        if w.smtp is not None and "connection lost" in str(exc):
+            w.smtp = _close(w.smtp)
+        elif w.smtp is None:
+            w.connect_failures += 1
+        else:
+            try:
+                w.smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                w.smtp = _close(w.smtp)
+        if w.connect_failures > self.cfg.max_retries:
+            self._abort(f"cannot connect to the SMTP server: {exc}")
+            return True
+        if attempt > self.cfg.max_retries:
+            log.warning("%s: deferred after %d attempts: %s", email, attempt, exc)
+            self._mark(email, "pending", error=str(exc)[:500])
+            with self.lock:
+                self.stats.deferred += 1
+            return True
+        log.info("%s: %s; retry %d in a moment", email, exc, attempt)
+        self.stop.wait(backoff(attempt))
+        return False
+
+    def _after_dot(self, w: _Connection, email: str, exc: AfterDot, attempt: int) -> bool:
+        """The connection died after the final dot: whether the reader got it is unknown. The
+        policy decides (resend or skip); True when this reader is done with."""
+        w.smtp = _close(w.smtp)
+        if self.policy == "resend":
+            with self.lock:
+                self.stats.resent += 1  # counted when it is sent again
+        if self.policy == "skip":
+            self._mark(email, "ambiguous", error=str(exc)[:500])
+            with self.lock:
+                self.stats.ambiguous.append(email)
+            return True
+        if attempt > self.cfg.max_retries:
+            self._mark(email, "pending", error=str(exc)[:500])
+            with self.lock:
+                self.stats.deferred += 1
+            return True
+        self.stop.wait(backoff(attempt))
+        return False
 
     def _permanent(self, email: str, exc: Permanent) -> None:
         """Record a permanent failure by its class and feed the circuit breaker."""
@@ -867,10 +888,10 @@ class Campaign:
 
 
 def _close(smtp: smtplib.SMTP | None) -> None:
+    """Close `smtp` (if any) and return None, for `smtp = _close(smtp)`."""
     if smtp is not None:
         with contextlib.suppress(OSError):
             smtp.close()
-    return None
 
 
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
