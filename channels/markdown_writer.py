@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import jinja2
 from publisher.channels.base import Channel, LocalImage, Rendition, license_of
-from publisher.channels.visitor import NodeVisitor
+from publisher.channels.visitor import NodeVisitor, UnknownNodeError
 
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (
@@ -44,7 +44,10 @@ from publisher.model import (
     Strikethrough,
     Strong,
     Text,
+    UnknownInline,
     iter_links,
+    plain_text,
+    strike_text,
 )
 from publisher.refs import is_http, safe_url
 
@@ -271,35 +274,18 @@ class PlainTextWriter(MarkdownWriter):
     hard_break = ""
     list_indent = "    "
 
-    def visit_Text(self, node: Text) -> str:
-        return node.text
+    def inline(self, nodes: Iterable[Inline]) -> str:
+        """Inline text through the one plain-text rule (publisher.model.plain_text)."""
+        try:
+            return plain_text(tuple(nodes), breaks="\n", strike=True)
+        except UnknownInline as exc:
+            raise UnknownNodeError(self, exc.node) from None
 
     def escape(self, text: str) -> str:
         return text
 
     def escape_url(self, url: str) -> str:
         return safe_url(url)
-
-    def visit_Code(self, node: Code) -> str:
-        return node.text
-
-    def visit_Strong(self, node: Strong) -> str:
-        return self.inline(node.children)
-
-    def visit_Strikethrough(self, node: Strikethrough) -> str:
-        return strike_text(self.inline(node.children))
-
-    def visit_Emphasis(self, node: Emphasis) -> str:
-        return self.inline(node.children)
-
-    def visit_Link(self, node: Link) -> str:
-        return self.inline(node.children)
-
-    def visit_Image(self, node: Image) -> str:
-        return node.alt
-
-    def visit_LineBreak(self, node: LineBreak) -> str:
-        return "\n"
 
     def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         return node.text.rstrip("\n").split("\n")
@@ -315,7 +301,7 @@ class PlainTextWriter(MarkdownWriter):
                 text = self.inline(node.children).strip()
                 parts.append(node.url if not text or text == node.url else f"{text} {node.url}")
             else:
-                parts.append(self.dispatch(node))
+                parts.append(self.inline((node,)))
         return f"{f.label}{COLON}{''.join(parts)}"
 
     def escape_link_text(self, text: str) -> str:
@@ -331,6 +317,21 @@ class MailTextWriter(PlainTextWriter):
     and code blocks marked, list continuation lines indented under their marker."""
 
     bare_urls = False
+    inline = MarkdownWriter.inline  # node by node: a text mail keeps URLs and code marks
+
+    def visit_Text(self, node: Text) -> str:
+        return node.text
+
+    def visit_Strong(self, node: Strong) -> str:
+        return self.inline(node.children)
+
+    visit_Emphasis = visit_Strong
+
+    def visit_Strikethrough(self, node: Strikethrough) -> str:
+        return strike_text(self.inline(node.children))
+
+    def visit_LineBreak(self, node: LineBreak) -> str:
+        return "\n"
 
     def visit_Code(self, node: Code) -> str:
         return f"`{node.text}`"
@@ -371,12 +372,6 @@ def bare_url(node: object) -> bool:
     text = node.children[0].text
     return (re.fullmatch(r"https?://[^\s<>\[\]`*~\\{}]+", text) is not None and not _ENTITY_LIKE.search(text)
             and (text == node.url or urllib.parse.unquote(node.url) == text))
-
-
-def strike_text(text: str) -> str:
-    """Struck-through text for plain text: each character overlaid with U+0336 (a stroke that
-    text mail clients and terminals show), so a correction still reads as one."""
-    return "".join(ch + "\u0336" if not ch.isspace() else ch for ch in text)
 
 
 class JekyllWriter(MarkdownWriter):

@@ -244,23 +244,40 @@ class Issue:
 # ---- helpers every channel needs -----------------------------------------------------------
 
 
-def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ") -> str:
-    """Inline nodes as plain text (links keep their text, images their alt)."""
+def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ", strike: bool = False) -> str:
+    """Inline nodes as plain text (links keep their text, images their alt) — the one plain-text
+    rule: titles and labels use it as it is; the plain-text channel with `breaks="\n"` and
+    `strike=True` (struck-through text overlaid with U+0336, see `strike_text`)."""
     out: list[str] = []
     for node in inlines:
         if isinstance(node, Text | Code):
             out.append(node.text)
-        elif isinstance(node, Strong | Emphasis | Strikethrough | Link):
-            out.append(plain_text(node.children, breaks=breaks))
+        elif isinstance(node, Strikethrough):
+            inner = plain_text(node.children, breaks=breaks, strike=strike)
+            out.append(strike_text(inner) if strike else inner)
+        elif isinstance(node, Strong | Emphasis | Link):
+            out.append(plain_text(node.children, breaks=breaks, strike=strike))
         elif isinstance(node, Image):
             out.append(node.alt)
         elif isinstance(node, LineBreak):
             out.append("\n")
         elif isinstance(node, SoftBreak):
             out.append(breaks)
-        else:  # pragma: no cover - guarded by the walk-every-node test
-            raise TypeError(f"unknown inline node {type(node).__name__}")
+        else:  # a programming error: a node type added without its plain-text rule
+            raise UnknownInline(node)
     return "".join(out)
+
+
+class UnknownInline(TypeError):
+    def __init__(self, node: object) -> None:
+        super().__init__(f"unknown inline node {type(node).__name__}")
+        self.node = node
+
+
+def strike_text(text: str) -> str:
+    """Struck-through text for plain text: each character overlaid with U+0336 (a stroke that
+    text mail clients and terminals show), so a correction still reads as one."""
+    return "".join(ch + "\u0336" if not ch.isspace() else ch for ch in text)
 
 
 def iter_links(node: object):

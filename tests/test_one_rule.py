@@ -176,3 +176,33 @@ def test_no_inline_http_check_outside_refs() -> None:
     found = {p.relative_to(root).as_posix() for d in ("publisher", "channels") for p in (root / d).rglob("*.py")
              if inline.search(p.read_text(encoding="utf-8"))}
     assert found - {"publisher/refs.py"} <= pending, found
+
+
+def test_one_plain_text_path() -> None:
+    """The plain-text channel writes inline text through model.plain_text: one rule, strikethrough
+    included (U+0336 overlay), and titles use the same function without the overlay."""
+    from publisher.channels.markdown_writer import MailTextWriter, PlainTextWriter
+
+    from publisher.model import (
+        Code,
+        Emphasis,
+        Image,
+        LineBreak,
+        Link,
+        SoftBreak,
+        Strikethrough,
+        Strong,
+        Text,
+        plain_text,
+    )
+
+    nodes = (Text("a *b* <i>"), Strikethrough((Text("old"), Strong((Text("x y"),)))), SoftBreak(),
+             Emphasis((Link("https://example.org/?a=1&b=2", (Text("link"),)),)), LineBreak(),
+             Code("`c`"), Image("https://example.org/i.png", "alt {{ x }}"),
+             Link("https://example.org/", (Text("https://example.org/"),)))
+    struck = plain_text(nodes, breaks="\n", strike=True)
+    assert PlainTextWriter().inline(nodes) == struck
+    assert "o\u0336l\u0336d\u0336x\u0336 y\u0336" in struck and "a *b* <i>" in struck and "alt {{ x }}" in struck
+    assert plain_text(nodes) == "a *b* <i>oldx y link\n`c`alt {{ x }}https://example.org/"
+    mail = MailTextWriter().inline(nodes)  # the text mail keeps URLs, and strikes the same way
+    assert "o\u0336l\u0336d\u0336x\u0336 y\u0336" in mail and "link (https://example.org/?a=1&b=2)" in mail

@@ -232,21 +232,7 @@ class WeChatClient:
                 raise TransportError(
                     f"WeChat {api}: request failed ({redact(type(exc).__name__ + ': ' + str(exc), secrets=(self._secret, token))})"
                 ) from None
-            if resp.status_code != 200:
-                raise TransportError(
-                    f"WeChat {api}: HTTP {resp.status_code} from {self.api_base}; check [wechat] api_base"
-                )
-            try:
-                answer = json.loads(resp.content.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                raise TransportError(f"WeChat {api}: the answer is not JSON (HTTP {resp.status_code})") from None
-            if not isinstance(answer, dict):
-                raise TransportError(f"WeChat {api}: unexpected answer {type(answer).__name__}")
-            errcode = answer.get("errcode", 0)
-            try:
-                errcode = int(errcode)
-            except (TypeError, ValueError):
-                errcode = -999
+            answer, errcode = self._answer(resp, api)
             if errcode == 0:
                 return answer
             errmsg = redact(str(answer.get("errmsg", "")), secrets=(self._secret, token))
@@ -256,6 +242,24 @@ class WeChatClient:
                 self.sleep(delay)
                 continue
             raise WeChatError(errcode, errmsg, api)
+
+    def _answer(self, resp, api: str) -> tuple[dict, int]:
+        """The JSON object of an HTTP 200 answer and its errcode (-999 when it is not a number)."""
+        if resp.status_code != 200:
+            raise TransportError(
+                f"WeChat {api}: HTTP {resp.status_code} from {self.api_base}; check [wechat] api_base"
+            )
+        try:
+            answer = json.loads(resp.content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise TransportError(f"WeChat {api}: the answer is not JSON (HTTP {resp.status_code})") from None
+        if not isinstance(answer, dict):
+            raise TransportError(f"WeChat {api}: unexpected answer {type(answer).__name__}")
+        errcode = answer.get("errcode", 0)
+        try:
+            return answer, int(errcode)
+        except (TypeError, ValueError):
+            return answer, -999
 
     # -- the APIs publisher uses -------------------------------------------------------------
 
