@@ -93,13 +93,21 @@ def fold(name: str, tokens: list[str]) -> str:
     return "\r\n".join(lines)
 
 
+_ATEXT_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.]+")
+
+
+def _phrase(name: str, *, quote_dots: bool = True) -> list[str]:
+    """A display name (From, List-Id) as header tokens that read back as that one name: plain
+    words as they are, else RFC 2047 encoded words — so a comma, quote, `<` or `@` in the name
+    never splits it into two mailboxes."""
+    if name.isascii() and _ATEXT_NAME.fullmatch(name) and "=?" not in name:
+        return name.split() if "." not in name or not quote_dots else [f'"{name}"']
+    return _encoded_words(name.replace("\r", " ").replace("\n", " "))
+
+
 def _address(name: str, addr: str) -> list[str]:
     """A mailbox as header tokens."""
-    if not name:
-        return [addr]
-    if name.isascii() and re.fullmatch(r"[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.]+", name):
-        return [*name.split(), f"<{addr}>"] if "." not in name else [f'"{name}"', f"<{addr}>"]
-    return [*header_tokens(name), f"<{addr}>"]
+    return [*_phrase(name), f"<{addr}>"] if name else [addr]
 
 
 def _qp(data: bytes) -> bytes:
@@ -217,6 +225,29 @@ def sender_name(settings) -> str:
     return settings["email"]["from_name"] or settings["newsletter"]["name"]
 
 
+def from_mailbox(settings) -> tuple[str, str]:
+    """(name, address) of every message's From."""
+    return sender_name(settings), settings["email"]["from_address"]
+
+
+def from_tokens(settings) -> list[str]:
+    """The From header as tokens — the one From builder: build_template folds them into the
+    newsletter's byte template; `from_header` joins them for an EmailMessage (the confirmation
+    email of /subscribe) or a provider's API. Not `email.utils.formataddr`: it would put a name
+    like `=?utf-8?q?x?=` into a quoted string that readers decode as an encoded word."""
+    return _address(*from_mailbox(settings))
+
+
+def from_header(settings) -> str:
+    """The From header's value, unfolded, for a provider's API (see `from_tokens`)."""
+    return " ".join(from_tokens(settings))
+
+
+def from_line(settings) -> str:
+    """The From header line, folded, without its CRLF (see `from_tokens`)."""
+    return fold("From", from_tokens(settings))
+
+
 def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
                    date: dt.datetime | None = None) -> MessageTemplate:
     """Build the byte template of an email rendition (see the module docstring)."""
@@ -233,7 +264,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     boundary = "==pub_" + hashlib.sha256((rendition.body + text).encode("utf-8")).hexdigest()[:28]
 
     headers = [
-        fold("From", _address(sender_name(settings), from_addr)),
+        from_line(settings),
         "To: \x00to\x00",
         fold("Subject", header_tokens(subject)),
         f"Date: {format_datetime(date)}",
@@ -243,7 +274,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     if em["reply_to"]:
         headers.append(f"Reply-To: {em['reply_to']}")
     name = sender_name(settings)
-    headers.append(fold("List-Id", [*header_tokens(name), f"<{list_id}>"] if name else [f"<{list_id}>"]))
+    headers.append(fold("List-Id", [*_phrase(name, quote_dots=False), f"<{list_id}>"] if name else [f"<{list_id}>"]))
     unsub = "List-Unsubscribe: <\x00unsub_hdr\x00>"
     if em["unsubscribe_mailto"]:
         mailto = em["unsubscribe_mailto"]

@@ -36,11 +36,11 @@ import time
 import tomllib
 from collections import deque
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, make_msgid
 from urllib.parse import parse_qs, quote
 
 from publisher.addresses import valid_address
-from publisher.mailmsg import sender_name
+from publisher.mailmsg import from_line, sender_name
 
 log = logging.getLogger("publisher.subscribe")
 
@@ -161,7 +161,6 @@ class Mailer:
         body = self.env.get_template("subscribe/confirm_email.txt").render(
             t=t, lang=s["subscribe"]["language"], name=s["newsletter"]["name"], link=link, hours=hours)
         msg = EmailMessage()
-        msg["From"] = formataddr((sender_name(s), em["from_address"]))
         msg["To"] = email
         msg["Subject"] = t["email_subject"]
         msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
@@ -170,7 +169,9 @@ class Mailer:
         msg.set_content(body, cte="quoted-printable")
         from email import policy
 
-        return msg.as_bytes(policy=policy.SMTP)
+        # the From line is the newsletter's own (mailmsg.from_line): the email package would
+        # re-encode a display name with a comma or quote in it into two mailboxes
+        return from_line(s).encode("ascii") + b"\r\n" + msg.as_bytes(policy=policy.SMTP)
 
     def send_now(self, email: str, request: int) -> None:
         from publisher.transports.email import _close, connect, transmit

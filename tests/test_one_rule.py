@@ -206,3 +206,58 @@ def test_one_plain_text_path() -> None:
     assert plain_text(nodes) == "a *b* <i>oldx y link\n`c`alt {{ x }}https://example.org/"
     mail = MailTextWriter().inline(nodes)  # the text mail keeps URLs, and strikes the same way
     assert "o\u0336l\u0336d\u0336x\u0336 y\u0336" in mail and "link (https://example.org/?a=1&b=2)" in mail
+
+
+@pytest.mark.parametrize("name", ["", "Plain News", "嵌入式AI简报", 'Ed "the" O\'Neil, Jr.', "=?utf-8?q?x?= a.b",
+                                  "Ü" * 80])
+def test_one_from_builder(tmp_path: Path, name: str) -> None:
+    """The newsletter's From and the confirmation email's From are the same mailbox
+    (mailmsg.from_mailbox): the name falls back to the newsletter's name, and every encoding of it
+    decodes to what was configured."""
+    import email
+    import email.policy
+    import email.utils
+
+    from publisher.mailmsg import build_template, from_mailbox
+    from publisher.subscribe import Mailer
+    from tests.test_mailmsg import URL, rendition
+
+    cfg = tmp_path / "publisher.toml"
+    cfg.write_text(f"""
+[newsletter]
+name = "Fallback Weekly"
+[email]
+from_address = "news@example.org"
+from_name = {_toml(name)}
+list_id = "news.example.org"
+subscribers_db = "subscribers.db"
+[subscribe]
+confirm_url = "https://example.org/confirm?token={{token}}"
+""", encoding="utf-8")
+    settings = load_settings(cfg)
+    want = (name or "Fallback Weekly", "news@example.org")
+    assert from_mailbox(settings) == want
+    news = build_template(rendition(), settings).render("a@example.com", URL)
+    confirm = Mailer(settings, "s" * 32).message("a@example.com", 1)
+    for raw in (news, confirm):
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert len(msg.get_all("From")) == 1 and len(msg["From"].addresses) == 1, msg["From"]  # one mailbox
+        assert _decoded_from(raw) == want
+
+
+def _decoded_from(raw: bytes) -> tuple[str, str]:
+    """(display name, address) of the From header, decoded by RFC 2047 itself (the email package
+    puts a space between adjacent encoded words of a display name; RFC 2047 §6.2 drops it)."""
+    import email
+    import email.policy
+    import re
+    from email.header import decode_header, make_header
+
+    value = re.sub(r"\r?\n[ \t]", " ", email.message_from_bytes(raw, policy=email.policy.compat32)["From"])
+    m = re.fullmatch(r"(.*?)\s*<([^<>]+)>", value)
+    if not m:
+        return "", value.strip()
+    phrase = m.group(1)
+    if phrase.startswith('"') and phrase.endswith('"'):
+        return re.sub(r"\\(.)", r"\1", phrase[1:-1]), m.group(2)
+    return str(make_header(decode_header(phrase))), m.group(2)
