@@ -10,13 +10,17 @@ needs it.
 
 from __future__ import annotations
 
-__all__ = ["address_problem", "valid_address"]
+__all__ = ["MAX_LENGTH", "address_problem", "valid_address"]
+
+MAX_LENGTH = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, its angle brackets included
 
 
 def address_problem(value: object) -> str | None:
     """Why `value` is not a deliverable email address, or None when it is one."""
     if not isinstance(value, str) or not value:
         return "an address is text like editor@example.org"
+    if len(value) > MAX_LENGTH:  # bounded before any parsing
+        return f"the address is {len(value):,} characters long; at most {MAX_LENGTH} are allowed"
     if value != value.strip():
         return "the address has spaces around it"
     from email_validator import EmailNotValidError, validate_email  # 60 ms to import: only when asked

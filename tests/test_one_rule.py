@@ -26,6 +26,7 @@ HOSTILE = [
     "ed@@example.org", "@example.org", "ed@", "ed", "",
     "e,d@example.org", "ed@exa mple.org",
     "x" * 250 + "@example.org",  # over 254 characters
+    "a" * 100_000 + "@example.org", "a@" + "b." * 50_000 + "org",
 ]
 
 
@@ -129,7 +130,7 @@ per_ip_per_hour = 1000
 
     for address in HOSTILE:
         if address.strip() == address:
-            assert post(address).startswith("400"), address
+            assert post(address)[:3] in ("400", "413"), address[:80]  # 413: a form body over its bound
     assert submitted == []
     for address in GOOD:
         assert post(address).startswith("200"), address
