@@ -177,6 +177,9 @@ def test_no_inline_http_check_outside_refs() -> None:
     found = {p.relative_to(root).as_posix() for d in ("publisher", "channels") for p in (root / d).rglob("*.py")
              if inline.search(p.read_text(encoding="utf-8"))}
     assert found - {"publisher/refs.py"} <= pending, found
+    for violation in ('if url.startswith(("http://", "https://")):', 'ok = parts.scheme in ("http", "https")',
+                      "ok = urlsplit(u).scheme.lower() not in ('https', 'http')"):
+        assert inline.search(violation), violation  # the scan catches each way of writing it
 
 
 def test_one_plain_text_path() -> None:
