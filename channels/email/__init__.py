@@ -42,9 +42,10 @@ class EmailChannel(HtmlChannel):
     def preview(cls, rendition, view):
         return preview.panel(rendition, view, UNSUBSCRIBE_PLACEHOLDER)
 
-    def local_image_src(self, src: str) -> str:
-        # mail clients need absolute image URLs: the image's public address in the archive
-        return public_src(src, self.settings["newsletter"]["image_base_url"])
+    def local_image_src(self, src: str, issue: Issue) -> str:
+        # mail clients need absolute image URLs: the image's public address (limits.check refuses
+        # one left relative)
+        return public_src(src, self.settings["newsletter"]["image_base_url"], issue.date.isoformat())
 
     def page(self, issue: Issue, writer: HtmlWriter, content: dict, images: list[LocalImage]) -> Rendition:
         news = self.settings["newsletter"]

@@ -936,6 +936,18 @@ class _Lines:
             print(f"email: {done}/{total}", file=sys.stderr, flush=True)
 
 
+def _refuse_unreachable_images(rendition: Rendition) -> None:
+    """Readers would see broken images: refuse before anything is sent (`check` says the same)."""
+    from publisher.channels.email.limits import unreachable_images
+
+    bad = unreachable_images(rendition)
+    if bad:
+        raise TransportError(f"the email's image {bad[0]!r} is not a public http(s) URL, so no mail client "
+                             "can show it; nothing was sent. Set [newsletter] image_base_url to where the "
+                             "issue's images are published (`{date}` in it is the issue's date), or use "
+                             "https:// image URLs in the issue")
+
+
 class EmailTransport(Transport):
     channel = "email"
 
@@ -1009,6 +1021,7 @@ class EmailTransport(Transport):
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
+        _refuse_unreachable_images(rendition)
         to = ctx.options.get("to")
         if to:
             if ctx.dry_run:
