@@ -120,20 +120,18 @@ def report_app(settings, secret: str):
 def unsubscribe_counter(settings):
     """A callback for the unsubscribe endpoint: count an unsubscribe for the last issue sent to
     the address (none sent: counted under "" — it shows in no issue)."""
-    from pathlib import Path
-
+    from publisher.stores import location, open_ledger
     from publisher.stores.analytics import AnalyticsStore
-    from publisher.stores.ledger import Ledger
     from publisher.stores.mail import MailStore
 
-    path = Path(settings.require("paths", "ledger", "the ledger database"))
+    location(settings, "ledger")  # a bad [database] url or no ledger path: an error at startup
     state: dict = {}
     lock = threading.Lock()
 
     def stores():
         with lock:
             if not state:
-                ledger = Ledger(path)
+                ledger = open_ledger(settings)
                 state["mail"], state["analytics"] = MailStore(ledger), AnalyticsStore(ledger)
         return state["mail"], state["analytics"]
 
@@ -159,11 +157,10 @@ def serve_app(settings):
     base = app_from_settings(settings, on_unsubscribe=unsubscribe_counter(settings))
     redirect = report = None
     if settings["analytics"]["clicks"]:
+        from publisher.stores import open_ledger
         from publisher.stores.analytics import AnalyticsStore
-        from publisher.stores.ledger import Ledger
 
-        ledger = Ledger(settings.require("paths", "ledger", "the ledger database"))
-        redirect = redirect_app(AnalyticsStore(ledger), settings.secret("analytics", "secret_env"))
+        redirect = redirect_app(AnalyticsStore(open_ledger(settings)), settings.secret("analytics", "secret_env"))
     var = settings["analytics"]["report_secret_env"]
     if var and os.environ.get(var):
         if len(os.environ[var]) < MIN_REPORT_SECRET:
