@@ -56,10 +56,16 @@ def redirect_app(store, secret: str):
         target = None
         if m:
             issue, number, sig = m.group("issue"), int(m.group("n")), m.group("sig")
-            target = next((u for u in store.urls(issue, number) if genuine(secret, issue, number, u, sig)), None)
-            if target is None:  # a link recorded since this server cached the issue's links
-                target = next((u for u in store.urls(issue, number, fresh=True)
-                               if genuine(secret, issue, number, u, sig)), None)
+            try:
+                target = next((u for u in store.urls(issue, number) if genuine(secret, issue, number, u, sig)),
+                              None)
+                if target is None:  # a link recorded since this server cached the issue's links
+                    target = next((u for u in store.urls(issue, number, fresh=True)
+                                   if genuine(secret, issue, number, u, sig)), None)
+            except Exception as exc:  # noqa: BLE001 - the database is down: say so, no traceback
+                log.warning("click %s %d: the links cannot be read: %s", issue, number, exc)
+                return _plain(start_response, "503 Service Unavailable", "try again in a moment\n",
+                              [("Retry-After", "30")])
         if target is None:
             log.info("click refused")
             return _plain(start_response, "400 Bad Request", "this link is not valid\n")
@@ -122,6 +128,7 @@ def unsubscribe_counter(settings):
     the address (none sent: counted under "" — it shows in no issue)."""
     from publisher.stores import location, open_ledger
     from publisher.stores.analytics import AnalyticsStore
+    from publisher.stores.base import DBError
     from publisher.stores.mail import MailStore
 
     location(settings, "ledger")  # a bad [database] url or no ledger path: an error at startup
@@ -137,7 +144,10 @@ def unsubscribe_counter(settings):
 
     def counted(email: str) -> str:
         mail, analytics = stores()
-        last = mail.delivered_issues(email, 1)
+        try:
+            last = mail.delivered_issues(email, 1)
+        except DBError:  # a connection PostgreSQL dropped (restart): a read is safe to ask again
+            last = mail.delivered_issues(email, 1)
         issue = last[0] if last else ""
         analytics.count_unsubscribe(issue)
         return issue

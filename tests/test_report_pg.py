@@ -239,3 +239,60 @@ def test_report_cli_json_on_both_backends(tmp_path, monkeypatch, backend, reques
     assert [e["issue"] for e in data["issues"]] == [NEW]
     assert data["issues"][0]["channels"]["email"]["unsubscribed"] == 2
     assert url == "" or not (tmp_path / "publisher.db").exists()
+
+
+def test_serve_counts_on_after_postgresql_restarts(tmp_path, pg_cluster, monkeypatch, caplog):
+    """PostgreSQL restarted while `serve` is idle: the next redirects (a cached link and one never
+    looked up) and the next unsubscribe count are answered and counted, none lost, no 500."""
+    secrets_env(monkeypatch)
+    url = pg_cluster.create_db()
+    settings = _project(tmp_path, url)
+    open_subscribers(settings)
+    issue, _ = pipeline.load(EXAMPLES / "issues" / f"{NEW}.md")
+    rendition = pipeline.render(issue, "email", settings)
+    store = AnalyticsStore(open_ledger(settings))
+    store.record_links(NEW, "email", rendition.metadata["click_links"])
+    MailStore(open_ledger(settings)).mark(NEW, "r0@example.com", "sent", message_id="<m@x>", code=250)
+    links = list(dict.fromkeys(re.findall(r'href="(https://news\.example\.org/r/[^"]+)"', rendition.body)))
+    srv = serve_in_thread(serve_app(settings), threads=1, timeout=30)  # one thread: one set of connections
+    counted = unsubscribe_counter(settings)
+    try:
+        port = srv.server_port
+        assert request(port, "GET", local(links[0]))[0] == 302
+        assert counted("r0@example.com") == NEW
+        pg_cluster.restart()
+        assert request(port, "GET", local(links[0]))[0] == 302  # cached link: the count reconnects
+        assert request(port, "GET", local(links[1]))[0] == 302  # a lookup on the dropped connection
+        assert counted("r0@example.com") == NEW
+    finally:
+        srv.shutdown()
+    check = AnalyticsStore(open_ledger(settings))
+    got = {link["number"]: link["clicks"] for link in check.links_of(NEW)}
+    assert (got[1], got[2]) == (2, 1) and check.unsubscribed(NEW) == 2
+    assert not [r for r in caplog.records if "not counted" in r.getMessage()]
+
+
+def test_a_redirect_while_postgresql_is_down_is_a_clear_503(tmp_path, pg_cluster, monkeypatch):
+    from publisher.analytics import redirect_app
+    from publisher.clicks import redirect_url
+
+    url = pg_cluster.create_db()
+    store = AnalyticsStore(open_ledger_at(url))
+    store.record_links(NEW, "email", [(1, "https://example.com/story", "story")])
+    app = redirect_app(store, CLICK_SECRET)
+    path = local(redirect_url("https://news.example.org", CLICK_SECRET, NEW, 1, "https://example.com/story"))
+    got = {}
+
+    def call():
+        body = app({"REQUEST_METHOD": "GET", "PATH_INFO": path},
+                   lambda status, headers: got.update(status=status, headers=dict(headers)))
+        return b"".join(body)
+
+    pg_cluster.stop("immediate")
+    try:
+        assert call() == b"try again in a moment\n" and got["status"].startswith("503")
+        assert "Location" not in got["headers"]
+    finally:
+        pg_cluster.start()
+    assert call() == b"https://example.com/story\n" and got["headers"]["Location"] == "https://example.com/story"
+    assert store.links_of(NEW)[0]["clicks"] == 1

@@ -24,7 +24,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterable
 
-from publisher.stores.base import Store, now_iso
+from publisher.stores.base import DBError, Store, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS click_links (
@@ -70,13 +70,34 @@ class AnalyticsStore:
         db.ensure(SCHEMA)
 
     def _write(self, sql: str, args: tuple) -> None:
+        """One counting statement on this process's writer connection. A connection the
+        PostgreSQL server dropped (a restart while `serve` was idle) is found out by the statement
+        that fails on it — which never reached the new server — so it is run once more on a new
+        connection, and the click is not lost."""
         with self.write_lock:
-            if self._writer is not None and getattr(self._writer, "broken", False):
-                self._writer.close()  # the PostgreSQL server dropped it (restart): open another
-                self._writer = None
-            if self._writer is None:
-                self._writer = self.db.open()
-            self._writer.execute(sql, args)
+            for attempt in (1, 2):
+                if self._writer is not None and getattr(self._writer, "broken", False):
+                    self._writer.close()
+                    self._writer = None
+                if self._writer is None:
+                    self._writer = self.db.open()
+                try:
+                    self._writer.execute(sql, args)
+                    return
+                except DBError:
+                    if attempt == 2 or not getattr(self._writer, "broken", False):
+                        raise
+
+    def _read(self, sql: str, args: tuple):
+        """All rows of a query on this thread's connection, asked again once on a new connection
+        when the server dropped the old one (Store.connect opens a new one)."""
+        conn = self.db.connect()
+        try:
+            return conn.execute(sql, args).fetchall()
+        except DBError:
+            if not getattr(conn, "broken", False):
+                raise
+            return self.db.connect().execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self.write_lock:
@@ -100,7 +121,7 @@ class AnalyticsStore:
         key = (issue, number)
         got = None if fresh else self._links.get(key)
         if got is None:
-            got = tuple(r[0] for r in self.db.connect().execute(
+            got = tuple(r[0] for r in self._read(
                 "SELECT url FROM click_links WHERE issue = ? AND number = ? ORDER BY created_at, url",
                 (issue, number)))
             if got and (key in self._links or len(self._links) < MAX_CACHED):
