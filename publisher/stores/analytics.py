@@ -164,9 +164,7 @@ class AnalyticsStore:
             "SELECT day, SUM(count) FROM clicks WHERE issue = ? GROUP BY day ORDER BY day", (issue,))}
 
     def unsubscribed(self, issue: str) -> int:
-        row = self.db.connect().execute("SELECT SUM(count) FROM unsubscribes WHERE issue = ?",
-                                        (issue,)).fetchone()
-        return int(row[0] or 0)
+        return ReportReads(self.db).unsubscribed(issue)
 
 
 class ReportReads:
@@ -214,6 +212,13 @@ class ReportReads:
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT kind, COUNT(DISTINCT COALESCE(email, key)) FROM mail_events WHERE issue = ? "
             "AND kind IN ('hard', 'soft', 'complaint') GROUP BY kind", (issue,))}
+
+    def unsubscribed(self, issue: str) -> int:
+        """Unsubscribes through `publisher serve` counted for `issue`."""
+        if "unsubscribes" not in self.present:
+            return 0
+        row = self.conn.execute("SELECT SUM(count) FROM unsubscribes WHERE issue = ?", (issue,)).fetchone()
+        return int(row[0] or 0)
 
     def wechat(self, issue: str) -> dict | None:
         if "wechat_drafts" not in self.present:

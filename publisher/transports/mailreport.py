@@ -22,7 +22,7 @@ def _when(text: str | None) -> dt.datetime | None:
 def numbers(settings, ledger, issue: str, push: Mapping[str, Any]) -> dict[str, Any]:
     """sent / failed per recipient, bounced (hard, soft), complaints, unsubscribed, recipients,
     other_states, finished_at, send_seconds; with clicks on, `links` (filled in by the report)."""
-    from publisher.stores.analytics import AnalyticsStore, ReportReads
+    from publisher.stores.analytics import ReportReads
 
     reads = ReportReads(ledger)
     sends = reads.sends(issue)
@@ -35,7 +35,7 @@ def numbers(settings, ledger, issue: str, push: Mapping[str, Any]) -> dict[str, 
         "other_states": {k: v for k, v in sorted(sends.items()) if k not in ("sent", "failed")},
         "bounced_hard": ev.get("hard", 0), "bounced_soft": ev.get("soft", 0),
         "bounced": ev.get("hard", 0) + ev.get("soft", 0), "complaints": ev.get("complaint", 0),
-        "unsubscribed": AnalyticsStore(ledger).unsubscribed(issue),
+        "unsubscribed": reads.unsubscribed(issue),
         "finished_at": last,
         "send_seconds": int((end - start).total_seconds()) if start and end and end >= start else None,
     }
