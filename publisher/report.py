@@ -30,6 +30,7 @@ TOP_LINKS = 10
 def _numbers(settings: Settings, ledger, issue: str, push: dict) -> dict[str, Any]:
     """A push's numbers, asked of its channel's transport (Transport.report); a channel no longer
     installed counts as one delivery, as a transport does by default."""
+    from publisher.errors import PublisherError
     from publisher.transports import get_transport
     from publisher.transports.base import Transport
 
@@ -37,7 +38,19 @@ def _numbers(settings: Settings, ledger, issue: str, push: dict) -> dict[str, An
         cls = get_transport(push["channel"])
     except Exception:  # noqa: BLE001 - a channel no longer installed: plain push numbers
         cls = Transport
-    return cls.report(settings, ledger, issue, push)
+    try:
+        numbers = cls.report(settings, ledger, issue, push)
+    except PublisherError:
+        raise
+    except Exception as exc:  # a channel's own code failed: name it, no traceback
+        raise PublisherError(f"the report of issue {issue}: the {push['channel']} channel's transport could not "
+                             f"give its numbers ({type(exc).__name__}: {exc}); update or remove that channel's "
+                             "package") from exc
+    bad = sorted(k for k, v in numbers.items() if k in ZERO_MAIL and (isinstance(v, bool) or not isinstance(v, int)))
+    if bad:
+        raise PublisherError(f"the report of issue {issue}: the {push['channel']} channel's transport gave "
+                             f"{', '.join(bad)} as something other than a whole number")
+    return numbers
 
 
 def issue_slugs(args: list[str]) -> list[str]:

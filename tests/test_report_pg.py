@@ -219,6 +219,18 @@ def test_a_third_party_channel_supplies_its_own_numbers(tmp_path, monkeypatch):
     assert {k: rows["smoke-signal"][k] for k in ("state", "sent", "failed")} == {"state": "failed", "sent": 0,
                                                                                  "failed": 1}
 
+    from publisher.errors import PublisherError
+
+    def broken(cls, *args):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(Pigeons, "report", classmethod(broken))
+    with pytest.raises(PublisherError, match="carrier-pigeon channel's transport could not give its numbers"):
+        gather(settings)
+    monkeypatch.setattr(Pigeons, "report", classmethod(lambda cls, *a: {"sent": "12"}))
+    with pytest.raises(PublisherError, match="gave sent as something other than a whole number"):
+        gather(settings)
+
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_report_cli_json_on_both_backends(tmp_path, monkeypatch, backend, request):
