@@ -509,7 +509,6 @@ LONG_FUNCTIONS = {
     "channels/wechat/api.py:_request",
     "publisher/hooks.py:make_hooks_app", "publisher/transports/email.py:push",
     "publisher/transports/providers/campaign.py:_send",
-    "channels/email/__init__.py:page", "publisher/unsubscribe.py:make_app",
 }
 
 

@@ -967,6 +967,12 @@ class EmailTransport(Transport):
         return out
 
     @classmethod
+    def report(cls, settings, ledger, issue, push) -> dict:
+        from publisher.transports.mailreport import numbers
+
+        return numbers(settings, ledger, issue, push)
+
+    @classmethod
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
         """Campaigns the subscribers database knows were sent (or being sent) through another
         ledger, or that this ledger does not record as finished."""
