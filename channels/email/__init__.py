@@ -49,15 +49,7 @@ class EmailChannel(HtmlChannel):
         news = self.settings["newsletter"]
         mail = self.settings["email"]
         t = MailTextWriter()
-        text_sections = []
-        for section in issue.sections:
-            text_items = []
-            for item in section.items:
-                lines = [f"{f.label}：{t.inline(f.value)}" for f in item.fields]
-                lines.extend(t.blocks(item.labelled_summary("摘要：")))
-                text_items.append({"title": self._text_title(item, t), "lines": lines})
-            text_sections.append({"name": section.name, "note": t.inline(section.note), "items": text_items,
-                                  "closing": "\n".join(t.blocks(section.closing))})
+        text_sections = self._text_sections(issue, t)
 
         values = {"title": issue.title, "name": news["name"], "date": issue.slug,
                   "topics": "/".join(issue.topics), "number": "" if issue.number is None else issue.number}
@@ -84,6 +76,7 @@ class EmailChannel(HtmlChannel):
             briefs=[t.inline(b.content) for b in issue.warmup],
             notes="\n".join("\n".join(t.dispatch(p)) for p in issue.notes),
             sections=text_sections,
+            footnotes=t.footnote_lines(issue.footnotes),
             **common,
         )
         text = re.sub(r"\n{3,}", "\n\n", text)
@@ -105,6 +98,19 @@ class EmailChannel(HtmlChannel):
             images=tuple(images),
             parts={f"{issue.slug}.txt": text},
         )
+
+    def _text_sections(self, issue: Issue, t: MailTextWriter) -> list[dict]:
+        """The sections for the text/plain part."""
+        out = []
+        for section in issue.sections:
+            text_items = []
+            for item in section.items:
+                lines = [f"{f.label}：{t.inline(f.value)}" for f in item.fields]
+                lines.extend(t.blocks(item.labelled_summary("摘要：")))
+                text_items.append({"title": self._text_title(item, t), "lines": lines})
+            out.append({"name": section.name, "note": t.inline(section.note), "items": text_items,
+                        "closing": "\n".join(t.blocks(section.closing))})
+        return out
 
     @staticmethod
     def _text_title(item, t: MailTextWriter) -> str:
