@@ -39,6 +39,7 @@ import jinja2
 
 from publisher.errors import ConfigError
 from publisher.model import Issue
+from publisher.refs import describe_char, forbidden_char, image_bytes
 
 if TYPE_CHECKING:
     from publisher.limits import Violation
@@ -63,10 +64,12 @@ class LocalImage:
     source: str | None = None  # the path as the issue wrote it, when `ref` differs (web: under <date>/)
 
     def read(self) -> bytes:
+        """The image's bytes; a SourceError when the file is not an image by name and content
+        (refs.image_bytes): no transport ever publishes or uploads anything else."""
         if self.data is not None:
             return self.data
         assert self.path is not None
-        return self.path.read_bytes()
+        return image_bytes(self.path, self.source or self.ref)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,32 @@ class Rendition:
         width = len(str(len(self.messages)))
         return {f"{stem}.{n:0{width}d}.{ext}" if dot else f"{self.filename}.{n:0{width}d}": text
                 for n, text in enumerate(self.messages, 1)}
+
+    def __post_init__(self) -> None:
+        """No rendition carries a character an XML feed or an HTML page cannot (refs.forbidden_char):
+        the reader refuses them in sources, and this catches the configuration and templates."""
+        for where, text in (("its body", self.body), *((f"its part {n}", t) for n, t in self.parts.items()),
+                            *((f"its {k}", v) for k, v in _metadata_strings(self.metadata))):
+            m = forbidden_char(text) if isinstance(text, str) else None
+            if m:
+                line = text.count("\n", 0, m.start()) + 1
+                raise ConfigError(
+                    f"the {self.channel} rendition of {self.issue} would carry the invisible character "
+                    f"{describe_char(m.group(0))} in {where} (line {line}), which feeds and web pages cannot "
+                    f"carry; the issue's text is checked when it is read, so it comes from the configuration "
+                    f"(a TOML escape such as \\b or \\u0008) or a template: remove it")
+
+
+def _metadata_strings(value, key: str = "metadata"):
+    """(key, string) for every string in a rendition's metadata, at any depth."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _metadata_strings(v, str(k))
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _metadata_strings(v, key)
 
 
 @dataclass(frozen=True)

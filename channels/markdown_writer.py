@@ -500,6 +500,7 @@ class TemplateChannel(Channel):
                     "name": esc(s.name),
                     "note": writer.inline(s.note),
                     "items": [writer.item(item) for item in s.items],
+                    "loose": s.loose,
                     "closing": writer.closing(s.closing),
                 }
                 for s in issue.sections

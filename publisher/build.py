@@ -159,7 +159,8 @@ def render_one(path: str, channels: list[str], out: str) -> dict:
     for name in channels:  # one channel failing does not stop the others
         try:
             rendition = pipeline.channel_for(name, ctx).render(issue)
-            written[name] = [str(f) for f in pipeline.write_rendition(rendition, Path(out) / name)]
+            files = pipeline.write_rendition(rendition, Path(out) / name, root=Path(out))
+            written[name] = [str(f) for f in files]
         except PublisherError as exc:
             errors[name] = f"[{name}] {exc}"
     return {"path": path, "written": written, "warnings": [str(w) for w in warnings], "errors": errors}

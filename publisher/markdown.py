@@ -65,6 +65,21 @@ def _math(md) -> None:
 
 _parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough", "table", _math])
 
+# mistune's inline parser is not linear on long runs of delimiters (`a*b_` repeated: 38 s and
+# 545 MB for one 1 MB line), so no fragment longer than this reaches it: a longer paragraph or
+# list is a file:line error. The house style's longest line in seven years of archive is ~1,200
+# characters; a fragment at the cap parses in well under a second whatever it holds, and a
+# file of any size in time proportional to its length (bench/ and tests/test_source_input.py).
+MAX_FRAGMENT = 20_000
+
+
+def _bounded(text: str, line: int, file: str | None, what: str) -> str:
+    if len(text) > MAX_FRAGMENT:
+        raise SourceError(f"this {what} is {len(text):,} characters long; at most {MAX_FRAGMENT:,} are read as "
+                          "Markdown at once: split it into shorter paragraphs", file=file, line=line,
+                          code="paragraph-too-long")
+    return text
+
 class Converter:
     """Turns mistune tokens into model nodes; collects warnings as (line, message, code)."""
 
@@ -220,7 +235,7 @@ def parse_inline(text: str, *, line: int, file: str | None, conv: Converter) -> 
     """One line (or paragraph) of inline Markdown."""
     if not text.strip():
         return ()
-    tokens = _parse(text)
+    tokens = _parse(_bounded(text, line, file, "paragraph"))
     out: list[Inline] = []
     for tok in tokens:
         if tok["type"] in ("paragraph", "block_text"):
@@ -250,4 +265,4 @@ def parse_blocks(lines: list[str], *, first_line: int, file: str | None, conv: C
     margin = min(indents, default=0)
     text = "\n".join(ln[min(margin, len(ln) - len(ln.lstrip())):] for ln in lines)
     item_lines = [first_line + i for i, ln in enumerate(lines) if _LIST_MARKER.match(ln)]
-    return conv.blocks(_parse(text), first_line, item_lines)
+    return conv.blocks(_parse(_bounded(text, first_line, file, "list or block")), first_line, item_lines)

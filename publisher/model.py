@@ -213,6 +213,9 @@ class Section:
     # free text after the section's last item (a blank line, then unindented text that is not an
     # item): it belongs to the section, as the published archive shows it, not to the last item
     closing: tuple[Block, ...] = ()
+    # a blank line between two of its items: the item list is loose (CommonMark), and the
+    # Markdown channels keep the blank lines so it renders as the source and the archive did
+    loose: bool = False
 
 
 @dataclass(frozen=True)

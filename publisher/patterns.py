@@ -34,6 +34,9 @@ FENCE_RE = re.compile(r"^\s*(```|~~~)")
 FOOTER_RE = re.compile(r"^(#{1,6}\s*\[?往期回顾|-{4,}\s*$|!\[wechat_qrcode\]|<a rel=\"license\")")
 # The link note is a channel convention (阅读原文 / 项目链接), never part of a source.
 LINK_NOTE_RE = re.compile(r"个别链接打不开|PC端微信链接打不开")
+# a link written with full-width brackets, `【title】(url)` or `[title]（url）`: Markdown sees no
+# link there, so the item would be published as bracketed text with a bare URL
+FULLWIDTH_LINK_RE = re.compile(r"【[^【】\n]*】\s*[(（]\s*(?:https?://|\.{0,2}/)|\[[^\[\]\n]*\]\s*（\s*(?:https?://|\.{0,2}/)")
 # a line ending inside a link target: `[text](https://…` whose `)` is on the next line
 UNCLOSED_LINK_RE = re.compile(r"\]\(\s*[^()\s]+\s*$")
 # the tagline: a line that is all bold

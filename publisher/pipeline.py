@@ -11,7 +11,7 @@ from .atomic import write_if_changed
 from .errors import Diagnostic, SourceError
 from .model import Issue
 from .reader import read_issue
-from .refs import contained, excerpt, is_local, out_path
+from .refs import contained, excerpt, image_bytes, is_local, issue_folder, out_path
 from .settings import ISSUE_FILE_RE, Settings
 
 
@@ -104,7 +104,7 @@ def context_for(settings: Settings, issue: Issue, *, entries: tuple[PastIssue, .
                 env=None) -> RenderContext:
     """The context `issue` renders in; `entries` (the archive) and `env` (a template environment)
     let a build compute them once for every issue."""
-    base = Path(issue.source_path).resolve().parent if issue.source_path else None
+    base = issue_folder(issue.source_path) if issue.source_path else None
     if entries is None:
         entries = archive(settings, issue)
     elif not any(p.date == issue.date for p in entries):
@@ -125,37 +125,42 @@ def render(issue: Issue, channel: str, settings: Settings, ctx: RenderContext | 
     return channel_for(channel, ctx).render(issue)
 
 
-def write_rendition(rendition: Rendition, out_dir: Path) -> list[Path]:
+def write_rendition(rendition: Rendition, out_dir: Path, *, root: Path | None = None) -> list[Path]:
     """Write a rendition's body, parts, messages (each a file) and images into out_dir; return
     the paths written.
 
-    Every name is resolved (after symlinks) under out_dir and every local image it copies under
-    the issue's folder, all before the first byte is written: nothing is ever written outside
-    out_dir, and a refused name writes nothing at all."""
+    Every name is checked to stay under the output folder `root` (default: out_dir) with no
+    symbolic link between `root` and the file (refs.out_path), and every local image it copies
+    under the issue's folder, all before the first byte is written: nothing is ever written
+    outside `root`, and a refused name writes nothing at all."""
+    root = out_dir if root is None else root
+    out_path(out_dir, rendition.filename, root=root)  # a symlinked out_dir is refused before mkdir
     out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[tuple[Path, bytes]] = [(out_path(out_dir, rendition.filename), rendition.body.encode("utf-8"))]
-    files += [(out_path(out_dir, name), text.encode("utf-8")) for name, text in rendition.parts.items()]
-    files += [(out_path(out_dir, name), text.encode("utf-8")) for name, text in rendition.message_files().items()]
-    files += [(out_path(out_dir, name), data) for name, data in rendition.binary_parts.items()]
-    copies: list[tuple[Path, Path]] = []
+    files: list[tuple[Path, bytes]] = [(out_path(out_dir, rendition.filename, root=root),
+                                        rendition.body.encode("utf-8"))]
+    files += [(out_path(out_dir, name, root=root), text.encode("utf-8")) for name, text in rendition.parts.items()]
+    files += [(out_path(out_dir, name, root=root), text.encode("utf-8"))
+              for name, text in rendition.message_files().items()]
+    files += [(out_path(out_dir, name, root=root), data) for name, data in rendition.binary_parts.items()]
+    copies: list[tuple[bytes, Path]] = []
     for image in rendition.images:
         if not is_local(image.ref) or image.ref.startswith("/"):
             continue
-        target = out_path(out_dir, image.ref)
+        target = out_path(out_dir, image.ref, root=root)
         if image.data is not None:
             files.append((target, image.data))
         elif image.path is not None:
             source = issue_file(image)
             if source.is_file() and target != source:
-                copies.append((source, target))
+                copies.append((image_bytes(source, image.source or image.ref), target))
     written = []
     for path, data in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_if_changed(path, data)
         written.append(path)
-    for source, target in copies:
+    for data, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_if_changed(target, source.read_bytes())
+        write_if_changed(target, data)
         written.append(target)
     return written
 

@@ -143,8 +143,10 @@ class ImageTable:
                         return local(ref)
                 return None  # remote: the reader's client loads it
             if base_dir is not None:
-                path = (base_dir / unquote(src.split("#")[0].split("?")[0])).resolve()
-                if path.is_file():
+                from publisher.refs import contained
+
+                path = contained(base_dir, unquote(src))  # never a file outside the folder
+                if path is not None and path.is_file():
                     return self.url_for(
                         ("file", str(path)), lambda: ImageBlob(path.read_bytes(), _guess_type(path.name))
                     )

@@ -10,6 +10,7 @@ lease is released. One channel failing never stops the others; the caller turns 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +22,7 @@ from .errors import Diagnostic, PublisherError, SourceError
 from .model import Issue
 from .redact import redact
 from .settings import Settings
+from .stores.base import StoreError
 from .stores.ledger import LeaseHeld, Ledger, checkpoint
 
 # outcome states
@@ -146,7 +148,8 @@ def push_issue(
                 touch_ledger=touch_ledger))
         finally:
             if lease is not None:
-                lease.release()
+                with contextlib.suppress(StoreError):  # e.g. disk full: a dead holder's lease is
+                    lease.release()                    # taken over at once on this host
     return report
 
 
@@ -173,12 +176,12 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
     except PublisherError as exc:
         message = exc.message if hasattr(exc, "message") else str(exc)
         if touch_ledger:
-            ledger.fail(issue.slug, channel, message, getattr(exc, "details", None))
+            message += _record_failure(ledger, issue.slug, channel, message, exc, push_ctx.lease)
         return ChannelOutcome(channel, FAILED, message)
     except Exception as exc:  # an unexpected bug: record it and go on with the other channels
         message = f"{type(exc).__name__}: {exc}"
         if touch_ledger:
-            ledger.fail(issue.slug, channel, message)
+            message += _record_failure(ledger, issue.slug, channel, message, exc, push_ctx.lease)
         return ChannelOutcome(channel, FAILED, message)
     if touch_ledger:
         ledger.finish(issue.slug, channel, remote_id=result.remote_id, url=result.url,
@@ -188,6 +191,21 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
     if test_copy and not dry_run:
         summary += " (test copy; ledger unchanged)"
     return ChannelOutcome(channel, state, summary, result.remote_id, result.url, dict(result.details))
+
+
+def _record_failure(ledger: Ledger, issue: str, channel: str, message: str, exc: BaseException,
+                    lease) -> str:
+    """Record a failed push; '' or what could not be recorded. A sender whose lease was taken over
+    leaves the row to the new holder and only adds its counts (e.g. ambiguous resends)."""
+    details = getattr(exc, "details", None)
+    try:
+        if getattr(exc, "lease_lost", False) or (lease is not None and lease.lost.is_set()):
+            ledger.add_counts(issue, channel, details or {})
+        else:
+            ledger.fail(issue, channel, message, details)
+    except StoreError as err:
+        return f" (this failure could not be recorded in the ledger: {err.message})"
+    return ""
 
 
 # ---- status ------------------------------------------------------------------------------------
@@ -211,11 +229,26 @@ def status_rows(settings: Settings, issue: str | None = None) -> tuple[Path, str
             raise PublisherError(f"'{issue}' names no issue: give a date (YYYY-MM-DD) or an issue file")
         slug = m.group(1)
     ledger_path = settings.require("paths", "ledger", "the ledger database")
-    records = Ledger(ledger_path).records(slug) if Path(ledger_path).exists() else []
-    ledger = Ledger(ledger_path) if records else None
+    ledger = Ledger(ledger_path) if Path(ledger_path).exists() else None
+    records = ledger.records(slug) if ledger is not None else []
     rows = [{"issue": r.issue, "channel": r.channel, "state": r.state, "attempts": r.attempts,
              "remote_id": r.remote_id, "url": redact(r.url, settings) or None,
              "counts": _counts(ledger, r), "updated": r.updated_at,
              "last_error": redact(r.last_error, settings) or None}
             for r in records]
+    rows += _pushes_the_ledger_lost(settings, ledger, slug, {(r.issue, r.channel): r for r in records})
+    rows.sort(key=lambda r: (r["issue"], r["channel"]), reverse=False)
+    rows.sort(key=lambda r: r["issue"], reverse=True)
     return Path(ledger_path), slug, rows
+
+
+def _pushes_the_ledger_lost(settings: Settings, ledger: Ledger | None, slug: str | None,
+                            records: Mapping) -> list[dict]:
+    """Pushes another store remembers that this ledger does not (each transport says which):
+    shown, never "nothing pushed"."""
+    from .channels.base import available_channels
+
+    rows = []
+    for name in available_channels():
+        rows += _transport(name).lost_pushes(settings, ledger, slug, records)
+    return rows

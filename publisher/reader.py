@@ -41,6 +41,7 @@ from .patterns import (
     FENCE_RE,
     FIELD_RE,
     FOOTER_RE,
+    FULLWIDTH_LINK_RE,
     ITEM_RE,
     LEAD_COUNT_RE,
     LEAD_RE,
@@ -54,7 +55,7 @@ from .patterns import (
     TITLE_DATE_RE,
     UNCLOSED_LINK_RE,
 )
-from .refs import check_local, check_url, excerpt, is_local
+from .refs import check_local, check_url, describe_char, excerpt, forbidden_char, is_local, issue_folder
 
 FOOTNOTE_DEF_RE = re.compile(r"^\[\^([^\]\s^]{1,40})\]:\s*(.*)$")
 TABLE_DELIMITER_RE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
@@ -72,6 +73,13 @@ FRONT_MATTER_KEYS = {
     "license": "{name, url, badge} when this issue's license differs from [newsletter] license_*",
     "archived": "true when the issue was published before (imported): 往期回顾 lists it even as a draft",
 }
+
+# An issue file named by its date (settings.ISSUE_FILE_RE); its name and its date must agree.
+FILE_DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
+
+# No source line is longer (the archive's longest is ~1,200 characters); Markdown fragments have
+# their own bound (markdown.MAX_FRAGMENT), as mistune's inline parser is not linear.
+MAX_LINE = 10_000
 
 # Front matter is a handful of short keys; a bigger block is a mistake or an attack.
 MAX_FRONT_MATTER = 16 * 1024
@@ -169,6 +177,7 @@ class _SectionState:
     note: tuple = ()
     items: list[Item] = field(default_factory=list)
     closing: tuple[Block, ...] = ()
+    loose: bool = False
 
 
 @dataclass
@@ -187,6 +196,7 @@ class _Reader:
         self.base = base  # the issue's folder: every local file it names must be inside it
         self.conv = Converter(file)
         self.warnings: list[Diagnostic] = []
+        self.text = text
         self.lines = text.split("\n")
 
     # -- helpers ---------------------------------------------------------------------------
@@ -227,6 +237,12 @@ class _Reader:
             raise self.error(line, f"front matter is not valid YAML: {problem}", "front-matter") from None
         if not isinstance(data, dict):
             raise self.error(2, "front matter must be 'key: value' lines", "front-matter")
+        for key, value in data.items():
+            bad = next((m for m in map(forbidden_char, _strings((key, value))) if m), None)
+            if bad:
+                raise self.error(self._key_line(str(key), end), f"front matter '{key}' holds the invisible character "
+                                 f"{describe_char(bad.group(0))} (a YAML escape such as \\0, \\b or \\x08 in a "
+                                 "quoted value), which feeds and web pages cannot carry: remove it", "control-character")
         for key in data:
             if key not in FRONT_MATTER_KEYS:
                 line = self._key_line(str(key), end)
@@ -280,7 +296,24 @@ class _Reader:
         return self.error(ln, f"摘要 before any item{where}: a summary belongs under an item line '- [title](url)'",
                           "summary-before-item")
 
+    def screen(self) -> None:
+        """Before any rule runs: no line over MAX_LINE characters, and no character that an XML
+        feed or an HTML page cannot carry (refs.forbidden_char) — the first one is an error with
+        its line and column."""
+        for k, raw in enumerate(self.lines):
+            if len(raw) > MAX_LINE:
+                raise self.error(k + 1, f"the line is {len(raw):,} characters long; at most {MAX_LINE:,} are read: "
+                                 "split it (a blank line between paragraphs)", "line-too-long")
+        m = forbidden_char(self.text)
+        if m:
+            line = self.text.count("\n", 0, m.start()) + 1
+            column = m.start() - (self.text.rfind("\n", 0, m.start()) + 1) + 1
+            raise self.error(line, f"column {column} holds the invisible character {describe_char(m.group(0))}, "
+                             "which feeds and web pages cannot carry (often pasted from a PDF, a terminal or "
+                             "a word processor): delete it", "control-character")
+
     def read(self) -> ReadResult:
+        self.screen()
         meta, start = self.front_matter()
         definitions = self._footnote_definitions(start)
         pre = _Preamble()
@@ -312,6 +345,12 @@ class _Reader:
         if date is None:
             raise self.error(title_line, "the issue has no date: put '(YYYY-MM-DD)' in the title or 'date:' in the front matter",
                              "no-date")
+        named = FILE_DATE_RE.match(Path(self.file).name)
+        if named and named.group(1) != date.isoformat():
+            line = key_lines.get("date", title_line) if "date" in meta else title_line
+            raise self.error(line, f"the file is named {Path(self.file).name} but the issue's date is {date}: every "
+                             "output, the archive and the ledger go by the date, so one of them is wrong; rename the "
+                             "file or fix the date", "date-file-mismatch")
 
         status = meta.get("status", "draft")
         if status not in ("draft", "ready"):
@@ -677,6 +716,8 @@ class _Reader:
             return None
         item, i = self._item(i, m.group(1))
         st.items.append(item)
+        if i < len(self.lines) and not self.lines[i - 1].strip() and ITEM_RE.match(self.lines[i]):
+            st.loose = True  # a blank line between two items: a loose list, as GitHub shows it
         return i
 
     def parse_summary_before_item(self, st: _SectionState, i: int) -> int | None:
@@ -705,7 +746,8 @@ class _Reader:
             raise self.error(head_line, "section heading '##' has no name", "section-no-name")
         st = _SectionState(name)
         i = self.run(self.SECTION_RULES, st, i + 1, len(self.lines))
-        return Section(name=name, items=tuple(st.items), note=st.note, line=head_line, closing=st.closing), i
+        return Section(name=name, items=tuple(st.items), note=st.note, line=head_line, closing=st.closing,
+                       loose=st.loose), i
 
     def _closing(self, i: int) -> tuple[tuple[Block, ...], int]:
         """A section's closing text: everything after its last item up to the next heading,
@@ -781,12 +823,13 @@ class _Reader:
     @staticmethod
     def _starts_closing(raw: str) -> bool:
         """An unindented line after a blank line that is not part of an item's house style
-        (a field, 摘要, list, quote or code) ends the item list, as it does on GitHub."""
+        (摘要, a list, quote or code) ends the item list, as it does on GitHub. A line shaped like
+        a field (`总结：如下：`) ends it too: GitHub shows it after the list, and a field after a
+        blank line is no house style (the published archive has none)."""
         s = raw.strip()
         return not (
             raw[:1] in (" ", "\t")
             or SUMMARY_RE.match(s)
-            or FIELD_RE.match(s)
             or LIST_LINE_RE.match(raw)
             or FENCE_RE.match(raw)
             or s.startswith(">")
@@ -795,6 +838,11 @@ class _Reader:
         )
 
     def _item_head(self, head: str, ln: int) -> dict:
+        bad = FULLWIDTH_LINK_RE.search(head)
+        if bad:
+            raise self.error(ln, f"item link written with full-width brackets {excerpt(bad.group(0), 40)}: Markdown "
+                             "reads no link there, so the title would be published as bracketed text; write "
+                             "'- [title | source](url)' with ASCII [ ] and ( )", "fullwidth-link")
         arxiv = venue = None
         rest = head
         while True:
@@ -1022,6 +1070,19 @@ class _Reader:
                 seen.setdefault(key, (line, scope))
 
 
+def _strings(value):
+    """Every string in a YAML value (keys, lists and mappings at any depth)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
 def _urls_with_lines(issue: Issue):
     """(url, line, scope) for every link in the issue, in document order; scope numbers the
     item, brief or paragraph the link belongs to."""
@@ -1119,7 +1180,9 @@ def read_issue(path: str | Path) -> ReadResult:
         raise SourceError("is a folder, not an issue file", file=str(path)) from None
     except OSError as exc:
         raise SourceError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    return parse_issue(decode(data, str(path)), str(path), path.resolve().parent)
+    # the containment root is the folder the issue is in as named, never where a symlinked issue
+    # file points (refs.issue_folder)
+    return parse_issue(decode(data, str(path)), str(path), issue_folder(path))
 
 
 __all__ = ["ReadResult", "parse_issue", "read_issue", "decode", "urls_with_lines", "FRONT_MATTER_KEYS"]

@@ -15,9 +15,12 @@ tells whether an address is on the list. A filled-in honeypot field (`website`, 
 people) gets the same page and changes nothing; more than [subscribe] per_ip_per_hour requests
 from one IP get 429; an address gets at most per_address_per_hour confirmation emails.
 
-A confirmation token is `base64url(email) "." EXPIRES "." base64url(HMAC-SHA256(secret,
-"confirm" NUL list_id NUL email NUL EXPIRES))` (EXPIRES: Unix seconds), signed with the same
-secret as unsubscribe links but never interchangeable with them.
+A confirmation token is `base64url(email) "." REQUEST "." EXPIRES "." base64url(HMAC-SHA256(secret,
+"confirm" NUL list_id NUL email NUL REQUEST NUL EXPIRES))` (REQUEST: the number of the form
+request it answers; EXPIRES: Unix seconds), signed with the same secret as unsubscribe links but
+never interchangeable with them. It is single-use and bound to the pending state it was issued
+for: it confirms only while the address is still `pending` from that very request (the latest
+one, unconfirmed), so an old link never re-activates a reader who unsubscribed since.
 """
 
 from __future__ import annotations
@@ -50,30 +53,33 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: str, list_id: str, email: str, expires: int) -> bytes:
-    msg = f"confirm\0{list_id}\0{email.strip().lower()}\0{expires}".encode()
+def _mac(secret: str, list_id: str, email: str, request: int, expires: int) -> bytes:
+    msg = f"confirm\0{list_id}\0{email.strip().lower()}\0{request}\0{expires}".encode()
     return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).digest()
 
 
-def make_confirm_token(secret: str, list_id: str, email: str, expires: int) -> str:
-    return f"{_b64(email.encode('utf-8'))}.{expires}.{_b64(_mac(secret, list_id, email, expires))}"
+def make_confirm_token(secret: str, list_id: str, email: str, request: int, expires: int) -> str:
+    """The token of the confirmation link for form request number `request` of `email`."""
+    mac = _mac(secret, list_id, email, request, expires)
+    return f"{_b64(email.encode('utf-8'))}.{request}.{expires}.{_b64(mac)}"
 
 
 def check_confirm_token(secret: str, list_id: str, token: str, now: float | None = None
-                        ) -> tuple[str | None, str]:
-    """(email, "ok") for a genuine unexpired token; (None, "expired") or (None, "invalid")."""
+                        ) -> tuple[tuple[str, int] | None, str]:
+    """((email, request), "ok") for a genuine unexpired token; (None, "expired") or (None, "invalid").
+    Whether the request is still the pending one is the store's question (SubscriberDB.confirm)."""
     try:
-        head, exp, sig = token.split(".")
-        if len(token) > 1024 or not exp.isdigit():
+        head, req, exp, sig = token.split(".")
+        if len(token) > 1024 or not exp.isdigit() or not req.isdigit() or len(req) > 18:
             return None, "invalid"
-        email, expires, given = _unb64(head).decode("utf-8"), int(exp), _unb64(sig)
+        email, request, expires, given = _unb64(head).decode("utf-8"), int(req), int(exp), _unb64(sig)
     except (ValueError, UnicodeDecodeError):
         return None, "invalid"
-    if not hmac.compare_digest(given, _mac(secret, list_id, email, expires)):
+    if not hmac.compare_digest(given, _mac(secret, list_id, email, request, expires)):
         return None, "invalid"
     if (time.time() if now is None else now) > expires:
         return None, "expired"
-    return email, "ok"
+    return (email, request), "ok"
 
 
 class Limiter:
@@ -142,11 +148,11 @@ class Mailer:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
-    def message(self, email: str) -> bytes:
+    def message(self, email: str, request: int) -> bytes:
         s, em = self.settings, self.settings["email"]
         hours = s["subscribe"]["confirm_hours"]
         expires = int(time.time() + hours * 3600)
-        token = make_confirm_token(self.secret, em["list_id"], email, expires)
+        token = make_confirm_token(self.secret, em["list_id"], email, request, expires)
         link = s["subscribe"]["confirm_url"].replace("{token}", quote(token, safe=""))
         t = strings(s)
         body = self.env.get_template("subscribe/confirm_email.txt").render(
@@ -163,33 +169,33 @@ class Mailer:
 
         return msg.as_bytes(policy=policy.SMTP)
 
-    def send_now(self, email: str) -> None:
+    def send_now(self, email: str, request: int) -> None:
         from publisher.transports.email import _close, connect, transmit
 
         sender = self.settings["bounces"]["address"] or self.settings["email"]["from_address"]
         smtp = connect(self.cfg)
         try:
-            transmit(smtp, sender, email, self.message(email), lambda: None)
+            transmit(smtp, sender, email, self.message(email, request), lambda: None)
             smtp.quit()
         finally:
             _close(smtp)
 
-    def submit(self, email: str) -> None:
+    def submit(self, email: str, request: int) -> None:
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="subscribe-mailer", daemon=True)
                 self.thread.start()
         try:
-            self.q.put_nowait(email)
+            self.q.put_nowait((email, request))
         except queue.Full:
             log.warning("confirmation queue full; a request was dropped (the reader can submit again)")
 
     def _run(self) -> None:
         while True:
-            email = self.q.get()
+            email, request = self.q.get()
             for attempt in range(3):
                 try:
-                    self.send_now(email)
+                    self.send_now(email, request)
                     log.info("confirmation email sent")
                     break
                 except Exception as exc:  # noqa: BLE001 - keep the thread alive; the row stays pending
@@ -202,6 +208,7 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
     """The WSGI app of /subscribe and /confirm."""
     from publisher.channels.base import template_env
     from publisher.subscribers import open_db, valid_email
+    from publisher.unsubscribe import read_form
 
     db = open_db(settings)
     env = template_env(settings)
@@ -232,16 +239,6 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
             ip = fwd.split(",")[-1].strip()  # the hop our proxy added
         return ip[:64]
 
-    def read_form(environ) -> dict[str, list[str]] | None:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_BODY:
-            return None
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
-        return parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10)
-
     def app(environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/").rstrip("/")
@@ -250,10 +247,11 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
             return [b"method not allowed\n"]
         form: dict[str, list[str]] = {}
         if method == "POST":
-            got = read_form(environ)
+            got, status = read_form(environ, max_body=MAX_BODY)
             if got is None:
-                start_response("413 Content Too Large", [("Content-Type", "text/plain")])
-                return [b"request too large\n"]
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"request too large\n" if status.startswith("413") else
+                        b"malformed form: at most 10 url-encoded UTF-8 fields\n"]
             form = got
         if path == "/subscribe":
             if method != "POST":
@@ -270,14 +268,21 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
                             action="subscribe", error=t["bad_email"])
             if (form.get("website") or [""])[0]:
                 log.info("subscribe: honeypot filled; ignored")
-            elif db.request(email, ip) and per_address.allow(email.lower()):
-                mailer.submit(email)
+            else:
+                request = db.request(email, ip)
+                if request is not None and per_address.allow(email.lower()):
+                    mailer.submit(email, request)
             return page(start_response, "200 OK", "subscribe/message.html", t["thanks_title"],
                         body=t["thanks_body"].format(email=email, hours=hours))
         token = (form.get("token") or parse_qs(environ.get("QUERY_STRING", "")).get("token") or [""])[0]
-        email, why = check_confirm_token(secret, list_id, token) if token else (None, "invalid")
-        if email is not None and method == "POST" and not db.confirm(email, client_ip(environ)):
-            email, why = None, "invalid"  # erased (forget) since the link was sent
+        signed, why = check_confirm_token(secret, list_id, token) if token else (None, "invalid")
+        email = signed[0] if signed else None
+        if signed is not None and not db.can_confirm(*signed):
+            # used already, superseded by a newer request, or the address changed since the link
+            # was sent (unsubscribed, bounced, erased): an old link never re-activates anyone
+            email, why = None, "invalid"
+        elif signed is not None and method == "POST" and not db.confirm(*signed, client_ip(environ)):
+            email, why = None, "invalid"  # lost a race with another change
         if email is None:
             status = "410 Gone" if why == "expired" else "400 Bad Request"
             return page(start_response, status, "subscribe/message.html", t[f"{why}_title"],

@@ -27,6 +27,27 @@ from urllib.parse import parse_qs, quote
 log = logging.getLogger("publisher.unsubscribe")
 
 MAX_BODY = 4096
+MAX_FIELDS = 10
+
+
+def read_form(environ, *, max_body: int = MAX_BODY, max_fields: int = MAX_FIELDS
+              ) -> tuple[dict[str, list[str]] | None, str]:
+    """The url-encoded body of a POST as fields: (fields, "") — or (None, status) for a body over
+    `max_body` bytes ("413 …"), more than `max_fields` fields or not UTF-8 ("400 …"). Never raises
+    on what a client sends; a missing Content-Length is an empty body."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None, "400 Bad Request"
+    if length > max_body:
+        return None, "413 Content Too Large"
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    if len(raw) > max_body:
+        return None, "413 Content Too Large"
+    try:
+        return parse_qs(raw.decode("utf-8"), max_num_fields=max_fields), ""
+    except (ValueError, UnicodeDecodeError):  # too many fields, bad UTF-8 (percent escapes decode leniently)
+        return None, "400 Bad Request"
 
 
 def _b64(data: bytes) -> str:
@@ -104,14 +125,10 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
         query = parse_qs(environ.get("QUERY_STRING", ""))
         form: dict[str, list[str]] = {}
         if method == "POST":
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            if length > MAX_BODY:
-                return page(start_response, "413 Content Too Large", "too_large")
-            raw = environ["wsgi.input"].read(length) if length > 0 else b""
-            form = parse_qs(raw.decode("utf-8", "replace"))
+            got, status = read_form(environ)
+            if got is None and status.startswith("413"):
+                return page(start_response, status, "too_large")
+            form = got or {}  # a malformed body: the token in the query still counts (one-click)
         elif method not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Type", "text/plain")])
             return [b"method not allowed\n"]

@@ -322,6 +322,7 @@ def test_zhihu_rejects_local_images(tmp_path):
     issues.mkdir()
     path = issues / "2099-01-01.md"
     path.write_text(SAMPLE.replace("第二段。", "第二段![图](pic.png)。"), encoding="utf-8")
+    (issues / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))  # the reader checks it is there
     settings = make_settings(tmp_path, issues)
     # with [newsletter] image_base_url set (the default), the image is written at its public URL
     zhihu = render_file(path, "zhihu", settings)

@@ -118,10 +118,11 @@ def test_subscribe_confirm_and_refusals_over_http(site):
     # forged and expired links: a clear page, nothing changes
     pending = "later@example.com"
     post(f"{base}/subscribe", {"email": pending})
-    forged = make_confirm_token("not-the-secret", LIST_ID, pending, int(time.time()) + 3600)
-    expired = make_confirm_token(SECRET, LIST_ID, pending, int(time.time()) - 1)
-    swapped = make_confirm_token(SECRET, LIST_ID, "x@example.com", int(time.time()) + 3600).split(".")
-    swapped = ".".join([forged.split(".")[0], swapped[1], swapped[2]])
+    request = int(urllib.parse.unquote(link_in(mails_to(server, pending)[0])).split("token=")[1].split(".")[1])
+    forged = make_confirm_token("not-the-secret", LIST_ID, pending, request, int(time.time()) + 3600)
+    expired = make_confirm_token(SECRET, LIST_ID, pending, request, int(time.time()) - 1)
+    swapped = make_confirm_token(SECRET, LIST_ID, "x@example.com", request, int(time.time()) + 3600).split(".")
+    swapped = ".".join([forged.split(".")[0], *swapped[1:]])
     for bad, code, words in ((forged, 400, "链接无效"), (swapped, 400, "链接无效"), ("<script>", 400, "链接无效"),
                              (expired, 410, "链接已过期")):
         for result in (get(f"{base}/confirm?token={urllib.parse.quote(bad)}"), post(f"{base}/confirm", {"token": bad})):
@@ -137,6 +138,97 @@ def test_subscribe_confirm_and_refusals_over_http(site):
     # behind the trusted proxy each client has its own budget
     status, _ = post(f"{base}/subscribe", {"email": "viaproxy@example.com"}, {"X-Forwarded-For": "203.0.113.9"})
     assert status == 200 and db.consents("viaproxy@example.com")[0]["ip"] == "203.0.113.9"
+
+
+def _token(link: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["token"][0]
+
+
+def test_a_confirmation_link_is_single_use_and_dies_with_the_pending_state_it_was_issued_for(site):
+    """Issue 21 item 13: an old confirmation link never re-activates a reader who unsubscribed
+    since — through the real app: the form, the emailed link, the one-click unsubscribe."""
+    settings, db, server, base = site
+    from publisher.unsubscribe import make_token
+
+    reader = "twice@example.com"
+    assert post(f"{base}/subscribe", {"email": reader})[0] == 200
+    first = _token(link_in(mails_to(server, reader)[0]))
+    assert post(f"{base}/confirm", {"token": first})[0] == 200 and db.get(reader).state == "active"
+    status, page = post(f"{base}/confirm", {"token": first})
+    assert status == 400 and "链接无效" in page, "a confirmation link is spent once used"
+
+    # the reader unsubscribes (one click from a campaign mail); the old link must not undo it
+    unsub = urllib.parse.quote(make_token(SECRET, LIST_ID, reader), safe="")
+    req = urllib.request.Request(f"{base}/unsubscribe?token={unsub}", data=b"List-Unsubscribe=One-Click")
+    assert urllib.request.urlopen(req, timeout=10).status == 200
+    assert db.get(reader).state == "unsubscribed"
+    for result in (get(f"{base}/confirm?token={urllib.parse.quote(first)}"), post(f"{base}/confirm", {"token": first})):
+        assert result[0] == 400 and "链接无效" in result[1]
+    assert db.get(reader).state == "unsubscribed"
+
+    # asking again sends a new link; the old one stays dead, the new one works once
+    assert post(f"{base}/subscribe", {"email": reader})[0] == 200
+    second = _token(link_in(mails_to(server, reader, n=2)[1]))
+    assert second != first and db.get(reader).state == "pending"
+    assert post(f"{base}/confirm", {"token": first})[0] == 400 and db.get(reader).state == "pending"
+    assert post(f"{base}/confirm", {"token": second})[0] == 200 and db.get(reader).state == "active"
+
+    # a link issued while pending dies when the address is removed before it is used, and a
+    # newer request's link replaces an older one
+    other = "pending-then-removed@example.com"
+    post(f"{base}/subscribe", {"email": other})
+    stale = _token(link_in(mails_to(server, other)[0]))
+    db.set_state(other, "unsubscribed")  # `publisher subscribers remove`
+    assert post(f"{base}/confirm", {"token": stale})[0] == 400 and db.get(other).state == "unsubscribed"
+    post(f"{base}/subscribe", {"email": other})
+    newer = _token(link_in(mails_to(server, other, n=2)[1]))
+    assert post(f"{base}/confirm", {"token": stale})[0] == 400, "a replaced link stays dead"
+    assert db.get(other).state == "pending"
+    assert post(f"{base}/confirm", {"token": newer})[0] == 200 and db.get(other).state == "active"
+
+
+def test_hostile_forms_get_400_or_413_never_500(site, caplog):
+    """Issue 21 item 18: too many fields, huge fields, a huge body, bad UTF-8, a malformed
+    Content-Length, none at all — answered 4xx by the real server, no traceback in the log."""
+    import http.client
+    import logging
+
+    settings, db, server, base = site
+    port = int(base.rsplit(":", 1)[1])
+
+    def raw(path: str, body: bytes, headers: dict) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.putrequest("POST", path)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            if body:
+                conn.send(body)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    many = "&".join(f"f{i}=x" for i in range(11)).encode()
+    caplog.set_level(logging.DEBUG)
+    for path in ("/subscribe", "/confirm", "/unsubscribe"):
+        cases = [
+            (many, {**form, "Content-Length": str(len(many))}, 400),
+            (b"email=" + b"a" * 5000, {**form, "Content-Length": "5006"}, 413),
+            (b"x" * 100_000, {**form, "Content-Length": "100000"}, 413),
+            (b"email=\xff\xfe@example.com", {**form, "Content-Length": "20"}, 400),
+            (b"email=%ZZ%&&&==", {**form, "Content-Length": "15"}, 400),
+            (b"", form, 400),
+        ]
+        for body, headers, expected in cases:
+            got = raw(path, body, headers)
+            if path == "/unsubscribe" and expected == 400:
+                expected = 400  # no token anywhere: the unsubscribe page says the link is invalid
+            assert got == expected, (path, body[:30], got)
+    chunked = raw("/subscribe", b"5\r\nemail\r\n0\r\n\r\n", {**form, "Transfer-Encoding": "chunked"})
+    assert chunked == 400
+    assert "Traceback" not in caplog.text and "Error" not in caplog.text
 
 
 def test_browser_subscribe_confirm_then_the_campaign_reaches_the_reader(site, browser):
@@ -180,7 +272,8 @@ def test_forget_leaves_only_the_hash_and_a_reimport_does_not_add_it(tmp_path, en
         assert run("subscribers", "import", "list.csv").returncode == 0
         db = SubscriberDB(settings.path("email", "subscribers_db"))
         db.set_state(victim, "unsubscribed")  # then subscribes again through the form: a consent record
-        assert db.request(victim, "192.0.2.7") and db.confirm(victim, "192.0.2.7")
+        request = db.request(victim, "192.0.2.7")
+        assert request is not None and db.confirm(victim, request, "192.0.2.7")
         _, rendition = render(settings)
         run_campaign(rendition, settings, Ledger(settings.path("paths", "ledger")))
         from publisher.bounces import verp_address

@@ -1,7 +1,7 @@
 """Email: an email-safe HTML newsletter (600 px table layout, CSS inlined) plus a text/plain part.
 
-The HTML is rendered from templates/email/email.html by the pipeline the HTML channels share
-(html_writer.HtmlChannel), then the stylesheet templates/email/email.css is inlined with premailer
+The HTML is rendered from templates/email.html by the pipeline the HTML channels share
+(html_writer.HtmlChannel), then the stylesheet templates/email.css is inlined with premailer
 once per issue (only @media rules stay in a <style>). The text part is rendered from the model by
 the plain-text writer (markdown_writer.MailTextWriter), not scraped from the HTML. The
 unsubscribe link is the literal placeholder %%UNSUBSCRIBE_URL%%, which the email transport

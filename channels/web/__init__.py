@@ -1,7 +1,7 @@
 """Web: the newsletter's own static site — one HTML page per issue, an index with the 往期回顾
 calendar, an Atom feed (RFC 4287) and a sitemap.
 
-Pages are standalone and responsive (the stylesheet templates/web/style.css goes into each page's
+Pages are standalone and responsive (the stylesheet templates/style.css goes into each page's
 <style>), need no JavaScript, and carry Open Graph / Twitter card metadata. Every internal link is
 relative (`2026-11-23.html`, `index.html`), so the site works from any folder or base URL;
 absolute URLs — the feed, the sitemap, og:url — come from `[web] base_url`.
@@ -40,7 +40,7 @@ from publisher.channels.html_writer import (
 from publisher import formulas
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue
-from publisher.refs import is_http
+from publisher.refs import is_http, issue_folder
 
 PAGE = "web/page.html"
 INDEX = "web/index.html"
@@ -123,7 +123,7 @@ push = false
     def _article(self, issue: Issue, prefix: str = "") -> tuple[Markup, list[LocalImage]]:
         """The issue's content (everything but the site's header and footer) as HTML; local
         images referenced as `prefix + <issue>/<path>` ("" on pages, the base URL in the feed)."""
-        base_dir = Path(issue.source_path).resolve().parent if issue.source_path else self.ctx.base_dir
+        base_dir = issue_folder(issue.source_path) if issue.source_path else self.ctx.base_dir
         images: dict[str, LocalImage] = {}
 
         def add_local(src: str, role: str) -> str:

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from publisher.refs import sniff
+
 UPLOAD_LIMIT = 1024 * 1024  # WeChat in-article images: under 1 MB
 QUALITY_START = 90
 QUALITY_FLOOR = 70  # JPEG quality never goes below this
@@ -38,21 +40,6 @@ FORMATS = {"jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "webp": "web
 
 class ImageError(ValueError):
     """An image cannot be used; the message says why and what to do."""
-
-
-def sniff(data: bytes) -> str | None:
-    """The image format from its magic bytes: jpeg, png, gif, bmp, webp or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
 
 
 def mb(n: int) -> str:

@@ -102,9 +102,11 @@ def prepare_image(image: LocalImage, *, kind: str, label: str | None = None) -> 
         except SourceError as exc:
             raise TransportError(str(exc)) from None
     try:
-        data = image.read()
+        data = image.read()  # only image files, by name and content (refs.image_bytes)
     except OSError as exc:
         raise TransportError(f"cannot read image {label}: {exc.strerror or exc}") from None
+    except SourceError as exc:
+        raise TransportError(f"{label}: {exc.message}; nothing was uploaded") from None
     try:
         fitted = images.fit(data) if kind == "uploadimg" else images.cover(data, pad=image.role == "qr")
     except images.ImageError as exc:

@@ -25,8 +25,13 @@ _ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:
 @click.option("--to", "to", metavar="ADDR", help="email: send one test copy to ADDR (ledger untouched).")
 @click.option("--publish", is_flag=True, help="wechat: publish the draft (freepublish) after creating it.")
 @click.option("--new-draft", is_flag=True, help="wechat: create a new draft instead of updating.")
+@click.option("--after-ledger-loss", type=click.Choice(["resend", "skip"]), default=None,
+              help="email: the ledger no longer records a campaign the subscribers database knows "
+                   "was sent: resend (to everyone this ledger has no record of) or skip (record it "
+                   "as sent, send nothing). See docs/email.md.")
 @click.pass_context
-def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft) -> int:
+def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft,
+                 after_ledger_loss) -> int:
     """Push ISSUE (a file, or a date in the issues folder) to channels."""
     settings = get_settings(ctx)
     if bool(channels) == bool(all_channels):
@@ -42,6 +47,10 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
     options: dict[str, Any] = {"publish": publish, "new_draft": new_draft}
     if to:
         options["to"] = to
+    if after_ledger_loss:
+        if "email" not in names:
+            raise click.UsageError("--after-ledger-loss is about an email campaign: add --channel email")
+        options["after_ledger_loss"] = after_ledger_loss
     path = resolve_issue_path(settings, issue)
     with send_progress("email") as progress:
         report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options,

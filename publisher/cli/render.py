@@ -10,6 +10,7 @@ from publisher import clipboard, pipeline
 from publisher.atomic import atomic_write
 from publisher.channels.base import get_channel
 from publisher.cli import get_settings, print_diagnostics
+from publisher.refs import out_path
 
 
 @click.command("render")
@@ -45,6 +46,6 @@ def render_command(ctx: click.Context, issue: Path, channel: str, out_dir: Path 
     channel_cls = get_channel(channel)
     if channel_cls.transport:
         for name, data in channel_cls.transport_class().extra_files(rendition, settings).items():
-            path = out_dir / name
+            path = out_path(out_dir, name)
             atomic_write(path, data)
             click.echo(str(path))

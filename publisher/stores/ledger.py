@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS leases (
     PRIMARY KEY (issue, channel)
 );
 """
+META_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+"""
 LEASE_BEAT = 5.0  # seconds between heartbeats
 LEASE_STALE = 60.0  # a heartbeat older than this means the holder is gone (any host)
 
@@ -125,30 +131,69 @@ def checkpoint(name: str) -> None:
 
 class Lease:
     """A held lease; a daemon thread renews its heartbeat until release(). `lost` is set when the
-    lease was taken over (our heartbeat stopped for LEASE_STALE): the holder must stop sending."""
+    lease was taken over (our heartbeat stopped for LEASE_STALE): the holder must stop sending.
+
+    A process that was paused (SIGSTOP, a frozen VM) cannot learn from its heartbeat thread in time:
+    on waking, its senders run as soon as it does. So a sender asks `valid()` before each message:
+    free while the last confirmed heartbeat is recent (monotonic clock, which runs on while a
+    process is stopped), a synchronous check of the lease row when it is not; and `taken_over()`
+    after each message (one sent after a takeover may also have been sent by the new holder)."""
 
     def __init__(self, ledger: Ledger, issue: str, channel: str, token: str):
         self.ledger, self.issue, self.channel, self.token = ledger, issue, channel, token
         self.lost = threading.Event()
+        self.confirmed = time.monotonic()  # when the heartbeat last surely reached the ledger
         self._stop = threading.Event()
+        self._renew_lock = threading.Lock()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{channel}", daemon=True)
         self._thread.start()
+
+    def _renew(self, store: SQLiteStore) -> None:
+        """Write our heartbeat; `lost` when the row is no longer ours."""
+        with self._renew_lock:
+            if self.lost.is_set():
+                return
+            at = time.monotonic()
+            cur = store.connect().execute(
+                "UPDATE leases SET heartbeat = ? WHERE issue = ? AND channel = ? AND token = ?",
+                (time.time(), self.issue, self.channel, self.token))
+            if cur.rowcount == 0:
+                self.lost.set()
+            else:
+                self.confirmed = at
 
     def _beat(self) -> None:
         store = SQLiteStore(self.ledger.path)
         try:
-            while not self._stop.wait(LEASE_BEAT):
+            while not self._stop.wait(LEASE_BEAT) and not self.lost.is_set():
                 try:
-                    cur = store.connect().execute(
-                        "UPDATE leases SET heartbeat = ? WHERE issue = ? AND channel = ? AND token = ?",
-                        (time.time(), self.issue, self.channel, self.token))
+                    self._renew(store)
                 except sqlite3.Error:
                     continue  # busy: try again at the next beat
-                if cur.rowcount == 0:
-                    self.lost.set()
-                    return
         finally:
             store.close()
+
+    def valid(self) -> bool:
+        """Whether the lease is surely still ours (call before each message)."""
+        if self.lost.is_set():
+            return False
+        if time.monotonic() - self.confirmed < 2 * LEASE_BEAT:
+            return True
+        try:
+            self._renew(self.ledger)  # late heartbeat: we may have been paused; ask the ledger
+        except sqlite3.Error:
+            return time.monotonic() - self.confirmed < LEASE_STALE / 2
+        return not self.lost.is_set()
+
+    def taken_over(self) -> bool:
+        """After a message went out: whether another process may have held the lease by then (the
+        message may have been sent by the new holder too: ambiguous). Cheap unless our confirmed
+        heartbeat is LEASE_STALE old; then the ledger decides."""
+        if self.lost.is_set():
+            return True
+        if time.monotonic() - self.confirmed < LEASE_STALE:
+            return False
+        return not self.valid()
 
     def release(self) -> None:
         self._stop.set()
@@ -181,7 +226,20 @@ class PushRecord:
 class Ledger(SQLiteStore):
     """The ledger: pushes, plus the tables other parts add with `ensure`."""
 
-    schema = PUSHES_SCHEMA + LEASES_SCHEMA
+    schema = PUSHES_SCHEMA + LEASES_SCHEMA + META_SCHEMA
+
+    # -- identity --------------------------------------------------------------------------
+
+    def identity(self) -> str:
+        """This ledger's id: random, made once when the ledger is created (an emptied, deleted or
+        replaced ledger has another); the subscribers database remembers it per campaign."""
+        conn = self.connect()
+        row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'id'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO ledger_meta (key, value) VALUES ('id', ?) ON CONFLICT (key) DO NOTHING",
+                         (secrets.token_hex(16),))
+            row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'id'").fetchone()
+        return row[0]
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -279,6 +337,20 @@ class Ledger(SQLiteStore):
 
     def fail(self, issue: str, channel: str, error: str, details: Mapping[str, Any] | None = None) -> None:
         self.update(issue, channel, state="failed", last_error=error, details=dict(details or {}))
+
+    def add_counts(self, issue: str, channel: str, counts: Mapping[str, int]) -> None:
+        """Add to counters in a push's details (one transaction), leaving its state alone: what a
+        sender that lost its lease did, recorded beside the new holder's push."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT details FROM pushes WHERE issue = ? AND channel = ?",
+                               (issue, channel)).fetchone()
+            if row is None:
+                return
+            details = json.loads(row["details"])
+            for key, n in counts.items():
+                details[key] = int(details.get(key, 0)) + int(n)
+            conn.execute("UPDATE pushes SET details = ? WHERE issue = ? AND channel = ?",
+                         (json.dumps(details, ensure_ascii=False, sort_keys=True), issue, channel))
 
 
 def _record(row: sqlite3.Row) -> PushRecord:

@@ -1,7 +1,9 @@
 """The subscribers store: its own SQLite database ([email] subscribers_db).
 
 Tables `subscribers` (state pending / active / unsubscribed / bounced), `consent` (every
-request and its confirmation) and `suppressions` (hashes of erased addresses). The rules are
+request and its confirmation), `suppressions` (hashes of erased addresses) and `campaigns` (one
+row per email campaign: which ledger records it, and whether it finished — what was sent must
+survive the loss of the ledger, see publisher/transports/email.py). The rules are
 described in publisher/subscribers.py; this module holds their SQL.
 """
 
@@ -35,6 +37,13 @@ CREATE TABLE IF NOT EXISTS consent (
     confirmed_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
+CREATE TABLE IF NOT EXISTS campaigns (
+    issue       TEXT PRIMARY KEY,
+    ledger_id   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('sending', 'done')),
+    started_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS suppressions (
     hash        TEXT PRIMARY KEY,
     reason      TEXT NOT NULL,
@@ -53,6 +62,17 @@ def address_hash(email: str) -> str:
     """The one trace `forget` keeps: SHA-256 of the lowercased address (a pseudonym, not a secret:
     whoever already knows an address can recognise it, nobody can read one out of it)."""
     return hashlib.sha256(b"publisher-suppression\0" + email.strip().lower().encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CampaignMark:
+    """What the subscribers database knows of an email campaign."""
+
+    issue: str
+    ledger_id: str
+    state: str  # sending | done
+    started_at: str
+    updated_at: str
 
 
 @dataclass(frozen=True)
@@ -118,37 +138,49 @@ class SubscriberDB(SQLiteStore):
         conn.execute("COMMIT")
         return suppressed
 
-    def request(self, email: str, ip: str) -> bool:
-        """A subscription asked for through the form: a new address becomes `pending`, every
-        request is recorded in `consent`. True when a confirmation email should be sent (the
-        address is not already active)."""
+    def request(self, email: str, ip: str) -> int | None:
+        """A subscription asked for through the form: the address becomes `pending` (a new one, or
+        an unsubscribed or bounced one asking again: still not mailed until confirmed), and the
+        request is recorded in `consent`. Its number (the consent row) when a confirmation email
+        should be sent; None when the address is already active."""
         now = now_iso()
         with self.transaction() as conn:
             row = conn.execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
             if row is not None and row[0] == "active":
-                return False
+                return None
             if row is None:
                 conn.execute("INSERT INTO subscribers (email, state, created_at, updated_at) "
                              "VALUES (?, 'pending', ?, ?)", (email, now, now))
-            conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
-                         (email, ip, now))
-        return True
+            elif row[0] != "pending":
+                conn.execute("UPDATE subscribers SET state = 'pending', updated_at = ? WHERE email = ?",
+                             (now, email))
+            return conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
+                                (email, ip, now)).lastrowid
 
-    def confirm(self, email: str, ip: str) -> bool:
-        """The subscriber followed the confirmation link and pressed the button: `active`.
-        True when the address exists (a forgotten address is not brought back by an old link)."""
+    _PENDING_REQUEST = """
+        SELECT 1 FROM subscribers s JOIN consent c ON c.email = s.email
+         WHERE s.email = ? AND s.state = 'pending' AND c.rowid = ? AND c.source = 'form'
+           AND c.confirmed_at IS NULL
+           AND c.rowid = (SELECT MAX(rowid) FROM consent WHERE email = s.email)"""
+
+    def can_confirm(self, email: str, request: int) -> bool:
+        """Whether form request `request` may still confirm `email`: the address is `pending`
+        from that very request (its latest consent record, unconfirmed). A used link, one that a
+        newer request replaced, and one for an address that was unsubscribed, bounced, imported
+        or erased since all answer False."""
+        return self.connect().execute(self._PENDING_REQUEST, (email, request)).fetchone() is not None
+
+    def confirm(self, email: str, request: int, ip: str) -> bool:
+        """The subscriber followed the link of form request `request` and pressed the button:
+        `active`, the request marked confirmed (so the link is spent). False, changing nothing,
+        unless `can_confirm` holds at that moment."""
         now = now_iso()
         with self.transaction() as conn:
-            if conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?",
-                            (now, email)).rowcount == 0:
+            if conn.execute(self._PENDING_REQUEST, (email, request)).fetchone() is None:
                 return False
-            last = conn.execute("SELECT rowid FROM consent WHERE email = ? AND source = 'form' "
-                                "AND confirmed_at IS NULL ORDER BY rowid DESC LIMIT 1", (email,)).fetchone()
-            if last is None:
-                conn.execute("INSERT INTO consent (email, source, ip, requested_at, confirmed_at) "
-                             "VALUES (?, 'form', ?, ?, ?)", (email, ip, now, now))
-            else:
-                conn.execute("UPDATE consent SET confirmed_at = ? WHERE rowid = ?", (now, last[0]))
+            conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?", (now, email))
+            conn.execute("UPDATE consent SET confirmed_at = ?, ip = CASE WHEN ip = '' THEN ? ELSE ip END "
+                         "WHERE rowid = ?", (now, ip, request))
             conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
         return True
 
@@ -187,6 +219,27 @@ class SubscriberDB(SQLiteStore):
 
     def delete(self, email: str) -> bool:
         return self.connect().execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount > 0
+
+    # -- campaigns --------------------------------------------------------------------------
+
+    def mark_campaign(self, issue: str, ledger_id: str, state: str) -> None:
+        """Record that `issue` is being sent (state sending) or was sent (done) through the ledger
+        `ledger_id` (one row per issue)."""
+        now = now_iso()
+        self.connect().execute(
+            """INSERT INTO campaigns (issue, ledger_id, state, started_at, updated_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (issue) DO UPDATE SET ledger_id = excluded.ledger_id, state = excluded.state,
+                 updated_at = excluded.updated_at""",
+            (issue, ledger_id, state, now, now))
+
+    def campaign(self, issue: str) -> CampaignMark | None:
+        row = self.connect().execute("SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns "
+                                     "WHERE issue = ?", (issue,)).fetchone()
+        return CampaignMark(*row) if row else None
+
+    def campaigns(self) -> list[CampaignMark]:
+        return [CampaignMark(*r) for r in self.connect().execute(
+            "SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns ORDER BY issue DESC")]
 
     # -- reads -----------------------------------------------------------------------------
 

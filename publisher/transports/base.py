@@ -73,6 +73,13 @@ class Transport:
         return ""
 
     @classmethod
+    def lost_pushes(cls, settings: Settings, ledger: Ledger | None, slug: str | None,
+                    records: Mapping) -> list[dict]:
+        """`publisher status` rows for pushes that another store remembers and the ledger does
+        not (its `records`, keyed by (issue, channel)), e.g. after the ledger was emptied."""
+        return []
+
+    @classmethod
     def extra_files(cls, rendition: Rendition, settings: Settings) -> Mapping[str, bytes]:
         """Further files `render --out` writes beside the rendition (e.g. the complete .eml)."""
         return {}

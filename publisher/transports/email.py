@@ -29,15 +29,26 @@ not trip the breaker; one that is the recipient's alone but not proof of a dead 
 full 5.2.2, 5.4.x routing) is `failed` without a bounce; anything that says the server or the
 sender is the problem (MAIL FROM refused, relay denied, 5.7.x policy, 5.3.x/5.5.x, 5.6.x content,
 a 5xx at end of DATA) is a *campaign fault*: the row stays `pending`. The **circuit breaker**
-stops the campaign after BREAKER_FAULTS campaign faults in a row, or BREAKER_SAME identical
-recipient failures in a row (the same 5xx for every recipient is the server's problem, not the
-readers'); when it trips nobody is bounced, the failures of that kind go back to `pending`, the
-push is recorded failed, and a re-run after the fix resumes.
+stops the campaign after BREAKER_FAULTS campaign faults in a row, or when most of the run fails
+the same way (`signature`: stage, code, enhanced code and the reply's shape, ids normalised
+away): at least BREAKER_SAME of this run's last BREAKER_WINDOW outcomes, and more than half of
+them (at the end of a small run, BREAKER_SMALL). When it trips nobody is bounced, the failures
+of that kind go back to `pending`, the push is recorded failed, and a re-run after the fix resumes.
+
+**Promises checked at the point of send** (`Campaign._may_send`, just before a message starts;
+the first and the last also before its final dot): the lease is still ours (a process paused
+past its lease stops on waking; what it completes after a takeover is counted `stale`); the
+reader is still active (an unsubscribe answered 200 holds from then on); the ledger's disk has
+room (a DiskReserve beside the ledger is freed when it fills up, so what is in flight is
+recorded, and the run stops).
+Before sending, `check_ledger` compares the ledger's identity with the one the subscribers
+database remembers for this campaign: a lost ledger never re-sends silently.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import random
@@ -48,12 +59,16 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from publisher.channels.base import Rendition
-from publisher.errors import ConfigError, TransportError
+from publisher.errors import ConfigError, PublisherError, TransportError
 from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
+from publisher.stores import ledger as ledger_store
+from publisher.stores.base import DiskReserve, StoreError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.transports.base import PushContext, PushResult, Transport
@@ -66,7 +81,9 @@ PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 _NOTHING = object()
 BREAKER_FAULTS = 3  # campaign faults in a row (no success between) that stop the campaign
-BREAKER_SAME = 20  # identical recipient failures in a row that stop the campaign
+BREAKER_SAME = 20  # failures of one kind that stop the campaign when they are most of the window
+BREAKER_WINDOW = 200  # the breaker looks at this run's last BREAKER_WINDOW outcomes
+BREAKER_SMALL = 5  # at the end of a small run: this many of one kind, and most of the run
 BOUNCE, RECIPIENT, CAMPAIGN = "bounce", "recipient", "campaign"
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SERVER_WORDS = re.compile(r"(?i)relay|denied|policy|authenticat|spam|blocked|blacklist|sender|"
@@ -100,9 +117,21 @@ def classify(code: int | None, message: str) -> str:
     return BOUNCE if _MAILBOX_WORDS.search(reply) else RECIPIENT
 
 
+_URL = re.compile(r"(?i)\b(?:https?|ftp)://\S+")
+_DIGITY = re.compile(r"\S*\d\S*")  # ids, queue ids, hex with digits, numbers, IPs, dates, codes
+_LONG = re.compile(r"\b(?:[A-Za-z0-9+/=_.-]{24,}|[0-9a-fA-F]{8,})\b")  # digitless ids: base64-ish, hex
+
+
 def signature(code: int | None, message: str) -> str:
-    """What makes two failures "the same": the code and the reply without addresses."""
-    return f"{code} {_ADDRESSY.sub('<>', message)}"[:200]
+    """What makes two failures "the same way": the stage, the code, the enhanced status code and
+    the reply's shape — its words, with addresses, URLs and every token holding a digit or
+    looking like an id normalised away (Gmail's `550 5.1.1 … 4a7f3f0f4a3si12345 - gsmtp` carries
+    a different id in every reply; they are all one failure)."""
+    stage, _, reply = message.partition(": ")
+    m = _ENHANCED.search(reply)
+    shape = _ADDRESSY.sub("<>", _URL.sub("<url>", reply))
+    shape = " ".join(_LONG.sub("#", _DIGITY.sub("#", shape)).split())
+    return f"{stage}|{code}|{m.group(0) if m else ''}|{shape}"[:240]
 
 
 @dataclass
@@ -115,14 +144,19 @@ class CampaignStats:
     faults: int = 0  # campaign-level 5xx by this run (rows left pending)
     resent: int = 0  # ambiguous messages sent again by this run (from a crash or a lost reply)
     deferred: int = 0  # 4xx / connection trouble after max_retries: left pending
+    withdrawn: int = 0  # unsubscribed (or bounced, forgotten) during the run: not sent
+    stale: int = 0  # sent after another process took the lease over: maybe sent twice (ambiguous)
+    unrecorded: list[str] = field(default_factory=list)  # accepted by the server, `sent` not recorded
     tripped: str | None = None  # why the circuit breaker stopped the campaign
     ambiguous: list[str] = field(default_factory=list)  # rows found in `sending` at start
     ambiguous_policy: str = "resend"
     aborted: str | None = None
+    lease_lost: bool = False  # another process took this campaign over
     windows: list[float] = field(default_factory=list)  # seconds `sending` → `sent` committed
     accept_to_commit: list[float] = field(default_factory=list)  # 250 received → `sent` committed
     elapsed: float = 0.0
     remaining: int = 0
+    note: str = ""  # e.g. recorded as sent without sending, after a lost ledger
 
     def summary(self) -> str:
         s = (f"email: sent {self.sent}, failed {self.failed}, bounced {self.bounced}, "
@@ -132,6 +166,16 @@ class CampaignStats:
             s += f"; {self.faults} refused by the server for a reason not the reader's (left pending)"
         if self.ambiguous:
             s += f"; {len(self.ambiguous)} ambiguous from an interrupted run ({self.ambiguous_policy})"
+        if self.withdrawn:
+            s += f"; {self.withdrawn} unsubscribed during the campaign (not sent)"
+        if self.stale:
+            s += (f"; {self.stale} sent after another process took this campaign over "
+                  "(ambiguous: those readers may have two copies)")
+        if self.unrecorded:
+            s += (f"; {len(self.unrecorded)} accepted by the server but not recorded in the ledger "
+                  f"(ambiguous: {self.ambiguous_policy} on the next run)")
+        if self.note:
+            s += f"; {self.note}"
         return s
 
     def as_details(self) -> dict:
@@ -139,6 +183,10 @@ class CampaignStats:
              "ambiguous_resent": self.resent, "skipped": self.already,
              "remaining": self.remaining, "ambiguous": len(self.ambiguous),
              "ambiguous_policy": self.ambiguous_policy, "elapsed_s": round(self.elapsed, 3)}
+        if self.withdrawn:
+            d["withdrawn"] = self.withdrawn
+        if self.unrecorded:
+            d["unrecorded"] = len(self.unrecorded)
         if self.windows:
             w = sorted(self.windows)
             d["window_max_ms"] = round(w[-1] * 1000, 3)
@@ -262,7 +310,8 @@ def _group(sender: str, rcpt: str, utf8: bool = False) -> bytes:
 def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None],
              *, stuffed: bool = False, group_sent: bool = False, next_rcpt: str | None = None,
              next_sender: str | None = None) -> tuple[float, bool]:
-    """One message over an open connection; calls `before_dot` just before the final dot.
+    """One message over an open connection; calls `before_dot` just before the final dot (it
+    may raise to abandon the message, or return False to keep the next message's group back).
 
     With PIPELINING (RFC 2920) MAIL, RCPT and DATA go in one write, and when `next_rcpt` is given
     the next message's MAIL/RCPT/DATA ride in the same write as this message's final dot (one
@@ -298,7 +347,8 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
         smtp.send(data)
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         raise Temporary(f"connection lost: {exc}") from None
-    before_dot()
+    if before_dot() is False:  # the next message may not start now (its reader left)
+        chain = False
     try:
         smtp.send(b".\r\n" + _group(next_sender or sender, next_rcpt) if chain else b".\r\n")
         code, resp = smtp.getreply()
@@ -336,12 +386,20 @@ def backoff(attempt: int) -> float:
 # -- the campaign -------------------------------------------------------------------------------
 
 
+class Withdrawn(Exception):
+    """The recipient is no longer active (unsubscribed, bounced, forgotten): not sent."""
+
+
+class LeaseLost(Exception):
+    """Another process took this campaign over (we were paused past the lease)."""
+
+
 class Campaign:
     """Sends one issue to every active subscriber not yet done (see the module docstring)."""
 
     def __init__(self, template: MessageTemplate, settings, ledger: Ledger, *, secret: str,
                  progress: Callable[[int, int], None] | None = None, smtp: SmtpConfig | None = None,
-                 ambiguous: str | None = None):
+                 ambiguous: str | None = None, after_ledger_loss: str | None = None):
         from publisher.subscribers import open_db
 
         self.t = template
@@ -355,15 +413,21 @@ class Campaign:
         if self.policy not in ("resend", "skip"):
             raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
+        self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.stats = CampaignStats(ambiguous_policy=self.policy)
         self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
         self.faults_in_row = 0  # campaign faults since the last success
-        self.same: tuple[str, int] = ("", 0)  # (signature, count) of identical failures in a row
+        # the breaker's view of this run: the last BREAKER_WINDOW outcomes (None: sent; else the
+        # failure's signature) and how many of them failed each way
+        self.window: deque[str | None] = deque()
+        self.ways: Counter[str] = Counter()
+        self.trip_signature = ""
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
         self.mail = MailStore(ledger)
+        self.reserve = DiskReserve(ledger.path)
         from publisher.bounces import verp_sender
 
         # [bounces] address set: a VERP envelope sender per recipient (publisher/bounces.py)
@@ -372,8 +436,15 @@ class Campaign:
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
               attempt: bool = False) -> None:
-        self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
-                       error=error, attempt=attempt)
+        try:
+            self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
+                           error=error, attempt=attempt)
+        except StoreError as exc:
+            if not exc.disk_full or not self.reserve.release():
+                raise
+            self._abort(str(exc))  # the disk is full: free our reserve, record this, stop
+            self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
+                           error=error, attempt=attempt)
 
     def recover(self) -> None:
         rows = self.mail.in_flight(self.t.issue)
@@ -386,6 +457,36 @@ class Campaign:
         self.mail.settle_in_flight(self.t.issue, new)
         log.warning("%d message(s) were in flight when an earlier run stopped (%s): %s",
                     len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
+
+    def check_ledger(self) -> bool:
+        """What was sent must survive the loss of the ledger: the subscribers database remembers,
+        per campaign, which ledger records it (its identity) and whether it finished. When the two
+        disagree — the ledger was emptied, deleted, replaced or restored from an older copy —
+        refuse, unless told what to do (after_ledger_loss). False: record the campaign as sent
+        without sending ("skip")."""
+        ident = self.ledger.identity()
+        mark = self.subs.campaign(self.t.issue)
+        lost = mark is not None and (mark.ledger_id != ident or (
+            mark.state == "done" and not self.mail.counts(self.t.issue)))
+        if lost and self.after_ledger_loss is None:
+            why = ("is another ledger (emptied, deleted or replaced since)" if mark.ledger_id != ident else
+                   "has no record of its recipients (restored from a copy older than the campaign?)")
+            raise TransportError(
+                f"the subscribers database {self.subs.path} says {self.t.issue} was "
+                f"{'sent' if mark.state == 'done' else 'being sent'} by email (since {mark.started_at}, "
+                f"last {mark.updated_at}), but the ledger {self.ledger.path} {why}: sending now could mail "
+                "everyone again, so nothing was sent. Restore the ledger from a backup and push again; or, "
+                f"to record the issue as sent without sending: `publisher push {self.t.issue} -c email "
+                "--after-ledger-loss skip`; or to send it again to everyone this ledger has no record of "
+                f"(duplicates for those who had it): `--after-ledger-loss resend`")
+        if lost:
+            log.warning("ledger %s lost the record of %s; told to %s", self.ledger.path, self.t.issue,
+                        self.after_ledger_loss)
+        if lost and self.after_ledger_loss == "skip":
+            self.subs.mark_campaign(self.t.issue, ident, "done")
+            return False
+        self.subs.mark_campaign(self.t.issue, ident, "sending")
+        return True
 
     def _producer(self, q: queue.Queue) -> None:
         try:
@@ -406,9 +507,19 @@ class Campaign:
                             break
                         except queue.Full:
                             continue
+        except BaseException as exc:
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            for _ in range(self.cfg.connections):
-                q.put(None)
+            for _ in range(self.cfg.connections):  # workers stop by themselves once stop is set
+                while True:
+                    try:
+                        q.put(None, timeout=0.2)
+                        break
+                    except queue.Full:
+                        if self.stop.is_set():
+                            break
             self.ledger.close()
 
     def _worker(self, q: queue.Queue) -> None:
@@ -419,15 +530,18 @@ class Campaign:
         clean = False
         try:
             while True:
+                if self.stop.is_set():
+                    return
                 if nxt is not _NOTHING:
                     email, nxt = nxt, _NOTHING
                 else:
-                    email = q.get()
+                    try:
+                        email = q.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
                 if email is None:
                     clean = True
                     return
-                if self.stop.is_set():
-                    continue  # drain until the sentinel
                 attempt = 0
                 while True:
                     if self.stop.is_set():
@@ -444,6 +558,10 @@ class Campaign:
                         next_rcpt = nxt if isinstance(nxt, str) else None
                         if self._send_one(smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
                             chained = next_rcpt
+                        break
+                    except Withdrawn:  # checked before anything of it went out
+                        with self.lock:
+                            self.stats.withdrawn += 1
                         break
                     except Temporary as exc:
                         if smtp is not None and "connection lost" in str(exc):
@@ -489,7 +607,14 @@ class Campaign:
                         except (smtplib.SMTPException, OSError, AttributeError):
                             smtp = _close(smtp)
                         break
-                    except TransportError as exc:
+                    except LeaseLost as exc:
+                        smtp = _close(smtp)  # a message half sent is discarded by the server
+                        with self.lock:
+                            self.stats.lease_lost = True
+                        self._abort(str(exc))
+                        break
+                    except (TransportError, StoreError) as exc:
+                        smtp = _close(smtp)  # maybe mid-message: the server discards it
                         self._abort(str(exc))
                         break
                 with self.lock:
@@ -526,29 +651,58 @@ class Campaign:
                 self.faults_in_row += 1
             else:
                 self.stats.failed += 1
-            self.same = (sig, self.same[1] + 1) if self.same[0] == sig else (sig, 1)
+            self._outcome(sig)
             trip = None
             if self.faults_in_row >= BREAKER_FAULTS:
                 trip = f"{self.faults_in_row} refusals in a row that are not the readers' fault, the last: {exc}"
-            elif self.same[1] >= BREAKER_SAME:
-                trip = f"the same failure for {self.same[1]} recipients in a row: {exc}"
+            elif self._most_fail_the_same_way(sig, BREAKER_SAME):
+                trip = self._same_way(sig, exc)
             if trip and self.stats.tripped is None:
                 self.stats.tripped = trip
+                self.trip_signature = sig
         if trip:
             self._abort(f"circuit breaker: {trip}")
+
+    def _outcome(self, sig: str | None) -> None:
+        """One more outcome in the breaker's window (under self.lock)."""
+        self.window.append(sig)
+        if sig is not None:
+            self.ways[sig] += 1
+        if len(self.window) > BREAKER_WINDOW:
+            old = self.window.popleft()
+            if old is not None:
+                self.ways[old] -= 1
+
+    def _most_fail_the_same_way(self, sig: str, at_least: int) -> bool:
+        """More than half of the recent outcomes (all of them, early in a run) are failures of
+        this one kind, and at least `at_least` of them: the server's problem, not the readers'."""
+        n = self.ways[sig]
+        return n >= at_least and 2 * n > len(self.window)
+
+    def _same_way(self, sig: str, exc: object) -> str:
+        n = self.ways[sig]
+        return (f"{n} of the last {len(self.window)} recipients failed the same way (the readers' "
+                f"addresses cannot all be wrong), the last: {exc}")
 
     def _succeeded(self) -> None:
         with self.lock:
             self.faults_in_row = 0
-            self.same = ("", 0)
+            self._outcome(None)
 
     def _after_run(self) -> None:
         """Tripped: the failures of the kind that tripped it go back to pending, nobody bounced.
         Otherwise: every recipient failure of this issue that proves a dead address bounces it
         (idempotent, so a crash before this point is mended by the next run)."""
         rows = self.mail.failed(self.t.issue)
+        if not self.stats.tripped and self.ways:  # a small run: most of it failed the same way?
+            sig, _ = self.ways.most_common(1)[0]
+            if self._most_fail_the_same_way(sig, BREAKER_SMALL):
+                self.stats.tripped = self._same_way(sig, next(
+                    (f"{r[2]}" for r in rows if signature(r[1], r[2] or "") == sig), sig))
+                self.trip_signature = sig
+                self.stats.aborted = self.stats.aborted or f"circuit breaker: {self.stats.tripped}"
         if self.stats.tripped:
-            sig = self.same[0]
+            sig = self.trip_signature
             back = [r[0] for r in rows if classify(r[1], r[2] or "") == CAMPAIGN
                     or (sig and signature(r[1], r[2] or "") == sig)]
             self.mail.unfail(self.t.issue, back)
@@ -566,20 +720,47 @@ class Campaign:
                 self.stats.aborted = reason
         self.stop.set()
 
+    def _may_send(self, email: str) -> None:
+        """Checked just before a message to `email` starts (its MAIL FROM is written): the reader
+        is still active (an unsubscribe answered 200 holds from that moment), and `_still_ours`."""
+        self._still_ours()
+        if not self.subs.is_active(email):
+            raise Withdrawn(email)
+
+    def _still_ours(self) -> None:
+        """Checked before a message starts and again before its final dot: the lease is still
+        ours (we may have been paused past it), the ledger's disk has room."""
+        if self.lease is not None and not self.lease.valid():
+            raise LeaseLost("another process took this campaign over while this one was stopped or "
+                            "paused past its lease; this one stopped sending")
+        if self.reserve.low():
+            self._mark_disk_full()
+
+    def _mark_disk_full(self) -> None:
+        self.reserve.release()
+        raise StoreError(self.ledger.path, OSError(errno.ENOSPC, "the disk is full (less than "
+                                                   f"{DiskReserve.LOW // 1024} KB free)"))
+
     def _send_one(self, smtp: smtplib.SMTP, email: str, *, group_sent: bool = False,
                   next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
-        if self.lease is not None and self.lease.lost.is_set():
-            raise TransportError("the lease of this campaign was taken over by another process (our "
-                                 "heartbeat stopped); stopped sending")
+        if not group_sent:
+            self._may_send(email)
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True)
         self.limiter.wait()
         marked: list[float] = []
 
-        def before_dot() -> None:
+        def before_dot() -> bool:
+            self._still_ours()
             self._mark(email, "sending", attempt=True)
             marked.append(time.monotonic())
+            if next_rcpt is None or self.stop.is_set():
+                return False
+            try:  # the next message's MAIL/RCPT/DATA would go out with this dot: it starts now
+                return self.subs.is_active(next_rcpt)
+            except StoreError:
+                return False  # not chained: its own start will say what is wrong
 
         try:
             sender = self.envelope or (lambda rcpt: envelope_sender(self.t, rcpt))
@@ -590,40 +771,80 @@ class Campaign:
             if marked:  # the server answered 4xx to the final dot: it does not have the message
                 self._mark(email, "pending", error=str(exc)[:500])
             raise
-        self._mark(email, "sent", code=250)
+        stale = self.lease is not None and self.lease.taken_over()
+        try:
+            self._mark(email, "sent", code=250)
+        except StoreError:
+            with self.lock:
+                self.stats.sent += 1
+                self.stats.unrecorded.append(email)
+            raise
         self._succeeded()
         end = time.monotonic()
         with self.lock:
             self.stats.sent += 1
+            if stale:
+                self.stats.stale += 1
             self.stats.windows.append(end - marked[0])
             self.stats.accept_to_commit.append(end - accepted)
+        if stale:
+            raise LeaseLost("another process took this campaign over while this one was paused; this "
+                            "one stopped sending")
         return chained
 
     def run(self) -> CampaignStats:
         start = time.monotonic()
-        self.recover()
         self.stats.total = self.subs.count("active")
+        if self.stats.total == 0:
+            raise TransportError(
+                f"no active subscribers in {self.subs.path}: nothing was sent, and the push is not "
+                "recorded as done. Add readers (`publisher subscribers import FILE`) and push again")
+        if not self.check_ledger():
+            self.stats.note = ("not sent: recorded as sent after the loss of the ledger "
+                               "(--after-ledger-loss skip)")
+            return self.stats
+        self.recover()
+        self.reserve.take()
         q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + PAGE)
         threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
         threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{i}", daemon=True)
                     for i in range(self.cfg.connections)]
-        for t in threads:
-            t.start()
         try:
             for t in threads:
-                while t.is_alive():
-                    t.join(0.5)
-        except KeyboardInterrupt:
-            self._abort("interrupted")
-            for t in threads:
-                t.join(10)
-            raise
+                t.start()
+            try:
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+            except KeyboardInterrupt:
+                self._abort("interrupted")
+                for t in threads:
+                    t.join(10)
+                raise
+            finally:
+                self.mail.close()  # the senders' shared writer connection
+            self.reserve.release()  # room for the bookkeeping below, on a nearly full disk
+            self._record_unrecorded()
+            if self.stats.lease_lost:
+                return self.stats  # the campaign is the new holder's now
+            self._after_run()
+            self.stats.remaining = self.remaining()
+            finished = not self.stats.aborted and not self.stats.remaining
+            self.subs.mark_campaign(self.t.issue, self.ledger.identity(), "done" if finished else "sending")
         finally:
-            self.mail.close()  # the senders' shared writer connection
-        self._after_run()
-        self.stats.elapsed = time.monotonic() - start
-        self.stats.remaining = self.remaining()
+            self.reserve.release()
+            self.stats.elapsed = time.monotonic() - start
         return self.stats
+
+    def _record_unrecorded(self) -> None:
+        """Messages the server accepted whose `sent` could not be written (disk full): try once
+        more now that the reserve is free; those still not written stay `sending` (ambiguous)."""
+        for email in list(self.stats.unrecorded):
+            try:
+                self._mark(email, "sent", code=250)
+            except StoreError:
+                continue
+            self.stats.unrecorded.remove(email)
 
     def remaining(self) -> int:
         """Active subscribers without a final row for this issue (streamed, page by page)."""
@@ -719,8 +940,38 @@ class EmailTransport(Transport):
         d = record.details
         parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
         parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent")) if k in d]
+                                                      ("ambiguous_resent", "ambiguous-resent"),
+                                                      ("stale_sender_ambiguous", "stale-sender-ambiguous"),
+                                                      ("withdrawn", "unsubscribed-meanwhile"),
+                                                      ("unrecorded", "unrecorded")) if k in d]
         return ", ".join(parts)
+
+    @classmethod
+    def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
+        """Campaigns the subscribers database knows were sent (or being sent) through another
+        ledger, or that this ledger does not record as finished."""
+        path = settings.path("email", "subscribers_db")
+        if path is None or not Path(path).exists():
+            return []
+        from publisher.subscribers import SubscriberDB
+
+        ident = ledger.identity() if ledger is not None else None
+        rows = []
+        for mark in SubscriberDB(path).campaigns():
+            if slug and mark.issue != slug:
+                continue
+            if mark.ledger_id == ident and (mark.state != "done" or (mark.issue, "email") in records):
+                continue
+            why = ("the ledger was emptied, deleted or replaced" if mark.ledger_id != ident else
+                   "the ledger has no record of it (restored from a copy older than the campaign?)")
+            said = "sent" if mark.state == "done" else "sending"
+            rows.append({"issue": mark.issue, "channel": "email", "state": "unknown", "attempts": 0,
+                         "remote_id": None, "url": None,
+                         "counts": f"the subscribers database says {said} since {mark.started_at}",
+                         "updated": mark.updated_at,
+                         "last_error": f"{why}: a push refuses until you restore it or pass "
+                                       "--after-ledger-loss (docs/email.md)"})
+        return rows
 
     @classmethod
     def records_push(cls, options) -> bool:
@@ -750,15 +1001,26 @@ class EmailTransport(Transport):
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         template = build_template(rendition, settings)
-        campaign = Campaign(template, settings, ctx.ledger, secret=secret)
+        campaign = Campaign(template, settings, ctx.ledger, secret=secret,
+                            after_ledger_loss=ctx.options.get("after_ledger_loss"))
         campaign.lease = ctx.lease
         campaign.progress = ctx.progress or _Lines()
         stats = campaign.run()
         print(stats.summary(), file=sys.stderr)
-        if stats.aborted or stats.remaining:
+        if stats.lease_lost:
+            exc = TransportError(
+                f"{stats.summary()}; stopped: another process took this campaign over while this one "
+                f"was paused past its lease ({ledger_store.LEASE_STALE:.0f} s without heartbeat). "
+                f"{stats.stale} message(s) this process sent after that are counted as ambiguous "
+                f"(`publisher status {rendition.issue}`); the other process goes on with the rest")
+            exc.details = {"stale_sender_ambiguous": stats.stale}
+            exc.lease_lost = True
+            raise exc
+        if stats.aborted or stats.remaining or stats.unrecorded:
             why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
                                     "not the reader's" if stats.faults else
-                                    f"{stats.deferred} message(s) deferred after [smtp] max_retries")
+                                    f"{stats.deferred} message(s) deferred after [smtp] max_retries"
+                                    if stats.deferred else "some messages could not be recorded")
             fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
                    "marked bounced." if stats.tripped or stats.faults else "")
             exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "

@@ -99,7 +99,7 @@ class GitTransport(Transport):
             return PushResult(url=url, summary=f"would write {page.relative_to(repo)}, commit "
                               f"'{message}' on {branch}" + (f" and push to {gh['remote']}" if gh["push"] else ""))
 
-        written = [Path(os.path.normpath(p)) for p in write_rendition(rendition, folder)]
+        written = [Path(os.path.normpath(p)) for p in write_rendition(rendition, folder, root=repo)]
         outside = [str(p) for p in written if not p.is_relative_to(repo)]
         if outside:
             raise TransportError(f"the {table} rendition wrote files outside the clone {repo}: {', '.join(outside)}")
