@@ -409,7 +409,7 @@ class HtmlChannel(Channel):
 
     def formula_color(self) -> str:
         """The ink of formula images (the text colour of the page)."""
-        return "#333333"
+        return FORMULA_INK
 
     def remote_image(self, src: str) -> str | None:
         """The src written for an image on another site (None: the image becomes a reference)."""
@@ -453,6 +453,9 @@ class HtmlChannel(Channel):
         if issue.cover and not is_remote(issue.cover):
             images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
         return self.page(issue, w, content, images)
+
+
+FORMULA_INK = "#333333"  # email's formula images; the GitHub archive publishes the same files
 
 
 def formula_img(w: HtmlWriter, src: str, tex: str, img: formulas.FormulaImage, display: bool) -> str:

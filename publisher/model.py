@@ -317,6 +317,22 @@ def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ")
     return "".join(out)
 
 
+def iter_formulas(node: object):
+    """Every formula of a node (or tuple of nodes) as (LaTeX, display), in document order."""
+    if isinstance(node, tuple | list):
+        for child in node:
+            yield from iter_formulas(child)
+    elif isinstance(node, Math):
+        yield node.tex, node.display
+    elif isinstance(node, MathBlock):
+        yield node.tex, True
+    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, Text | Code | Link | Image | CodeBlock):
+        for name in node.__dataclass_fields__:
+            value = getattr(node, name)
+            if isinstance(value, tuple | list) or hasattr(value, "__dataclass_fields__"):
+                yield from iter_formulas(value)
+
+
 def _item_links(node: Item):
     if node.url:
         yield Link(node.url, (Text(node.title),))
