@@ -351,7 +351,7 @@ def test_copy_button_pastes_every_theme_with_formulas_and_tables(browser, tmp_pa
         page.keyboard.press("Control+V")
         page.wait_for_function("document.querySelector('#editor table') !== null")
         pasted = page.evaluate(PASTE_JS, page.locator("#editor").element_handle())
-        frame = page.frame_locator("iframe.wechat-article").first.locator("body").element_handle()
+        frame = page.frame_locator("iframe.wechat-article").locator("body").element_handle()
         shown = page.evaluate(PASTE_JS, frame)
         for sel, style in shown.items():
             assert style is not None, (theme, sel)
@@ -388,3 +388,30 @@ def test_push_uploads_formula_images_and_replaces_them_by_mmbiz_urls(tmp_path, m
         before = len(server.state.uploads)
         assert main(["push", "2026-12-07", "--channel", "wechat", "--force"]) == 0, capsys.readouterr()
         assert len(server.state.uploads) == before
+
+
+def test_preview_theme_switcher_shows_every_theme(browser, tmp_path):
+    from publisher.preview import write_preview
+    from tests.test_preview import Tab
+
+    root = tmp_path / "proj"
+    shutil.copytree(FIXTURE, root / "issues")
+    settings = settings_for(root, root / "issues", "default", '[newsletter]\nqr_target = "https://mp.weixin.qq.com/x"\n')
+    page_file = write_preview(settings, root / "issues" / ISSUE.name, ["wechat"])
+    tab = Tab(browser, 1000)
+    try:
+        page = tab.page
+        page.goto(page_file.as_uri())
+        page.wait_for_load_state("load")
+        options = page.eval_on_selector_all("select[data-variants] option", "os => os.map(o => o.value)")
+        assert options == ["default", "ink", "jade"]
+        h2_bg = """() => [...document.querySelectorAll('iframe[data-variant]')].filter(f => !f.hidden)
+                     .map(f => [f.dataset.variant, getComputedStyle(f.contentDocument.querySelector('h2')).backgroundColor])"""
+        assert page.evaluate(h2_bg) == [["default", "rgba(0, 0, 0, 0)"]]
+        page.select_option("select[data-variants]", "jade")
+        assert page.evaluate(h2_bg) == [["jade", "rgb(18, 163, 122)"]]
+        page.select_option("select[data-variants]", "ink")
+        assert [v for v, _ in page.evaluate(h2_bg)] == ["ink"]
+        assert json.dumps(tab.errors) == "[]"
+    finally:
+        tab.close()
