@@ -415,3 +415,16 @@ def test_preview_theme_switcher_shows_every_theme(browser, tmp_path):
         assert json.dumps(tab.errors) == "[]"
     finally:
         tab.close()
+
+
+def test_check_says_which_construct_breaks_the_budget(fixture_settings):
+    from publisher.channels.wechat.limits import check
+
+    rows = "\n".join(f"| 行{k} | {k}.0 | {k}.5 | {k}.9 |" for k in range(260))
+    src = ("# 嵌入式AI简报 (2026-12-07)\n\n## 新闻\n\n- [t](https://example.com/a)\n摘要：大表 $x^2$\n"
+           "| a | b | c | d |\n|---|---|---|---|\n" + rows + "\n")
+    issue = parse_issue(src, "x.md").issue
+    r = pipeline.render(issue, "wechat", fixture_settings, pipeline.context_for(fixture_settings, issue))
+    found = [v for v in check(r) if v.what == "content"]
+    assert found and "of which tables " in found[0].message and "formulas" in found[0].message, found
+    assert found[0].message.index("tables") < found[0].message.index("formulas")
