@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import io
+import re
 from dataclasses import dataclass
 
 SCALE = 2  # the PNG has 2 pixels per CSS pixel (sharp on phone screens)
@@ -80,7 +82,40 @@ def image(tex: str, display: bool, color: str) -> FormulaImage:
 
 @functools.lru_cache(maxsize=1024)
 def mathml(tex: str, display: bool) -> str:
-    """The formula as a MathML `<math>` element."""
+    """The formula as a MathML `<math>` element, rebuilt from an allow-list: latex2mathml copies
+    `\\text{<script>…}` and `\\href{javascript:…}` through as markup, so its output is parsed and
+    written again with known MathML elements and attributes only (anything else: ValueError)."""
+    from xml.etree import ElementTree
+
     from latex2mathml.converter import convert
 
-    return convert(tex, display="block" if display else "inline")
+    root = ElementTree.fromstring(convert(tex, display="block" if display else "inline"))
+    out: list[str] = []
+    _write(root, out)
+    return "".join(out)
+
+
+_NS = "{http://www.w3.org/1998/Math/MathML}"
+MATHML_ELEMENTS = frozenset(
+    ["math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup", "msubsup", "mfrac", "msqrt", "mroot", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mlabeledtr", "mstyle", "mpadded", "mphantom", "menclose", "merror", "mmultiscripts", "mprescripts", "none", "semantics"])
+MATHML_ATTRIBUTES = frozenset(
+    ["display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "form", "minsize", "maxsize", "movablelimits", "accent", "accentunder", "linethickness", "columnalign", "columnspacing", "rowspacing", "columnlines", "rowlines", "frame", "framespacing", "equalrows", "equalcolumns", "displaystyle", "scriptlevel", "width", "height", "depth", "voffset", "notation", "mathcolor", "mathbackground", "mathsize", "align", "rowalign", "columnspan", "rowspan", "largeop", "symmetric", "open", "close", "separators", "bevelled"])
+_SAFE_VALUE = re.compile(r"[#\w .%+-]{0,64}")
+
+
+def _write(el, out: list[str]) -> None:
+    tag = el.tag[len(_NS):] if el.tag.startswith(_NS) else el.tag
+    if tag not in MATHML_ELEMENTS:
+        raise ValueError(f"the formula makes a <{tag}> element, which is not MathML: remove it")
+    attrs = ""
+    for name, value in el.attrib.items():
+        if name not in MATHML_ATTRIBUTES or not _SAFE_VALUE.fullmatch(value):
+            raise ValueError(f"the formula sets {name}={value[:30]!r}, which is not allowed: remove it")
+        attrs += f' {name}="{html.escape(value)}"'
+    if tag == "math":
+        attrs = ' xmlns="http://www.w3.org/1998/Math/MathML"' + attrs
+    out.append(f"<{tag}{attrs}>" + html.escape(el.text or "", quote=False))
+    for child in el:
+        _write(child, out)
+        out.append(html.escape(child.tail or "", quote=False))
+    out.append(f"</{tag}>")
