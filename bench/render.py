@@ -97,6 +97,27 @@ def main() -> int:
         print(f"wechat, highlight_style={style or '(off)'!r}: largest {max(sizes):,} chars "
               f"(limit 19,999), example issue {sizes[-1]:,} chars, {ms:.2f} ms/issue")
 
+    # WeChat themes ([wechat] theme): the largest corpus issue per theme (budget 20,000), and the
+    # typesetting fixture (formulas, footnotes, a table, a caption): its first render (matplotlib
+    # lays out every formula) and a warm one (formula images cached by their LaTeX)
+    fixture = ROOT / "tests" / "fixtures" / "typeset" / "2026-12-07.md"
+    for theme in ("default", "jade", "ink"):
+        data = {k: dict(v) for k, v in settings.data.items()}
+        data["wechat"]["theme"] = theme
+        themed = dataclasses.replace(settings, data=data)
+        sizes = [len(pipeline.render(i, "wechat", themed, pipeline.context_for(themed, i)).body) for i in issues]
+        print(f"wechat theme {theme!r}: largest corpus issue {max(sizes):,} chars (limit 19,999)")
+    if fixture.is_file():
+        typeset = pipeline.load(fixture)[0]
+        tctx = pipeline.context_for(settings, typeset)
+        start = time.perf_counter()
+        pipeline.render(typeset, "wechat", settings, tctx)
+        first = time.perf_counter() - start
+        warm = {name: best_of(lambda name=name: pipeline.render(typeset, name, settings, tctx), args.repeat)
+                for name in channels}
+        print(f"typesetting fixture: first wechat render {first * 1000:.0f} ms (formula images made); warm: "
+              + ", ".join(f"{n} {t * 1000:.2f}" for n, t in warm.items()) + " ms")
+
     # no-op build, in a fresh process each time, against interpreter start-up
     exe = Path(sys.executable).parent / "publisher"
     cmd = [str(exe), "--config", str(tmp / "publisher.toml"), "build"]
