@@ -45,6 +45,7 @@ INLINE_MATH = (r"\$\$(?P<display_math_text>(?:[^$\\]|\\.)+?)\$\$|"
                r"\$(?![$\s])(?P<math_text>(?:[^$\\\n]|\\.)*?(?:[^\s\\$]|\\.))\$(?!\d)")
 FOOTNOTE_REF = re.compile(r"\[\^([^\]\s^]{1,40})\]")
 MAX_FORMULA = 2000  # characters of LaTeX in one formula (the renderers are bounded by it)
+MAX_FORMULAS = 500  # formulas in one issue: each is laid out once (~20 ms); WeChat's budget holds ~150
 
 
 def _inline_math(inline, m: re.Match, state) -> int:
@@ -97,6 +98,9 @@ class Converter:
             raise SourceError(f"formula of {len(tex):,} characters (at most {MAX_FORMULA:,}): split it",
                               file=self.file, line=line)
         self.formulas.append((tex, line))
+        if len(self.formulas) > MAX_FORMULAS:
+            raise SourceError(f"more than {MAX_FORMULAS} formulas in one issue: split it, or write plain values "
+                              "without $…$", file=self.file, line=line)
         return tex
 
     def footnote_refs(self, text: str, line: int) -> list[Inline]:

@@ -113,6 +113,13 @@ def test_a_huge_formula_is_refused_before_any_renderer_sees_it():
         parse_issue(src, "x.md")
 
 
+def test_too_many_formulas_is_an_error_not_minutes_of_layout():
+    lines = "\n".join(f"摘要{k}：$x_{{{k}}}$ 与 $y_{{{k}}}$" for k in range(260))
+    src = f"# 嵌入式AI简报 (2026-12-07)\n\n## 新闻\n\n- [t](https://example.com/a)\n{lines}\n"
+    with pytest.raises(SourceError, match="more than 500 formulas"):
+        parse_issue(src, "x.md")
+
+
 def test_unused_footnote_is_a_warning():
     src = "# 嵌入式AI简报 (2026-12-07)\n\n## 新闻\n\n- [t](https://example.com/a)\n摘要：x\n\n[^z]: 没人用\n"
     result = parse_issue(src, "x.md")
