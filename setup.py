@@ -1,13 +1,15 @@
 """Package discovery (the rest of the metadata is in pyproject.toml).
 
 Every Python package under publisher/ is found, so a new subpackage can never be left out of the
-wheel. Three top-level folders ship inside the package under other names: channels/ as
-publisher.channels, templates/ as publisher.templates (data only), config/ as publisher.defaults.
+wheel. Four top-level folders ship inside the package under other names: channels/ as
+publisher.channels, templates/ as publisher.templates (data only), config/ as publisher.defaults,
+examples/ as publisher.examples (only the profiles' publisher.toml, so push can refuse their values).
 """
 
 from setuptools import find_packages, setup
 
-MAPPED = {"publisher.channels": "channels", "publisher.templates": "templates", "publisher.defaults": "config"}
+MAPPED = {"publisher.channels": "channels", "publisher.templates": "templates", "publisher.defaults": "config",
+          "publisher.examples": "examples"}
 
 packages = find_packages(include=["publisher", "publisher.*"])
 for name, folder in MAPPED.items():

@@ -73,7 +73,7 @@ def make_rendition(size: int) -> dict:
     from publisher.settings import load_settings
 
     settings = load_settings(ROOT / "config" / "default.toml")
-    issue, _ = pipeline.load(ROOT / "examples" / "issues" / "2026-11-23.md")
+    issue, _ = pipeline.load(ROOT / "examples" / "neuraltalk" / "issues" / "2026-11-23.md")
     r = pipeline.render(issue, "email", settings)
     text = r.parts[f"{r.issue}.txt"]
     body = r.body

@@ -64,7 +64,7 @@ def main() -> int:
     urls += [f"{bases[i % len(bases)]}/page/{i}" for i in range(args.urls - args.slow)]
 
     checker = LinkChecker(timeout=args.timeout, concurrency=args.concurrency, per_host=args.per_host,
-                          cache_hours=0, ledger=None)
+                          cache_hours=0, ledger=None, allow_private=True)  # local servers
     start = time.perf_counter()
     results = checker.check(urls)
     total = time.perf_counter() - start

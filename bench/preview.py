@@ -55,7 +55,7 @@ def setup(tmp: Path) -> Path:
             import_file(path, issues)
         print(f"corpus: {len(list(issues.glob('*.md')))} issues imported from {corpus}")
     else:
-        shutil.copytree(ROOT / "examples" / "issues", issues)
+        shutil.copytree(ROOT / "examples" / "neuraltalk" / "issues", issues)
         print(f"corpus not found at {corpus}; using the demo issues")
     (tmp / "publisher.toml").write_text('[paths]\nissues = "issues"\nout = "build"\n', encoding="utf-8")
     return issues

@@ -84,7 +84,7 @@ def main() -> int:
     # and time, over the corpus plus the shipped example (the corpus has no fenced code)
     import dataclasses
 
-    example = Path(__file__).resolve().parent.parent / "examples" / "issues" / "2026-11-23.md"
+    example = Path(__file__).resolve().parent.parent / "examples" / "neuraltalk" / "issues" / "2026-11-23.md"
     pairs = list(zip(issues, ctxs, strict=True)) + [(pipeline.load(example)[0], None)]
     for style in ("", settings["code"]["highlight_style"]):
         data = {k: dict(v) for k, v in settings.data.items()}

@@ -574,9 +574,10 @@ class TemplateChannel(Channel):
 
 
 def public_qr_url(channel: TemplateChannel) -> str:
-    """[newsletter] qr_public_url, checked: the column editors import images from the web only."""
-    url = channel.settings.require("newsletter", "qr_public_url", f"the {channel.name} footer shows the QR code")
-    if not is_http(url) or re.search(r"\s", url):
+    """[newsletter] qr_public_url, checked: the column editors import images from the web only
+    (empty: the footer has no QR code)."""
+    url = channel.settings["newsletter"]["qr_public_url"]
+    if url and (not is_http(url) or re.search(r"\s", url)):
         raise ConfigError(
             f"[newsletter] qr_public_url must be a public http(s) URL without spaces for the {channel.name} "
             f"channel, got {url!r}: set it in {channel.settings.where()}"

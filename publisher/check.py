@@ -183,7 +183,11 @@ def link_findings(checked_files: list[Checked], settings, *, progress: Progress 
     out = []
     for url, file, line in where:
         r = dead.get(url)
-        if r is not None:
+        if r is not None and r.refused:
+            out.append(Finding("error", "link", file, line,
+                               f"link to a non-public address, not probed ({r.error.split(': ', 1)[-1]}): {url}",
+                               value=r.error, code="private-link"))
+        elif r is not None:
             out.append(Finding("error", "link", file, line, f"dead link ({r.describe()}): {url}",
                                value=r.status if r.status is not None else r.error, code="dead-link"))
     return _dedupe(out), stats

@@ -96,10 +96,19 @@ def mathml(tex: str, display: bool) -> str:
 
 
 _NS = "{http://www.w3.org/1998/Math/MathML}"
-MATHML_ELEMENTS = frozenset(
-    ["math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup", "msubsup", "mfrac", "msqrt", "mroot", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mlabeledtr", "mstyle", "mpadded", "mphantom", "menclose", "merror", "mmultiscripts", "mprescripts", "none", "semantics"])
-MATHML_ATTRIBUTES = frozenset(
-    ["display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "form", "minsize", "maxsize", "movablelimits", "accent", "accentunder", "linethickness", "columnalign", "columnspacing", "rowspacing", "columnlines", "rowlines", "frame", "framespacing", "equalrows", "equalcolumns", "displaystyle", "scriptlevel", "width", "height", "depth", "voffset", "notation", "mathcolor", "mathbackground", "mathsize", "align", "rowalign", "columnspan", "rowspan", "largeop", "symmetric", "open", "close", "separators", "bevelled"])
+MATHML_ELEMENTS = frozenset([
+    "math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup", "msubsup", "mfrac", "msqrt",
+    "mroot", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mlabeledtr", "mstyle", "mpadded",
+    "mphantom", "menclose", "merror", "mmultiscripts", "mprescripts", "none", "semantics",
+])
+MATHML_ATTRIBUTES = frozenset([
+    "display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "form", "minsize", "maxsize",
+    "movablelimits", "accent", "accentunder", "linethickness", "columnalign", "columnspacing", "rowspacing",
+    "columnlines", "rowlines", "frame", "framespacing", "equalrows", "equalcolumns", "displaystyle",
+    "scriptlevel", "width", "height", "depth", "voffset", "notation", "mathcolor", "mathbackground", "mathsize",
+    "align", "rowalign", "columnspan", "rowspan", "largeop", "symmetric", "open", "close", "separators",
+    "bevelled",
+])
 _SAFE_VALUE = re.compile(r"[#\w .%+-]{0,64}")
 
 

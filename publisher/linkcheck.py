@@ -1,7 +1,11 @@
 """Concurrent link checking with a cache in the ledger database.
 
-Every URL is asked with HEAD (redirects followed), falling back to a streamed GET that is closed
-after the headers when the server refuses HEAD (405, 403, 501) or fails on it. A thread pool
+Every URL is asked with HEAD (redirects followed), falling back to a GET that is closed after the
+headers when the server refuses HEAD (405, 403, 501) or fails on it. Requests go through
+publisher/net.py: the address policy of remote images (loopback, private, link-local and reserved
+addresses are never probed unless `[network] allow_private`; every resolved address and every
+redirect hop checked; the connection to the checked address) and one deadline per request,
+`[check] timeout`, for connect, headers and redirects together. A thread pool
 bounds the global concurrency and a semaphore per host keeps any one site from being hammered;
 the URLs are interleaved by host so that workers do not queue up behind one busy host.
 
@@ -20,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-import requests
-
+from publisher import net
 from publisher.stores.ledger import Ledger
 from publisher.stores.linkcache import LinkCache
 
 HEAD_REFUSED = {403, 405, 501}
+MAX_REDIRECTS = 10
+REFUSED = "not probed"
 TRANSIENT_STATUS = {408, 429}
 
 
@@ -34,7 +39,7 @@ class LinkResult:
     url: str
     ok: bool
     status: int | None = None  # the final HTTP status, None when no answer came
-    error: str | None = None  # "timeout", "DNS failure", "connection error: …", "HTTP 404"
+    error: str | None = None  # "timeout", "DNS failure", "connection error: …", "HTTP 404", "not probed: …"
     final_url: str | None = None  # where redirects led
     method: str = "HEAD"
     cached: bool = False
@@ -43,6 +48,11 @@ class LinkResult:
     @property
     def transient(self) -> bool:
         return (self.status is None and not self.ok) or (self.status or 0) >= 500 or self.status in TRANSIENT_STATUS
+
+    @property
+    def refused(self) -> bool:
+        """Not probed: the address policy refused the host (see publisher/net.py)."""
+        return (self.error or "").startswith(REFUSED)
 
     def describe(self) -> str:
         if self.ok:
@@ -60,25 +70,26 @@ def host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
-def _classify_exception(exc: Exception) -> str:
-    text = str(exc)
-    if isinstance(exc, requests.Timeout):
+def _classify(exc: net.NetError) -> str:
+    if exc.kind == "timeout":
         return "timeout"
-    if isinstance(exc, requests.ConnectionError):
-        if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text \
-                or "Failed to resolve" in text or "nodename nor servname" in text:
-            return "DNS failure"
-        if "Connection refused" in text:
-            return "connection error: connection refused"
-        return "connection error"
-    if isinstance(exc, requests.TooManyRedirects):
+    if exc.kind == "dns":
+        return "DNS failure"
+    if exc.kind == "refused":
+        return f"{REFUSED}: {exc.message}"
+    if exc.kind == "redirects":
         return "too many redirects"
-    return f"request failed: {type(exc).__name__}"
+    if exc.kind == "connect" and "connection refused" in exc.message:
+        return "connection error: connection refused"
+    if exc.kind == "connect":
+        return "connection error"
+    return f"request failed: {exc.message}"
 
 
 def _no_fallback(error: str) -> bool:
     """Failures a GET would only repeat (and, for timeouts, double the wait)."""
-    return error in ("timeout", "DNS failure") or error.startswith("connection error: connection refused")
+    return error in ("timeout", "DNS failure", "too many redirects") \
+        or error.startswith(("connection error: connection refused", REFUSED))
 
 
 class LinkChecker:
@@ -91,15 +102,16 @@ class LinkChecker:
         cache_hours: float = 24,
         user_agent: str = "publisher-linkcheck/0.1",
         ledger: Ledger | None = None,
+        allow_private: bool = False,
     ):
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
         self.per_host = max(1, per_host)
         self.cache_seconds = cache_hours * 3600
         self.user_agent = user_agent
+        self.allow_private = allow_private
         self.ledger = ledger
         self.cache = LinkCache(ledger) if ledger is not None else None
-        self._local = threading.local()
         self._host_locks: dict[str, threading.Semaphore] = defaultdict(lambda: threading.Semaphore(self.per_host))
         self._guard = threading.Lock()
 
@@ -107,18 +119,10 @@ class LinkChecker:
     def from_settings(cls, settings, ledger: Ledger | None = None) -> LinkChecker:
         c = settings["check"]
         return cls(timeout=c["timeout"], concurrency=c["concurrency"], per_host=c["per_host"],
-                   cache_hours=c["cache_hours"], user_agent=c["user_agent"], ledger=ledger)
+                   cache_hours=c["cache_hours"], user_agent=c["user_agent"], ledger=ledger,
+                   allow_private=bool(settings["network"]["allow_private"]))
 
     # -- one URL -----------------------------------------------------------------------------
-
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            s.headers["User-Agent"] = self.user_agent
-            s.headers["Accept"] = "*/*"
-            self._local.session = s
-        return s
 
     def _semaphore(self, host: str) -> threading.Semaphore:
         with self._guard:
@@ -131,28 +135,27 @@ class LinkChecker:
         return replace(result, elapsed=time.monotonic() - start)
 
     def _fetch(self, url: str) -> LinkResult:
-        session = self._session()
-        head_error = None
         try:
-            resp = session.head(url, allow_redirects=True, timeout=self.timeout)
-            resp.close()
-            if resp.status_code not in HEAD_REFUSED:
-                return self._from_response(url, resp, "HEAD")
-        except requests.RequestException as exc:
-            head_error = _classify_exception(exc)
+            result = self._ask(url, "HEAD")
+            if result.status not in HEAD_REFUSED:
+                return result
+        except net.NetError as exc:
+            head_error = _classify(exc)
             if _no_fallback(head_error):
                 return LinkResult(url, False, None, head_error, method="HEAD")
         try:
-            with session.get(url, allow_redirects=True, timeout=self.timeout, stream=True) as resp:
-                return self._from_response(url, resp, "GET")
-        except requests.RequestException as exc:
-            return LinkResult(url, False, None, _classify_exception(exc), method="GET")
+            return self._ask(url, "GET")
+        except net.NetError as exc:
+            return LinkResult(url, False, None, _classify(exc), method="GET")
 
-    @staticmethod
-    def _from_response(url: str, resp: requests.Response, method: str) -> LinkResult:
-        code = resp.status_code
-        ok = code < 400
-        return LinkResult(url, ok, code, None if ok else f"HTTP {code}", final_url=resp.url, method=method)
+    def _ask(self, url: str, method: str) -> LinkResult:
+        """One request (redirects followed), closed once the headers are in."""
+        with net.open_url(url, method=method, timeout=self.timeout, allow_private=self.allow_private,
+                          max_redirects=MAX_REDIRECTS, what="[check] timeout",
+                          headers={"User-Agent": self.user_agent, "Accept": "*/*"}) as resp:
+            code = resp.status
+            ok = code < 400
+            return LinkResult(url, ok, code, None if ok else f"HTTP {code}", final_url=resp.url, method=method)
 
     # -- cache ---------------------------------------------------------------------------------
 
@@ -160,10 +163,24 @@ class LinkChecker:
         if self.cache is None or self.cache_seconds <= 0 or not urls:
             return {}
         out: dict[str, LinkResult] = {}
+        allowed: dict[str, bool] = {}  # host -> may be contacted now (answers cached under the opt-in)
         for row in self.cache.fresh(urls, time.time() - self.cache_seconds):
+            if not self.allow_private and not self._public_host(row["url"], allowed):
+                continue  # checked again, i.e. refused by the address policy
+
             out[row["url"]] = LinkResult(row["url"], bool(row["ok"]), row["status"], row["error"],
                                          row["final_url"], method="cache", cached=True)
         return out
+
+    def _public_host(self, url: str, memo: dict[str, bool]) -> bool:
+        host = host_of(url)
+        if host not in memo:
+            try:
+                net.resolve(host, 80, allow_private=False, timeout=self.timeout)
+                memo[host] = True
+            except net.NetError as exc:
+                memo[host] = exc.kind != "refused"
+        return memo[host]
 
     def _store(self, results: Iterable[LinkResult]) -> None:
         if self.cache is None:

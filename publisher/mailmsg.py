@@ -210,6 +210,11 @@ def text_part_of(rendition: Rendition) -> str:
     return txt[0]
 
 
+def sender_name(settings) -> str:
+    """The From name: `[email] from_name`, else the newsletter's name."""
+    return settings["email"]["from_name"] or settings["newsletter"]["name"]
+
+
 def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
                    date: dt.datetime | None = None) -> MessageTemplate:
     """Build the byte template of an email rendition (see the module docstring)."""
@@ -226,7 +231,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     boundary = "==pub_" + hashlib.sha256((rendition.body + text).encode("utf-8")).hexdigest()[:28]
 
     headers = [
-        fold("From", _address(em["from_name"], from_addr)),
+        fold("From", _address(sender_name(settings), from_addr)),
         "To: \x00to\x00",
         fold("Subject", header_tokens(subject)),
         f"Date: {format_datetime(date)}",
@@ -235,7 +240,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     ]
     if em["reply_to"]:
         headers.append(f"Reply-To: {em['reply_to']}")
-    name = em["from_name"]
+    name = sender_name(settings)
     headers.append(fold("List-Id", [*header_tokens(name), f"<{list_id}>"] if name else [f"<{list_id}>"]))
     unsub = "List-Unsubscribe: <\x00unsub_hdr\x00>"
     if em["unsubscribe_mailto"]:
@@ -280,9 +285,16 @@ def check_unsubscribe_url(settings) -> None:
         raise ConfigError(f"[email] unsubscribe_url must contain {{token}}: fix it in {settings.where()}")
 
 
-def sample_eml(rendition: Rendition, settings, email: str = "reader@example.org",
+def sample_recipient(settings) -> str:
+    """The address a sample message is shown to: a reader at the sender's own domain."""
+    return "reader@" + settings["email"]["from_address"].rpartition("@")[2]
+
+
+def sample_eml(rendition: Rendition, settings, email: str | None = None,
                secret: str | None = None) -> bytes:
-    """A complete .eml of the rendition addressed to `email` (token "SAMPLE-TOKEN" without a secret)."""
+    """A complete .eml of the rendition addressed to `email` (default: `sample_recipient`; token
+    "SAMPLE-TOKEN" without a secret)."""
+    email = email or sample_recipient(settings)
     template = build_template(rendition, settings)
     return template.render(email, unsubscribe_url_for(settings, email, secret))
 

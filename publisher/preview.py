@@ -601,6 +601,25 @@ class LivePreview:
         return self._stop.is_set()
 
 
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def own_host(host: str, bound: tuple) -> bool:
+    """Whether a Host header names this server: localhost, 127.0.0.1, [::1] or the bound address,
+    with the bound port (no port only when it is 80); any other name is refused."""
+    address, port = bound[0], bound[1]
+    names = set(LOCAL_NAMES)
+    if address not in ("0.0.0.0", "::"):
+        names.add(f"[{address}]" if ":" in address else address)
+    host = host.strip().lower()
+    name, sep, given = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not sep:
+        name, given = host, ""
+    if given:
+        return name in names and given.isdigit() and int(given) == port
+    return name in names and port == 80
+
+
 def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "publisher-preview"
@@ -624,7 +643,22 @@ def make_handler(live: LivePreview) -> type[BaseHTTPRequestHandler]:
         def do_HEAD(self) -> None:
             self.do_GET()
 
+        def _host_refused(self) -> bool:
+            """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches
+            this server with its own name in Host. Only our own names are answered."""
+            host = self.headers.get("Host")
+            if host is None or len(self.headers.get_all("Host") or ()) != 1:
+                self._send(HTTPStatus.BAD_REQUEST, b"exactly one Host header is required", "text/plain")
+                return True
+            if not own_host(host, self.server.server_address):
+                self._send(HTTPStatus.FORBIDDEN, b"unknown Host: open the address the preview printed",
+                           "text/plain")
+                return True
+            return False
+
         def do_GET(self) -> None:
+            if self._host_refused():
+                return
             path = urlsplit(self.path).path
             try:
                 if path in ("/", "/index.html"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from .redact import redact
 from .settings import Settings
 from .stores.base import StoreError
 from .stores.ledger import LeaseHeld, Ledger, checkpoint
+
+log = logging.getLogger("publisher.push")
 
 # outcome states
 DONE, SKIPPED, FAILED, DRY_RUN = "done", "skipped", "failed", "dry-run"
@@ -160,6 +163,7 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
     from .pipeline import render
     from .transports import get_transport
 
+    log.info("push %s %s: %s", issue.slug, channel, "dry run" if dry_run else "start")
     record = ledger.get(issue.slug, channel)
     if is_done(record, channel, options) and not force and not test_copy:
         return ChannelOutcome(channel, SKIPPED, f"already done ({record.updated_at}); --force pushes it again",
@@ -168,6 +172,7 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
         ledger.begin(issue.slug, channel)
         checkpoint(f"push:{channel}")  # crash tests pause here, holding the lease
     try:
+        settings.require_own_identity()  # no shipped example's links reach readers
         transport_cls = get_transport(channel)
         transport_cls.check_config(settings)  # e.g. no shipped placeholder reaches readers
         transport = transport_cls()
@@ -187,6 +192,7 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
         ledger.finish(issue.slug, channel, remote_id=result.remote_id, url=result.url,
                       details=result.details)
     state = DRY_RUN if dry_run else DONE
+    log.info("push %s %s: %s %s", issue.slug, channel, state, result.remote_id or "")
     summary = result.summary or (f"would push {rendition.filename}" if dry_run else "pushed")
     if test_copy and not dry_run:
         summary += " (test copy; ledger unchanged)"
@@ -210,13 +216,18 @@ def _record_failure(ledger: Ledger, issue: str, channel: str, message: str, exc:
 
 # ---- status ------------------------------------------------------------------------------------
 
-def _counts(ledger: Ledger | None, record) -> str:
-    """What the channel's transport says of a push beyond its state (email: recipients by state)."""
+def _counts(ledger: Ledger | None, record) -> dict[str, int]:
+    """What the channel's transport counts of a push beyond its state (email: recipients by state)."""
     from .channels.base import available_channels
 
     if ledger is None or record.channel not in available_channels():
-        return ""
-    return _transport(record.channel).describe(ledger, record)
+        return {}
+    return _transport(record.channel).counts(ledger, record)
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    """Counts for people: `sent 3, ambiguous-resent 1`."""
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in counts.items())
 
 
 def status_rows(settings: Settings, issue: str | None = None) -> tuple[Path, str | None, list[dict]]:

@@ -39,9 +39,44 @@ PATH_KEYS = {
 }
 
 
+# A newsletter's identity: what readers see and follow. `push` refuses any of these still equal to
+# a shipped example — a placeholder of the built-in defaults or a value of an example profile
+# (examples/*/publisher.toml, shipped as package data) — naming the key.
+IDENTITY_KEYS = (
+    ("newsletter", "editor_url"), ("newsletter", "project_url"), ("newsletter", "archive_url"),
+    ("newsletter", "license_badge"), ("newsletter", "qr_public_url"), ("newsletter", "qr_target"),
+    ("newsletter", "image_base_url"), ("email", "from_address"), ("email", "list_id"),
+    ("email", "view_url"), ("email", "unsubscribe_url"), ("email", "unsubscribe_mailto"),
+    ("subscribe", "url"), ("subscribe", "confirm_url"),
+)
+
+
 @functools.lru_cache(maxsize=1)
-def _defaults() -> dict:
-    return tomllib.loads(_default_text())
+def shipped_examples() -> dict[tuple[str, str], set]:
+    """Every identity value the package ships as an example: (section, key) -> values."""
+    tables = [tomllib.loads(_default_text())]
+    profiles = resources.files("publisher.examples")
+    for folder in profiles.iterdir():
+        profile = folder.joinpath(CONFIG_FILENAME)
+        if profile.is_file():
+            tables.append(tomllib.loads(profile.read_text(encoding="utf-8")))
+    found: dict[tuple[str, str], set] = {k: set() for k in IDENTITY_KEYS}
+    for table in tables:
+        for section, key in IDENTITY_KEYS:
+            value = table.get(section, {}).get(key)
+            if value:
+                found[(section, key)].add(value)
+    return found
+
+
+def find_config(start: Path) -> Path | None:
+    """publisher.toml in `start` or the nearest folder above it (as git finds .git)."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 # Values that reach email headers: no CR/LF (header injection) and the syntax of what they are.
@@ -123,13 +158,27 @@ class Settings:
 
     def require_own(self, section: str, key: str, why: str) -> Any:
         """A value that must be the user's own, not the shipped default standing in for it (e.g.
-        `newsletter@example.org`): a ConfigError naming the key otherwise."""
+        `newsletter@example.org`) nor an example profile's: a ConfigError naming the key otherwise."""
         value = self.require(section, key, why)
-        default = _defaults().get(section, {}).get(key)
-        if value == default:
-            raise ConfigError(f"[{section}] {key} is still the shipped placeholder {default!r}: set your own "
-                              f"in {self.where()} ({why})")
+        self._refuse_example(section, key, why)
         return value
+
+    def _refuse_example(self, section: str, key: str, why: str) -> None:
+        value = self.data[section][key]
+        if value and value in shipped_examples().get((section, key), ()):
+            raise ConfigError(f"[{section}] {key} is still the shipped example {value!r}: set your own "
+                              f"in {self.where()} ({why})")
+
+    def require_own_identity(self) -> None:
+        """Refuse (ConfigError naming the key) any identity value set to a shipped example (an example
+        profile's, copied): readers would follow another newsletter's links. A key left at its
+        built-in placeholder is refused where it is used instead (`require_own`: email's sender and
+        unsubscribe link, serve's confirm link), so a push to github does not need email settings."""
+        defaults = tomllib.loads(_default_text())
+        for section, key in IDENTITY_KEYS:
+            if section in self.data and self.data[section][key] != defaults.get(section, {}).get(key):
+                self._refuse_example(section, key, "readers would see it: run `publisher init`, or set "
+                                     "your newsletter's own value")
 
     @property
     def enabled_channels(self) -> list[str]:
@@ -175,7 +224,8 @@ def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> None:
 
 
 def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) -> Settings:
-    """Load defaults, then `path` (or $PUBLISHER_CONFIG, or ./publisher.toml when present)."""
+    """Load defaults, then `path` (or $PUBLISHER_CONFIG, or publisher.toml in the working folder or
+    the nearest folder above it)."""
     cwd = cwd or Path.cwd()
     data = tomllib.loads(_default_text())
     # defaults' relative paths are relative to the working directory
@@ -190,8 +240,8 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"config file {file} does not exist")
-    elif (cwd / CONFIG_FILENAME).is_file():
-        file = cwd / CONFIG_FILENAME
+    else:
+        file = find_config(cwd)
 
     root = cwd
     override: dict[str, Any] = {}

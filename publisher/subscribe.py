@@ -39,6 +39,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import parse_qs, quote
 
+from publisher.mailmsg import sender_name
+
 log = logging.getLogger("publisher.subscribe")
 
 MAX_BODY = 4096
@@ -158,7 +160,7 @@ class Mailer:
         body = self.env.get_template("subscribe/confirm_email.txt").render(
             t=t, lang=s["subscribe"]["language"], name=s["newsletter"]["name"], link=link, hours=hours)
         msg = EmailMessage()
-        msg["From"] = formataddr((em["from_name"], em["from_address"]))
+        msg["From"] = formataddr((sender_name(s), em["from_address"]))
         msg["To"] = email
         msg["Subject"] = t["email_subject"]
         msg["Date"] = format_datetime(dt.datetime.now(dt.UTC))
@@ -306,7 +308,9 @@ def app_from_settings(settings):
     from publisher.subscribers import open_db
     from publisher.unsubscribe import make_app
 
+    # the confirmation email links readers to confirm_url: never a shipped placeholder
+    settings.require_own("subscribe", "confirm_url", "the confirmation email links readers to it")
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, settings["email"]["from_name"],
+    return make_app(secret, settings["email"]["list_id"], db.path, sender_name(settings),
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings))

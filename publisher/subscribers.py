@@ -49,12 +49,54 @@ def open_mail(settings) -> MailStore:
     return MailStore(Ledger(settings.require("paths", "ledger", "the ledger database")))
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): it starts with one of these.
+# Export puts a ' before it — and before a cell that is such a cell with quotes already put
+# before it, so import can take exactly one ' off again and the round trip is lossless.
+_FORMULA_RE = re.compile(r"^'*[=+\-@\t\r]")
+CSV_COLUMNS = ("email", "name", "tags", "state")
+DELIMITERS = ",;\t"
+
+
+def escape_cell(value: str) -> str:
+    """A CSV cell that no spreadsheet runs as a formula (undone by `unescape_cell`)."""
+    return "'" + value if _FORMULA_RE.match(value) else value
+
+
+def unescape_cell(value: str) -> str:
+    return value[1:] if value.startswith("'") and _FORMULA_RE.match(value) else value
+
+
+def export_rows(db: SubscriberDB, state: str | None):
+    """`subscribers export`/`list` rows (email, name, tags, state), formula-escaped; what
+    `import_csv` takes back unchanged."""
+    for sub in db.iter(state):
+        yield [escape_cell(v) for v in (sub.email, sub.name, sub.tags, sub.state)]
+
+
+def _delimiter(head: str) -> str:
+    """The column delimiter of a CSV file from its first data line: `,` unless `;` or a tab
+    separates more columns there (spreadsheets in many locales write `;`)."""
+    for line in head.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            outside = re.sub(r'"[^"]*"', "", line)
+            counts = {d: outside.count(d) for d in DELIMITERS}
+            best = max(DELIMITERS, key=lambda d: counts[d])
+            return best if counts[best] > counts[","] else ","
+    return ","
+
+
+ROW_HINT = "each line is email,name[,tags[,state]] (a header line `email,name,tags,state` is optional)"
+
+
 def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int, list[Diagnostic]]:
-    """Import `email,name[,tags]` rows (a header row is optional). Bad rows are reported with their
-    line number and skipped; good rows are imported. Returns (rows imported, diagnostics)."""
+    """Import `email,name[,tags[,state]]` rows (a header row is optional; `,`, `;` or tab between
+    columns, found from the first line). Bad rows are reported with their line number and skipped;
+    good rows are imported. The output of `subscribers export` comes back unchanged: formula-escaped
+    cells are unescaped, and a `state` other than active (unsubscribed, bounced, pending) is kept —
+    an import never makes an address active again. Returns (rows imported, diagnostics)."""
     problems: list[Diagnostic] = []
     imported = 0
-    pending: list[tuple[str, str, str]] = []
+    pending: list[tuple[str, str, str, str]] = []
     seen_header = False
     lines: dict[str, int] = {}
 
@@ -74,39 +116,55 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
     except OSError as exc:
         raise SubscriberError(f"cannot read {path}: {exc.strerror}") from None
     with fh:
-        reader = csv.reader(fh)
+        try:
+            delimiter = _delimiter(fh.read(65536))
+        except UnicodeDecodeError as exc:
+            raise SubscriberError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8 and import again",
+                                  file=path) from None
+        fh.seek(0)
+        shown = {",": "','", ";": "';'", "\t": "tab"}[delimiter]
+        reader = csv.reader(fh, delimiter=delimiter)
+        start = 1
         try:
             for row in reader:
-                line = reader.line_num
+                line, start = start, reader.line_num + 1
                 if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
                     continue
-                cells = [c.strip() for c in row]
+                if any("\n" in c or "\r" in c for c in row):
+                    problems.append(Diagnostic(
+                        "error", f"a quote opened on this line is not closed before line {reader.line_num}: "
+                        "those lines were read as one cell; close the quote (a quote inside a quoted cell "
+                        "is written twice: \"\") or remove it; row skipped", str(path), line))
+                    continue
+                cells = [unescape_cell(c.strip()) for c in row]
                 if not seen_header and imported == 0 and not pending and cells[0].lower() in ("email", "e-mail"):
                     seen_header = True
                     continue
-                if len(cells) > 3:
-                    problems.append(Diagnostic("error", f"{len(cells)} columns; expected email,name[,tags] "
-                                               "(quote a name or tags that contain a comma)", str(path), line))
+                if len(cells) > len(CSV_COLUMNS):
+                    problems.append(Diagnostic("error", f"{len(cells)} columns separated by {shown}; expected "
+                                               "email,name[,tags[,state]] (quote a name or tags that contain "
+                                               "the separator)", str(path), line))
                     continue
-                email = cells[0]
-                name = cells[1] if len(cells) > 1 else ""
-                tags = cells[2] if len(cells) > 2 else ""
+                email, name, tags, state = (cells + ["", "", "", ""])[:4]
+                state = state.lower() or "active"
                 if not valid_email(email):
-                    problems.append(Diagnostic("error", f"not an email address: {email!r}; row skipped",
+                    hint = f"; {ROW_HINT}, separated by {shown}"
+                    problems.append(Diagnostic("error", f"not an email address: {email[:60]!r}{hint}; row skipped",
                                                str(path), line))
                     continue
-                if any(ch in name for ch in "\r\n"):
-                    problems.append(Diagnostic("error", "name contains a line break; row skipped", str(path), line))
+                if state not in STATES:
+                    problems.append(Diagnostic("error", f"unknown state {state[:20]!r}: one of {', '.join(STATES)}; "
+                                               "row skipped", str(path), line))
                     continue
-                pending.append((email, name, tags))
+                pending.append((email, name, tags, state))
                 lines[email] = line
                 if len(pending) >= batch:
                     imported += flush()
         except UnicodeDecodeError as exc:
             raise SubscriberError(f"not UTF-8 text ({exc.reason}); save the file as UTF-8 and import again",
-                                  file=path, line=reader.line_num + 1) from None
+                                  file=path, line=start) from None
         except csv.Error as exc:
-            raise SubscriberError(f"malformed CSV: {exc}", file=path, line=reader.line_num) from None
+            raise SubscriberError(f"malformed CSV: {exc}", file=path, line=start) from None
     if pending:
         imported += flush()
     return imported, problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ SHARED = Path(os.environ.get("PUBLISHER_SHARED", ROOT.parent / "shared"))
 CORPUS = SHARED / "corpus"
 SEEDS = SHARED / "seeds"
 ORACLE = SHARED / "tools" / "oracle.py"
-EXAMPLES = ROOT / "examples"
+# The NeuralTalk newsletter's example profile (its publisher.toml and sample issues)
+EXAMPLES = ROOT / "examples" / "neuraltalk"
+# The profile's tables that are the newsletter's identity (its other tables are the demo's paths)
+PROFILE_TABLES = ("newsletter", "github", "email")
 
 # Debian's Chromium, driven by Playwright (its own browser download is not used)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,6 +80,80 @@ def imported_corpus(tmp_path_factory) -> Path:
     for path in corpus_files():
         import_file(path, out)
     return out
+
+
+def neuraltalk_identity() -> dict:
+    """The identity tables of the NeuralTalk profile (without its paths)."""
+    profile = tomllib.loads((EXAMPLES / "publisher.toml").read_text(encoding="utf-8"))
+    return {t: {k: v for k, v in profile.get(t, {}).items() if k not in ("subscribers_db",)}
+            for t in PROFILE_TABLES}
+
+
+def neuraltalk_config(folder: Path, tables: dict | None = None) -> Path:
+    """folder/publisher.toml: the NeuralTalk profile's identity and `tables` (which win)."""
+    data = neuraltalk_identity()
+    for table, values in (tables or {}).items():
+        data.setdefault(table, {}).update(values)
+    path = folder / "publisher.toml"
+    path.write_text(toml_dump(data), encoding="utf-8")
+    return path
+
+
+def neuraltalk_defaults_text() -> str:
+    """The built-in defaults with the NeuralTalk profile's identity laid over them, as TOML."""
+    from publisher.settings import _default_text
+
+    data = tomllib.loads(_default_text())
+    for table, values in neuraltalk_identity().items():
+        data[table].update(values)
+    return toml_dump(data)
+
+
+def toml_dump(data: dict) -> str:
+    """TOML for tables of strings, numbers, booleans and lists (what publisher.toml holds)."""
+    import json
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return json.dumps(v, ensure_ascii=False)
+
+    return "".join(f"[{t}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) + "\n"
+                   for t, table in data.items())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neuraltalk_base():
+    """In-process tests run as the NeuralTalk newsletter itself: its profile's identity is laid
+    over the neutral built-in defaults (the archive's real issues are its), and its values are its
+    own, not another newsletter's borrowed example (only the defaults' example.org placeholders are
+    refused). For the whole session, so module-scoped fixtures see it too; `@pytest.mark.neutral`
+    runs a test with the shipped defaults and guard as a user gets them. Subprocesses always run
+    the shipped defaults."""
+    import publisher.settings as settings_module
+
+    real_text, real_shipped = settings_module._default_text, settings_module.shipped_examples
+    text = neuraltalk_defaults_text()
+    placeholders = tomllib.loads(real_text())
+    shipped = {key: {placeholders[key[0]][key[1]]} - {""} for key in settings_module.IDENTITY_KEYS}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(settings_module, "_default_text", lambda: text)
+        mp.setattr(settings_module, "shipped_examples", lambda: shipped)
+        yield real_text, real_shipped
+
+
+@pytest.fixture(autouse=True)
+def neutral_defaults(request, neuraltalk_base, monkeypatch):
+    if request.node.get_closest_marker("neutral"):
+        import publisher.settings as settings_module
+
+        real_text, real_shipped = neuraltalk_base
+        monkeypatch.setattr(settings_module, "_default_text", real_text)
+        monkeypatch.setattr(settings_module, "shipped_examples", real_shipped)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_help_lists_the_core_commands():
 
 
 def test_check_good_issue():
-    proc = run("check", str(EXAMPLES / "issues" / "2026-11-23.md"))
+    proc = run("--config", str(EXAMPLES / "publisher.toml"), "check", str(EXAMPLES / "issues" / "2026-11-23.md"))
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout
 

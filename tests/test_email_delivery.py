@@ -462,7 +462,8 @@ def test_publisher_push_channel_email_end_to_end(tmp_path, env):
 
 def test_publisher_serve_command_runs_and_needs_the_secret(tmp_path, env):
     port = free_port()
-    cfg = write_project(tmp_path, 25, web_port=port)
+    cfg = write_project(tmp_path, 25, web_port=port,  # (serve refuses the placeholder confirm_url)
+                        extra=f'\n[subscribe]\nconfirm_url = "http://127.0.0.1:{port}/confirm?token={{token}}"\n')
     settings = load_settings(cfg)
     add_subscribers(settings, 1)
     env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}

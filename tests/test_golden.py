@@ -16,7 +16,7 @@ import pytest
 
 from publisher.pipeline import context_for, load, render
 from publisher.settings import load_settings
-from tests.conftest import EXAMPLES, builtin_channels
+from tests.conftest import EXAMPLES, builtin_channels, neuraltalk_config
 
 GOLDEN = Path(__file__).parent / "golden"
 CHANNELS = builtin_channels()  # a third-party channel installed beside the project has no golden files
@@ -26,13 +26,9 @@ ISSUES = sorted((EXAMPLES / "issues").glob("*.md"))
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     root = tmp_path_factory.mktemp("golden")
-    config = root / "publisher.toml"
-    config.write_text(
-        f'[paths]\nissues = "{EXAMPLES / "issues"}"\n'
-        f'[channels]\nenabled = {json.dumps(CHANNELS)}\n'
-        '[web]\nbase_url = "https://example.org/newsletter/"\n',
-        encoding="utf-8",
-    )
+    config = neuraltalk_config(root, {"paths": {"issues": str(EXAMPLES / "issues")},
+                                      "channels": {"enabled": CHANNELS},
+                                      "web": {"base_url": "https://example.org/newsletter/"}})
     return load_settings(config)
 
 

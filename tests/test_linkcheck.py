@@ -92,7 +92,7 @@ def closed_port() -> int:
 
 def test_classifications(server, tmp_path):
     httpd, base = server
-    checker = LinkChecker(timeout=TIMEOUT, concurrency=8, per_host=8, ledger=None)
+    checker = LinkChecker(timeout=TIMEOUT, concurrency=8, per_host=8, ledger=None, allow_private=True)
     urls = {name: f"{base}/{name}" for name in ("ok", "moved", "missing", "broken", "nohead", "slow")}
     refused = f"http://127.0.0.1:{closed_port()}/x"
     results = checker.check([*urls.values(), refused, "mailto:a@b.example", "images/x.png"])
@@ -182,7 +182,8 @@ def test_check_command_reports_dead_links_with_file_line_and_caches(server, proj
     (project / "publisher.toml").write_text(
         '[paths]\nissues = "issues"\nledger = "publisher.db"\n'
         # [check] timeout is an integer in the defaults, so whole seconds here (SLOW_SECONDS > 1)
-        "[check]\ntimeout = 1\nconcurrency = 4\nper_host = 4\ncache_hours = 1\n",
+        "[check]\ntimeout = 1\nconcurrency = 4\nper_host = 4\ncache_hours = 1\n"
+        "[network]\nallow_private = true\n",  # the test server is on loopback
         encoding="utf-8",
     )
     path = project / "issues" / "2026-11-30.md"
@@ -220,10 +221,10 @@ def test_check_command_reports_dead_links_with_file_line_and_caches(server, proj
 def test_cache_expires(server, tmp_path):
     httpd, base = server
     ledger = Ledger(tmp_path / "l.db")
-    LinkChecker(cache_hours=1, ledger=ledger).check([f"{base}/ok"])
-    assert LinkChecker(cache_hours=1, ledger=ledger).check([f"{base}/ok"])[f"{base}/ok"].cached
+    LinkChecker(cache_hours=1, ledger=ledger, allow_private=True).check([f"{base}/ok"])
+    assert LinkChecker(cache_hours=1, ledger=ledger, allow_private=True).check([f"{base}/ok"])[f"{base}/ok"].cached
     ledger.connect().execute("UPDATE link_cache SET checked_at = checked_at - 7200")
-    again = LinkChecker(cache_hours=1, ledger=ledger).check([f"{base}/ok"])[f"{base}/ok"]
+    again = LinkChecker(cache_hours=1, ledger=ledger, allow_private=True).check([f"{base}/ok"])[f"{base}/ok"]
     assert not again.cached and httpd.hits[("HEAD", "/ok")] == 2
 
 
@@ -235,3 +236,47 @@ def test_offline_machine_is_one_warning_not_n_errors(project):
     links = [f for f in doc["findings"] if f["kind"] == "link"]
     assert len(links) == 1 and links[0]["level"] == "warning" and "offline" in links[0]["message"]
     assert result.exit_code == 0
+
+
+def test_check_never_probes_loopback_or_private_addresses_by_default(server, project):
+    """`publisher check` is no port scanner: links to loopback, private and link-local addresses
+    are refused before any connection (the same policy as remote images), with the same opt-in."""
+    httpd, base = server
+    closed = f"http://127.0.0.1:{closed_port()}/x"
+    extra = (f"\n- [内网 | 示例](http://10.0.0.1/admin)\n摘要：[元数据](http://169.254.169.254/latest/) "
+             f"[本机](http://localhost:{httpd.server_address[1]}/ok) [简写](http://127.1:{httpd.server_address[1]}/ok) "
+             f"[关闭的端口]({closed})。\n")
+    path = project / "issues" / "2026-11-30.md"
+    path.write_text(ISSUE.format(base=base) + extra, encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["check", "--format", "json", str(path)], catch_exceptions=False)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    links = [f for f in doc["findings"] if f["kind"] == "link"]
+    assert len(links) == 11 and {f["code"] for f in links} == {"private-link"}, links
+    # the answer does not depend on what listens there: an open port and a closed one read the same
+    by_url = {f["message"].rsplit(": ", 1)[-1]: f["message"] for f in links}
+    assert by_url[f"{base}/ok"].replace(f"{base}/ok", "U").split("(", 1)[0] == \
+        by_url[closed].replace(closed, "U").split("(", 1)[0]
+    assert "[network] allow_private" in links[0]["message"]
+    assert httpd.hits == Counter()  # not one request reached the server
+    assert Ledger(project / "publisher.db").connect().execute("SELECT count(*) FROM link_cache").fetchone()[0] == 0
+
+    # the opt-in: the same links are probed
+    (project / "publisher.toml").write_text(
+        (project / "publisher.toml").read_text(encoding="utf-8") + "\n[network]\nallow_private = true\n",
+        encoding="utf-8")
+    result = runner.invoke(cli, ["check", "--format", "json", str(path)], catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert httpd.hits[("HEAD", "/ok")] >= 1
+    assert not [f for f in doc["findings"] if f.get("code") == "private-link"]
+
+    # answers cached under the opt-in are not served once it is off: refused again, not "ok"
+    (project / "publisher.toml").write_text(
+        (project / "publisher.toml").read_text(encoding="utf-8").replace("allow_private = true", "allow_private = false"),
+        encoding="utf-8")
+    hits = Counter(httpd.hits)
+    result = runner.invoke(cli, ["check", "--format", "json", str(path)], catch_exceptions=False)
+    doc = json.loads(result.stdout)
+    assert len([f for f in doc["findings"] if f.get("code") == "private-link"]) == 11
+    assert httpd.hits == hits

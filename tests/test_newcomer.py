@@ -57,6 +57,8 @@ def run_in_terminal(*args: str, cwd: Path, env: dict | None = None) -> tuple[int
 @pytest.fixture
 def demo(project: Path) -> Path:
     shutil.copytree(EXAMPLES / "issues", project / "issues", dirs_exist_ok=True)
+    with (project / "publisher.toml").open("a", encoding="utf-8") as f:  # zhihu: the images' public home
+        f.write('[newsletter]\nimage_base_url = "https://images.mydomain.example/issues/"\n')
     return project
 
 
@@ -159,10 +161,10 @@ def test_status_piped_is_one_line_per_row_and_json(demo: Path) -> None:
     assert len(lines) == 3  # never wrapped, whatever the error's length
     row = next(line.split("\t") for line in lines if "\temail\t" in line)
     assert row[:4] == ["2026-11-23", "email", "failed", "1"] and row[-1] == error
-    data = json.loads(run("status", "--format", "json", cwd=demo).stdout)
+    data = json.loads(run("status", "--format", "json", cwd=demo).stdout)["pushes"]
     assert {(r["channel"], r["state"]) for r in data} == {("email", "failed"), ("plaintext", "done")}
     assert next(r for r in data if r["channel"] == "email")["last_error"] == error
-    assert json.loads(run("status", "2031-01-01", "--format", "json", cwd=demo).stdout) == []
+    assert json.loads(run("status", "2031-01-01", "--format", "json", cwd=demo).stdout)["pushes"] == []
 
 
 def test_status_on_a_terminal_is_a_table(demo: Path) -> None:

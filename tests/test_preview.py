@@ -29,7 +29,7 @@ from publisher.settings import load_settings
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (other browser tests import them from here)
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "examples" / "neuraltalk"
 ARTIFACTS = ROOT / "test-artifacts" / "preview"
 # a 2x2 PNG for remote images (no network in tests)
 STUB_PNG = base64.b64decode(
@@ -666,8 +666,8 @@ def _hold_connections(port: int) -> list:
     import socket
 
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-    socks[0].sendall(b"GET /events?tab=github HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    socks[1].sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    socks[0].sendall(f"GET /events?tab=github HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    socks[1].sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     assert socks[0].recv(4096).startswith(b"HTTP/1.1 200")
     assert socks[1].recv(4096).startswith(b"HTTP/1.1 200")
     return socks
@@ -770,3 +770,51 @@ def test_ctrl_c_stops_the_serving_command_promptly_every_time(demo: Path) -> Non
         stderr = proc.stderr.read()
         assert proc.returncode == 0 and "Traceback" not in stderr, stderr
         assert "preview stopped" in proc.stdout.read()
+
+
+def _raw_get(port: int, path: str, host_lines: list[str]) -> tuple[int, bytes]:
+    """One HTTP/1.1 request written by hand (clients would not send a foreign or a missing Host)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = [f"GET {path} HTTP/1.1", *host_lines, "Connection: close", "", ""]
+        sock.sendall("\r\n".join(head).encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_server_answers_only_its_own_host_names(demo: Path) -> None:
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 may send
+    requests here, with Host: evil.example — it gets nothing of the drafts."""
+    import threading
+
+    live = preview.LivePreview(load_settings, newest(demo), ["plaintext"])
+    live.rebuild()
+    server = preview.start_server(live, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    secret = newest(demo).read_text(encoding="utf-8").splitlines()[-1].strip()[:20].encode()
+    try:
+        status, body = _raw_get(port, "/", [f"Host: 127.0.0.1:{port}"])
+        assert status == 200 and b"<html" in body.lower()
+        for own in (f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+            assert _raw_get(port, "/version", [f"Host: {own}"])[0] == 200, own
+        foreign = [f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                   f"127.0.0.1:{port + 1}", "127.0.0.1", f"localhost.:{port}", f"0x7f.1:{port}",
+                   f"localhost:{port}@evil.example", ""]
+        for host in foreign:
+            for path in ("/", "/version", "/frame/plaintext?v=1", "/image/0", "/preview.js", "/events"):
+                status, body = _raw_get(port, path, [f"Host: {host}"])
+                assert status == 403, (host, path, status)
+                assert secret not in body and b"<html" not in body.lower() and len(body) < 100
+        # no Host at all, or two of them
+        assert _raw_get(port, "/", [])[0] == 400
+        assert _raw_get(port, "/", [f"Host: 127.0.0.1:{port}", "Host: evil.example"])[0] == 400
+    finally:
+        live.stop()
+        server.shutdown()
+        server.server_close()
+        server.close_all(5)

@@ -105,12 +105,12 @@ def test_unexpected_exception_is_recorded_and_others_still_run(project, monkeypa
 
 
 def test_render_error_is_a_failed_channel(project):
-    # zhihu's footer needs a public QR image URL: without one its render fails (a ConfigError)
-    add_config(project, '[newsletter]\nqr_public_url = ""\n')
+    # zhihu imports images from the web only: a local image without a public base fails its render
+    add_config(project, '[newsletter]\nimage_base_url = ""\n')
     issue = write_issue(project / "issues", "2026-01-05", image=True)
     report = push_issue(load_settings(), issue, ["zhihu", "plaintext"])
     assert [(o.channel, o.state) for o in report.outcomes] == [("zhihu", "failed"), ("plaintext", "done")]
-    assert "[newsletter] qr_public_url" in report.outcomes[0].message
+    assert "[newsletter] image_base_url" in report.outcomes[0].message
     assert Ledger(project / "publisher.db").get("2026-01-05", "zhihu").state == "failed"
     # the plaintext page has its image beside it in the outbox
     assert (project / "outbox" / "2026-01-05" / "img" / "2026-01-05.png").is_file()
@@ -227,12 +227,12 @@ def test_shipped_placeholders_are_refused_before_anything_is_sent(project, capsy
     monkeypatch.setattr(smtplib.SMTP, "__init__", no_connect)
     assert main(["push", str(issue), "-c", "email", "--to", "me@example.net"]) == 1
     err = capsys.readouterr().err
-    assert "[email] from_address is still the shipped placeholder 'newsletter@example.org'" in err
+    assert "[email] from_address is still the shipped example 'newsletter@example.org'" in err
     assert str(project / "publisher.toml") in err
     assert main(["push", str(issue), "-c", "wechat", "--dry-run"]) == 1
     assert "[newsletter] qr_image is not set" in capsys.readouterr().err
     assert attempts == []
     add_config(project, '[email]\nfrom_address = "news@example.net"\n')
     report = push_issue(load_settings(), issue, ["email"], dry_run=True)
-    assert "[email] unsubscribe_url is still the shipped placeholder" in report.outcomes[0].message
+    assert "[email] unsubscribe_url is still the shipped example" in report.outcomes[0].message
     assert main(["render", str(issue), "-c", "email"]) == 0

@@ -21,7 +21,7 @@ from publisher.settings import load_settings
 from tests.test_preview import Tab
 from tests.wechat_server import APP_ID, SECRET, WeChatServer
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "neuraltalk" / "issues"
 ISSUE = "2026-11-23"
 
 

@@ -142,8 +142,9 @@ def make_project(root: Path, server: WeChatServer, site: ImageSite, monkeypatch,
         # the account's QR: generated from an explicitly configured target (a push refuses without one)
         '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n\n'
         '[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n'
-        f'[wechat]\napp_id = "{APP_ID}"\napi_base = "{server.url}"\nremote_image_timeout = {timeout}\n'
-        f"remote_image_allow_private = {json.dumps(allow_private)}\n", encoding="utf-8")
+        f"[network]\nallow_private = {json.dumps(allow_private)}\n\n"
+        f'[wechat]\napp_id = "{APP_ID}"\napi_base = "{server.url}"\nremote_image_timeout = {timeout}\n',
+        encoding="utf-8")
     monkeypatch.chdir(root)
     monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
     monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
@@ -220,8 +221,8 @@ def test_loopback_refused_unless_configured(tmp_path, server, site, monkeypatch,
     make_project(tmp_path, server, site, monkeypatch, allow_private=False)
     rc, out = push(capsys)
     assert rc == 1
-    assert "is a private, loopback or reserved address (127.0.0.1)" in out
-    assert "remote_image_allow_private" in out
+    assert "is a private, loopback, link-local or reserved address (127.0.0.1)" in out
+    assert "[network] allow_private" in out
     assert site.hits == [] and server.count(UPLOADIMG) == 0
 
 
@@ -233,7 +234,7 @@ def test_download_only_http_and_https(url):
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "169.254.169.254", "[::1]", "0.0.0.0", "localhost"])
 def test_download_refuses_private_addresses(host):
-    with pytest.raises(images.ImageError, match="private, loopback or reserved"):
+    with pytest.raises(images.ImageError, match="private, loopback, link-local or reserved"):
         images.download(f"http://{host}/x.png", max_bytes=1000, timeout=1)
 
 

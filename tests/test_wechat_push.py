@@ -32,7 +32,7 @@ def _png() -> bytes:
     return out.getvalue()
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "issues"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "neuraltalk" / "issues"
 ISSUE = "2026-11-23"  # has a cover and an in-article image
 NO_COVER = "2026-11-09"
 TITLE = "嵌入式AI简报(2026-11-23)"
@@ -66,8 +66,15 @@ def write_config(root: Path, server: WeChatServer, **wechat: object) -> None:
     lines = "\n".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in table.items())
     (root / "publisher.toml").write_text(
         f'[paths]\nissues = "issues"\nout = "build"\nledger = "publisher.db"\n\n[wechat]\n{lines}\n'
-        # the account's QR: generated from an explicitly configured target
-        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n',
+        # the account's QR: generated from an explicitly configured target; an identity of its own
+        # (the same in this process and in a killed child, which runs the shipped defaults)
+        '[newsletter]\nqr_target = "https://mp.weixin.qq.com/mp/profile_ext?action=home&__biz=MzTEST=="\n'
+        'name = "嵌入式AI简报"\naccount = "TestAccount"\nauthor = "测试编辑"\n'
+        'editor_url = "https://editor.mydomain.example/"\nproject_url = "https://news.mydomain.example/"\n'
+        'archive_url = "https://news.mydomain.example/{date}.md"\nlicense_name = "CC BY 4.0"\n'
+        'license_url = "https://creativecommons.org/licenses/by/4.0/"\nqr_public_url = ""\n'
+        'tagline = "测试"\ncolumn = ""\nsource = ""\nlicense_badge = ""\n'
+        'image_base_url = "https://images.mydomain.example/"\n',
         encoding="utf-8")
 
 
@@ -295,7 +302,8 @@ def test_long_author_and_source_url_refused_together(proj, server, capsys):
     long_url = "https://example.org/" + "a" * 1100 + "/{date}.md"
     (proj / "publisher.toml").write_text(
         (proj / "publisher.toml").read_text(encoding="utf-8")
-        .replace("[newsletter]\n", f'[newsletter]\narchive_url = "{long_url}"\n'), encoding="utf-8")
+        .replace('archive_url = "https://news.mydomain.example/{date}.md"', f'archive_url = "{long_url}"'),
+        encoding="utf-8")
     rc, out = push(capsys)
     assert rc == 1
     assert "author '一位名字非常非常非常长的示例编辑同学' is 18 characters; the limit is 16" in out, out
@@ -558,27 +566,103 @@ def test_reply_lost_after_the_platform_did_the_work_is_never_redone(proj, server
     assert len(server.articles_for(TITLE)) == 1
 
 
-def test_submit_that_never_took_effect_is_submitted_again(proj, server, capsys):
-    """A publish intent without effect (the process died before the request left): the draft is
-    still in the box and nothing is published within the poll budget → submit once."""
+def _open_submit_intent(root: Path, media_id: str) -> None:
+    """A publish intent as a push leaves it when it dies between recording the intent and sending
+    the submit (or when the submit's answer is lost): recorded now."""
+    from publisher.stores.base import now_iso
+
+    ledger = Ledger(root / "publisher.db")
+    with ledger.transaction() as conn:
+        conn.execute("INSERT INTO wechat_intents (app_id, issue, step, media_id, created_at) "
+                     "VALUES (?, ?, 'publish_submit', ?, ?)", (APP_ID, ISSUE, media_id, now_iso()))
+
+
+def test_submit_that_never_took_effect_is_submitted_again_only_after_the_settle_time(proj, server, capsys):
+    """A publish intent without effect (the process died before the request left): the draft
+    stays in the box and nothing is published. Within [wechat] publish_settle_hours that looks
+    exactly like a slow publish, so nothing is submitted; after it, the draft is submitted once."""
     write_config(proj, server, publish_poll_seconds=1)
     rc, _ = push(capsys)
     assert rc == 0
     media_id, _ = only_draft(server)
-    ledger = Ledger(proj / "publisher.db")
-    with ledger.transaction() as conn:
-        conn.execute("INSERT INTO wechat_intents (app_id, issue, step, media_id, created_at) "
-                     "VALUES (?, ?, 'publish_submit', ?, '2026-11-23T00:00:00+00:00')", (APP_ID, ISSUE, media_id))
+    _open_submit_intent(proj, media_id)
+    rc, out = push(capsys, "--publish", "--force")
+    assert rc == 1 and "lost its answer" in out and "is still in the draft box" in out, out
+    assert "submits again only if the draft is still unpublished in the box after" in out
+    assert server.count(SUBMIT) == 0 and server.count(DRAFT_UPDATE) == 0
+    write_config(proj, server, publish_poll_seconds=5, publish_settle_hours=2 / 3600)
     rc, out = push(capsys, "--publish", "--force")
     assert rc == 0 and "did not take effect" in pushes_row(proj)["details"], out
-    assert server.count(SUBMIT) == 1 and len(server.articles_for(TITLE)) == 1
+    assert server.count(SUBMIT) == 1 and server.submitted(media_id) == 1
+    assert len(server.articles_for(TITLE)) == 1
+
+
+@pytest.mark.parametrize("leaves_at", ["publish", "submit"])
+def test_lost_submit_reply_and_a_publish_slower_than_the_poll_budget_is_never_submitted_twice(
+        proj, server, capsys, leaves_at):
+    """The platform accepted the submit, the answer was lost, and publishing takes longer than
+    publish_poll_seconds (review can take minutes): every push before the article shows up fails
+    loudly and submits nothing; the one after records the article. One submit, one article."""
+    server.state.lose_reply[SUBMIT] = 1
+    server.state.publish_seconds = 4.0
+    server.state.draft_leaves_at = leaves_at
+    write_config(proj, server, publish_poll_seconds=1)
+    rc, out = push(capsys, "--publish")
+    assert rc == 1 and "may or may not have been done" in out, out
+    media_id, _ = next(iter(server.state.publishes.values()))["media_id"], None
+    attempts = 0
+    while True:
+        attempts += 1
+        rc, out = push(capsys, "--publish")
+        assert server.count(SUBMIT) == 1, (attempts, out)  # never a second submit
+        if rc == 0:
+            break
+        assert "lost its answer" in out and "never submits one draft twice" in out, out
+        where = "is still in the draft box" if leaves_at == "publish" else "has left the draft box"
+        assert where in out, out
+        assert attempts < 20, out
+    assert attempts >= 2  # at least one push ran out of its poll budget before the publish ended
+    assert "published: https://mp.weixin.qq.com/s/ARTICLE_" in out or "already published" in out, out
+    assert server.submitted(media_id) == 1 and len(server.articles_for(TITLE)) == 1
+    assert server.count(DRAFT_ADD) == 1
+    row = pushes_row(proj)
+    assert row["state"] == "done" and row["url"].startswith("https://mp.weixin.qq.com/s/ARTICLE_")
+    # and once more, as the scheduler would: nothing new
+    rc, out = push(capsys, "--publish", "--force")
+    assert rc == 0 and server.count(SUBMIT) == 1 and len(server.articles_for(TITLE)) == 1
+
+
+@pytest.mark.parametrize("point", ["wechat:before-submit", "wechat:after-submit"])
+def test_kill_around_the_submit_with_a_slow_publish_submits_once(tmp_path, monkeypatch, capsys, server, point):
+    """SIGKILL just before the submit leaves (it never happens) and just after it was accepted
+    (the answer never recorded), with a publish slower than the poll budget: pushes again and
+    again until done. Exactly one submit either way: the one that never left is made once the
+    draft has sat unpublished for publish_settle_hours; the accepted one is never repeated."""
+    monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
+    monkeypatch.setenv("PUBLISHER_WECHAT_SECRET", SECRET)
+    shutil.copytree(EXAMPLES, tmp_path / "issues")
+    server.state.publish_seconds = 3.0
+    write_config(tmp_path, server, publish_poll_seconds=1, publish_settle_hours=6 / 3600)
+    monkeypatch.chdir(tmp_path)
+    _killed_push(tmp_path, point, ("--publish",))
+    assert server.count(SUBMIT) == (1 if point == "wechat:after-submit" else 0)
+    for _attempt in range(30):
+        rc, out = push(capsys, "--publish")
+        assert server.count(SUBMIT) <= 1, out
+        if rc == 0:
+            break
+        assert "never submits" in out, out  # a lost answer reconciled, or a recorded publish polled
+    assert rc == 0, out
+    assert server.count(SUBMIT) == 1 and server.count(DRAFT_ADD) == 1
+    assert len(server.articles_for(TITLE)) == 1
 
 
 def test_draft_published_by_hand_is_recognised_not_replaced(proj, server, capsys):
     rc, _ = push(capsys)
     media_id, _ = only_draft(server)
     with server.lock:  # the editor publishes the draft in the MP console
-        server.state.publishes["999"] = {"media_id": media_id, "polls": 0, "at": 0}
+        server.state.publishes["999"] = {"media_id": media_id, "publish_id": 999, "polls": 0, "at": 0,
+                                         "articles": server.state.drafts[media_id]}
         server._finish(server.state.publishes["999"])
     rc, out = push(capsys, "--force")
     assert rc == 0 and "already published" in out, out

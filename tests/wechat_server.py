@@ -3,13 +3,30 @@
 Implements cgi-bin/stable_token and cgi-bin/token (tokens that expire after `ttl` seconds),
 rejection of calls without a valid token (40001 unknown, 42001 expired), media/uploadimg
 (multipart field `media`, jpg/png by magic bytes, under 1 MB), material/add_material, draft
-add/update/get/batchget, freepublish submit/get/batchget (publishing → final status; a
-published draft leaves the draft box and shows in freepublish/batchget). Every request is stored
-with its raw body, so `\\uXXXX` escapes stay visible. Switches: `busy_once` (answer -1 once per
-path listed), `force_errcode` (path → errcode answered every time), `lose_reply` (path → how many
-times to do the work and then drop the connection without an answer: a reply lost on the way),
-`ttl`, `publish_status`, `publishing_polls` (polls answered 1 first), `publish_seconds` (> 0: a
-publish also completes that long after its submit, polled or not).
+add/update/get/batchget, and the publishing contract as developers.weixin.qq.com documents it
+(发布能力: freepublish/submit, freepublish/get, freepublish/batchget):
+
+- `freepublish/submit {media_id}` answers `{errcode 0, errmsg, publish_id, msg_data_id}` when the
+  publish *task* is accepted; that says nothing about the outcome. Each accepted submit is its own
+  task: the documentation promises no refusal of a second submit of the same draft, so this server
+  makes none — a draft submitted twice is published twice (two articles), the very thing the
+  client must never cause.
+- `freepublish/get {publish_id}` answers `publish_status` 1 (发布中) until the task ends, then 0
+  (with `article_id` and `article_detail.item[].article_url`), 2 原创失败 / 4 平台审核不通过 (with
+  `fail_idx`), 3 常规失败, 5/6 (published, then deleted by the account / banned).
+- `freepublish/batchget` lists only successfully published articles, newest first, each with
+  `article_id`, `update_time` and `content.news_item[]` (`url`, `is_deleted`).
+- The draft box: a draft submitted for publishing leaves it when the publish succeeds
+  (`draft_leaves_at = "publish"`, the default and the harder case for a client: while a slow
+  publish runs the draft still looks unpublished) or as soon as the submit is accepted
+  (`"submit"`); a failed publish leaves the draft in (or puts it back into) the box.
+
+Every request is stored with its raw body, so `\\uXXXX` escapes stay visible. Switches:
+`busy_once` (answer -1 once per path listed), `force_errcode` (path → errcode answered every time),
+`lose_reply` (path → how many times to do the work and then drop the connection without an
+answer: a reply lost on the way), `ttl`, `publish_status` (the final status tasks reach),
+`publishing_polls` (polls answered 1 first), `publish_seconds` (> 0: a task also ends that long
+after its submit, polled or not — a delayed publish), `draft_leaves_at`.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ class State:
     publishing_polls: int = 1  # how many polls answer 1 (publishing) first
     publish_seconds: float = 0.0  # > 0: a publish completes this long after submit, polled or not
     lose_reply: dict[str, int] = field(default_factory=dict)  # path -> replies to drop after the work
+    draft_leaves_at: str = "publish"  # or "submit": when a submitted draft leaves the draft box
     published: dict[str, dict] = field(default_factory=dict)  # article_id -> freepublish item
     requests: list[Seen] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expires_at
@@ -159,16 +177,23 @@ class WeChatServer:
                 self._finish(pub)
 
     def _finish(self, pub: dict) -> dict:
+        """The publish task ends with the configured status."""
         status = self.state.publish_status
         pub["final"] = status
-        if status == 0:
-            article_id = "ARTICLE_" + pub["media_id"]
+        media_id = pub["media_id"]
+        if status in (0, 5, 6):
+            article_id = f"ARTICLE_{media_id}_{pub['publish_id']}"
             pub["article_id"] = article_id
-            articles = self.state.drafts.pop(pub["media_id"], None) or []  # leaves the draft box
+            self.state.drafts.pop(media_id, None)  # a published draft leaves the draft box
             url = f"https://mp.weixin.qq.com/s/{article_id}"
+            deleted = status != 0
             self.state.published[article_id] = {
                 "article_id": article_id, "update_time": int(time.time()),
-                "content": {"news_item": [{**a, "url": url, "is_deleted": False} for a in articles]}}
+                "content": {"news_item": [{**a, "url": url, "is_deleted": deleted} for a in pub["articles"]]}}
+            if deleted:  # deleted or banned after publishing: no longer listed
+                self.state.published.pop(article_id)
+        elif media_id not in self.state.drafts:  # failed: the draft is (back) in the box
+            self.state.drafts[media_id] = pub["articles"]
         return pub
 
     def _err(self, path: str, code: int) -> dict:
@@ -317,30 +342,34 @@ class WeChatServer:
         media_id = body.get("media_id")
         if media_id not in self.state.drafts:
             return self._err(seen.path, 40007)
-        if any(p["media_id"] == media_id and "final" not in p for p in self.state.publishes.values()):
-            return self._err(seen.path, 53503)  # already being published
-        publish_id = str(2247483000 + next(self._ids))
-        self.state.publishes[publish_id] = {"media_id": media_id, "polls": 0, "at": time.time()}
-        return {"errcode": 0, "errmsg": "ok", "publish_id": publish_id}
+        publish_id = 2247483000 + next(self._ids)  # an integer, as the platform answers it
+        articles = [dict(a) for a in self.state.drafts[media_id]]
+        self.state.publishes[str(publish_id)] = {"media_id": media_id, "publish_id": publish_id, "polls": 0,
+                                                 "at": time.time(), "articles": articles}
+        if self.state.draft_leaves_at == "submit":
+            self.state.drafts.pop(media_id)
+        return {"errcode": 0, "errmsg": "ok", "publish_id": publish_id, "msg_data_id": 2247483000 + publish_id}
 
     def _publish_get(self, seen: Seen) -> dict:
         body = json.loads(seen.body.decode("utf-8"))
         pub = self.state.publishes.get(str(body.get("publish_id")))
         if pub is None:
-            return self._err(seen.path, 53600)  # invalid publish_id
+            return self._err(seen.path, 40007)  # invalid media_id / publish_id
         pub["polls"] += 1
+        if "final" not in pub and self.state.publish_seconds > 0:
+            return {"publish_id": pub["publish_id"], "publish_status": 1, "fail_idx": []}
         if "final" not in pub and pub["polls"] <= self.state.publishing_polls:
-            return {"publish_id": body["publish_id"], "publish_status": 1}
+            return {"publish_id": pub["publish_id"], "publish_status": 1, "fail_idx": []}
         if "final" not in pub:
             self._finish(pub)
         status = pub["final"]
-        answer = {"publish_id": body["publish_id"], "publish_status": status}
+        answer = {"publish_id": pub["publish_id"], "publish_status": status, "fail_idx": []}
         if status == 0:
             article_id = pub["article_id"]
             answer["article_id"] = article_id
             answer["article_detail"] = {"count": 1, "item": [
                 {"idx": 1, "article_url": f"https://mp.weixin.qq.com/s/{article_id}"}]}
-        else:
+        elif status in (2, 4):
             answer["fail_idx"] = [1]
         return answer
 
@@ -365,6 +394,10 @@ class WeChatServer:
         return self._page(seen, list(self.state.published.values()))
 
     # -- what tests count --------------------------------------------------------------------------
+
+    def submitted(self, media_id: str) -> int:
+        """How many publish tasks were accepted for this draft."""
+        return sum(1 for p in self.state.publishes.values() if p["media_id"] == media_id)
 
     def articles_for(self, title: str) -> list[str]:
         """Published article ids whose first article has this title."""

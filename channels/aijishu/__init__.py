@@ -27,4 +27,4 @@ class AijishuChannel(TemplateChannel):
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         qr = public_qr_url(self)
-        return {"qr_url": qr, "qr_images": [qr], "source": self.settings["newsletter"]["source"]}
+        return {"qr_url": qr, "qr_images": [qr] if qr else [], "source": self.settings["newsletter"]["source"]}

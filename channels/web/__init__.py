@@ -208,7 +208,7 @@ push = false
         if not isinstance(qr, str):
             images["qr.png"] = LocalImage(ref="qr.png", data=qr.read(), role="qr", media_type=qr.media_type)
         qr_src = self.qr_src(base)
-        qr_url = qr_src if is_remote(qr_src) else base + qr_src
+        qr_url = qr_src if not qr_src or is_remote(qr_src) else base + qr_src
         parts: dict[str, str] = {}
         if listed is not None:
             env = self.ctx.env

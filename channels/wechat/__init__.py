@@ -8,12 +8,10 @@ newlines and indentation as `<br>`/`&nbsp;`. The body must stay under 20,000 cha
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jinja2
 from markupsafe import Markup, escape
 from publisher.channels.base import LocalImage, Rendition, license_of
 from publisher.channels.html_writer import (
@@ -26,12 +24,18 @@ from publisher.channels.html_writer import (
     qr_image,
 )
 from publisher.channels.wechat import limits, preview
+from publisher.channels.wechat.themes import (  # noqa: F401 (the theme API, importable from the channel)
+    THEME_PARTS,
+    THEME_TAGS,
+    THEMES,
+    load_theme,
+    parse_styles,
+    theme_names,
+)
 
-from publisher.errors import ConfigError
 from publisher.model import Issue
 
 TEMPLATE = "wechat/article.html"
-THEMES = "wechat/themes/"  # a theme is THEMES + "<name>.css" ([wechat] theme)
 # the numbers live in limits.py beside this module, shared with `publisher check` and the transport
 DIGEST_LIMIT = limits.DIGEST_MAX_CHARS
 TITLE_LIMIT = limits.TITLE_MAX_CHARS
@@ -41,11 +45,7 @@ WECHAT_HOSTS = ("mp.weixin.qq.com",)
 # images served by WeChat itself survive in `content`; other external images are filtered out
 WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn")
 
-_RULE = re.compile(r"([.a-z0-9][-.a-z0-9\s,]*?)\s*\{([^}]*)\}", re.I)
-# what a theme may style: the tags the writer and article.html write, and the named parts
-THEME_TAGS = frozenset(["ul", "ol", "li", "code", "pre", "blockquote", "sup", "a", "img", "table", "th", "td", "h1", "h2", "p", "strong", "em", "del"])
-THEME_PARTS = frozenset(
-    [".article", ".tagline", ".lead", ".intro", ".briefs", ".note", ".item", ".fields", ".refs-title", ".refs", ".past", ".qr", ".qr-img", ".footer", ".license", ".figure", ".caption", ".formula", ".formula-block", ".table-wrap"])
+
 
 
 def _host(url: str) -> str:
@@ -58,54 +58,6 @@ def _host(url: str) -> str:
 def is_wechat_link(url: str) -> bool:
     host = _host(url)
     return any(host == h or host.endswith("." + h) for h in WECHAT_HOSTS)
-
-
-def parse_styles(text: str, name: str) -> dict[str, str]:
-    """`selector[, selector] { declarations }` rules (comments allowed) → {selector: "a:b;c:d"};
-    a selector is a tag or a `.part` of THEME_TAGS / THEME_PARTS; a later rule adds to an earlier one."""
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    styles: dict[str, str] = {}
-    for selectors, decls in _RULE.findall(text):
-        body = ";".join(re.sub(r"\s*:\s*", ":", d.strip(), count=1) for d in decls.split(";") if d.strip())
-        if re.search(r"[<>\"]|expression\(|url\(", body, re.I):
-            raise ConfigError(f"theme {name}: {selectors.strip()} {{ {body[:60]} }}: no quotes, angle brackets, "
-                              "url() or expression() in an inline style (font names need no quotes)")
-        for sel in (x.strip().lower() for x in selectors.split(",")):
-            if sel not in THEME_TAGS and sel not in THEME_PARTS:
-                raise ConfigError(f"theme {name}: unknown selector {sel!r}; a theme styles the tags "
-                                  f"{', '.join(sorted(THEME_TAGS))} and the parts {', '.join(sorted(THEME_PARTS))}")
-            styles[sel] = f"{styles[sel]};{body}" if styles.get(sel) and body else (body or styles.get(sel, ""))
-    leftover = _RULE.sub("", text).strip()
-    if leftover:
-        raise ConfigError(f"theme {name}: cannot read {leftover[:40]!r}; write rules as `selector {{ a:b;c:d }}`")
-    return styles
-
-
-@functools.lru_cache(maxsize=32)
-def _parsed(text: str, name: str) -> tuple[tuple[str, str], ...]:
-    return tuple(parse_styles(text, name).items())
-
-
-def theme_names(env: jinja2.Environment) -> list[str]:
-    """The themes found (the user's template folder and the built-in ones)."""
-    try:
-        names = env.list_templates(filter_func=lambda n: n.startswith(THEMES) and n.endswith(".css"))
-    except TypeError:  # a loader that cannot list
-        return []
-    return sorted({n[len(THEMES):-4] for n in names if "/" not in n[len(THEMES):]})
-
-
-def load_theme(env: jinja2.Environment, theme: str) -> dict[str, str]:
-    """The theme's rules ([wechat] theme), read once per file content."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,40}", theme or ""):
-        raise ConfigError(f"[wechat] theme = {theme!r}: a theme is a name (letters, digits, - and _), "
-                          f"one of {', '.join(theme_names(env))}")
-    try:
-        source, filename, _ = env.loader.get_source(env, f"{THEMES}{theme}.css")
-    except jinja2.TemplateNotFound:
-        raise ConfigError(f"[wechat] theme = {theme!r}: no file {THEMES}{theme}.css in [paths] templates nor "
-                          f"built in; themes: {', '.join(theme_names(env))}") from None
-    return dict(_parsed(source, filename or theme))
 
 
 def style_attr(styles: dict[str, str]):

@@ -6,11 +6,11 @@
   pixels on the longer side). What cannot fit above that floor is refused, never degraded further.
 - `cover(data)`: the feed card's picture — centre-cropped (or, for the QR code, padded with white)
   to 2.35:1 and scaled to at most 900 × 383, as JPEG.
-- `download(url, …)`: a remote image, http/https only, with a byte cap, a time cap, its
-  Content-Type and its magic bytes checked, and private, loopback, link-local and reserved
-  addresses refused (unless `allow_private`); the connection goes to the address that was
-  checked, so a second DNS answer cannot point it elsewhere; redirects are followed (at most 3),
-  each one checked the same way.
+- `download(url, …)`: a remote image, http/https only, with a byte cap, one time cap for the
+  whole download, its Content-Type and its magic bytes checked; the address policy (private,
+  loopback, link-local and reserved addresses refused unless `allow_private`, the connection to
+  the checked address, every redirect checked; at most 3) is publisher/net.py's, shared with
+  `publisher check`.
 
 Errors are `ImageError` with a message a person can act on; callers add which image it is.
 """
@@ -18,11 +18,7 @@ Errors are `ImageError` with a message a person can act on; callers add which im
 from __future__ import annotations
 
 import io
-import ipaddress
-import socket
-import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
 
 from publisher.refs import sniff
 
@@ -180,63 +176,18 @@ def cover(data: bytes, *, pad: bool = False) -> Fitted:
 # -- remote images ----------------------------------------------------------------------------
 
 
-def _check_address(host: str, port: int, allow_private: bool) -> str:
-    """The first address `host` resolves to, once every one of them is allowed."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ImageError(f"host {host} cannot be resolved ({exc})") from None
-    addresses = [info[4][0] for info in infos]
-    if not allow_private:
-        for addr in addresses:
-            ip = ipaddress.ip_address(addr.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
-                raise ImageError(
-                    f"host {host} is a private, loopback or reserved address ({addr}); remote images "
-                    "are fetched only from public addresses ([wechat] remote_image_allow_private "
-                    "allows others, e.g. an intranet server)"
-                )
-    return addresses[0]
-
-
 def download(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False,
              user_agent: str = "publisher") -> bytes:
-    """The bytes of the image at `url` (see the module's docstring); ImageError when refused."""
-    import urllib3
+    """The bytes of the image at `url` (see the module's docstring); ImageError when refused.
 
-    deadline = time.monotonic() + timeout
-    for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageError(f"{url}: only http:// and https:// images can be downloaded")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = _check_address(parts.hostname, port, allow_private)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise ImageError(f"timed out after {timeout:g} s ([wechat] remote_image_timeout)")
-        t = urllib3.Timeout(connect=left, read=left)
-        if parts.scheme == "https":
-            import certifi
+    `timeout` bounds the whole download (resolution, connect, headers and body, across
+    redirects): publisher/net.py's watchdog closes the socket when it is spent."""
+    from publisher import net
 
-            pool = urllib3.HTTPSConnectionPool(address, port, timeout=t, retries=False,
-                                               server_hostname=parts.hostname, assert_hostname=parts.hostname,
-                                               cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
-        else:
-            pool = urllib3.HTTPConnectionPool(address, port, timeout=t, retries=False)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-        try:
-            resp = pool.urlopen("GET", path, headers={"Host": host_header, "User-Agent": user_agent,
-                                                      "Accept": "image/*"},
-                                redirect=False, preload_content=False)
-        except urllib3.exceptions.TimeoutError:
-            raise ImageError(f"timed out after {timeout:g} s ([wechat] remote_image_timeout)") from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise ImageError(f"cannot be downloaded: {exc.__class__.__name__}: {exc}") from None
-        try:
-            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
-                url = urljoin(url, resp.headers["Location"])
-                continue
+    limit = "[wechat] remote_image_timeout"
+    try:
+        with net.open_url(url, timeout=timeout, allow_private=allow_private, max_redirects=MAX_REDIRECTS,
+                          headers={"User-Agent": user_agent, "Accept": "image/*"}, what=limit) as resp:
             if resp.status != 200:
                 raise ImageError(f"answered HTTP {resp.status}; fix or replace the image URL")
             ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -246,26 +197,15 @@ def download(url: str, *, max_bytes: int, timeout: float, allow_private: bool = 
             if length and length.isdigit() and int(length) > max_bytes:
                 raise ImageError(f"is {mb(int(length))}, over the {mb(max_bytes)} download cap "
                                  "([wechat] remote_image_max_bytes); use a smaller image")
-            chunks, total = [], 0
-            try:
-                for chunk in resp.stream(64 * 1024):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise ImageError(f"is over the {mb(max_bytes)} download cap "
-                                         "([wechat] remote_image_max_bytes); use a smaller image")
-                    if time.monotonic() > deadline:
-                        raise ImageError(f"timed out after {timeout:g} s ([wechat] remote_image_timeout)")
-                    chunks.append(chunk)
-            except urllib3.exceptions.TimeoutError:
-                raise ImageError(f"timed out after {timeout:g} s ([wechat] remote_image_timeout)") from None
-            except urllib3.exceptions.HTTPError as exc:
-                raise ImageError(f"download broke off: {exc}") from None
-            data = b"".join(chunks)
-            if sniff(data) is None:
-                raise ImageError(f"is not an image: its content (Content-Type {ctype}) is not jpg, png, "
-                                 "gif, webp or bmp")
-            return data
-        finally:
-            resp.release_conn()
-            pool.close()
-    raise ImageError(f"more than {MAX_REDIRECTS} redirects")
+            data = resp.read(max_bytes)
+    except net.NetError as exc:
+        if exc.kind == "too-large":
+            raise ImageError(f"is over the {mb(max_bytes)} download cap ([wechat] remote_image_max_bytes); "
+                             "use a smaller image") from None
+        if exc.kind in ("timeout", "redirects", "refused", "dns"):
+            raise ImageError(exc.message) from None
+        raise ImageError(f"cannot be downloaded: {exc.message}") from None
+    if sniff(data) is None:
+        raise ImageError(f"is not an image: its content (Content-Type {ctype}) is not jpg, png, "
+                         "gif, webp or bmp")
+    return data

@@ -36,7 +36,7 @@ def panel(rendition, view):
 
 def _other_themes(view) -> list[dict]:
     """The article in every other theme (the switcher above the phone; 复制 copies the configured one)."""
-    from publisher.channels.wechat import theme_names
+    from publisher.channels.wechat.themes import theme_names
 
     from publisher.errors import PublisherError
 

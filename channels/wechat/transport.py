@@ -15,8 +15,10 @@ Never two articles for one issue: the intent is recorded before each side effect
 `wechat_intents`: a draft being added, a publish being submitted) and cleared in the same
 transaction that records its result. A push that finds an intent left by a crash reconciles
 before doing anything: the draft is looked up in draft/batchget (our title and 阅读原文 URL are the
-marker) instead of being added again; a submit whose publish_id was not recorded is looked up in
-freepublish/batchget; a recorded publish_id is polled and never submitted again; a draft that left
+marker) instead of being added again; a submit whose publish_id was not recorded (answer lost)
+is looked up in freepublish/batchget and the draft box, and submitted again only when the draft
+sat there unpublished for [wechat] publish_settle_hours; a recorded publish_id is polled and never
+submitted again; a draft that left
 the draft box because it was published is recognised in freepublish/batchget, not replaced.
 """
 
@@ -166,9 +168,10 @@ class WeChatTransport(Transport):
     poll_max = 15.0
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, wall: Callable[[], float] = time.time):
         self.clock = clock
         self.sleep = sleep
+        self.wall = wall  # across processes: when an intent was recorded
 
     # -- the push ------------------------------------------------------------------------------
 
@@ -224,6 +227,7 @@ class WeChatTransport(Transport):
 
         # 4. publish: the intent first, then the submit, then its publish_id (one transaction)
         store.intend(app_id, issue, "publish_submit", media_id)
+        checkpoint("wechat:before-submit")
         publish_id = client.publish_submit(media_id)
         checkpoint("wechat:after-submit")
         store.record_publish(app_id, issue, publish_id, None, None, clear="publish_submit")
@@ -283,12 +287,25 @@ class WeChatTransport(Transport):
                 else:
                     store.drop_intent(app_id, issue, "draft_add")  # draft/add never took effect
         if "publish_submit" in intents:
-            self._reconcile_submit(client, store, app_id, issue, article, intents["publish_submit"]["media_id"],
-                                   float(cfg["publish_poll_seconds"]), notes)
+            self._reconcile_submit(client, store, app_id, issue, article, intents["publish_submit"], cfg, notes)
         return store.draft(app_id, issue)
 
-    def _reconcile_submit(self, client, store, app_id, issue, article, media_id, budget, notes) -> None:
-        """A submit was started and its publish_id never recorded: did it take effect?"""
+    def _reconcile_submit(self, client, store, app_id, issue, article, intent, cfg, notes) -> None:
+        """A submit was started and its publish_id never recorded (its reply was lost, or the push
+        died around it): did it take effect? Never submitted again while the platform may still
+        be publishing it.
+
+        The platform has no query by draft: freepublish/get needs the publish_id we lost. What
+        it shows is a published article in freepublish/batchget (ours: title and 阅读原文 URL) and
+        whether the draft is still in the draft box (draft/get). This push watches both for up to
+        `publish_poll_seconds`; a published article is recorded. Only a draft that has stayed in
+        the box, unpublished, for `publish_settle_hours` since the submit was started counts as a
+        submit that never took effect — then, and only then, it may be submitted (once) again.
+        Otherwise the push fails, keeps the intent, and says when to look again."""
+        media_id = intent["media_id"]
+        started = _epoch(intent["created_at"])
+        settle = float(cfg["publish_settle_hours"]) * 3600
+        budget = float(cfg["publish_poll_seconds"])
         deadline = self.clock() + budget
         delay = self.poll_first
         while True:
@@ -297,19 +314,31 @@ class WeChatTransport(Transport):
                 store.record_publish(app_id, issue, found[0], 0, found[1], clear="publish_submit")
                 notes.append(f"the publish submitted by an interrupted push succeeded: {found[1]}")
                 return
-            if not self._draft_exists(client, media_id):
-                raise TransportError(
-                    f"WeChat: an interrupted push submitted draft {media_id} for publishing; the draft has left "
-                    "the draft box but no published article with this title and 阅读原文 URL is listed yet. "
-                    "Check 发表记录 in the MP console; push again later (publisher will not submit twice)")
+            in_box = self._draft_exists(client, media_id)
+            if in_box and self.wall() - started >= settle:
+                store.drop_intent(app_id, issue, "publish_submit")
+                notes.append(f"the submit of an interrupted push did not take effect: draft {media_id} stayed "
+                             f"in the draft box, unpublished, for {settle / 3600:g} h ([wechat] "
+                             "publish_settle_hours); submitting it again")
+                return
             if self.clock() >= deadline:
                 break
             self.sleep(min(delay, max(0.0, deadline - self.clock())))
             delay = min(delay * self.poll_factor, self.poll_max)
-        # the draft is still in the box and nothing was published within the poll budget: the
-        # submit never took effect
-        store.drop_intent(app_id, issue, "publish_submit")
-        notes.append(f"the submit of an interrupted push did not take effect within {budget:.0f} s; submitting again")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started + settle))
+        where = ("is still in the draft box" if in_box else
+                 "has left the draft box (the platform is publishing it, or the publish failed)")
+        raise TransportError(
+            f"WeChat: a submit of draft {media_id} for publishing (started {_utc(started)}) lost its answer; "
+            f"the draft {where} and no article with this title and 阅读原文 URL is published yet "
+            f"(watched {budget:g} s, [wechat] publish_poll_seconds). publisher never submits one draft "
+            f"twice while the platform may still be publishing it: push again later — it records the "
+            f"article once it is listed"
+            + (f", and submits again only if the draft is still unpublished in the box after {when} "
+               "([wechat] publish_settle_hours)" if in_box else
+               "; if 发表记录 in the MP console shows the publish failed, fix the draft there and publish it "
+               "by hand (the next push recognises the article)")
+            + ".")
 
     @staticmethod
     def _ours(news_item: list, article: dict[str, Any]) -> bool:
@@ -522,7 +551,7 @@ class WeChatTransport(Transport):
             try:
                 data = images.download(url, max_bytes=int(cfg["remote_image_max_bytes"]),
                                        timeout=float(cfg["remote_image_timeout"]),
-                                       allow_private=bool(cfg["remote_image_allow_private"]))
+                                       allow_private=bool(ctx.settings["network"]["allow_private"]))
                 prep = prepare_image(LocalImage(ref=url, data=data, role="inline"), kind="uploadimg",
                                      label=f"remote image {url}")
             except images.ImageError as exc:
@@ -544,6 +573,17 @@ class WeChatTransport(Transport):
             if int(answer.get("publish_status", -1)) != 1 or self.clock() >= deadline:
                 return answer
             delay = min(delay * self.poll_factor, self.poll_max)
+
+
+def _epoch(iso: str) -> float:
+    """An intent's created_at (ISO 8601, UTC) as seconds since the epoch."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
 def _article_url(answer: dict) -> str | None:

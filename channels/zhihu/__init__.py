@@ -24,4 +24,4 @@ class ZhihuChannel(TemplateChannel):
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         qr = public_qr_url(self)
-        return {"qr_url": qr, "qr_images": [qr]}
+        return {"qr_url": qr, "qr_images": [qr] if qr else []}

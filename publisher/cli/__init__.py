@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from publisher.errors import Diagnostic, PublisherError
 
 # name -> "module:attribute" of a click command
 LAZY_COMMANDS = {
+    "init": "publisher.cli.init:init_command",
     "import": "publisher.cli.importer:import_command",
     "check": "publisher.cli.check:check_command",
     "render": "publisher.cli.render:render_command",
@@ -62,14 +64,37 @@ class LazyGroup(click.Group):
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Config file (default: $PUBLISHER_CONFIG, else ./publisher.toml, else built-in defaults).",
+    help="Config file (default: $PUBLISHER_CONFIG, else publisher.toml here or in the nearest folder "
+         "above, else built-in defaults).",
 )
+@click.option("-v", "--verbose", count=True, help="Log what happens to stderr (-v: steps, -vv: debug).")
 @click.version_option(package_name="publisher")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
-    """Publish one canonical newsletter issue to every channel."""
+def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
+    """Publish one canonical newsletter issue to every channel.
+
+    Shell completion (click's): eval "$(_PUBLISHER_COMPLETE=bash_source publisher)" in ~/.bashrc
+    (zsh: zsh_source, fish: fish_source).
+    """
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path
+    if verbose:
+        _log_to_stderr(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+def _log_to_stderr(level: int) -> None:
+    """-v: the program's logs on stderr, secrets masked (publisher.redact)."""
+    from publisher.redact import RedactFilter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    if level > logging.DEBUG:  # -v: our steps, not every library's chatter
+        for name in ("urllib3", "requests", "PIL", "apscheduler", "waitress", "mail.log", "asyncio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def get_settings(ctx: click.Context):
@@ -79,8 +104,22 @@ def get_settings(ctx: click.Context):
     root = ctx.find_root()
     root.ensure_object(dict)
     if "settings" not in root.obj:
-        root.obj["settings"] = load_settings(root.obj.get("config_path"))
+        settings = load_settings(root.obj.get("config_path"))
+        logging.getLogger("publisher.config").info("config: %s", settings.where())
+        root.obj["settings"] = settings
     return root.obj["settings"]
+
+
+def format_option(*choices: str, default: str = "text"):
+    """--format: text for people, json for tools (numbers as numbers)."""
+    return click.option("--format", "fmt", type=click.Choice(choices or ("text", "json")), default=default,
+                        show_default=True, help="text for people, json for tools.")
+
+
+def echo_json(value) -> None:
+    import json
+
+    click.echo(json.dumps(value, ensure_ascii=False, indent=1, default=str))
 
 
 def print_diagnostics(diagnostics: list[Diagnostic]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from typing import Any
 
 import click
 
-from publisher.cli import get_settings, print_diagnostics
+from publisher.cli import echo_json, format_option, get_settings, print_diagnostics
 from publisher.cli.progress import send_progress
 from publisher.errors import PublisherError
 from publisher.push import BUSY, DONE, DRY_RUN, FAILED, SKIPPED, PushReport, push_issue, resolve_issue_path
@@ -29,9 +31,10 @@ _ADDRESS_RE = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+\.[^@\s<>,;:
               help="email: the ledger no longer records a campaign the subscribers database knows "
                    "was sent: resend (to everyone this ledger has no record of) or skip (record it "
                    "as sent, send nothing). See docs/email.md.")
+@format_option("text", "json")
 @click.pass_context
 def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish, new_draft,
-                 after_ledger_loss) -> int:
+                 after_ledger_loss, fmt) -> int:
     """Push ISSUE (a file, or a date in the issues folder) to channels."""
     settings = get_settings(ctx)
     if bool(channels) == bool(all_channels):
@@ -52,11 +55,28 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
             raise click.UsageError("--after-ledger-loss is about an email campaign: add --channel email")
         options["after_ledger_loss"] = after_ledger_loss
     path = resolve_issue_path(settings, issue)
-    with send_progress("email") as progress:
+    # --format json: stdout holds the JSON alone; what the channels print (the dry run's sample
+    # message, summaries) goes to stderr
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if fmt == "json" else contextlib.nullcontext()
+    with send_progress("email") as progress, quiet_stdout:
         report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options,
                             progress=progress)
-    print_report(report)
+    if fmt == "json":
+        echo_json(report_json(report))
+    else:
+        print_report(report)
     return 1 if report.failed else 0
+
+
+def report_json(report: PushReport) -> dict:
+    """A push's outcome for tools: every channel's state, message, remote id/URL and details."""
+    return {
+        "issue": report.issue.slug,
+        "ok": not report.failed,
+        "warnings": [str(w) for w in report.warnings],
+        "channels": [{"channel": o.channel, "state": o.state, "message": o.message, "remote_id": o.remote_id,
+                      "url": o.url, "details": dict(o.details)} for o in report.outcomes],
+    }
 
 
 def print_report(report: PushReport) -> None:

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from publisher.cli import get_settings
+from publisher.cli import echo_json, format_option, get_settings
 from publisher.cli.progress import send_progress
 from publisher.scheduler import run_daemon, run_once, schedule_config, upcoming
 
@@ -14,16 +14,24 @@ from publisher.scheduler import run_daemon, run_once, schedule_config, upcoming
 @click.command("schedule")
 @click.option("--once", is_flag=True, help="Run one publishing tick now and exit (for cron/systemd timers).")
 @click.option("--list", "list_runs", is_flag=True, help="Show the upcoming runs and what each would publish.")
+@format_option("text", "json")
 @click.option("--test-at", hidden=True, metavar="HH:MM:SS",
               help="(tests) run every day at this time instead of [schedule] day/time.")
 @click.pass_context
-def schedule_command(ctx, once, list_runs, test_at) -> int:
+def schedule_command(ctx, once, list_runs, fmt, test_at) -> int:
     """Run the publishing scheduler ([schedule] day, time, timezone)."""
     settings = get_settings(ctx)
     test_at = test_at or os.environ.get("PUBLISHER_SCHEDULE_TEST_AT") or None
     cfg = schedule_config(settings, test_at)
     if once and list_runs:
         raise click.UsageError("--once and --list do not go together")
+    if fmt == "json" and not list_runs:
+        raise click.UsageError("--format json goes with --list")
+    if list_runs and fmt == "json":
+        echo_json({"schedule": cfg.describe(), "runs": [
+            {"at": when.isoformat(), "publishes": [{"issue": slug, "channels": list(chs)} for slug, chs in publish],
+             "not_scheduled": list(notes)} for when, publish, notes in upcoming(settings, cfg)]})
+        return 0
     if list_runs:
         from rich.console import Console
         from rich.table import Table

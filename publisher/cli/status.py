@@ -9,7 +9,7 @@ import sys
 import click
 
 from publisher.cli import get_settings
-from publisher.push import redact, status_rows
+from publisher.push import describe_counts, redact, status_rows
 
 
 @click.command("status")
@@ -19,20 +19,28 @@ from publisher.push import redact, status_rows
                    "tab-separated, never wrapped) or json.")
 @click.pass_context
 def status_command(ctx, issue, fmt) -> int:
-    """Show the ledger: what went where, for every issue or for ISSUE (a date or a file)."""
+    """Show the ledger: what went where, for every issue or for ISSUE (a date or a file).
+
+    Also says which publisher.toml is in use (stderr; in json: "config", "folder"). json's
+    "pushes" rows have "counts" as numbers (email: sent, failed, pending, ambiguous, bounced)."""
     settings = get_settings(ctx)
     ledger_path, slug, rows = status_rows(settings, issue)
     fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
+    config = str(settings.file) if settings.file else None
     if fmt == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        click.echo(json.dumps({"config": config, "folder": str(settings.root), "ledger": str(ledger_path),
+                               "pushes": rows}, ensure_ascii=False, indent=1))
         return 0
+    # which publisher.toml answered (it is searched upward from here, like git): on stderr, so
+    # the rows on stdout stay one per line
+    click.echo(f"config: {settings.where()}", err=True)
     if not rows:
         where = f"no ledger at {ledger_path}" if not ledger_path.exists() else f"{ledger_path}"
         click.echo(f"nothing pushed yet{' for ' + slug if slug else ''} ({where})")
         return 0
     columns = ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error")
     cells = [[r["issue"], r["channel"], r["state"], str(r["attempts"]),
-              redact(" ".join(x for x in (r["remote_id"], r["url"], r["counts"]) if x), settings),
+              redact(" ".join(x for x in (r["remote_id"], r["url"], describe_counts(r["counts"])) if x), settings),
               r["updated"], r["last_error"] or ""] for r in rows]
     if fmt == "tsv":
         click.echo("\t".join(columns))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import click
 
-from publisher.cli import get_settings, print_diagnostics
+from publisher.cli import echo_json, get_settings, print_diagnostics
 from publisher.subscribers import (
+    CSV_COLUMNS,
     STATES,
     SubscriberDB,
     SubscriberError,
     address_hash,
+    escape_cell,
+    export_rows,
     import_csv,
     open_db,
 )
@@ -31,7 +35,8 @@ def _db(ctx: click.Context) -> SubscriberDB:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
 def import_cmd(ctx: click.Context, file: Path) -> None:
-    """Import FILE.csv (email,name[,tags]); bad rows are reported by line and skipped."""
+    """Import FILE.csv (email,name[,tags[,state]]): what `subscribers export` writes, or a list
+    of your own (`,`, `;` or tab between columns). Bad rows are reported by line and skipped."""
     if not file.is_file():
         raise SubscriberError(f"{file} does not exist")
     db = _db(ctx)
@@ -46,23 +51,54 @@ def import_cmd(ctx: click.Context, file: Path) -> None:
         ctx.exit(1)
 
 
-@subscribers_command.command("list")
-@click.option("--state", type=click.Choice([*STATES, "all"]), default="active", show_default=True)
-@click.pass_context
-def list_cmd(ctx: click.Context, state: str) -> None:
-    """List subscribers (streamed) as CSV: email,name,tags,state."""
+def _write_rows(ctx: click.Context, state: str, fmt: str, header: bool) -> None:
     db = _db(ctx)
     out = click.get_text_stream("stdout")
+    rows = export_rows(db, None if state == "all" else state)
+    if fmt == "json":  # streamed: one subscriber object a line inside one array
+        out.write("[")
+        for i, row in enumerate(db.iter(None if state == "all" else state)):
+            out.write(("," if i else "") + "\n" + json.dumps(dict(zip(CSV_COLUMNS, (
+                row.email, row.name, row.tags, row.state), strict=True)), ensure_ascii=False))
+        out.write("\n]\n")
+        return
     writer = csv.writer(out, lineterminator="\n")
-    for sub in db.iter(None if state == "all" else state):
-        writer.writerow([sub.email, sub.name, sub.tags, sub.state])
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+
+
+@subscribers_command.command("list")
+@click.option("--state", type=click.Choice([*STATES, "all"]), default="active", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.pass_context
+def list_cmd(ctx: click.Context, state: str, fmt: str) -> None:
+    """List subscribers (streamed) as CSV (email,name,tags,state; no header) or JSON.
+
+    A cell that starts with =, +, -, @, a tab or CR gets a ' before it, so a spreadsheet shows it
+    as text instead of running it as a formula; `subscribers import` takes the ' off again."""
+    _write_rows(ctx, state, fmt, header=False)
+
+
+@subscribers_command.command("export")
+@click.option("--state", type=click.Choice([*STATES, "all"]), default="all", show_default=True)
+@click.pass_context
+def export_cmd(ctx: click.Context, state: str) -> None:
+    """Every subscriber as CSV with a header (email,name,tags,state), for a spreadsheet or a
+    backup: `subscribers import` takes it back unchanged (states included: an unsubscribed or
+    bounced address stays so). Formula-like cells are escaped as in `list`."""
+    _write_rows(ctx, state, "csv", header=True)
 
 
 @subscribers_command.command("count")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def count_cmd(ctx: click.Context) -> None:
+def count_cmd(ctx: click.Context, fmt: str) -> None:
     """Count subscribers by state."""
     counts = _db(ctx).counts()
+    if fmt == "json":
+        echo_json({**counts, "total": sum(counts.values())})
+        return
     click.echo(" ".join(f"{k}={v}" for k, v in counts.items()) + f" total={sum(counts.values())}")
 
 
@@ -84,15 +120,21 @@ def remove_cmd(ctx: click.Context, email: str, purge: bool) -> None:
 @click.argument("issue")
 @click.option("--state", type=click.Choice(["pending", "sending", "sent", "failed", "ambiguous", "all"]),
               default="all", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def sends_cmd(ctx: click.Context, issue: str, state: str) -> None:
+def sends_cmd(ctx: click.Context, issue: str, state: str, fmt: str) -> None:
     """Per-recipient delivery of ISSUE (a date) from the ledger: counts, then failures listed."""
     mail = _mail(ctx)
     counts = mail.counts(issue)
+    if fmt == "json":
+        rows = [{"email": r[0], "state": r[1], "smtp_code": r[2], "error": r[3] or None}
+                for r in mail.listing(issue, None if state == "all" else state)]
+        echo_json({"issue": issue, "counts": dict(sorted(counts.items())), "recipients": rows})
+        return
     click.echo(f"{issue}: " + (" ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "nothing sent yet"))
     writer = csv.writer(click.get_text_stream("stdout"), lineterminator="\n")
     for row in mail.listing(issue, None if state == "all" else state):
-        writer.writerow([row[0], row[1], row[2] or "", row[3] or ""])
+        writer.writerow([escape_cell(str(c)) for c in (row[0], row[1], row[2] or "", row[3] or "")])
 
 
 def _mail(ctx: click.Context):

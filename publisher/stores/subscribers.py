@@ -104,14 +104,17 @@ class SubscriberDB(SQLiteStore):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def add_many(self, rows: list[tuple[str, str, str]], *, source: str = "import", ip: str = "") -> set[str]:
-        """Insert or update (email, name, tags) as active; an existing subscriber keeps its state.
-        Addresses in `suppressions` (forgotten) are not added: they are returned."""
+    def add_many(self, rows: list[tuple[str, ...]], *, source: str = "import", ip: str = "") -> set[str]:
+        """Insert or update (email, name, tags[, state]) — active unless a state is given. An
+        existing subscriber keeps its state, unless the row stops mail to it (unsubscribed,
+        bounced): nothing here makes an address active again. Addresses in `suppressions`
+        (forgotten) are not added: they are returned."""
         now = now_iso()
+        rows = [(r[0], r[1], r[2], r[3] if len(r) > 3 else "active") for r in rows]
         conn = self.connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            hashes = {address_hash(e): e for e, _, _ in rows}
+            hashes = {address_hash(r[0]): r[0] for r in rows}
             suppressed: set[str] = set()
             keys = list(hashes)
             for i in range(0, len(keys), 500):
@@ -119,18 +122,20 @@ class SubscriberDB(SQLiteStore):
                 for (h,) in conn.execute(
                         f"SELECT hash FROM suppressions WHERE hash IN ({','.join('?' * len(part))})", part):
                     suppressed.add(hashes[h])
-            keep = [(e, n, t) for e, n, t in rows if e not in suppressed]
+            keep = [r for r in rows if r[0] not in suppressed]
             conn.executemany(
                 """INSERT INTO subscribers (email, name, tags, state, created_at, updated_at)
-                   VALUES (?, ?, ?, 'active', ?, ?)
+                   VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (email) DO UPDATE SET name = excluded.name, tags = excluded.tags,
+                     state = CASE WHEN excluded.state IN ('unsubscribed', 'bounced') THEN excluded.state
+                                  ELSE subscribers.state END,
                      updated_at = excluded.updated_at""",
-                [(e, n, t, now, now) for e, n, t in keep],
+                [(e, n, t, st, now, now) for e, n, t, st in keep],
             )
             conn.executemany(
                 """INSERT INTO consent (email, source, ip, requested_at, confirmed_at)
                    SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
-                [(e, source, ip, now, e) for e, _, _ in keep],
+                [(r[0], source, ip, now, r[0]) for r in keep],
             )
         except BaseException:
             conn.execute("ROLLBACK")

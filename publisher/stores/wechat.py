@@ -146,9 +146,10 @@ class WeChatStore:
                          "VALUES (?, ?, ?, ?, ?)", (app_id, issue, step, media_id, now_iso()))
 
     def intents(self, app_id: str, issue: str) -> dict:
-        """The open intents of this issue: step -> row (step, media_id)."""
+        """The open intents of this issue: step -> row (step, media_id, created_at)."""
         return {r["step"]: r for r in self.db.connect().execute(
-            "SELECT step, media_id FROM wechat_intents WHERE app_id = ? AND issue = ?", (app_id, issue))}
+            "SELECT step, media_id, created_at FROM wechat_intents WHERE app_id = ? AND issue = ?",
+            (app_id, issue))}
 
     def drop_intent(self, app_id: str, issue: str, step: str) -> None:
         """The call of this intent never took effect."""

@@ -68,9 +68,10 @@ class Transport:
         return record is not None and record.state == "done"
 
     @classmethod
-    def describe(cls, ledger: Ledger, record: Any) -> str:
-        """A short account of a push for `publisher status` beyond its state (e.g. counts)."""
-        return ""
+    def counts(cls, ledger: Ledger, record: Any) -> dict[str, int]:
+        """What `publisher status` reports of a push beyond its state, as numbers (email:
+        recipients by state); nothing by default."""
+        return {}
 
     @classmethod
     def lost_pushes(cls, settings: Settings, ledger: Ledger | None, slug: str | None,

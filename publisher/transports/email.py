@@ -934,17 +934,14 @@ class EmailTransport(Transport):
             settings.require_own("email", key, "subscribers would see it: set it before pushing email")
 
     @classmethod
-    def describe(cls, ledger, record) -> str:
-        """The campaign's recipients by state, and the last run's bounced / ambiguous-resent."""
+    def counts(cls, ledger, record) -> dict[str, int]:
+        """The campaign's recipients by state, and the last run's bounced / ambiguous_resent."""
         counts = campaign_status(ledger, record.issue)
         d = record.details
-        parts = [f"{k} {counts.get(k, 0)}" for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)]
-        parts += [f"{label} {d[k]}" for k, label in (("bounced", "bounced"),
-                                                      ("ambiguous_resent", "ambiguous-resent"),
-                                                      ("stale_sender_ambiguous", "stale-sender-ambiguous"),
-                                                      ("withdrawn", "unsubscribed-meanwhile"),
-                                                      ("unrecorded", "unrecorded")) if k in d]
-        return ", ".join(parts)
+        out = {k: counts[k] for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)}
+        out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent", "stale_sender_ambiguous",
+                                           "withdrawn", "unrecorded") if k in d})
+        return out
 
     @classmethod
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
@@ -967,9 +964,9 @@ class EmailTransport(Transport):
             said = "sent" if mark.state == "done" else "sending"
             rows.append({"issue": mark.issue, "channel": "email", "state": "unknown", "attempts": 0,
                          "remote_id": None, "url": None,
-                         "counts": f"the subscribers database says {said} since {mark.started_at}",
-                         "updated": mark.updated_at,
-                         "last_error": f"{why}: a push refuses until you restore it or pass "
+                         "counts": {}, "updated": mark.updated_at,
+                         "last_error": f"the subscribers database says {said} since {mark.started_at}; "
+                                       f"{why}: a push refuses until you restore it or pass "
                                        "--after-ledger-loss (docs/email.md)"})
         return rows
 
@@ -1040,7 +1037,7 @@ class EmailTransport(Transport):
         first = next(subs.iter("active", 1), None)
         status = campaign_status(ctx.ledger, rendition.issue)
         done = sum(status.get(s, 0) for s in FINAL_STATES)
-        sample = sample_eml(rendition, settings, first.email if first else "reader@example.org")
+        sample = sample_eml(rendition, settings, first.email if first else None)
         from publisher.mailmsg import readable_message
 
         print(readable_message(sample))
