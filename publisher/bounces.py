@@ -436,7 +436,9 @@ def process_mailboxes(settings, *, mailbox: Path | None = None, ledger: Ledger |
     from publisher.subscribers import open_db
 
     secret = settings.secret("email", "secret_env")
-    ledger = ledger or Ledger(settings.require("paths", "ledger", "the ledger database"))
+    from publisher.stores import open_ledger
+
+    ledger = ledger or open_ledger(settings)
     proc = Processor(settings, ledger, open_db(settings), secret)
     local = mailbox or settings.path("bounces", "mailbox")
     if local is None and not settings["bounces"]["imap_host"]:

@@ -151,7 +151,6 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
 def link_findings(checked_files: list[Checked], settings, *, progress: Progress | None = None
                   ) -> tuple[list[Finding], dict]:
     from publisher.linkcheck import LinkChecker, checkable
-    from publisher.stores.ledger import Ledger
 
     where: list[tuple[str, str, int]] = []  # (url, file, line)
     for c in checked_files:
@@ -161,8 +160,9 @@ def link_findings(checked_files: list[Checked], settings, *, progress: Progress 
     stats = {"urls": len({u for u, _, _ in where}), "dead": 0, "cached": 0}
     if not where:
         return [], stats
-    ledger_path = settings.path("paths", "ledger")
-    ledger = Ledger(ledger_path) if ledger_path else None
+    from publisher.stores import open_ledger
+
+    ledger = open_ledger(settings) if settings["database"]["url"] or settings.path("paths", "ledger") else None
     checker = LinkChecker.from_settings(settings, ledger)
     try:
         results = checker.check([u for u, _, _ in where], progress=progress)

@@ -79,7 +79,9 @@ def resolve_issue_path(settings: Settings, issue: str | Path) -> Path:
 
 
 def open_ledger(settings: Settings) -> Ledger:
-    return Ledger(settings.require("paths", "ledger", "the ledger database"))
+    from publisher.stores import open_ledger as _open
+
+    return _open(settings)
 
 
 def _transport(channel: str):
@@ -239,9 +241,12 @@ def status_rows(settings: Settings, issue: str | None = None) -> tuple[Path, str
         if not m:
             raise PublisherError(f"'{issue}' names no issue: give a date (YYYY-MM-DD) or an issue file")
         slug = m.group(1)
-    ledger_path = settings.require("paths", "ledger", "the ledger database")
-    ledger = Ledger(ledger_path) if Path(ledger_path).exists() else None
+    from publisher.stores import location
+    from publisher.stores import open_ledger as _open
+
+    ledger = _open(settings, existing=True)
     records = ledger.records(slug) if ledger is not None else []
+    ledger_path = location(settings, "ledger")[0]
     rows = [{"issue": r.issue, "channel": r.channel, "state": r.state, "attempts": r.attempts,
              "remote_id": r.remote_id, "url": redact(r.url, settings) or None,
              "counts": _counts(ledger, r), "updated": r.updated_at,

@@ -171,13 +171,37 @@ def run_tick(settings: Settings, *, now: dt.datetime | None = None, progress=Non
     """Publish every due issue to every enabled channel; return the push reports.
     Raises PublisherError after the whole tick when any channel failed (the job is then
     reported failed; the ledger has the details and the next tick retries). `progress(done,
-    total)`: as push_issue's."""
-    from .push import is_done, open_ledger, push_issue
+    total)`: as push_issue's.
+
+    One tick at a time over every host sharing the ledger ([database] url): the tick holds the
+    lease ("*", "schedule"); a scheduler on another host that ticks meanwhile skips its tick (the
+    issue is then done, or its next tick finds what is left)."""
+    from .push import open_ledger
+    from .stores.ledger import LeaseHeld
+
+    ledger = open_ledger(settings)
+    try:
+        lease = ledger.acquire(TICK_LEASE[0], TICK_LEASE[1], command="publisher schedule (tick)")
+    except LeaseHeld as exc:
+        h = exc.holder
+        log.info("another scheduler is running this tick (pid %s on %s, %s): skipped here",
+                 h["pid"], h["host"], h["command"])
+        return []
+    try:
+        return _tick(settings, ledger, now=now, progress=progress)
+    finally:
+        lease.release()
+
+
+TICK_LEASE = ("*", "schedule")  # the lease a tick holds (the leases table: issue, channel)
+
+
+def _tick(settings: Settings, ledger, *, now: dt.datetime | None, progress) -> list:
+    from .push import is_done, push_issue
 
     cfg = schedule_config(settings)
     now = now or dt.datetime.now(cfg.timezone)
     channels = settings.enabled_channels
-    ledger = open_ledger(settings)
     _bounces(settings)  # before mailing: never mail an address that bounced or complained since
     reports, failures, unreadable = [], [], []
     for path, issue, reason in scan_issues(settings, cfg.timezone, now):
@@ -386,7 +410,7 @@ def run_daemon(settings: Settings, cfg: ScheduleConfig) -> int:
 
 def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
     """(run time, [(issue slug, channels still to do)], [skipped notes]) for the next runs."""
-    from .push import is_done, open_ledger
+    from .push import is_done
 
     trigger = cfg.trigger()
     now = dt.datetime.now(cfg.timezone)
@@ -400,8 +424,9 @@ def upcoming(settings: Settings, cfg: ScheduleConfig, count: int = 5):
         times.append(t)
         prev = t
         t = trigger.get_next_fire_time(prev, prev + dt.timedelta(seconds=1))
-    ledger_path = settings.path("paths", "ledger")
-    ledger = open_ledger(settings) if ledger_path and ledger_path.exists() else None
+    from .stores import open_ledger as open_existing
+
+    ledger = open_existing(settings, existing=True)
     channels = settings.enabled_channels
     scheduled: set[str] = set()
     noted: set[str] = set()

@@ -312,5 +312,5 @@ def app_from_settings(settings):
     settings.require_own("subscribe", "confirm_url", "the confirmation email links readers to it")
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db.path, sender_name(settings),
+    return make_app(secret, settings["email"]["list_id"], db, sender_name(settings),
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings))

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 from publisher.errors import Diagnostic
-from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
 from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
     SCHEMA,
@@ -38,15 +37,18 @@ def valid_email(address: str) -> bool:
 
 
 def open_db(settings) -> SubscriberDB:
-    path = settings.path("email", "subscribers_db")
-    if path is None:
+    from publisher.stores import open_subscribers
+
+    if not settings["database"]["url"] and settings.path("email", "subscribers_db") is None:
         raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
-    return SubscriberDB(path)
+    return open_subscribers(settings)
 
 
 def open_mail(settings) -> MailStore:
     """The sends and bounce events of the ledger ([paths] ledger)."""
-    return MailStore(Ledger(settings.require("paths", "ledger", "the ledger database")))
+    from publisher.stores import open_ledger
+
+    return MailStore(open_ledger(settings))
 
 
 # A cell a spreadsheet would run as a formula (OWASP "CSV injection"): it starts with one of these.

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import logging
 import threading
-from pathlib import Path
 from urllib.parse import parse_qs, quote
 
 log = logging.getLogger("publisher.unsubscribe")
@@ -91,7 +90,7 @@ def unsubscribe_url(template: str, token: str) -> str:
 PAGE = "serve/unsubscribe.html"  # every page of the endpoint (templates/serve/)
 
 
-def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: str = "", subscribe=None,
+def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", subscribe=None,
              env=None):
     """The WSGI application; `subscribers_db` is opened per request thread; `subscribe`, a WSGI
     app, answers /subscribe and /confirm (publisher.subscribe.make_subscribe_app); `env`, the
@@ -99,7 +98,7 @@ def make_app(secret: str, list_id: str, subscribers_db: str | Path, list_name: s
     from publisher.channels.base import builtin_env
     from publisher.subscribers import SubscriberDB
 
-    db = SubscriberDB(subscribers_db)
+    db = subscribers_db if isinstance(subscribers_db, SubscriberDB) else SubscriberDB(subscribers_db)
     name = list_name or list_id
     template = (env or builtin_env()).get_template(PAGE)
 

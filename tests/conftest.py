@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -171,3 +172,33 @@ def project(tmp_path, monkeypatch) -> Path:
 def pytest_addoption(parser) -> None:
     parser.addoption("--update-goldens", action="store_true", default=False,
                      help="rewrite tests/golden/ from the current renderings (review the diff like code)")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throw-away PostgreSQL cluster for the whole session (tests/pg_support.py). Skips with a
+    reason where it cannot be started — except in CI (CI=true), where that is a failure."""
+    from tests.pg_support import PgCluster, PgUnavailable
+
+    try:
+        cluster = PgCluster()
+    except (PgUnavailable, OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL could not be started in CI: {exc}")
+        pytest.skip(f"PostgreSQL could not be started: {exc}")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """A new empty PostgreSQL database for this test."""
+    return pg_cluster.create_db()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request) -> str:
+    """Run the test on both backends: '' (SQLite files) or the URL of an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("pg_url")

@@ -41,7 +41,8 @@ from publisher.channels.wechat.api import WeChatClient, WeChatError
 
 from publisher.errors import ConfigError, SourceError, TransportError
 from publisher.refs import is_http
-from publisher.stores.ledger import Ledger, checkpoint
+from publisher.stores import open_ledger
+from publisher.stores.ledger import checkpoint
 from publisher.stores.wechat import WeChatStore
 from publisher.transports.base import PushContext, PushResult, Transport
 
@@ -502,9 +503,10 @@ class WeChatTransport(Transport):
         app_id = settings["wechat"]["app_id"]
         by_hash: dict[str, str] = {}
         remote: dict[str, str] = {}
-        path = settings.path("paths", "ledger")
-        if path is not None and path.is_file():
-            by_hash, remote = WeChatStore(Ledger(path), create=False).image_urls(app_id)
+        ledger = open_ledger(settings, existing=True) if settings.path("paths", "ledger") or \
+            settings["database"]["url"] else None
+        if ledger is not None:
+            by_hash, remote = WeChatStore(ledger, create=False).image_urls(app_id)
         missing = []
         for image in rendition.images:
             if image.role not in ("inline", "qr"):

@@ -34,6 +34,8 @@ LAZY_COMMANDS = {
     "subscribers": "publisher.cli.subscribers:subscribers_command",
     "serve": "publisher.cli.serve:serve_command",
     "bounces": "publisher.cli.bounces:bounces_command",
+    "db": "publisher.cli.db:db_command",
+    "worker": "publisher.cli.worker:worker_command",
 }
 
 

@@ -1,7 +1,10 @@
 """Stores: every SQL statement of the program, one module per store.
 
-    base         SQLiteStore (the one connection helper: WAL, one connection per thread,
-                 BEGIN IMMEDIATE transactions), now_iso
+    base         Store (the one connection layer: a SQLite file in WAL mode or PostgreSQL,
+                 one connection per thread, serialized write transactions), now_iso
+    schema       the versioned schema (schema_version; `publisher db upgrade`)
+    copy         `publisher db copy`: a SQLite install into an empty PostgreSQL database
+    campaigns    shared campaigns: campaigns, campaign_workers, email_claims
     ledger       pushes (one row per issue and channel) and leases (who is sending it now)
     mail         email_sends (one row per issue and recipient) and mail_events (bounces, complaints)
     subscribers  subscribers, consent, suppressions (their own database, [email] subscribers_db)
@@ -13,13 +16,55 @@ The stores on the ledger share its file and connection (`store.db` is the Ledger
 declares its tables once, as SCHEMA, and creates them when it is opened. Transports, the
 subscribe form, bounce processing and the scheduler call store methods; they write no SQL.
 
-Every store maps onto a shared PostgreSQL database: each method is one short transaction
-(BEGIN IMMEDIATE here, a row lock there), upserts are `INSERT … ON CONFLICT`, and the few
-SQLite-only clauses (WITHOUT ROWID, COLLATE NOCASE, INSERT OR REPLACE / OR IGNORE, PRAGMA) have
-direct equivalents (a plain table, citext or lower(), ON CONFLICT DO UPDATE / DO NOTHING) — all
-of them in this package, so the port touches no other module. The lease is a row lease
-(`SELECT … FOR UPDATE` on the (issue, channel) row of `leases`, then the same holder checks:
-dead on this host or heartbeat older than LEASE_STALE), not a file lock. The exactly-once commit points (a send is `sending` before the final
-dot, `sent` after the 250 reply; a WeChat intent before each non-idempotent call) are the
-transactions of these methods, one row each.
+Every store runs on a SQLite file or on a shared PostgreSQL database ([database] url): each
+method is one short transaction (BEGIN IMMEDIATE there, a transaction-scoped advisory lock here),
+upserts are `INSERT … ON CONFLICT`, and the few dialect differences are translated in base.py.
+The lease is a row lease (`Ledger.acquire`: the (issue, channel) row of `leases`, then the holder
+checks: dead on this host or heartbeat older than LEASE_STALE). The exactly-once commit points (a
+send is `sending` before the final dot, `sent` after the 250 reply; a WeChat intent before each
+non-idempotent call) are the transactions of these methods, one row each. `campaigns` lets any
+number of workers share a campaign (claims with FOR UPDATE SKIP LOCKED); `schema` versions the
+schema; `copy` moves a SQLite install to PostgreSQL. `location`, `open_ledger` and
+`open_subscribers` below turn the settings into stores.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def location(settings: Any, part: str) -> tuple[str | Path, str | None]:
+    """(where, password) of a part of the state ('ledger' or 'subscribers'): the [database] url
+    when set (both parts in one PostgreSQL database), else the part's SQLite file."""
+    url = settings["database"]["url"]
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            from publisher.errors import ConfigError
+
+            raise ConfigError(f"[database] url must be a postgresql://user@host:port/dbname URL (or empty "
+                              f"for SQLite files), got {url[:40]!r}: fix it in {settings.where()}")
+        password = settings.secret("database", "password_env") if settings["database"]["password_env"] else None
+        return url, password
+    if part == "ledger":
+        return settings.require("paths", "ledger", "the ledger database"), None
+    return settings.require("email", "subscribers_db", "the subscribers database"), None
+
+
+def open_ledger(settings: Any, *, existing: bool = False):
+    """The ledger of these settings; with `existing`, None when it is a SQLite file not created yet
+    (readers that must not create one)."""
+    from publisher.stores.ledger import Ledger
+
+    where, password = location(settings, "ledger")
+    if existing and "://" not in str(where) and not Path(where).exists():
+        return None
+    return Ledger(where, password=password)
+
+
+def open_subscribers(settings: Any):
+    """The subscribers database of these settings."""
+    from publisher.stores.subscribers import SubscriberDB
+
+    where, password = location(settings, "subscribers")
+    return SubscriberDB(where, password=password)

@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -27,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DatabaseError, DBError, Store, now_iso
+from publisher.stores.schema import open_part
 
 PUSHES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pushes (
@@ -113,7 +113,9 @@ def _alive(pid: int, proc_start: str) -> bool:
     return not (proc_start and now and now != proc_start)
 
 
-_HOST = socket.gethostname()
+# The host identity of the leases: the machine's name, or PUBLISHER_HOST (two deployments on one
+# machine, or tests standing in for two hosts). A pid is checked only against the same host.
+_HOST = os.environ.get("PUBLISHER_HOST") or socket.gethostname()
 
 
 def checkpoint(name: str) -> None:
@@ -148,7 +150,7 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name=f"lease-{channel}", daemon=True)
         self._thread.start()
 
-    def _renew(self, store: SQLiteStore) -> None:
+    def _renew(self, store: Store) -> None:
         """Write our heartbeat; `lost` when the row is no longer ours."""
         with self._renew_lock:
             if self.lost.is_set():
@@ -163,13 +165,13 @@ class Lease:
                 self.confirmed = at
 
     def _beat(self) -> None:
-        store = SQLiteStore(self.ledger.path)
+        store = self.ledger.same()
         try:
             while not self._stop.wait(LEASE_BEAT) and not self.lost.is_set():
                 try:
                     self._renew(store)
-                except sqlite3.Error:
-                    continue  # busy: try again at the next beat
+                except (*DBError, DatabaseError):
+                    continue  # busy, or the server is restarting: try again at the next beat
         finally:
             store.close()
 
@@ -181,7 +183,7 @@ class Lease:
             return True
         try:
             self._renew(self.ledger)  # late heartbeat: we may have been paused; ask the ledger
-        except sqlite3.Error:
+        except (*DBError, DatabaseError):
             return time.monotonic() - self.confirmed < LEASE_STALE / 2
         return not self.lost.is_set()
 
@@ -223,10 +225,14 @@ class PushRecord:
     updated_at: str
 
 
-class Ledger(SQLiteStore):
+class Ledger(Store):
     """The ledger: pushes, plus the tables other parts add with `ensure`."""
 
     schema = PUSHES_SCHEMA + LEASES_SCHEMA + META_SCHEMA
+    part = "ledger"
+
+    def create(self) -> None:
+        open_part(self)  # create the versioned part, or check its version
 
     # -- identity --------------------------------------------------------------------------
 
@@ -250,7 +256,7 @@ class Ledger(SQLiteStore):
         pid = os.getpid()
         command = command or " ".join(os.path.basename(a) if i == 0 else a
                                       for i, a in enumerate(sys.argv[:4]))
-        with self.transaction() as conn:  # BEGIN IMMEDIATE: one writer decides
+        with self.transaction() as conn:  # one writer decides (BEGIN IMMEDIATE / advisory lock)
             row = conn.execute("SELECT * FROM leases WHERE issue = ? AND channel = ?",
                                (issue, channel)).fetchone()
             if row is not None:
@@ -259,9 +265,12 @@ class Ledger(SQLiteStore):
                 if not (stale or dead):
                     raise LeaseHeld(issue, channel, dict(row))
             conn.execute(
-                """INSERT OR REPLACE INTO leases
+                """INSERT INTO leases
                    (issue, channel, token, pid, host, proc_start, command, started_at, heartbeat)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (issue, channel) DO UPDATE SET token = excluded.token, pid = excluded.pid,
+                     host = excluded.host, proc_start = excluded.proc_start, command = excluded.command,
+                     started_at = excluded.started_at, heartbeat = excluded.heartbeat""",
                 (issue, channel, token, pid, _HOST, _proc_start(pid), command[:200], now_iso(), now))
         return Lease(self, issue, channel, token)
 
@@ -293,7 +302,7 @@ class Ledger(SQLiteStore):
                 """INSERT INTO pushes (issue, channel, state, attempts, created_at, updated_at)
                    VALUES (?, ?, 'pushing', 1, ?, ?)
                    ON CONFLICT (issue, channel) DO UPDATE SET
-                     state = 'pushing', attempts = attempts + 1, updated_at = excluded.updated_at""",
+                     state = 'pushing', attempts = pushes.attempts + 1, updated_at = excluded.updated_at""",
                 (issue, channel, now, now),
             )
         record = self.get(issue, channel)
@@ -353,7 +362,7 @@ class Ledger(SQLiteStore):
                          (json.dumps(details, ensure_ascii=False, sort_keys=True), issue, channel))
 
 
-def _record(row: sqlite3.Row) -> PushRecord:
+def _record(row) -> PushRecord:
     return PushRecord(
         issue=row["issue"],
         channel=row["channel"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from publisher.stores.base import SQLiteStore
+from publisher.stores.base import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS link_cache (
@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS link_cache (
 
 
 class LinkCache:
-    def __init__(self, db: SQLiteStore):
+    def __init__(self, db: Store):
         self.db = db
         db.ensure(SCHEMA)
 

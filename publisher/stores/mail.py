@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import Store, now_iso
 
 SENDS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS email_sends (
@@ -50,7 +50,7 @@ FINAL_STATES = ("sent", "failed", "ambiguous")
 class MailStore:
     """email_sends and mail_events in the ledger `db` (created when opened)."""
 
-    def __init__(self, db: SQLiteStore):
+    def __init__(self, db: Store):
         self.db = db
         # one writer at a time inside this process: SQLite's busy handler would otherwise make
         # a thread that finds the database locked sleep for milliseconds (widening the window)
@@ -81,7 +81,7 @@ class MailStore:
                 f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (issue, email) DO UPDATE SET state = excluded.state,
-                      attempts = attempts + {1 if attempt else 0}, smtp_code = excluded.smtp_code,
+                      attempts = email_sends.attempts + {1 if attempt else 0}, smtp_code = excluded.smtp_code,
                       last_error = excluded.last_error, updated_at = excluded.updated_at""",
                 (issue, email, state, 1 if attempt else 0, message_id, code, error, now_iso()),
             )
@@ -159,8 +159,8 @@ class MailStore:
                      evidence: str, action: str, source: str) -> None:
         """Record a processed report once (a second record of the same key is ignored)."""
         self.db.connect().execute(
-            "INSERT OR IGNORE INTO mail_events (key, kind, email, issue, status, evidence, action, source, "
-            "processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO mail_events (key, kind, email, issue, status, evidence, action, source, "
+            "processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
             (key, kind, email, issue, status, evidence, action, source, now_iso()))
 
     def set_event_action(self, key: str, action: str) -> None:
@@ -181,12 +181,9 @@ class MailStore:
     def forget(self, email: str) -> int:
         """Erase every send and event of `email` (overwritten on disk: secure_delete, then the
         file is rewritten and the WAL emptied). Returns the number of rows erased."""
-        from publisher.stores.subscribers import scrub
-
-        conn = self.db.connect()
-        conn.execute("PRAGMA secure_delete = ON")
+        self.db.secure_delete()
         with self.db.transaction() as c:
             n = c.execute("DELETE FROM email_sends WHERE email = ? COLLATE NOCASE", (email,)).rowcount
             n += c.execute("DELETE FROM mail_events WHERE email = ? COLLATE NOCASE", (email,)).rowcount
-        scrub(conn)
+        self.db.scrub("email_sends", "mail_events")
         return n

@@ -1,7 +1,7 @@
 """The subscribers store: its own SQLite database ([email] subscribers_db).
 
 Tables `subscribers` (state pending / active / unsubscribed / bounced), `consent` (every
-request and its confirmation), `suppressions` (hashes of erased addresses) and `campaigns` (one
+request and its confirmation), `suppressions` (hashes of erased addresses) and `sent_marks` (one
 row per email campaign: which ledger records it, and whether it finished — what was sent must
 survive the loss of the ledger, see publisher/transports/email.py). The rules are
 described in publisher/subscribers.py; this module holds their SQL.
@@ -10,12 +10,12 @@ described in publisher/subscribers.py; this module holds their SQL.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from publisher.errors import PublisherError
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DatabaseError, Store, now_iso
+from publisher.stores.schema import open_part
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS subscribers (
 );
 CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
 CREATE TABLE IF NOT EXISTS consent (
+    id            INTEGER PRIMARY KEY,
     email         TEXT NOT NULL COLLATE NOCASE,
     source        TEXT NOT NULL CHECK (source IN ('form', 'import', 'api')),
     ip            TEXT NOT NULL DEFAULT '',
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS consent (
     confirmed_at  TEXT
 );
 CREATE INDEX IF NOT EXISTS consent_email ON consent (email);
-CREATE TABLE IF NOT EXISTS campaigns (
+CREATE TABLE IF NOT EXISTS sent_marks (
     issue       TEXT PRIMARY KEY,
     ledger_id   TEXT NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('sending', 'done')),
@@ -84,23 +85,14 @@ class Subscriber:
     state: str
 
 
-class SubscriberDB(SQLiteStore):
+class SubscriberDB(Store):
     """The subscribers database; one connection per thread."""
 
     schema = SCHEMA
+    part = "subscribers"
 
-    def ensure(self, schema_sql: str) -> None:
-        conn = self.connect()
-        old = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'subscribers'").fetchone()
-        if old and "'pending'" not in old[0]:  # a database from before double opt-in: widen the CHECK
-            conn.executescript("""BEGIN IMMEDIATE;
-                ALTER TABLE subscribers RENAME TO subscribers_old;
-                DROP INDEX IF EXISTS subscribers_state;""" + SCHEMA + """
-                INSERT INTO subscribers SELECT id, email, name, tags, state, created_at, updated_at
-                  FROM subscribers_old;
-                DROP TABLE subscribers_old;
-                COMMIT;""")
-        super().ensure(schema_sql)
+    def create(self) -> None:
+        open_part(self)  # create the versioned part, or check its version
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -111,9 +103,7 @@ class SubscriberDB(SQLiteStore):
         (forgotten) are not added: they are returned."""
         now = now_iso()
         rows = [(r[0], r[1], r[2], r[3] if len(r) > 3 else "active") for r in rows]
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction() as conn:
             hashes = {address_hash(r[0]): r[0] for r in rows}
             suppressed: set[str] = set()
             keys = list(hashes)
@@ -137,10 +127,6 @@ class SubscriberDB(SQLiteStore):
                    SELECT ?, ?, ?, ?, NULL WHERE NOT EXISTS (SELECT 1 FROM consent WHERE email = ?)""",
                 [(r[0], source, ip, now, r[0]) for r in keep],
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return suppressed
 
     def request(self, email: str, ip: str) -> int | None:
@@ -159,14 +145,14 @@ class SubscriberDB(SQLiteStore):
             elif row[0] != "pending":
                 conn.execute("UPDATE subscribers SET state = 'pending', updated_at = ? WHERE email = ?",
                              (now, email))
-            return conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?)",
-                                (email, ip, now)).lastrowid
+            return conn.execute("INSERT INTO consent (email, source, ip, requested_at) VALUES (?, 'form', ?, ?) "
+                                "RETURNING id", (email, ip, now)).fetchone()[0]
 
     _PENDING_REQUEST = """
         SELECT 1 FROM subscribers s JOIN consent c ON c.email = s.email
-         WHERE s.email = ? AND s.state = 'pending' AND c.rowid = ? AND c.source = 'form'
+         WHERE s.email = ? AND s.state = 'pending' AND c.id = ? AND c.source = 'form'
            AND c.confirmed_at IS NULL
-           AND c.rowid = (SELECT MAX(rowid) FROM consent WHERE email = s.email)"""
+           AND c.id = (SELECT MAX(id) FROM consent WHERE email = s.email)"""
 
     def can_confirm(self, email: str, request: int) -> bool:
         """Whether form request `request` may still confirm `email`: the address is `pending`
@@ -185,26 +171,25 @@ class SubscriberDB(SQLiteStore):
                 return False
             conn.execute("UPDATE subscribers SET state = 'active', updated_at = ? WHERE email = ?", (now, email))
             conn.execute("UPDATE consent SET confirmed_at = ?, ip = CASE WHEN ip = '' THEN ? ELSE ip END "
-                         "WHERE rowid = ?", (now, ip, request))
+                         "WHERE id = ?", (now, ip, request))
             conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(email),))
         return True
 
     def forget(self, email: str) -> bool:
         """Erase the person: the row and the consent records go (overwritten on disk), a hash of
         the address stays in `suppressions`. True when there was anything to erase."""
-        conn = self.connect()
-        conn.execute("PRAGMA secure_delete = ON")
+        self.secure_delete()
         with self.transaction() as c:
             n = c.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount
             n += c.execute("DELETE FROM consent WHERE email = ?", (email,)).rowcount
-            c.execute("INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?)",
-                      (address_hash(email), now_iso()))
-        scrub(conn)
+            c.execute("INSERT INTO suppressions (hash, reason, created_at) VALUES (?, 'forget', ?) "
+                      "ON CONFLICT (hash) DO NOTHING", (address_hash(email), now_iso()))
+        scrub(self, "subscribers", "consent")
         return n > 0
 
-    def consents(self, email: str) -> list[sqlite3.Row]:
+    def consents(self, email: str) -> list:
         return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
-                                      "WHERE email = ? ORDER BY rowid", (email,)).fetchall()
+                                      "WHERE email = ? ORDER BY id", (email,)).fetchall()
 
     def is_suppressed(self, email: str) -> bool:
         return self.connect().execute("SELECT 1 FROM suppressions WHERE hash = ?",
@@ -232,19 +217,19 @@ class SubscriberDB(SQLiteStore):
         `ledger_id` (one row per issue)."""
         now = now_iso()
         self.connect().execute(
-            """INSERT INTO campaigns (issue, ledger_id, state, started_at, updated_at) VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO sent_marks (issue, ledger_id, state, started_at, updated_at) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (issue) DO UPDATE SET ledger_id = excluded.ledger_id, state = excluded.state,
                  updated_at = excluded.updated_at""",
             (issue, ledger_id, state, now, now))
 
     def campaign(self, issue: str) -> CampaignMark | None:
-        row = self.connect().execute("SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns "
+        row = self.connect().execute("SELECT issue, ledger_id, state, started_at, updated_at FROM sent_marks "
                                      "WHERE issue = ?", (issue,)).fetchone()
         return CampaignMark(*row) if row else None
 
     def campaigns(self) -> list[CampaignMark]:
         return [CampaignMark(*r) for r in self.connect().execute(
-            "SELECT issue, ledger_id, state, started_at, updated_at FROM campaigns ORDER BY issue DESC")]
+            "SELECT issue, ledger_id, state, started_at, updated_at FROM sent_marks ORDER BY issue DESC")]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -298,16 +283,23 @@ class SubscriberDB(SQLiteStore):
         row = self.connect().execute("SELECT state FROM subscribers WHERE email = ?", (email,)).fetchone()
         return bool(row) and row[0] == "active"
 
+    def active_among(self, emails: list[str]) -> list[Subscriber]:
+        """Those of `emails` (one page) who are active subscribers now."""
+        if not emails:
+            return []
+        marks = ",".join("?" * len(emails))
+        return [_sub(r) for r in self.connect().execute(
+            f"SELECT id, email, name, tags, state FROM subscribers WHERE state = 'active' AND email IN ({marks}) "
+            "ORDER BY id", emails)]
 
-def scrub(conn: sqlite3.Connection) -> None:
-    """After a secure delete: rewrite the file (no stale copies in free space) and empty the WAL."""
-    conn.execute("VACUUM")
-    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    if busy:
-        raise SubscriberError("the database is in use by another process (publisher serve, a campaign); "
-                              "its write-ahead log may still hold the erased address: stop it and run "
-                              "the command again")
+
+def scrub(db: Store, *tables: str) -> None:
+    """After a secure delete: no stale copies of the erased rows (Store.scrub)."""
+    try:
+        db.scrub(*tables)
+    except DatabaseError as exc:
+        raise SubscriberError(str(exc)) from None
 
 
-def _sub(row: sqlite3.Row) -> Subscriber:
+def _sub(row) -> Subscriber:
     return Subscriber(row["id"], row["email"], row["name"], row["tags"], row["state"])

@@ -8,9 +8,7 @@ left by a crash reconciles it with the platform first (publisher/transports/wech
 
 from __future__ import annotations
 
-import sqlite3
-
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DBError, Store, now_iso
 
 TOKENS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS wechat_tokens (
@@ -72,7 +70,7 @@ class WeChatStore:
     """The WeChat tables of the ledger `db`; created when opened unless `create` is false (a
     reader that must not write: its queries then find nothing when the tables do not exist)."""
 
-    def __init__(self, db: SQLiteStore, *, create: bool = True):
+    def __init__(self, db: Store, *, create: bool = True):
         self.db = db
         if create:
             db.ensure(SCHEMA)
@@ -108,16 +106,20 @@ class WeChatStore:
     def put_upload(self, app_id: str, sha256: str, kind: str, url: str | None, media_id: str | None) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                """INSERT OR REPLACE INTO wechat_uploads (app_id, sha256, kind, url, media_id, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO wechat_uploads (app_id, sha256, kind, url, media_id, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (app_id, sha256, kind) DO UPDATE SET url = excluded.url,
+                     media_id = excluded.media_id, created_at = excluded.created_at""",
                 (app_id, sha256, kind, url, media_id, now_iso()),
             )
 
     def put_remote(self, app_id: str, url: str, sha256: str) -> None:
         """Remote image `url` was downloaded as content `sha256` (uploaded in wechat_uploads)."""
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO wechat_remote_images (app_id, url, sha256, created_at) "
-                         "VALUES (?, ?, ?, ?)", (app_id, url, sha256, now_iso()))
+            conn.execute("INSERT INTO wechat_remote_images (app_id, url, sha256, created_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (app_id, url) DO UPDATE SET "
+                         "sha256 = excluded.sha256, created_at = excluded.created_at",
+                         (app_id, url, sha256, now_iso()))
 
     def remote_uploads(self, app_id: str) -> dict[str, str]:
         """Remote image URL -> the mmbiz URL its content was uploaded as (this account)."""
@@ -134,7 +136,7 @@ class WeChatStore:
             rows = self.db.connect().execute(
                 "SELECT sha256, url FROM wechat_uploads WHERE app_id = ? AND kind = 'uploadimg'", (app_id,))
             return {row["sha256"]: row["url"] for row in rows}, self.remote_uploads(app_id)
-        except sqlite3.OperationalError:  # no such table: nothing pushed to WeChat yet
+        except DBError:  # no such table: nothing pushed to WeChat yet
             return {}, {}
 
     # -- intents, drafts and publishes -------------------------------------------------------
@@ -142,8 +144,10 @@ class WeChatStore:
     def intend(self, app_id: str, issue: str, step: str, media_id: str | None) -> None:
         """Commit the intent to make a non-idempotent call (draft_add, publish_submit)."""
         with self.db.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO wechat_intents (app_id, issue, step, media_id, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (app_id, issue, step, media_id, now_iso()))
+            conn.execute("INSERT INTO wechat_intents (app_id, issue, step, media_id, created_at) "
+                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (app_id, issue, step) DO UPDATE SET "
+                         "media_id = excluded.media_id, created_at = excluded.created_at",
+                         (app_id, issue, step, media_id, now_iso()))
 
     def intents(self, app_id: str, issue: str) -> dict:
         """The open intents of this issue: step -> row (step, media_id, created_at)."""

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import queue
 import random
@@ -416,6 +417,7 @@ class Campaign:
         self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.stats = CampaignStats(ambiguous_policy=self.policy)
         self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
+        self.source = None  # publisher.campaign.Shared: recipients claimed from a shared campaign
         self.faults_in_row = 0  # campaign faults since the last success
         # the breaker's view of this run: the last BREAKER_WINDOW outcomes (None: sent; else the
         # failure's signature) and how many of them failed each way
@@ -447,14 +449,18 @@ class Campaign:
                            error=error, attempt=attempt)
 
     def recover(self) -> None:
-        rows = self.mail.in_flight(self.t.issue)
+        if self.source is not None:  # a shared campaign: only the rows of senders found dead
+            rows = self.source.reap(self.policy)
+        else:
+            rows = self.mail.in_flight(self.t.issue)
         self.stats.ambiguous = rows
         if not rows:
             return
         new = "pending" if self.policy == "resend" else "ambiguous"
         if new == "pending":
             self.stats.resent += len(rows)
-        self.mail.settle_in_flight(self.t.issue, new)
+        if self.source is None:
+            self.mail.settle_in_flight(self.t.issue, new)
         log.warning("%d message(s) were in flight when an earlier run stopped (%s): %s",
                     len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
 
@@ -490,7 +496,8 @@ class Campaign:
 
     def _producer(self, q: queue.Queue) -> None:
         try:
-            for page in self.subs.iter_pages("active", PAGE):
+            pages = self.source.pages(self.stop) if self.source else self.subs.iter_pages("active", PAGE)
+            for page in pages:
                 if self.stop.is_set():
                     break
                 emails = [s.email for s in page]
@@ -847,7 +854,10 @@ class Campaign:
             self.stats.unrecorded.remove(email)
 
     def remaining(self) -> int:
-        """Active subscribers without a final row for this issue (streamed, page by page)."""
+        """Active subscribers without a final row for this issue (streamed, page by page); in a
+        shared campaign, its recipients pending or in flight."""
+        if self.source is not None:
+            return self.source.store.open_rows(self.t.issue)
         left = 0
         for page in self.subs.iter_pages("active", PAGE):
             emails = [s.email for s in page]
@@ -998,11 +1008,20 @@ class EmailTransport(Transport):
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
         template = build_template(rendition, settings)
-        campaign = Campaign(template, settings, ctx.ledger, secret=secret,
-                            after_ledger_loss=ctx.options.get("after_ledger_loss"))
-        campaign.lease = ctx.lease
-        campaign.progress = ctx.progress or _Lines()
-        stats = campaign.run()
+        after_ledger_loss = ctx.options.get("after_ledger_loss")
+        if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
+            from publisher import campaign as shared
+            from publisher.subscribers import open_db
+
+            shared.start(ctx.ledger, open_db(settings), template, rendition.issue)
+            sender = functools.partial(Campaign, after_ledger_loss=after_ledger_loss)
+            stats, _ = shared.send(settings, ctx.ledger, rendition.issue, sender=sender, secret=secret,
+                                   lease=ctx.lease, progress=ctx.progress or _Lines())
+        else:
+            campaign = Campaign(template, settings, ctx.ledger, secret=secret, after_ledger_loss=after_ledger_loss)
+            campaign.lease = ctx.lease
+            campaign.progress = ctx.progress or _Lines()
+            stats = campaign.run()
         print(stats.summary(), file=sys.stderr)
         if stats.lease_lost:
             exc = TransportError(

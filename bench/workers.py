@@ -1,0 +1,174 @@
+"""Shared campaigns (team mode): `publisher worker` processes on one campaign, against a
+latency-bound SMTP sink, on PostgreSQL and on SQLite.
+
+    python bench/workers.py                       # 4,000 recipients, 20 ms per message, 4 connections
+    python bench/workers.py --n 100000 --rss 100000,1000000
+
+The sink is aiosmtpd on 127.0.0.1 answering every DATA after --delay seconds (a provider's
+latency: the senders wait, the CPU does not), counting what it accepts. Each run writes a new
+campaign (the recipients as rows, as `publisher push` does in team mode), starts K
+`publisher worker --once` processes and measures the rate between the first and the last message
+accepted (worker start-up excluded). Printed, all in one run:
+
+- 1, 2 and 4 workers on PostgreSQL (goals: ≥ 1.8× and ≥ 3.2× over one worker);
+- one worker on SQLite vs one on PostgreSQL (goal: PostgreSQL ≥ 80 %);
+- peak RSS of one worker (os.wait4 ru_maxrss) for each size in --rss, sink without delay (goal:
+  flat, ≤ 60 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+class Sink:
+    """aiosmtpd, no TLS, no AUTH; `delay` seconds before each DATA reply."""
+
+    def __init__(self, delay: float):
+        from aiosmtpd.controller import Controller
+
+        from tests.email_support import free_port
+
+        self.delay, self.count, self.first, self.last = delay, 0, None, None
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        now = time.monotonic()
+        with self.lock:
+            self.count += 1
+            self.first = self.first or now
+            self.last = now
+        return "250 2.0.0 queued"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.count, self.first, self.last = 0, None, None
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def project(folder: Path, port: int, url: str, connections: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "publisher.toml").write_text(f"""
+[paths]
+ledger = "publisher.db"
+[database]
+url = "{url}"
+[email]
+from_address = "news@example.org"
+list_id = "embedded-ai.example.org"
+unsubscribe_url = "https://news.example.org/unsubscribe?token={{token}}"
+subscribers_db = "subscribers.db"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+connections = {connections}
+timeout = 30
+""", encoding="utf-8")
+    return folder
+
+
+def start_campaign(folder: Path, n: int, template) -> None:
+    from publisher import campaign as shared
+    from publisher.settings import load_settings
+    from publisher.stores import open_ledger, open_subscribers
+
+    settings = load_settings(folder / "publisher.toml")
+    subs = open_subscribers(settings)
+    for i in range(0, n, 10_000):
+        subs.add_many([(f"r{j:07d}@example.com", "", "") for j in range(i, min(n, i + 10_000))])
+    shared.start(open_ledger(settings), subs, template, template.issue)
+
+
+def run_workers(folder: Path, k: int, sink: Sink) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PUBLISHER_UNSUBSCRIBE_SECRET": "bench-secret"}
+    env.pop("PUBLISHER_CONFIG", None)
+    sink.reset()
+    procs = [subprocess.Popen([sys.executable, "-m", "publisher", "worker", "--once"], cwd=folder, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(k)]
+    rss = []
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        rss.append(usage.ru_maxrss / 1024)
+        if p.returncode:
+            raise SystemExit(f"worker failed: {p.stderr.read().decode()[-2000:]}")
+    span = (sink.last - sink.first) if sink.count > 1 else float("nan")
+    return {"workers": k, "sent": sink.count, "rate": round((sink.count - 1) / span, 1),
+            "peak_rss_mb": round(max(rss), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--delay", type=float, default=0.02)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--rss", default="5000,50000", help="recipient counts for the RSS runs")
+    args = ap.parse_args()
+
+    from publisher.mailmsg import build_template
+    from publisher.pipeline import load, render
+    from publisher.settings import load_settings
+    from tests.pg_support import PgCluster
+
+    os.environ["PUBLISHER_UNSUBSCRIBE_SECRET"] = "bench-secret"
+    cluster = PgCluster()
+    sink = Sink(args.delay)
+    out: dict = {"n": args.n, "delay_ms": args.delay * 1000, "connections_per_worker": args.connections}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+            base = project(Path(tmp) / "base", sink.port, "", args.connections)
+            settings = load_settings(base / "publisher.toml")
+            issue, _ = load(ROOT / "examples" / "issues" / "2026-11-23.md")
+            template = build_template(render(issue, "email", settings), settings)
+            runs = []
+            for k in (1, 2, 4):
+                folder = project(Path(tmp) / f"pg{k}", sink.port, cluster.create_db(), args.connections)
+                start_campaign(folder, args.n, template)
+                runs.append(run_workers(folder, k, sink))
+                print(json.dumps(runs[-1]), flush=True)
+            one = runs[0]["rate"]
+            out["postgresql"] = runs
+            out["speedup_2"] = round(runs[1]["rate"] / one, 2)
+            out["speedup_4"] = round(runs[2]["rate"] / one, 2)
+            folder = project(Path(tmp) / "sqlite1", sink.port, "", args.connections)
+            start_campaign(folder, args.n, template)
+            lite = run_workers(folder, 1, sink)
+            print(json.dumps(lite), flush=True)
+            out["sqlite_1"] = lite
+            out["pg_vs_sqlite_1_worker"] = round(one / lite["rate"], 2)
+            sink.delay = 0.0
+            out["rss"] = []
+            for n in [int(x) for x in args.rss.split(",") if x]:
+                folder = project(Path(tmp) / f"rss{n}", sink.port, cluster.create_db(), args.connections)
+                start_campaign(folder, n, template)
+                r = run_workers(folder, 1, sink)
+                out["rss"].append({"n": n, "peak_rss_mb": r["peak_rss_mb"], "rate": r["rate"]})
+                print(json.dumps(out["rss"][-1]), flush=True)
+    finally:
+        sink.stop()
+        cluster.destroy()
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Every store on both backends (issue 22): the same calls give the same answers on SQLite files
+and on a shared PostgreSQL database (a throw-away cluster, tests/pg_support.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from publisher.stores import schema
+from publisher.stores.base import Store
+from publisher.stores.ledger import LeaseHeld, Ledger
+from publisher.stores.linkcache import LinkCache
+from publisher.stores.mail import MailStore
+from publisher.stores.subscribers import SubscriberDB
+from publisher.stores.wechat import WeChatStore
+
+
+def _where(tmp_path, db_url, name):
+    return db_url or tmp_path / name
+
+
+@pytest.fixture
+def ledger(tmp_path, db_url):
+    return Ledger(_where(tmp_path, db_url, "publisher.db"))
+
+
+@pytest.fixture
+def subs(tmp_path, db_url):
+    return SubscriberDB(_where(tmp_path, db_url, "subscribers.db"))
+
+
+def test_pushes_begin_update_finish(ledger):
+    ledger.begin("2026-11-23", "email")
+    ledger.begin("2026-11-23", "email")
+    ledger.update("2026-11-23", "email", details={"a": 1, "中": "文"})
+    ledger.update("2026-11-23", "email", details={"b": 2})
+    ledger.finish("2026-11-23", "email", remote_id="r1", url="https://x/1", details={"c": 3})
+    rec = ledger.get("2026-11-23", "email")
+    assert (rec.state, rec.attempts, rec.remote_id) == ("done", 2, "r1")
+    assert rec.details == {"a": 1, "中": "文", "b": 2, "c": 3}
+    ledger.fail("2026-11-30", "wechat", "boom 100% ? done")
+    assert [(r.issue, r.state, r.last_error) for r in ledger.records()] == [
+        ("2026-11-30", "failed", "boom 100% ? done"), ("2026-11-23", "done", None)]
+    with pytest.raises(ValueError):
+        ledger.update("2026-11-23", "email", state="nope")
+
+
+def test_lease_refuses_a_live_holder_and_is_taken_over_after_a_missed_heartbeat(ledger):
+    lease = ledger.acquire("2026-11-23", "email", command="publisher push 2026-11-23")
+    other = Ledger(ledger.url or ledger.path)
+    with pytest.raises(LeaseHeld, match=f"pid {os.getpid()} on .*publisher push 2026-11-23"):
+        other.acquire("2026-11-23", "email")
+    other.acquire("2026-11-23", "wechat").release()
+    with ledger.transaction() as conn:  # the holder's heartbeat stopped long ago, on another host
+        conn.execute("UPDATE leases SET host = 'elsewhere', heartbeat = heartbeat - 3600")
+    taken = other.acquire("2026-11-23", "email")
+    assert lease.lost.wait(10) or True  # its beat notices at the next interval
+    lease.release()  # removes nothing of the new holder's
+    assert [r["token"] for r in ledger.leases()] == [taken.token]
+    taken.release()
+    assert ledger.leases() == []
+
+
+def test_racing_acquires_grant_one_lease(ledger):
+    where = ledger.url or ledger.path
+    won, lost = [], []
+    go = threading.Barrier(6)
+
+    def race():
+        mine = Ledger(where)
+        go.wait()
+        try:
+            won.append(mine.acquire("2026-11-23", "wechat"))
+        except LeaseHeld:
+            lost.append(1)
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(won), len(lost)) == (1, 5)
+    won[0].release()
+
+
+def test_mail_store(ledger):
+    mail = MailStore(ledger)
+    mail.mark("i1", "A@x.org", "sending", message_id="<1@x>", attempt=True)
+    mail.mark("i1", "A@x.org", "sent", message_id="<1@x>", code=250)
+    mail.mark("i1", "b@x.org", "sending", message_id="<2@x>", attempt=True)
+    mail.mark("i1", "c@x.org", "failed", message_id="<3@x>", code=550, error="no such user")
+    assert mail.counts("i1") == {"sent": 1, "sending": 1, "failed": 1}
+    assert mail.in_flight("i1") == ["b@x.org"]
+    mail.settle_in_flight("i1", "ambiguous")
+    assert sorted(mail.final("i1", ["A@x.org", "b@x.org", "c@x.org", "d@x.org"])) == ["A@x.org", "b@x.org", "c@x.org"]
+    assert mail.failed("i1") == [("c@x.org", 550, "no such user")]
+    mail.unfail("i1", ["c@x.org"])
+    assert mail.counts("i1")["pending"] == 1
+    assert [r[0] for r in mail.sends_to("a@X.org")] == ["i1"]  # addresses compare without case
+    assert mail.delivered_issues("a@x.org", 5) == ["i1"]
+    mail.record_event("k1", "hard", "a@x.org", "i1", "5.1.1", "evidence", "bounced", "mbox")
+    mail.record_event("k1", "soft", "a@x.org", "i1", "4.0.0", "again", "none", "mbox")  # once per key
+    assert tuple(mail.event("k1")) == ("hard", "a@x.org", "bounced")
+    assert mail.forget("A@X.ORG") == 2
+    assert mail.sends_to("a@x.org") == [] and mail.event("k1") is None
+    mail.close()
+
+
+def test_subscribers_store(subs):
+    assert subs.add_many([("Ann@x.org", "Ann", "t"), ("bob@x.org", "Bob", "")]) == set()
+    assert subs.add_many([("ann@X.org", "Ann B", "t2")]) == set()  # one person, any case
+    assert subs.count() == 2 and subs.get("ANN@x.org").name == "Ann B"
+    first = subs.request("new@x.org", "127.0.0.1")
+    assert first and subs.get("new@x.org").state == "pending"
+    second = subs.request("new@x.org", "127.0.0.2")
+    assert second and second != first
+    assert not subs.confirm("new@x.org", first, "127.0.0.3")  # a link a newer request replaced
+    assert subs.confirm("new@x.org", second, "127.0.0.3")
+    assert not subs.confirm("new@x.org", second, "127.0.0.3")  # a link works once
+    rows = subs.consents("new@x.org")
+    assert [(r["ip"], r["confirmed_at"] is not None) for r in rows] == [("127.0.0.1", False), ("127.0.0.2", True)]
+    assert subs.set_state("bob@x.org", "unsubscribed", only_from=("active",))
+    assert not subs.set_state("bob@x.org", "active", only_from=("bounced",))
+    assert subs.counts() == {"pending": 0, "active": 2, "unsubscribed": 1, "bounced": 0}
+    assert [s.email for s in subs.iter(page=1)] == ["Ann@x.org", "new@x.org"]
+    assert subs.forget("new@x.org") and subs.is_suppressed("NEW@x.org")
+    assert subs.add_many([("new@x.org", "", "")]) == {"new@x.org"}  # a forgotten address stays out
+    assert subs.get("new@x.org") is None
+    sid = subs.get("ann@x.org").id
+    assert subs.email_of(sid) == "Ann@x.org" and subs.is_active("ann@x.org")
+
+
+def test_wechat_store_and_link_cache(ledger):
+    store = WeChatStore(ledger)
+    store.put_token("app", "stable", "tok", 2e9, 1.5e9)
+    store.put_token("app", "stable", "tok2", 2e9 + 0.25, 1.5e9)
+    assert tuple(store.token("app", "stable")) == ("tok2", 2e9 + 0.25)  # REAL keeps its precision
+    store.put_upload("app", "h1", "uploadimg", "https://mmbiz/1", None)
+    store.put_upload("app", "h1", "uploadimg", "https://mmbiz/1b", None)
+    store.put_remote("app", "https://remote/a.png", "h1")
+    assert store.image_urls("app") == ({"h1": "https://mmbiz/1b"}, {"https://remote/a.png": "https://mmbiz/1b"})
+    store.intend("app", "i1", "draft_add", None)
+    assert list(store.intents("app", "i1")) == ["draft_add"]
+    store.record_draft("app", "i1", "m1")
+    assert store.intents("app", "i1") == {}
+    store.record_publish("app", "i1", "p1", 0, "https://mp/1")
+    store.record_draft("app", "i1", "m2")  # a new draft forgets the old publish
+    draft = store.draft("app", "i1")
+    assert (draft["media_id"], draft["publish_id"], draft["publish_status"]) == ("m2", None, None)
+    cache = LinkCache(ledger)
+    cache.put([("https://a/", 200, 1, None, "https://a/", 100.5), ("https://b/", 404, 0, "gone", None, 50.0)])
+    cache.put([("https://a/", 301, 1, None, "https://a2/", 200.5)])
+    assert [(r["url"], r["status"]) for r in cache.fresh(["https://a/", "https://b/"], 60.0)] == [("https://a/", 301)]
+
+
+def test_a_schema_newer_than_this_publisher_is_refused(tmp_path, db_url):
+    Ledger(_where(tmp_path, db_url, "publisher.db"))
+    raw = Store(_where(tmp_path, db_url, "publisher.db"))
+    with raw.transaction() as conn:
+        conn.execute("UPDATE schema_version SET version = 99 WHERE part = 'ledger'")
+    with pytest.raises(schema.SchemaError, match="newer than this publisher knows .*upgrade publisher"):
+        Ledger(_where(tmp_path, db_url, "publisher.db"))
+
+
+def test_an_older_schema_is_refused_until_db_upgrade(tmp_path, db_url, monkeypatch):
+    where = _where(tmp_path, db_url, "subscribers.db")
+    subs = SubscriberDB(where)
+    subs.add_many([("a@x.org", "A", "")])
+    monkeypatch.setitem(schema.MIGRATIONS["subscribers"], 3, {"sqlite": "CREATE TABLE extra_a (x TEXT)",
+                                                            "postgresql": "CREATE TABLE extra_a (x TEXT)"})
+    with pytest.raises(schema.SchemaError, match="version 2, this publisher needs 3: run `publisher db upgrade`"):
+        SubscriberDB(where)
+    raw = Store(where)
+    assert schema.upgrade(raw, "subscribers", SubscriberDB.schema) == (2, 3)
+    assert "extra_a" in raw.tables()
+    assert SubscriberDB(where).get("a@x.org").name == "A"
+
+
+def test_a_subscribers_file_from_before_versioning_is_upgraded_losslessly(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+          name TEXT NOT NULL DEFAULT '', tags TEXT NOT NULL DEFAULT '',
+          state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'unsubscribed', 'bounced')),
+          created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+        CREATE TABLE consent (email TEXT NOT NULL COLLATE NOCASE, source TEXT NOT NULL, ip TEXT NOT NULL
+          DEFAULT '', requested_at TEXT NOT NULL, confirmed_at TEXT);
+        INSERT INTO subscribers VALUES (7, 'a@x.org', 'A', '', 'active', 't0', 't0');
+        INSERT INTO consent VALUES ('a@x.org', 'form', '1.2.3.4', 't0', NULL);
+        INSERT INTO consent VALUES ('a@x.org', 'form', '1.2.3.5', 't1', NULL);""")
+    conn.close()
+    with pytest.raises(schema.SchemaError, match="run `publisher db upgrade`"):
+        SubscriberDB(path)
+    assert schema.upgrade(Store(path), "subscribers", SubscriberDB.schema) == (1, 2)
+    subs = SubscriberDB(path)
+    assert subs.get("a@x.org").id == 7
+    request = subs.request("p@x.org", "::1")  # 'pending' is allowed now
+    assert request == 3  # consent rows kept their rowids as ids; new ones continue after them
+    assert [r["ip"] for r in subs.consents("a@x.org")] == ["1.2.3.4", "1.2.3.5"]
+    assert subs.confirm("p@x.org", request, "9.9.9.9") and subs.get("p@x.org").state == "active"
+
+
+def test_store_keeps_working_after_postgresql_restarts(pg_cluster, pg_url):
+    ledger = Ledger(pg_url)
+    ledger.begin("2026-11-23", "email")
+    pg_cluster.restart()
+    deadline = time.monotonic() + 30
+    while True:  # the first statement on the dropped connection fails clearly; the next reconnects
+        try:
+            assert ledger.get("2026-11-23", "email").state == "pushing"
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_campaign_claims_are_disjoint_and_a_dead_workers_rows_come_back(ledger):
+    from publisher.stores.campaigns import CampaignStore
+
+    store = CampaignStore(ledger)
+    pages = [[(f"r{i:03d}@x.org", f"<{i}@x>") for i in range(j, j + 50)] for j in range(0, 200, 50)]
+    assert store.start("i1", '{"t": 1}', iter(pages))
+    assert not store.start("i1", '{"t": 2}', iter(pages))  # written once: joined
+    assert store.get("i1")["recipients"] == 200 and store.running() == ["i1"]
+    a, b = store.join("worker a"), store.join("worker b")
+    got_a, got_b = a.claim("i1", 30), b.claim("i1", 30)
+    assert len(got_a) == len(got_b) == 30 and not set(got_a) & set(got_b)
+    mail = MailStore(ledger)
+    mail.mark("i1", got_a[0], "sending", message_id="<x>", attempt=True)  # in flight when a dies
+    mail.mark("i1", got_a[1], "sent", message_id="<x>", code=250)
+    b.drop("i1", [got_b[0]])  # unsubscribed before sending: leaves the campaign
+    with ledger.transaction() as conn:  # a stopped beating an hour ago (on another host: no pid check)
+        conn.execute("UPDATE campaign_workers SET host = 'elsewhere' WHERE token = ?", (a.token,))
+        conn.execute("UPDATE campaign_workers SET heartbeat = heartbeat - 3600 WHERE token = ?", (a.token,))
+    assert store.reap("i1", "resend") == [got_a[0]]  # a is dead; b is alive
+    c = store.join("worker c")
+    rest = []
+    while True:
+        batch = c.claim("i1", 64)
+        if not batch:
+            break
+        rest += batch
+    assert got_a[0] in rest and got_a[1] not in rest and not set(rest) & set(got_b)
+    assert len(rest) == 200 - 30 - 1  # all but b's 30 claims (one of them dropped) and the sent one
+    for e in rest + got_b[1:]:
+        mail.mark("i1", e, "sent", message_id="<x>", code=250)
+    assert store.finish_if_done("i1") and store.running() == []
+    assert mail.counts("i1") == {"sent": 199}
+    b.leave()
+    c.leave()
+    assert {w["command"] for w in store.workers()} <= {"worker a"}  # a was reaped: gone
