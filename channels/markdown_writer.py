@@ -156,7 +156,15 @@ class MarkdownWriter(NodeVisitor):
 
     def visit_Math(self, node: Math) -> str:
         """The LaTeX source, as GitHub and the column editors read it."""
-        return f"$${node.tex}$$" if node.display else f"${node.tex}$"
+        return self.liquid_raw(f"$${node.tex}$$" if node.display else f"${node.tex}$", node.tex)
+
+    def liquid_raw(self, text: str, tex: str) -> str:
+        """TeX is full of braces: for Jekyll, a formula with `{{`/`{%` is kept from Liquid."""
+        if not (self.liquid and _LIQUID_OPEN.search(tex)):
+            return text
+        if re.search(r"\{%-?\s*endraw", tex):
+            raise SourceError("a formula contains '{% endraw %}', which the Jekyll archive cannot show verbatim")
+        return "{% raw %}" + text + "{% endraw %}"
 
     def visit_FootnoteRef(self, node: FootnoteRef) -> str:
         return f"[^{node.label}]"
@@ -216,7 +224,11 @@ class MarkdownWriter(NodeVisitor):
         return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
 
     def visit_MathBlock(self, node: MathBlock) -> list[str]:
-        return ["$$", *node.tex.split("\n"), "$$"]
+        lines = ["$$", *node.tex.split("\n"), "$$"]
+        if self.liquid and _LIQUID_OPEN.search(node.tex):
+            self.liquid_raw("", node.tex)  # refuses an endraw inside
+            lines = ["{% raw %}", *lines, "{% endraw %}"]
+        return lines
 
     def table_cell(self, cell) -> str:
         return self.inline(cell).replace("\n", " ").replace("|", "\\|").strip()

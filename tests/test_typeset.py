@@ -251,6 +251,18 @@ def test_hostile_text_in_cells_notes_and_captions_is_escaped(fixture_settings):
     assert "a\\|b" in md
 
 
+def test_formulas_with_liquid_braces_reach_github_verbatim(fixture_settings):
+    src = ("# 嵌入式AI简报 (2026-12-07)\n\n## 新闻\n\n- [t](https://example.com/a)\n摘要：$x^{{2}}$ 与 $a_{{b}}$\n"
+           "$$\n\\frac{{1}}{2}\n$$\n")
+    issue = parse_issue(src, "x.md").issue
+    md = pipeline.render(issue, "github", fixture_settings, pipeline.context_for(fixture_settings, issue)).body
+    assert "{% raw %}$x^{{2}}${% endraw %}" in md and "{% raw %}$a_{{b}}${% endraw %}" in md
+    assert "    {% raw %}\n    $$\n    \\frac{{1}}{2}\n    $$\n    {% endraw %}" in md
+    # zhihu has no Liquid: the LaTeX as written
+    zh = pipeline.render(issue, "zhihu", fixture_settings, pipeline.context_for(fixture_settings, issue)).body
+    assert "$x^{{2}}$" in zh and "raw %}" not in zh
+
+
 # ---- in Chromium ------------------------------------------------------------------------------
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
