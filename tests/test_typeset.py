@@ -454,3 +454,18 @@ def test_check_says_which_construct_breaks_the_budget(fixture_settings):
     found = [v for v in check(r) if v.what == "content"]
     assert found and "of which tables " in found[0].message and "formulas" in found[0].message, found
     assert found[0].message.index("tables") < found[0].message.index("formulas")
+
+
+def test_web_page_with_mathml_footnotes_and_a_table_is_valid_html5(fixture_settings):
+    html5lib = pytest.importorskip("html5lib")
+    issue = pipeline.load(ISSUE)[0]
+    body = pipeline.render(issue, "web", fixture_settings, pipeline.context_for(fixture_settings, issue)).body
+    parser = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False)
+    try:
+        doc = parser.parse(body)
+    except html5lib.html5parser.ParseError as exc:
+        pytest.fail(f"web page: {exc}")
+    assert doc.find(".//script") is None and sum(str(e.tag).endswith("}math") for e in doc.iter()) >= 10
+    ids = {e.get("id") for e in doc.iter() if e.get("id")}
+    hrefs = {e.get("href")[1:] for e in doc.iter("a") if (e.get("href") or "").startswith("#fn")}
+    assert hrefs and hrefs <= ids  # every footnote link lands on its note and back
