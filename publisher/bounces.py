@@ -243,12 +243,14 @@ class Summary:
 class Processor:
     """Applies reports to the subscriber database and records them in the ledger."""
 
-    def __init__(self, settings, ledger: Ledger, subs, secret: str):
+    def __init__(self, settings, ledger: Ledger, subs, secret: str, *, verp: bool = True):
+        """`verp=False`: for events whose reader is already authenticated (provider webhooks,
+        publisher/hooks.py), which use `apply` only."""
         base = settings["bounces"]["address"]
-        if not base:
+        if verp and not base:
             raise ConfigError("[bounces] address is not set (the VERP base address, e.g. bounces@example.org, "
                               f"that campaigns use as envelope sender): set it in {settings.where()}")
-        self.verp = verp_pattern(base)
+        self.verp = verp_pattern(base) if base else None
         self.list_id = settings["email"]["list_id"]
         self.secret = secret
         self.soft_limit = max(1, int(settings["bounces"]["soft_limit"]))
@@ -267,22 +269,43 @@ class Processor:
     def process(self, raw: bytes, source: str) -> str:
         """Apply one message (at most once); returns what was done."""
         key = self.key(raw)
-        seen = self.mail.event(key)
-        if seen is not None:
-            self.summary.already += 1
-            if seen["kind"] == "soft" and seen["email"]:  # a crash may have come before the check
-                self._soft_limit(seen["email"])
-            return f"already processed: {seen['action']}"
+        done = self.seen(key)
+        if done is not None:
+            return done
         report = parse(raw, self.verp)
         who = self._recipient(report) if report.kind != "ignored" else None
         if report.kind != "ignored" and who is None:
             report = Report("ignored", f"{report.kind} report without a genuine VERP or unsubscribe token "
                                        f"({report.evidence[:200]})")
-        if report.kind == "ignored":
+        return self.apply(key, report, who, source)
+
+    def seen(self, key: str) -> str | None:
+        """What was done with the event `key` if it was processed already, else None."""
+        seen = self.mail.event(key)
+        if seen is None:
+            return None
+        self.summary.already += 1
+        if seen["kind"] == "soft" and seen["email"]:  # a crash may have come before the check
+            self._soft_limit(seen["email"])
+        return f"already processed: {seen['action']}"
+
+    def apply(self, key: str, report: Report, who: str | None, source: str) -> str:
+        """Apply one report about `who` (None: ignored) and record it under `key` — the one place
+        a bounce, complaint or unsubscribe changes a subscriber, whether it came from a mailbox
+        or a provider's webhook. Effects are state transitions that a second application leaves
+        as they are, so applying before recording is safe across a crash."""
+        if report.kind == "ignored" or who is None:
             self._record(key, report, None, f"ignored: {report.evidence}", source)
             self.summary.ignored += 1
             return f"ignored: {report.evidence}"
-        if report.kind == "hard":
+        if report.kind == "unsubscribe":  # a provider's own unsubscribe link or suppression
+            changed = self.subs.set_state(who, "unsubscribed", only_from=("active", "pending", "bounced"))
+            action = "unsubscribed (at the provider)" if changed else "no change (already unsubscribed)"
+            # recorded as a complaint: the same effect, and the kinds mail_events knows
+            self._record(key, Report("complaint", f"unsubscribe: {report.evidence}", report.status,
+                                     issue=report.issue), who, action, source)
+            self.summary.complaints += 1
+        elif report.kind == "hard":
             changed = self.subs.set_state(who, "bounced", only_from=("active", "pending"))
             action = "bounced" if changed else "no change (not active)"
             self._record(key, report, who, action, source)

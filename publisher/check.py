@@ -132,6 +132,14 @@ def limit_findings(checked: Checked, settings) -> list[Finding]:
                                f"channel {name} failed to render this issue ({type(exc).__name__}: {exc})",
                                channel=name, code="render-failed"))
             continue
+        try:
+            from publisher.transports import get_transport
+
+            transport_warnings = get_transport(name).check_limits(rendition, settings)
+        except PublisherError as exc:
+            transport_warnings = [f"its transport's limits were not checked: {exc.message}"]
+        out += [Finding("warning", "limit", file, None, w, channel=name, code="transport-limit")
+                for w in transport_warnings]
         for v in check_rendition(rendition):
             line = None
             if v.what == "title":

@@ -300,7 +300,23 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
 
 
 def app_from_settings(settings):
-    """What `publisher serve` runs: the unsubscribe endpoint (publisher/unsubscribe.py) with this
+    """What `publisher serve` runs: the site (`site_from_settings`) and, under /hooks/, the email
+    providers' event webhooks (publisher/hooks.py)."""
+    from publisher.hooks import make_hooks_app
+
+    site = site_from_settings(settings)
+    hooks = make_hooks_app(settings)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/hooks/"):
+            return hooks(environ, start_response)
+        return site(environ, start_response)
+
+    return app
+
+
+def site_from_settings(settings):
+    """The unsubscribe endpoint (publisher/unsubscribe.py) with this
     module's subscribe form and confirmation behind /subscribe and /confirm. (Here, not in
     unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
     messages with unsubscribe links — so unsubscribe.py must not import this module.)"""

@@ -176,7 +176,9 @@ class Server:
             limited(app), host=host, port=port, threads=threads, backlog=backlog,
             channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 2)),
             connection_limit=max(100, backlog), max_request_header_size=MAX_HEADERS,
-            max_request_body_size=MAX_BODY, expose_tracebacks=False, ident="publisher",
+            # the provider webhooks (publisher/hooks.py) take bodies up to 512 KB (an SNS message
+            # is at most 256 KB); the form endpoints refuse more than MAX_BODY themselves (413)
+            max_request_body_size=512 * 1024, expose_tracebacks=False, ident="publisher",
             # X-Forwarded-For reaches the app, which believes it only from [subscribe]
             # trusted_proxies (make_subscribe_app's client_ip): one rule, in one place
             clear_untrusted_proxy_headers=False)

@@ -81,6 +81,12 @@ class Transport:
         return []
 
     @classmethod
+    def check_limits(cls, rendition: Rendition, settings: Settings) -> list[str]:
+        """Warnings for `publisher check` about limits of where this transport delivers (e.g. the
+        configured email provider's message size); none by default."""
+        return []
+
+    @classmethod
     def extra_files(cls, rendition: Rendition, settings: Settings) -> Mapping[str, bytes]:
         """Further files `render --out` writes beside the rendition (e.g. the complete .eml)."""
         return {}

@@ -73,6 +73,7 @@ from publisher.stores.base import DiskReserve, StoreError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.transports.base import PushContext, PushResult, Transport
+from publisher.transports.providers import provider_name
 
 log = logging.getLogger("publisher.email")
 
@@ -950,7 +951,7 @@ class EmailTransport(Transport):
         d = record.details
         out = {k: counts[k] for k in ("sent", "failed", "pending", "ambiguous") if counts.get(k)}
         out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent", "stale_sender_ambiguous",
-                                           "withdrawn", "unrecorded") if k in d})
+                                           "withdrawn", "unrecorded", "reconciled") if k in d})
         return out
 
     @classmethod
@@ -981,6 +982,21 @@ class EmailTransport(Transport):
         return rows
 
     @classmethod
+    def check_limits(cls, rendition: Rendition, settings) -> list[str]:
+        """Warnings: the complete message over the configured provider's message size limit."""
+        from publisher.mailmsg import sample_eml
+        from publisher.transports.providers import size_limit
+
+        limit = size_limit(settings)
+        if limit is None:
+            return []
+        size = len(sample_eml(rendition, settings))
+        if size <= limit[1]:
+            return []
+        return [f"the email is {size:,} bytes; {limit[0]} accepts at most {limit[1]:,} bytes a message "
+                "([email] transport): shrink the issue or send it over SMTP"]
+
+    @classmethod
     def records_push(cls, options) -> bool:
         return not options.get("to")  # a test copy (--to) leaves the campaign's row alone
 
@@ -997,7 +1013,12 @@ class EmailTransport(Transport):
         if to:
             if ctx.dry_run:
                 return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
-            mid = send_test(rendition, settings, to)
+            if provider_name(settings) != "smtp":
+                from publisher.transports.providers.campaign import send_test_via_provider
+
+                mid = send_test_via_provider(rendition, settings, to)
+            else:
+                mid = send_test(rendition, settings, to)
             return PushResult(remote_id=mid, details={"test_to": to},
                               summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
         if ctx.dry_run:
@@ -1007,6 +1028,10 @@ class EmailTransport(Transport):
             print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
+        if provider_name(settings) != "smtp":  # an email service provider's API (providers/)
+            from publisher.transports.providers.campaign import push_campaign
+
+            return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
         template = build_template(rendition, settings)
         after_ledger_loss = ctx.options.get("after_ledger_loss")
         if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
@@ -1060,6 +1085,12 @@ class EmailTransport(Transport):
         from publisher.mailmsg import readable_message
 
         print(readable_message(sample))
-        return PushResult(details={"active": active, "done": done},
+        via = provider_name(settings)
+        if via != "smtp":
+            from publisher.transports.providers import provider_class
+
+            cls = provider_class(via)
+            via = f"{via} ({cls.batch_limit} a call, at most {cls.max_message_bytes:,} bytes a message)"
+        return PushResult(details={"active": active, "done": done, "provider": provider_name(settings)},
                           summary=f"email: dry run: {active} active subscriber(s), {done} already done "
-                                  f"for {rendition.issue}; sample message above")
+                                  f"for {rendition.issue}, via {via}; sample message above")
