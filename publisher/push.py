@@ -179,6 +179,10 @@ def _push_channel(ledger, issue, channel, settings, render_ctx, push_ctx, *, for
         transport_cls.check_config(settings)  # e.g. no shipped placeholder reaches readers
         transport = transport_cls()
         rendition = render(issue, channel, settings, render_ctx)
+        if rendition.metadata.get("click_links") and not dry_run:  # before any reader can click
+            from .stores.analytics import AnalyticsStore
+
+            AnalyticsStore(ledger).record_links(issue.slug, channel, rendition.metadata["click_links"])
         result = transport.push(rendition, push_ctx)
     except PublisherError as exc:
         message = exc.message if hasattr(exc, "message") else str(exc)

@@ -299,12 +299,13 @@ def make_subscribe_app(settings, secret: str, *, mailer: Mailer | None = None):
     return app
 
 
-def app_from_settings(settings):
-    """What `publisher serve` runs: the site (`site_from_settings`) and, under /hooks/, the email
+def app_from_settings(settings, *, on_unsubscribe=None):
+    """What `publisher serve` runs (inside publisher.analytics.serve_app, which adds the click
+    redirect and the report): the site (`site_from_settings`) and, under /hooks/, the email
     providers' event webhooks (publisher/hooks.py)."""
     from publisher.hooks import make_hooks_app
 
-    site = site_from_settings(settings)
+    site = site_from_settings(settings, on_unsubscribe=on_unsubscribe)
     hooks = make_hooks_app(settings)
 
     def app(environ, start_response):
@@ -315,7 +316,7 @@ def app_from_settings(settings):
     return app
 
 
-def site_from_settings(settings):
+def site_from_settings(settings, *, on_unsubscribe=None):
     """The unsubscribe endpoint (publisher/unsubscribe.py) with this
     module's subscribe form and confirmation behind /subscribe and /confirm. (Here, not in
     unsubscribe.py: the subscribe side sends mail through the email transport, which builds its
@@ -329,4 +330,5 @@ def site_from_settings(settings):
     db = open_db(settings)
     secret = settings.secret("email", "secret_env")
     return make_app(secret, settings["email"]["list_id"], db, sender_name(settings),
-                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings))
+                    subscribe=make_subscribe_app(settings, secret), env=template_env(settings),
+                    on_unsubscribe=on_unsubscribe)

@@ -91,10 +91,12 @@ PAGE = "serve/unsubscribe.html"  # every page of the endpoint (templates/serve/)
 
 
 def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", subscribe=None,
-             env=None):
+             env=None, on_unsubscribe=None):
     """The WSGI application; `subscribers_db` is opened per request thread; `subscribe`, a WSGI
     app, answers /subscribe and /confirm (publisher.subscribe.make_subscribe_app); `env`, the
-    template environment of the pages (default: the built-in templates)."""
+    template environment of the pages (default: the built-in templates); `on_unsubscribe(email)`
+    is called once an address is unsubscribed (publisher.analytics counts it for the report)
+    and returns what to log (the issue it is counted for)."""
     from publisher.channels.base import builtin_env
     from publisher.subscribers import SubscriberDB
 
@@ -137,7 +139,14 @@ def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", sub
             return page(start_response, "400 Bad Request", "invalid")
         if method == "POST":
             changed = db.set_state(email, "unsubscribed", only_from=("active",))
-            log.info("unsubscribe %s", "done" if changed else "no change")
+            issue = None
+            if changed and on_unsubscribe is not None:
+                try:
+                    issue = on_unsubscribe(email)
+                except Exception as exc:  # noqa: BLE001 - the unsubscribe holds; only its count is lost
+                    log.warning("unsubscribe not counted for the report: %s", type(exc).__name__)
+            log.info("unsubscribe %s%s", "done" if changed else "no change",
+                     f" (issue {issue or '-'})" if issue is not None else "")
             return page(start_response, "200 OK", "done", email=email)
         return page(start_response, "200 OK", "confirm", email=email, token=token)
 

@@ -509,6 +509,7 @@ LONG_FUNCTIONS = {
     "channels/wechat/api.py:_request",
     "publisher/hooks.py:make_hooks_app", "publisher/transports/email.py:push",
     "publisher/transports/providers/campaign.py:_send",
+    "publisher/unsubscribe.py:make_app",
 }
 
 

@@ -20,6 +20,7 @@ from publisher.channels.email import limits, preview
 from publisher.channels.html_writer import HtmlChannel, HtmlWriter, cut, format_setting, lead_text
 from publisher.channels.markdown_writer import MailTextWriter, public_src
 
+from publisher.clicks import rewrite_for
 from publisher.model import Issue
 
 HTML_TEMPLATE = "email/email.html"
@@ -81,6 +82,9 @@ class EmailChannel(HtmlChannel):
             **common,
         )
         text = re.sub(r"\n{3,}", "\n\n", text)
+        links = []
+        if self.settings["analytics"]["clicks"]:  # signed redirects, counted by `publisher serve`
+            html, text, links = rewrite_for(self.settings, issue.slug, html, text)
         metadata = {
             "subject": subject,
             "preheader": preheader,
@@ -89,6 +93,8 @@ class EmailChannel(HtmlChannel):
             "html_bytes": len(html.encode("utf-8")),
             "html_limit_bytes": GMAIL_CLIP_BYTES,
         }
+        if links:  # (number, url, label): recorded on push, before any reader can click
+            metadata["click_links"] = links
         return Rendition(
             channel=self.name,
             issue=issue.slug,

@@ -94,7 +94,7 @@ class Prepared:
 
 
 def prepare_image(image: LocalImage, *, kind: str, label: str | None = None) -> Prepared:
-    """Check and convert one image with publisher/images.py (in-article: jpg/png under 1 MB; the
+    """Check and convert one image with images.py (in-article: jpg/png under 1 MB; the
     cover: the feed card's 2.35:1); TransportError naming the image when impossible."""
     label = label or (str(image.path) if image.path else f"{image.ref} (generated {image.role} image)")
     if image.path is not None and not Path(image.ref).is_absolute():

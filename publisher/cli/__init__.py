@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "bounces": "publisher.cli.bounces:bounces_command",
     "db": "publisher.cli.db:db_command",
     "worker": "publisher.cli.worker:worker_command",
+    "report": "publisher.cli.report:report_command",
 }
 
 

@@ -10,6 +10,7 @@ import click
 
 from publisher.cli import get_settings
 from publisher.push import describe_counts, redact, status_rows
+from publisher.report import report_link
 
 
 @click.command("status")
@@ -46,6 +47,7 @@ def status_command(ctx, issue, fmt) -> int:
         click.echo("\t".join(columns))
         for row in cells:
             click.echo("\t".join(" ".join(c.split()) for c in row))
+        click.echo(report_link(settings), err=True)  # stdout stays one row per line
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -59,5 +61,7 @@ def status_command(ctx, issue, fmt) -> int:
         table.add_row(*row[:2], Text(row[2], style=colors.get(row[2], "")), row[3], Text(row[4]),
                       row[5], Text(row[6]))
     # NO_COLOR: no ANSI styling at all (rich alone would still write bold and italics)
-    Console(color_system=None if os.environ.get("NO_COLOR") else "auto").print(table)
+    console = Console(color_system=None if os.environ.get("NO_COLOR") else "auto")
+    console.print(table)
+    console.print(report_link(settings), soft_wrap=True, highlight=False, markup=False)
     return 0

@@ -9,6 +9,8 @@
     mail         email_sends (one row per issue and recipient) and mail_events (bounces, complaints)
     subscribers  subscribers, consent, suppressions (their own database, [email] subscribers_db)
     wechat       WeChat access tokens, uploads, intents, drafts, remote images
+    analytics    click_links, clicks and unsubscribes (counts for the campaign report), and the
+                 report's read-only queries over the other stores' tables
     linkcache    the link-check cache
     jobs         the scheduler's job store (APScheduler's table, read only)
 

@@ -3,7 +3,7 @@
 `wechat_intents` makes the non-idempotent API calls (draft/add, freepublish/submit) safe to
 re-run: the intent row is committed before the call, and the call's result is recorded in
 `wechat_drafts` in the same transaction that deletes the intent; a push that finds an intent
-left by a crash reconciles it with the platform first (publisher/transports/wechat.py).
+left by a crash reconciles it with the platform first (channels/wechat/transport.py).
 """
 
 from __future__ import annotations
