@@ -29,6 +29,8 @@ from publisher.model import (
     CodeBlock,
     Emphasis,
     Field,
+    Footnote,
+    FootnoteRef,
     Image,
     Inline,
     Issue,
@@ -38,11 +40,14 @@ from publisher.model import (
     Link,
     ListBlock,
     ListItem,
+    Math,
+    MathBlock,
     Paragraph,
     Quote,
     SoftBreak,
     Strikethrough,
     Strong,
+    Table,
     Text,
     UnknownInline,
     iter_links,
@@ -92,9 +97,11 @@ class MarkdownWriter(NodeVisitor):
     liquid = False  # Jekyll: code that holds `{{`/`{%` must not reach Liquid either
     bare_urls = True  # a link written as its own address is written back bare
 
-    def __init__(self, image_base: str = "") -> None:
-        # where local images are published (for editors that import images from the web only)
+    def __init__(self, image_base: str = "", date: str = "") -> None:
+        # where local images are published (for editors that import images from the web only),
+        # and the issue's date for a `{date}` in it
         self.image_base = image_base
+        self.date = date
 
     # ---- inlines -----------------------------------------------------------------------
 
@@ -147,10 +154,32 @@ class MarkdownWriter(NodeVisitor):
 
     def visit_Image(self, node: Image) -> str:
         alt = self.escape_link_text(escape_text(node.alt))
-        return f"![{alt}]({markdown_url(public_src(node.src, self.image_base))}{self.link_title(node.title)})"
+        return f"![{alt}]({markdown_url(public_src(node.src, self.image_base, self.date))}{self.link_title(node.title)})"
 
     def visit_LineBreak(self, node: LineBreak) -> str:
         return "  \n"
+
+    def visit_Math(self, node: Math) -> str:
+        """The LaTeX source, as GitHub and the column editors read it."""
+        return self.liquid_raw(f"$${node.tex}$$" if node.display else f"${node.tex}$", node.tex)
+
+    def liquid_raw(self, text: str, tex: str) -> str:
+        """TeX is full of braces: for Jekyll, a formula with `{{`/`{%` is kept from Liquid."""
+        if not (self.liquid and _LIQUID_OPEN.search(tex)):
+            return text
+        if re.search(r"\{%-?\s*endraw", tex):
+            raise SourceError("a formula contains '{% endraw %}', which the Jekyll archive cannot show verbatim")
+        return "{% raw %}" + text + "{% endraw %}"
+
+    def visit_FootnoteRef(self, node: FootnoteRef) -> str:
+        return f"[^{node.label}]"
+
+    def footnote(self, note: Footnote) -> str:
+        """A footnote definition, `[^label]: text` (GFM)."""
+        return f"[^{note.label}]: {self.inline(note.children)}".replace("\n", " ")
+
+    def footnote_lines(self, notes: Iterable[Footnote]) -> list[str]:
+        return [self.footnote(n) for n in notes]
 
     def visit_SoftBreak(self, node: SoftBreak) -> str:
         return "\n"
@@ -199,6 +228,26 @@ class MarkdownWriter(NodeVisitor):
     def visit_Quote(self, node: Quote) -> list[str]:
         return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
 
+    def visit_MathBlock(self, node: MathBlock) -> list[str]:
+        lines = ["$$", *node.tex.split("\n"), "$$"]
+        if self.liquid and _LIQUID_OPEN.search(node.tex):
+            self.liquid_raw("", node.tex)  # refuses an endraw inside
+            lines = ["{% raw %}", *lines, "{% endraw %}"]
+        return lines
+
+    def table_cell(self, cell) -> str:
+        return self.inline(cell).replace("\n", " ").replace("|", "\\|").strip()
+
+    def visit_Table(self, node: Table) -> list[str]:
+        """A GFM table: header, delimiter row with the alignments, body rows."""
+        marks = {"left": ":---", "center": ":---:", "right": "---:", None: "---"}
+        width = len(node.head)
+        rows = [node.head, *(tuple(r) + ((),) * (width - len(r)) for r in node.rows)]
+        lines = ["| " + " | ".join(self.table_cell(c) for c in row[:width]) + " |" for row in rows]
+        lines.insert(1, "| " + " | ".join(marks[node.aligns[k] if k < len(node.aligns) else None]
+                                          for k in range(width)) + " |")
+        return lines
+
     # ---- issue parts -------------------------------------------------------------------
 
     def brief(self, brief: Brief) -> str:
@@ -235,7 +284,7 @@ class MarkdownWriter(NodeVisitor):
         units: list[tuple[list[str], bool]] = []
         for block in item.labelled_summary(SUMMARY_LABEL + COLON):
             written = self.dispatch(block)
-            if isinstance(block, ListBlock | CodeBlock):
+            if isinstance(block, ListBlock | CodeBlock | Table | MathBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
             units.append((written, isinstance(block, Paragraph)))
         return units
@@ -286,6 +335,19 @@ class PlainTextWriter(MarkdownWriter):
 
     def escape_url(self, url: str) -> str:
         return safe_url(url)
+
+    def visit_FootnoteRef(self, node: FootnoteRef) -> str:
+        return f"[{node.number}]"
+
+    def footnote(self, note: Footnote) -> str:
+        return f"[{note.number}] {self.inline(note.children)}"
+
+    def table_cell(self, cell) -> str:
+        return self.inline(cell).replace("\n", " ").strip()
+
+    def visit_Table(self, node: Table) -> list[str]:
+        """A table as lines of cells separated by ` | ` (the header first)."""
+        return [" | ".join(self.table_cell(c) for c in row) for row in (node.head, *node.rows)]
 
     def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         return node.text.rstrip("\n").split("\n")
@@ -391,11 +453,12 @@ def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[st
 # ---- the channels built on these writers ---------------------------------------------------
 
 
-def public_src(src: str, base: str) -> str:
-    """A local image path as its public URL under [newsletter] image_base_url (when set)."""
+def public_src(src: str, base: str, date: str = "") -> str:
+    """A local image path as its public URL under [newsletter] image_base_url (when set; `{date}`
+    in it is the issue's date, for sites that keep each issue's images in a folder of its own)."""
     if not base or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.I) or src.startswith("/"):
         return src
-    return base.rstrip("/") + "/" + src.lstrip("./")
+    return base.replace("{date}", date).rstrip("/") + "/" + src.lstrip("./")
 
 
 class TemplateChannel(Channel):
@@ -430,7 +493,7 @@ class TemplateChannel(Channel):
 
     def render(self, issue: Issue) -> Rendition:
         base = self.settings["newsletter"]["image_base_url"] if self.public_images_only else ""
-        writer = self.writer_class(image_base=base)
+        writer = self.writer_class(image_base=base, date=issue.date.isoformat())
         newsletter = self.settings["newsletter"]
         esc = writer.escape
         lic = license_of(issue, self.settings)
@@ -452,6 +515,7 @@ class TemplateChannel(Channel):
                 }
                 for s in issue.sections
             ],
+            "footnotes": writer.footnote_lines(issue.footnotes),
             "author": esc(issue.author or newsletter["author"]),
             # every URL passes the one allow-list; attribute-safe for the HTML of the GitHub footer
             "license": License(esc(lic.name), writer.escape_url(lic.url), writer.escape_url(lic.badge)),

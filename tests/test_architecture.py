@@ -505,7 +505,6 @@ MAX_LINES = 60
 LONG_FUNCTIONS = {
     "publisher/hooks.py:make_hooks_app", "publisher/transports/email.py:push",
     "publisher/transports/providers/campaign.py:_send",
-    "channels/email/__init__.py:page", "publisher/unsubscribe.py:make_app",
 }
 
 

@@ -957,6 +957,18 @@ class _Lines:
             print(f"email: {done}/{total}", file=sys.stderr, flush=True)
 
 
+def _refuse_unreachable_images(rendition: Rendition) -> None:
+    """Readers would see broken images: refuse before anything is sent (`check` says the same)."""
+    from publisher.channels.email.limits import unreachable_images
+
+    bad = unreachable_images(rendition)
+    if bad:
+        raise TransportError(f"the email's image {bad[0]!r} is not a public http(s) URL, so no mail client "
+                             "can show it; nothing was sent. Set [newsletter] image_base_url to where the "
+                             "issue's images are published (`{date}` in it is the issue's date), or use "
+                             "https:// image URLs in the issue")
+
+
 class EmailTransport(Transport):
     channel = "email"
 
@@ -974,6 +986,12 @@ class EmailTransport(Transport):
         out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent", "stale_sender_ambiguous",
                                            "withdrawn", "unrecorded", "reconciled") if k in d})
         return out
+
+    @classmethod
+    def report(cls, settings, ledger, issue, push) -> dict:
+        from publisher.transports.mailreport import numbers
+
+        return numbers(settings, ledger, issue, push)
 
     @classmethod
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
@@ -1030,6 +1048,7 @@ class EmailTransport(Transport):
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
+        _refuse_unreachable_images(rendition)
         to = ctx.options.get("to")
         if to:
             if ctx.dry_run:
