@@ -507,8 +507,6 @@ LONG_FUNCTIONS = {
     "publisher/preview.py:make_handler", "publisher/reader.py:read", "publisher/subscribe.py:make_subscribe_app",
     "publisher/subscribers.py:import_csv", "publisher/transports/email.py:_worker",
     "channels/wechat/api.py:_request",
-    "publisher/hooks.py:make_hooks_app", "publisher/transports/email.py:push",
-    "publisher/transports/providers/campaign.py:_send",
     "channels/email/__init__.py:page", "publisher/unsubscribe.py:make_app",
 }
 

@@ -71,9 +71,9 @@ def unsubscribe_of(provider, row) -> tuple[str, str, str, str]:
     return hdr, post, url_text, url_html
 
 
-def test_every_message_personal_and_sent_once(tmp_path, env, provider):
+def test_every_message_personal_and_sent_once(tmp_path, env, provider, db_url):
     name, server = provider
-    settings = settings_for(tmp_path, name, server.base, batch_size=7)
+    settings = settings_for(tmp_path, name, server.base, batch_size=7, database_url=db_url)
     emails = add_subscribers(settings, 23)
     c, ledger = campaign(settings)
     stats = c.run()
@@ -104,11 +104,11 @@ def test_429_and_5xx_are_retried_nothing_twice(tmp_path, env, provider):
     assert server.recipients() == Counter(emails)
 
 
-def test_lost_reply_reconciled_or_counted(tmp_path, env, provider):
+def test_lost_reply_reconciled_or_counted(tmp_path, env, provider, db_url):
     """The provider accepts a call and the connection drops before its reply."""
     name, server = provider
     server.script = ["", "drop"]
-    settings = settings_for(tmp_path, name, server.base, batch_size=10, concurrency=1)
+    settings = settings_for(tmp_path, name, server.base, batch_size=10, concurrency=1, database_url=db_url)
     emails = add_subscribers(settings, 30)
     stats = campaign(settings)[0].run()
     got = server.recipients()

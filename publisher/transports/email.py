@@ -136,7 +136,8 @@ class CampaignStats:
         return s
 
     def as_details(self) -> dict:
-        d = {"sent": self.sent, "failed": self.failed, "bounced": self.bounced, "faults": self.faults,
+        d = {"provider": "smtp", "sent": self.sent, "failed": self.failed, "bounced": self.bounced,
+             "faults": self.faults,
              "ambiguous_resent": self.resent, "skipped": self.already,
              "remaining": self.remaining, "ambiguous": len(self.ambiguous),
              "ambiguous_policy": self.ambiguous_policy, "elapsed_s": round(self.elapsed, 3)}
@@ -806,6 +807,30 @@ def campaign_status(ledger: Ledger, issue: str) -> dict[str, int]:
     return MailStore(ledger).counts(issue)
 
 
+def _raise_if_stopped(stats: CampaignStats, issue: str) -> None:
+    """A campaign that did not finish is a TransportError (resumable) saying what stopped it."""
+    if stats.lease_lost:
+        exc = TransportError(
+            f"{stats.summary()}; stopped: another process took this campaign over while this one "
+            f"was paused past its lease ({ledger_store.LEASE_STALE:.0f} s without heartbeat). "
+            f"{stats.stale} message(s) this process sent after that are counted as ambiguous "
+            f"(`publisher status {issue}`); the other process goes on with the rest")
+        exc.details = {"stale_sender_ambiguous": stats.stale}
+        exc.lease_lost = True
+        raise exc
+    if stats.aborted or stats.remaining or stats.unrecorded:
+        why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
+                                "not the reader's" if stats.faults else
+                                f"{stats.deferred} message(s) deferred after [smtp] max_retries"
+                                if stats.deferred else "some messages could not be recorded")
+        fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
+               "marked bounced." if stats.tripped or stats.faults else "")
+        exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
+                             "(recipients already sent are skipped)")
+        exc.details = stats.as_details()
+        raise exc
+
+
 # -- progress display ---------------------------------------------------------------------------
 
 
@@ -840,6 +865,11 @@ class EmailTransport(Transport):
         out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent", "stale_sender_ambiguous",
                                            "withdrawn", "unrecorded", "reconciled") if k in d})
         return out
+
+    @classmethod
+    def via(cls, record) -> str | None:
+        """smtp or the provider that carried the campaign (recorded in the push's details)."""
+        return record.details.get("provider")
 
     @classmethod
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
@@ -896,18 +926,8 @@ class EmailTransport(Transport):
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
-        to = ctx.options.get("to")
-        if to:
-            if ctx.dry_run:
-                return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
-            if provider_name(settings) != "smtp":
-                from publisher.transports.providers.campaign import send_test_via_provider
-
-                mid = send_test_via_provider(rendition, settings, to)
-            else:
-                mid = send_test(rendition, settings, to)
-            return PushResult(remote_id=mid, details={"test_to": to},
-                              summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
+        if ctx.options.get("to"):
+            return self._test_copy(rendition, ctx, ctx.options["to"])
         if ctx.dry_run:
             return self._dry_run(rendition, ctx)
         check_unsubscribe_url(settings)
@@ -915,10 +935,37 @@ class EmailTransport(Transport):
             print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
-        if provider_name(settings) != "smtp":  # an email service provider's API (providers/)
-            from publisher.transports.providers.campaign import push_campaign
+        via = provider_name(settings)
+        try:
+            if via != "smtp":  # an email service provider's API (providers/)
+                from publisher.transports.providers.campaign import push_campaign
 
-            return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
+                return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
+            stats = self._smtp_campaign(rendition, ctx, secret)
+        except TransportError as exc:  # the ledger's row says what carried it, also when it failed
+            exc.details = {"provider": via, **(getattr(exc, "details", None) or {})}
+            raise
+        print(stats.summary(), file=sys.stderr)
+        _raise_if_stopped(stats, rendition.issue)
+        return PushResult(details=stats.as_details(), summary=stats.summary())
+
+    def _test_copy(self, rendition: Rendition, ctx: PushContext, to: str) -> PushResult:
+        """`push --to ADDRESS`: one [TEST] copy; the campaign's ledger is untouched."""
+        if ctx.dry_run:
+            return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
+        if provider_name(ctx.settings) != "smtp":
+            from publisher.transports.providers.campaign import send_test_via_provider
+
+            mid = send_test_via_provider(rendition, ctx.settings, to)
+        else:
+            mid = send_test(rendition, ctx.settings, to)
+        return PushResult(remote_id=mid, details={"test_to": to},
+                          summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
+
+    @staticmethod
+    def _smtp_campaign(rendition: Rendition, ctx: PushContext, secret: str) -> CampaignStats:
+        """The SMTP campaign: this process alone, or the shared campaign in team mode."""
+        settings = ctx.settings
         template = build_template(rendition, settings)
         after_ledger_loss = ctx.options.get("after_ledger_loss")
         if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
@@ -929,34 +976,11 @@ class EmailTransport(Transport):
             sender = functools.partial(Campaign, after_ledger_loss=after_ledger_loss)
             stats, _ = shared.send(settings, ctx.ledger, rendition.issue, sender=sender, secret=secret,
                                    lease=ctx.lease, progress=ctx.progress or _Lines())
-        else:
-            campaign = Campaign(template, settings, ctx.ledger, secret=secret, after_ledger_loss=after_ledger_loss)
-            campaign.lease = ctx.lease
-            campaign.progress = ctx.progress or _Lines()
-            stats = campaign.run()
-        print(stats.summary(), file=sys.stderr)
-        if stats.lease_lost:
-            exc = TransportError(
-                f"{stats.summary()}; stopped: another process took this campaign over while this one "
-                f"was paused past its lease ({ledger_store.LEASE_STALE:.0f} s without heartbeat). "
-                f"{stats.stale} message(s) this process sent after that are counted as ambiguous "
-                f"(`publisher status {rendition.issue}`); the other process goes on with the rest")
-            exc.details = {"stale_sender_ambiguous": stats.stale}
-            exc.lease_lost = True
-            raise exc
-        if stats.aborted or stats.remaining or stats.unrecorded:
-            why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
-                                    "not the reader's" if stats.faults else
-                                    f"{stats.deferred} message(s) deferred after [smtp] max_retries"
-                                    if stats.deferred else "some messages could not be recorded")
-            fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
-                   "marked bounced." if stats.tripped or stats.faults else "")
-            exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
-                                 "(recipients already sent are skipped)")
-            exc.details = stats.as_details()
-            raise exc
-        return PushResult(details=stats.as_details(),
-                          summary=stats.summary())
+            return stats
+        campaign = Campaign(template, settings, ctx.ledger, secret=secret, after_ledger_loss=after_ledger_loss)
+        campaign.lease = ctx.lease
+        campaign.progress = ctx.progress or _Lines()
+        return campaign.run()
 
     def _dry_run(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         from publisher.mailmsg import sample_eml

@@ -546,7 +546,7 @@ def push_campaign(rendition, ctx, secret: str, *, progress=None):
                              "(readers already sent are skipped)")
         exc.details = stats.as_details()
         raise exc
-    return PushResult(remote_id=f"via {stats.provider}", details=stats.as_details(), summary=stats.summary())
+    return PushResult(details=stats.as_details(), summary=stats.summary())
 
 
 def send_test_via_provider(rendition, settings, to: str) -> str:
