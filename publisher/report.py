@@ -40,9 +40,9 @@ def _when(text: str | None) -> dt.datetime | None:
 
 def _transport_kind(channel: str) -> str:
     """"email", "wechat" or "" — from the channel's transport class (no table of channel names)."""
+    from publisher.channels.wechat.transport import WeChatTransport
     from publisher.transports import get_transport
     from publisher.transports.email import EmailTransport
-    from publisher.channels.wechat.transport import WeChatTransport
 
     try:
         cls = get_transport(channel)

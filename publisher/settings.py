@@ -51,15 +51,17 @@ IDENTITY_KEYS = (
 )
 
 
+def example_profiles() -> list[str]:
+    """The text of every example profile the package ships (examples/*/publisher.toml)."""
+    folders = resources.files("publisher.examples").iterdir()
+    return [f.joinpath(CONFIG_FILENAME).read_text(encoding="utf-8") for f in folders
+            if f.joinpath(CONFIG_FILENAME).is_file()]
+
+
 @functools.lru_cache(maxsize=1)
 def shipped_examples() -> dict[tuple[str, str], set]:
     """Every identity value the package ships as an example: (section, key) -> values."""
-    tables = [tomllib.loads(_default_text())]
-    profiles = resources.files("publisher.examples")
-    for folder in profiles.iterdir():
-        profile = folder.joinpath(CONFIG_FILENAME)
-        if profile.is_file():
-            tables.append(tomllib.loads(profile.read_text(encoding="utf-8")))
+    tables = [tomllib.loads(_default_text())] + [tomllib.loads(text) for text in example_profiles()]
     found: dict[tuple[str, str], set] = {k: set() for k in IDENTITY_KEYS}
     for table in tables:
         for section, key in IDENTITY_KEYS:
@@ -175,10 +177,24 @@ class Settings:
         built-in placeholder is refused where it is used instead (`require_own`: email's sender and
         unsubscribe link, serve's confirm link), so a push to github does not need email settings."""
         defaults = tomllib.loads(_default_text())
+        if self.data["newsletter"]["example_owner"]:
+            self._check_example_owner()
+            return
         for section, key in IDENTITY_KEYS:
             if section in self.data and self.data[section][key] != defaults.get(section, {}).get(key):
                 self._refuse_example(section, key, "readers would see it: run `publisher init`, or set "
                                      "your newsletter's own value")
+
+    def _check_example_owner(self) -> None:
+        """`[newsletter] example_owner` names the shipped example profile this newsletter is (its
+        `name`): only a config that says so, and whose name is that one, may use its values."""
+        owner = self.data["newsletter"]["example_owner"]
+        names = {tomllib.loads(text).get("newsletter", {}).get("name") for text in example_profiles()}
+        if owner not in names or owner != self.data["newsletter"]["name"]:
+            raise ConfigError(f"[newsletter] example_owner {owner!r} must be the `name` of a shipped example "
+                              f"profile ({', '.join(sorted(n for n in names if n))}) and equal this newsletter's "
+                              f"[newsletter] name: fix it in {self.where()}, or remove it (a new newsletter "
+                              "never sets it)")
 
     @property
     def enabled_channels(self) -> list[str]:

@@ -410,3 +410,24 @@ def test_list_output_imports_back_too(news: Path, tmp_path: Path) -> None:
     proc = run("subscribers", "import", "list.csv", cwd=other)
     assert proc.returncode == 0 and "imported 2 row(s)" in proc.stdout, proc.stderr
     assert run("subscribers", "list", "--state", "all", cwd=other).stdout == listed
+
+
+@pytest.mark.neutral
+def test_the_example_owner_pushes_with_its_own_values_and_a_copy_does_not(tmp_path: Path) -> None:
+    """The newsletter a shipped profile belongs to says so in its own config (`example_owner`, its
+    name); a copy of the profile (which never carries the key) is still refused, and the key cannot
+    claim another name."""
+    profile = (EXAMPLES / "publisher.toml").read_text(encoding="utf-8")
+    assert "\nexample_owner" not in profile  # the example file itself never claims it
+    (tmp_path / "publisher.toml").write_text(profile, encoding="utf-8")
+    with pytest.raises(ConfigError, match="is still the shipped example"):
+        load_settings(cwd=tmp_path).require_own_identity()
+    name = tomllib.loads(profile)["newsletter"]["name"]
+    owned = profile.replace("[newsletter]\n", f'[newsletter]\nexample_owner = "{name}"\n', 1)
+    (tmp_path / "publisher.toml").write_text(owned, encoding="utf-8")
+    load_settings(cwd=tmp_path).require_own_identity()  # its own values: no error
+    for wrong in ("Weekly Bits", "Newsletter"):
+        other = owned.replace(f'name = "{name}"', f'name = "{wrong}"')
+        (tmp_path / "publisher.toml").write_text(other, encoding="utf-8")
+        with pytest.raises(ConfigError, match="example_owner"):
+            load_settings(cwd=tmp_path).require_own_identity()
