@@ -294,3 +294,43 @@ def test_status_and_dry_run_show_the_provider(tmp_path, env, server):
     assert all(isinstance(v, int) for v in row["counts"].values())
     p = _cli(tmp_path, "status", SLUG, "--format", "tsv")
     assert "via postmark" in p.stdout and "sent 3" in p.stdout, p.stdout
+
+
+# -- a sender that lost its lease ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["postmark"], indirect=True)
+def test_a_sender_whose_lease_was_taken_over_stops_and_counts_what_it_sent_after(tmp_path, env, server, monkeypatch):
+    """Another process takes the campaign over (our heartbeat looked stale): this sender stops at its
+    next call, says so (lease_lost, exit 1 through push), and the new holder finishes — nobody lost,
+    nobody twice (Postmark reconciles the call that was in flight)."""
+    import publisher.stores.ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "LEASE_BEAT", 0.1)
+    server.delay = 0.05
+    settings = settings_for(tmp_path, "postmark", server.base, batch_size=5, concurrency=1)
+    emails = add_subscribers(settings, 200)
+    ledger = open_ledger(settings)
+    lease = ledger.acquire(SLUG, "email", command="first")
+    c = ProviderCampaign(rendition(settings), settings, ledger, secret=SECRET)
+    c.lease = lease
+    result: dict = {}
+    sender = threading.Thread(target=lambda: result.update(stats=c.run()))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while len(server.accepted) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other = Ledger(settings.path("paths", "ledger"))
+    other.connect().execute("UPDATE leases SET heartbeat = 0")  # as if our heartbeat stopped long ago
+    taker = other.acquire(SLUG, "email", command="second")
+    sender.join(60)
+    stats = result["stats"]
+    assert stats.lease_lost and "another process took this campaign over" in stats.aborted, stats.summary()
+    assert 0 < len(server.recipients()) < len(emails)
+    assert open_db(settings).campaign(SLUG).state == "sending"  # not marked done by the stopped sender
+    again = ProviderCampaign(rendition(settings), settings, other, secret=SECRET)
+    again.lease = taker
+    assert again.run().remaining == 0
+    taker.release()
+    assert server.recipients() == Counter(emails)
+    assert open_db(settings).campaign(SLUG).state == "done"
