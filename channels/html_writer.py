@@ -300,7 +300,7 @@ class HtmlChannel(Channel):
     closing text — and hands them to `page()`, which lays out the page from the channel's
     template and returns the Rendition.
 
-    Hooks: `writer(image_src)`, `remote_image(src)` and `local_image_src(src)` (what an image's
+    Hooks: `writer(image_src)`, `remote_image(src)` and `local_image_src(src, issue)` (what an image's
     src becomes), `page(issue, writer, content, images)`.
     """
 
@@ -315,7 +315,7 @@ class HtmlChannel(Channel):
         """The src written for an image on another site (None: the image becomes a reference)."""
         return src
 
-    def local_image_src(self, src: str) -> str:
+    def local_image_src(self, src: str, issue: Issue) -> str:
         """The src written for an image next to the issue (collected for the transport)."""
         return src
 
@@ -333,7 +333,7 @@ class HtmlChannel(Channel):
             if node.src not in seen:
                 seen.add(node.src)
                 images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
-            return self.local_image_src(node.src)
+            return self.local_image_src(node.src, issue)
 
         w = self.writer(image_src)
         content = {

@@ -89,9 +89,11 @@ class MarkdownWriter(NodeVisitor):
     liquid = False  # Jekyll: code that holds `{{`/`{%` must not reach Liquid either
     bare_urls = True  # a link written as its own address is written back bare
 
-    def __init__(self, image_base: str = "") -> None:
-        # where local images are published (for editors that import images from the web only)
+    def __init__(self, image_base: str = "", date: str = "") -> None:
+        # where local images are published (for editors that import images from the web only),
+        # and the issue's date for a `{date}` in it
         self.image_base = image_base
+        self.date = date
 
     # ---- inlines -----------------------------------------------------------------------
 
@@ -144,7 +146,7 @@ class MarkdownWriter(NodeVisitor):
 
     def visit_Image(self, node: Image) -> str:
         alt = self.escape_link_text(escape_text(node.alt))
-        return f"![{alt}]({markdown_url(public_src(node.src, self.image_base))}{self.link_title(node.title)})"
+        return f"![{alt}]({markdown_url(public_src(node.src, self.image_base, self.date))}{self.link_title(node.title)})"
 
     def visit_LineBreak(self, node: LineBreak) -> str:
         return "  \n"
@@ -396,11 +398,12 @@ def lines_of(paragraphs: Iterable[Paragraph], writer: MarkdownWriter) -> list[st
 # ---- the channels built on these writers ---------------------------------------------------
 
 
-def public_src(src: str, base: str) -> str:
-    """A local image path as its public URL under [newsletter] image_base_url (when set)."""
+def public_src(src: str, base: str, date: str = "") -> str:
+    """A local image path as its public URL under [newsletter] image_base_url (when set; `{date}`
+    in it is the issue's date, for sites that keep each issue's images in a folder of its own)."""
     if not base or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.I) or src.startswith("/"):
         return src
-    return base.rstrip("/") + "/" + src.lstrip("./")
+    return base.replace("{date}", date).rstrip("/") + "/" + src.lstrip("./")
 
 
 class TemplateChannel(Channel):
@@ -435,7 +438,7 @@ class TemplateChannel(Channel):
 
     def render(self, issue: Issue) -> Rendition:
         base = self.settings["newsletter"]["image_base_url"] if self.public_images_only else ""
-        writer = self.writer_class(image_base=base)
+        writer = self.writer_class(image_base=base, date=issue.date.isoformat())
         newsletter = self.settings["newsletter"]
         esc = writer.escape
         lic = license_of(issue, self.settings)

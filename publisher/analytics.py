@@ -56,10 +56,16 @@ def redirect_app(store, secret: str):
         target = None
         if m:
             issue, number, sig = m.group("issue"), int(m.group("n")), m.group("sig")
-            target = next((u for u in store.urls(issue, number) if genuine(secret, issue, number, u, sig)), None)
-            if target is None:  # a link recorded since this server cached the issue's links
-                target = next((u for u in store.urls(issue, number, fresh=True)
-                               if genuine(secret, issue, number, u, sig)), None)
+            try:
+                target = next((u for u in store.urls(issue, number) if genuine(secret, issue, number, u, sig)),
+                              None)
+                if target is None:  # a link recorded since this server cached the issue's links
+                    target = next((u for u in store.urls(issue, number, fresh=True)
+                                   if genuine(secret, issue, number, u, sig)), None)
+            except Exception as exc:  # noqa: BLE001 - the database is down: say so, no traceback
+                log.warning("click %s %d: the links cannot be read: %s", issue, number, exc)
+                return _plain(start_response, "503 Service Unavailable", "try again in a moment\n",
+                              [("Retry-After", "30")])
         if target is None:
             log.info("click refused")
             return _plain(start_response, "400 Bad Request", "this link is not valid\n")
@@ -120,26 +126,28 @@ def report_app(settings, secret: str):
 def unsubscribe_counter(settings):
     """A callback for the unsubscribe endpoint: count an unsubscribe for the last issue sent to
     the address (none sent: counted under "" — it shows in no issue)."""
-    from pathlib import Path
-
+    from publisher.stores import location, open_ledger
     from publisher.stores.analytics import AnalyticsStore
-    from publisher.stores.ledger import Ledger
+    from publisher.stores.base import DBError
     from publisher.stores.mail import MailStore
 
-    path = Path(settings.require("paths", "ledger", "the ledger database"))
+    location(settings, "ledger")  # a bad [database] url or no ledger path: an error at startup
     state: dict = {}
     lock = threading.Lock()
 
     def stores():
         with lock:
             if not state:
-                ledger = Ledger(path)
+                ledger = open_ledger(settings)
                 state["mail"], state["analytics"] = MailStore(ledger), AnalyticsStore(ledger)
         return state["mail"], state["analytics"]
 
     def counted(email: str) -> str:
         mail, analytics = stores()
-        last = mail.delivered_issues(email, 1)
+        try:
+            last = mail.delivered_issues(email, 1)
+        except DBError:  # a connection PostgreSQL dropped (restart): a read is safe to ask again
+            last = mail.delivered_issues(email, 1)
         issue = last[0] if last else ""
         analytics.count_unsubscribe(issue)
         return issue
@@ -159,11 +167,10 @@ def serve_app(settings):
     base = app_from_settings(settings, on_unsubscribe=unsubscribe_counter(settings))
     redirect = report = None
     if settings["analytics"]["clicks"]:
+        from publisher.stores import open_ledger
         from publisher.stores.analytics import AnalyticsStore
-        from publisher.stores.ledger import Ledger
 
-        ledger = Ledger(settings.require("paths", "ledger", "the ledger database"))
-        redirect = redirect_app(AnalyticsStore(ledger), settings.secret("analytics", "secret_env"))
+        redirect = redirect_app(AnalyticsStore(open_ledger(settings)), settings.secret("analytics", "secret_env"))
     var = settings["analytics"]["report_secret_env"]
     if var and os.environ.get(var):
         if len(os.environ[var]) < MIN_REPORT_SECRET:

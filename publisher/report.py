@@ -14,7 +14,6 @@ the first issue addressed to the new reader.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import unicodedata
@@ -28,29 +27,30 @@ ZERO_MAIL = {"sent": 0, "failed": 0, "bounced": 0, "bounced_hard": 0, "bounced_s
 TOP_LINKS = 10
 
 
-def _when(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
-def _transport_kind(channel: str) -> str:
-    """"email", "wechat" or "" — from the channel's transport class (no table of channel names)."""
-    from publisher.channels.wechat.transport import WeChatTransport
+def _numbers(settings: Settings, ledger, issue: str, push: dict) -> dict[str, Any]:
+    """A push's numbers, asked of its channel's transport (Transport.report); a channel no longer
+    installed counts as one delivery, as a transport does by default."""
+    from publisher.errors import PublisherError
     from publisher.transports import get_transport
-    from publisher.transports.email import EmailTransport
+    from publisher.transports.base import Transport
 
     try:
-        cls = get_transport(channel)
+        cls = get_transport(push["channel"])
     except Exception:  # noqa: BLE001 - a channel no longer installed: plain push numbers
-        return ""
-    if issubclass(cls, EmailTransport):
-        return "email"
-    return "wechat" if issubclass(cls, WeChatTransport) else ""
+        cls = Transport
+    try:
+        numbers = cls.report(settings, ledger, issue, push)
+    except PublisherError:
+        raise
+    except Exception as exc:  # a channel's own code failed: name it, no traceback
+        raise PublisherError(f"the report of issue {issue}: the {push['channel']} channel's transport could not "
+                             f"give its numbers ({type(exc).__name__}: {exc}); update or remove that channel's "
+                             "package") from exc
+    bad = sorted(k for k, v in numbers.items() if k in ZERO_MAIL and (isinstance(v, bool) or not isinstance(v, int)))
+    if bad:
+        raise PublisherError(f"the report of issue {issue}: the {push['channel']} channel's transport gave "
+                             f"{', '.join(bad)} as something other than a whole number")
+    return numbers
 
 
 def issue_slugs(args: list[str]) -> list[str]:
@@ -66,81 +66,56 @@ def issue_slugs(args: list[str]) -> list[str]:
 
 
 def gather(settings: Settings, issues: list[str] | None = None) -> dict[str, Any]:
-    """Every number of the report, per issue (newest first) and channel."""
+    """Every number of the report, per issue (newest first) and channel — from the SQLite files
+    or the PostgreSQL database of `[database] url`. Creates no database that does not exist."""
+    from publisher.stores import open_ledger, open_subscribers
     from publisher.stores.analytics import list_counts
-    from publisher.stores.base import SQLiteStore, now_iso
+    from publisher.stores.base import now_iso
 
-    ledger_path = Path(settings.require("paths", "ledger", "the ledger database"))
-    subs_path = settings.path("email", "subscribers_db")
-    subs = SQLiteStore(subs_path) if subs_path and subs_path.exists() else None
+    team = bool(settings["database"]["url"])
+    subs = open_subscribers(settings, existing=True)
+    ledger = open_ledger(settings, existing=True)
     data: dict[str, Any] = {
         "newsletter": settings["newsletter"]["name"],
         "generated_at": now_iso(),
         "clicks_enabled": bool(settings["analytics"]["clicks"]),
-        "ledger": str(ledger_path),
+        "ledger": ledger.where if team else str(settings.require("paths", "ledger", "the ledger database")),
         "list": list_counts(subs) if subs else {},
         "issues": [],
     }
-    if not ledger_path.exists():
-        if subs:
-            subs.close()
-        return data
-    db = SQLiteStore(ledger_path)
     try:
-        return _gather(data, db, subs, issues)
+        return _gather(settings, data, ledger, subs, issues) if ledger is not None else data
     finally:  # this thread's connections (a served report runs in a worker thread)
-        db.close()
-        if subs:
-            subs.close()
+        for db in (ledger, subs):
+            if db is not None:
+                db.close()
 
 
-def _gather(data: dict[str, Any], db, subs, issues: list[str] | None) -> dict[str, Any]:
+def _channel_row(settings: Settings, ledger, slug: str, push: dict, links: list[dict]) -> dict[str, Any]:
+    row: dict[str, Any] = {"state": push["state"], "attempts": push["attempts"], "url": push["url"],
+                           "started_at": push["created_at"], "updated_at": push["updated_at"], **ZERO_MAIL}
+    numbers = _numbers(settings, ledger, slug, push)
+    counted = numbers.pop("links", None) is not None
+    row.update(numbers)
+    own = [link for link in links if link["channel"] == push["channel"]]
+    if own or counted:
+        row["clicks"] = _clicks_by_url(own)
+        row["links"] = own
+    return row
+
+
+def _gather(settings: Settings, data: dict[str, Any], ledger, subs, issues: list[str] | None) -> dict[str, Any]:
     from publisher.stores.analytics import AnalyticsStore, ReportReads, confirmed_addresses
 
-    reads, analytics = ReportReads(db), AnalyticsStore(db)
+    reads, analytics = ReportReads(ledger), AnalyticsStore(ledger)
     known = reads.issues()
     wanted = issues or known
 
     entries: dict[str, dict] = {}
     for slug in sorted(set(wanted) & set(known)):
-        entry: dict[str, Any] = {"issue": slug, "channels": {}}
         links = analytics.links_of(slug)
-        for push in reads.pushes(slug):
-            ch = push["channel"]
-            kind = _transport_kind(ch)
-            row: dict[str, Any] = {"state": push["state"], "attempts": push["attempts"], "url": push["url"],
-                                   "started_at": push["created_at"], "updated_at": push["updated_at"],
-                                   **ZERO_MAIL}
-            if kind == "email":
-                sends = reads.sends(slug)
-                ev = reads.events(slug)
-                first, last = reads.send_span(slug)
-                start = _when(push["created_at"]) or _when(first)
-                end = _when(last)
-                row.update({
-                    "recipients": sum(sends.values()), "sent": sends.get("sent", 0),
-                    "failed": sends.get("failed", 0),
-                    "other_states": {k: v for k, v in sorted(sends.items()) if k not in ("sent", "failed")},
-                    "bounced_hard": ev.get("hard", 0), "bounced_soft": ev.get("soft", 0),
-                    "bounced": ev.get("hard", 0) + ev.get("soft", 0), "complaints": ev.get("complaint", 0),
-                    "unsubscribed": analytics.unsubscribed(slug),
-                    "finished_at": last,
-                    "send_seconds": int((end - start).total_seconds()) if start and end and end >= start else None,
-                })
-            else:
-                row["sent"] = 1 if push["state"] == "done" else 0
-                row["failed"] = 1 if push["state"] == "failed" else 0
-            if kind == "wechat":
-                draft = reads.wechat(slug) or {}
-                row["wechat"] = {"draft_media_id": draft.get("media_id"), "publish_id": draft.get("publish_id"),
-                                 "publish_status": draft.get("publish_status"),
-                                 "article_url": draft.get("article_url") or push["url"]}
-            own = [link for link in links if link["channel"] == ch]
-            if own or (kind == "email" and data["clicks_enabled"]):
-                row["clicks"] = _clicks_by_url(own)
-                row["links"] = own
-            entry["channels"][ch] = row
-        entries[slug] = entry
+        entries[slug] = {"issue": slug, "channels": {
+            push["channel"]: _channel_row(settings, ledger, slug, push, links) for push in reads.pushes(slug)}}
 
     # confirmations: each belongs to the first issue addressed to the new reader
     confirmed = confirmed_addresses(subs) if subs else []

@@ -90,6 +90,35 @@ def unsubscribe_url(template: str, token: str) -> str:
 PAGE = "serve/unsubscribe.html"  # every page of the endpoint (templates/serve/)
 
 
+def _pages(template, name: str):
+    """page(start_response, status, which, **values): one of the unsubscribe pages, never cached."""
+
+    def page(start_response, status: str, which: str, **values):
+        data = template.render(page=which, name=name, **values).encode("utf-8")
+        start_response(status, [("Content-Type", "text/html; charset=utf-8"),
+                                ("Content-Length", str(len(data))),
+                                ("Cache-Control", "no-store"),
+                                ("X-Content-Type-Options", "nosniff"),
+                                ("Referrer-Policy", "no-referrer")])
+        return [data]
+
+    return page
+
+
+def _unsubscribe(db, email: str, on_unsubscribe) -> None:
+    """Unsubscribe an active address (committed before the page says so); then count it for the
+    report — a count that fails loses only the count, never the unsubscribe."""
+    changed = db.set_state(email, "unsubscribed", only_from=("active",))
+    issue = None
+    if changed and on_unsubscribe is not None:
+        try:
+            issue = on_unsubscribe(email)
+        except Exception as exc:  # noqa: BLE001 - the unsubscribe holds; only its count is lost
+            log.warning("unsubscribe not counted for the report: %s", type(exc).__name__)
+    log.info("unsubscribe %s%s", "done" if changed else "no change",
+             f" (issue {issue or '-'})" if issue is not None else "")
+
+
 def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", subscribe=None,
              env=None, on_unsubscribe=None):
     """The WSGI application; `subscribers_db` is opened per request thread; `subscribe`, a WSGI
@@ -102,16 +131,7 @@ def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", sub
 
     db = subscribers_db if isinstance(subscribers_db, SubscriberDB) else SubscriberDB(subscribers_db)
     name = list_name or list_id
-    template = (env or builtin_env()).get_template(PAGE)
-
-    def page(start_response, status: str, which: str, **values):
-        data = template.render(page=which, name=name, **values).encode("utf-8")
-        start_response(status, [("Content-Type", "text/html; charset=utf-8"),
-                                ("Content-Length", str(len(data))),
-                                ("Cache-Control", "no-store"),
-                                ("X-Content-Type-Options", "nosniff"),
-                                ("Referrer-Policy", "no-referrer")])
-        return [data]
+    page = _pages((env or builtin_env()).get_template(PAGE), name)
 
     def app(environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET")
@@ -138,15 +158,7 @@ def make_app(secret: str, list_id: str, subscribers_db, list_name: str = "", sub
         if email is None:
             return page(start_response, "400 Bad Request", "invalid")
         if method == "POST":
-            changed = db.set_state(email, "unsubscribed", only_from=("active",))
-            issue = None
-            if changed and on_unsubscribe is not None:
-                try:
-                    issue = on_unsubscribe(email)
-                except Exception as exc:  # noqa: BLE001 - the unsubscribe holds; only its count is lost
-                    log.warning("unsubscribe not counted for the report: %s", type(exc).__name__)
-            log.info("unsubscribe %s%s", "done" if changed else "no change",
-                     f" (issue {issue or '-'})" if issue is not None else "")
+            _unsubscribe(db, email, on_unsubscribe)
             return page(start_response, "200 OK", "done", email=email)
         return page(start_response, "200 OK", "confirm", email=email, token=token)
 

@@ -153,6 +153,9 @@ unsubscribe_url = "http://127.0.0.1:{web_port}/unsubscribe?token={{token}}&src=e
 unsubscribe_mailto = "unsubscribe@example.org"
 subscribers_db = "subscribers.db"
 
+[newsletter]
+image_base_url = "https://news.example.org/{{date}}"
+
 [smtp]
 host = "127.0.0.1"
 port = {smtp_port}

@@ -507,7 +507,6 @@ LONG_FUNCTIONS = {
     "publisher/preview.py:make_handler", "publisher/reader.py:read", "publisher/subscribe.py:make_subscribe_app",
     "publisher/subscribers.py:import_csv", "publisher/transports/email.py:_worker",
     "channels/wechat/api.py:_request",
-    "channels/email/__init__.py:page", "publisher/unsubscribe.py:make_app",
 }
 
 

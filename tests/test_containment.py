@@ -30,7 +30,8 @@ def project(tmp_path, monkeypatch):
     monkeypatch.delenv("PUBLISHER_CONFIG", raising=False)
     proj = tmp_path / "proj"
     (proj / "issues").mkdir(parents=True)
-    (proj / "publisher.toml").write_text('[paths]\nissues = "issues"\nout = "build"\n\n[web]\nbase_url = "https://example.org/n/"\n',
+    (proj / "publisher.toml").write_text('[paths]\nissues = "issues"\nout = "build"\n\n[web]\nbase_url = "https://example.org/n/"\n'
+                                          '[newsletter]\nimage_base_url = "https://example.org/n/{date}"\n',
                                           encoding="utf-8")
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "images").mkdir(parents=True)

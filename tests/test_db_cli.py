@@ -3,8 +3,10 @@ PostgreSQL losslessly, a non-empty target is refused, an old schema is refused u
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
+from publisher.stores.analytics import AnalyticsStore
 from publisher.stores.base import Store
 from publisher.stores.ledger import Ledger
 from publisher.stores.linkcache import LinkCache
@@ -14,7 +16,7 @@ from publisher.stores.wechat import WeChatStore
 from tests.test_cli import assert_clean_error, run
 
 TABLES = ("pushes", "email_sends", "mail_events", "subscribers", "consent", "suppressions", "wechat_tokens",
-          "wechat_uploads", "link_cache", "ledger_meta", "sent_marks")
+          "wechat_uploads", "link_cache", "ledger_meta", "sent_marks", "click_links", "clicks", "unsubscribes")
 
 
 def _install(tmp_path, url: str = "") -> None:
@@ -36,6 +38,13 @@ def _fill(tmp_path) -> None:
     WeChatStore(ledger).put_token("app", "stable", "tok", 1.7e9 + 0.123456, 1.7e9)
     WeChatStore(ledger).put_upload("app", "h", "uploadimg", "https://mmbiz/1", None)
     LinkCache(ledger).put([("https://a/?q=%20", 200, 1, None, None, 12.5)])
+    clicks = AnalyticsStore(ledger)
+    clicks.record_links("2026-11-23", "email", [(1, "https://a/?q=%20&x='", "引号 <b>"), (2, "https://b/", "")])
+    for day in ("2026-11-24", "2026-11-25"):
+        clicks.count_click("2026-11-23", 1, "https://a/?q=%20&x='", day=day)
+        clicks.count_unsubscribe("2026-11-23", day=day)
+    clicks.count_click("2026-11-23", 2, "https://b/", day="2026-11-24")
+    clicks.close()
     subs = SubscriberDB(tmp_path / "subscribers.db")
     subs.add_many([(f"s{i}@x.org", f"名{i}", "t") for i in range(300)])
     subs.confirm("p@x.org", subs.request("p@x.org", "::1"), "::1")
@@ -50,6 +59,8 @@ def _rows(db: Store, table: str) -> list[tuple]:
 def test_copy_moves_every_row_and_refuses_a_non_empty_target(tmp_path, pg_url):
     _install(tmp_path)
     _fill(tmp_path)
+    before = run("report", "--format", "json", cwd=tmp_path)
+    assert before.returncode == 0, before.stderr
     done = run("db", "copy", "--to", pg_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "counts verified" in done.stdout and "email_sends: 1500 rows" in done.stdout
@@ -65,6 +76,12 @@ def test_copy_moves_every_row_and_refuses_a_non_empty_target(tmp_path, pg_url):
     _install(tmp_path, pg_url)  # the install now runs on PostgreSQL
     count = run("subscribers", "count", cwd=tmp_path)
     assert count.returncode == 0 and "300" in count.stdout, count.stdout + count.stderr
+    after = run("report", "--format", "json", cwd=tmp_path)  # the report reads the same numbers there
+    assert after.returncode == 0, after.stderr
+    old_report, new_report = json.loads(before.stdout), json.loads(after.stdout)
+    assert new_report["issues"] == old_report["issues"] and new_report["list"] == old_report["list"]
+    mail = {e["issue"]: e for e in new_report["issues"]}["2026-11-23"]["channels"]["email"]
+    assert mail["clicks"] == {"https://a/?q=%20&x='": 2, "https://b/": 1} and mail["unsubscribed"] == 2
     listed = run("status", cwd=tmp_path)
     assert listed.returncode == 0 and "2026-11-30" in listed.stdout, listed.stdout + listed.stderr
     # new rows get new ids after the copied ones

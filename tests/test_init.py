@@ -431,3 +431,27 @@ def test_the_example_owner_pushes_with_its_own_values_and_a_copy_does_not(tmp_pa
         (tmp_path / "publisher.toml").write_text(other, encoding="utf-8")
         with pytest.raises(ConfigError, match="example_owner"):
             load_settings(cwd=tmp_path).require_own_identity()
+
+
+def test_an_email_image_with_no_public_url_is_an_error_not_a_broken_image(news: Path) -> None:
+    """init points image_base_url at the web channel's per-issue folders, so the sample's local image
+    has a public URL in email; emptied, `check` fails naming the key and push sends nothing."""
+    issue = next(iter((news / "issues").glob("*.md")))
+    date = issue.name[:10]
+    html = run("render", str(issue), "-c", "email", cwd=news)
+    assert html.returncode == 0, html.stderr
+    assert f'src="https://news.mydomain.example/{date}/images/pipeline.png"' in html.stdout
+    built = run("build", cwd=news)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (news / "build" / "web" / date / "images" / "pipeline.png").is_file()  # where the URL points
+
+    text = (news / "publisher.toml").read_text(encoding="utf-8")
+    (news / "publisher.toml").write_text(text.replace('image_base_url = "https://news.mydomain.example/{date}"',
+                                                      'image_base_url = ""'), encoding="utf-8")
+    checked = run("check", "--offline", str(issue), cwd=news)
+    assert checked.returncode == 1 and "images/pipeline.png" in checked.stdout + checked.stderr
+    assert "[newsletter] image_base_url" in checked.stdout + checked.stderr
+    pushed = run("push", str(issue), "-c", "email", "--dry-run", cwd=news,
+                 env={"PUBLISHER_UNSUBSCRIBE_SECRET": "s" * 32})
+    out = pushed.stdout + pushed.stderr
+    assert pushed.returncode == 1 and "nothing was sent" in out and "Traceback" not in out, out

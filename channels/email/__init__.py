@@ -42,59 +42,25 @@ class EmailChannel(HtmlChannel):
     def preview(cls, rendition, view):
         return preview.panel(rendition, view, UNSUBSCRIBE_PLACEHOLDER)
 
-    def local_image_src(self, src: str) -> str:
-        # mail clients need absolute image URLs: the image's public address in the archive
-        return public_src(src, self.settings["newsletter"]["image_base_url"])
+    def local_image_src(self, src: str, issue: Issue) -> str:
+        # mail clients need absolute image URLs: the image's public address (limits.check refuses
+        # one left relative)
+        return public_src(src, self.settings["newsletter"]["image_base_url"], issue.date.isoformat())
 
     def page(self, issue: Issue, writer: HtmlWriter, content: dict, images: list[LocalImage]) -> Rendition:
-        news = self.settings["newsletter"]
-        mail = self.settings["email"]
-        t = MailTextWriter()
-        text_sections = []
-        for section in issue.sections:
-            text_items = []
-            for item in section.items:
-                lines = [f"{f.label}：{t.inline(f.value)}" for f in item.fields]
-                lines.extend(t.blocks(item.labelled_summary("摘要：")))
-                text_items.append({"title": self._text_title(item, t), "lines": lines})
-            text_sections.append({"name": section.name, "note": t.inline(section.note), "items": text_items,
-                                  "closing": "\n".join(t.blocks(section.closing))})
-
-        values = {"title": issue.title, "name": news["name"], "date": issue.slug,
-                  "topics": "/".join(issue.topics), "number": "" if issue.number is None else issue.number}
-        subject = format_setting(self.settings, "email", "subject_template", **values)
-        view_url = format_setting(self.settings, "email", "view_url", date=issue.slug)
-        preheader = cut(issue.digest or lead_text(issue) or issue.tagline or issue.title, PREHEADER_LIMIT)
-        common = {
-            "issue": issue,
-            "subject": subject,
-            "preheader": preheader,
-            "view_url": view_url,
-            "archive_url": news["project_url"],
-            "unsubscribe": UNSUBSCRIBE_PLACEHOLDER,
-            "postal_address": mail["postal_address"],
-            "qr_alt": f"微信公众号 {news['account']} 二维码",
-            "license": license_of(issue, self.settings),
-        }
+        common = self._common(issue)
         env = self.ctx.env
         html = env.get_template(HTML_TEMPLATE).render(**content, **common)
         css, css_name, _ = env.loader.get_source(env, CSS_TEMPLATE)
         html = inline_css(html, css)
-        text = env.get_template(TEXT_TEMPLATE).render(
-            lead="\n".join(t.inline(p.children) for p in issue.lead),  # links keep their URLs
-            briefs=[t.inline(b.content) for b in issue.warmup],
-            notes="\n".join("\n".join(t.dispatch(p)) for p in issue.notes),
-            sections=text_sections,
-            **common,
-        )
-        text = re.sub(r"\n{3,}", "\n\n", text)
+        text = self._text(issue, common)
         links = []
         if self.settings["analytics"]["clicks"]:  # signed redirects, counted by `publisher serve`
             html, text, links = rewrite_for(self.settings, issue.slug, html, text)
         metadata = {
-            "subject": subject,
-            "preheader": preheader,
-            "view_url": view_url,
+            "subject": common["subject"],
+            "preheader": common["preheader"],
+            "view_url": common["view_url"],
             "unsubscribe_placeholder": UNSUBSCRIBE_PLACEHOLDER,
             "html_bytes": len(html.encode("utf-8")),
             "html_limit_bytes": GMAIL_CLIP_BYTES,
@@ -111,6 +77,44 @@ class EmailChannel(HtmlChannel):
             images=tuple(images),
             parts={f"{issue.slug}.txt": text},
         )
+
+    def _common(self, issue: Issue) -> dict:
+        """What the HTML and the text part both show: subject, preheader, links, footer."""
+        news = self.settings["newsletter"]
+        values = {"title": issue.title, "name": news["name"], "date": issue.slug,
+                  "topics": "/".join(issue.topics), "number": "" if issue.number is None else issue.number}
+        return {
+            "issue": issue,
+            "subject": format_setting(self.settings, "email", "subject_template", **values),
+            "preheader": cut(issue.digest or lead_text(issue) or issue.tagline or issue.title, PREHEADER_LIMIT),
+            "view_url": format_setting(self.settings, "email", "view_url", date=issue.slug),
+            "archive_url": news["project_url"],
+            "unsubscribe": UNSUBSCRIBE_PLACEHOLDER,
+            "postal_address": self.settings["email"]["postal_address"],
+            "qr_alt": f"微信公众号 {news['account']} 二维码",
+            "license": license_of(issue, self.settings),
+        }
+
+    def _text(self, issue: Issue, common: dict) -> str:
+        """The plain-text part (links keep their URLs)."""
+        t = MailTextWriter()
+        text_sections = []
+        for section in issue.sections:
+            text_items = []
+            for item in section.items:
+                lines = [f"{f.label}：{t.inline(f.value)}" for f in item.fields]
+                lines.extend(t.blocks(item.labelled_summary("摘要：")))
+                text_items.append({"title": self._text_title(item, t), "lines": lines})
+            text_sections.append({"name": section.name, "note": t.inline(section.note), "items": text_items,
+                                  "closing": "\n".join(t.blocks(section.closing))})
+        text = self.ctx.env.get_template(TEXT_TEMPLATE).render(
+            lead="\n".join(t.inline(p.children) for p in issue.lead),
+            briefs=[t.inline(b.content) for b in issue.warmup],
+            notes="\n".join("\n".join(t.dispatch(p)) for p in issue.notes),
+            sections=text_sections,
+            **common,
+        )
+        return re.sub(r"\n{3,}", "\n\n", text)
 
     @staticmethod
     def _text_title(item, t: MailTextWriter) -> str:

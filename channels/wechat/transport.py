@@ -163,6 +163,18 @@ class WeChatTransport(Transport):
             return False
         return not (options.get("publish") and not record.details.get("publish_id"))
 
+    @classmethod
+    def report(cls, settings, ledger, issue, push) -> dict[str, Any]:
+        """A push's numbers, and the issue's latest draft: its media id, publish id and status,
+        and the article URL (the pushed URL until WeChat reported one)."""
+        from publisher.stores.analytics import ReportReads
+
+        draft = ReportReads(ledger).wechat(issue) or {}
+        return {**super().report(settings, ledger, issue, push),
+                "wechat": {"draft_media_id": draft.get("media_id"), "publish_id": draft.get("publish_id"),
+                           "publish_status": draft.get("publish_status"),
+                           "article_url": draft.get("article_url") or push["url"]}}
+
     # polling of freepublish/get: first wait, growth factor, longest wait (seconds)
     poll_first = 0.5
     poll_factor = 2.0

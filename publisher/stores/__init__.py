@@ -64,9 +64,14 @@ def open_ledger(settings: Any, *, existing: bool = False):
     return Ledger(where, password=password)
 
 
-def open_subscribers(settings: Any):
-    """The subscribers database of these settings."""
+def open_subscribers(settings: Any, *, existing: bool = False):
+    """The subscribers database of these settings; with `existing`, None when it is a SQLite file
+    not created yet, or none is configured (readers that must not create one)."""
     from publisher.stores.subscribers import SubscriberDB
 
+    if existing and not settings["database"]["url"]:
+        path = settings.path("email", "subscribers_db")
+        if path is None or not Path(path).exists():
+            return None
     where, password = location(settings, "subscribers")
     return SubscriberDB(where, password=password)

@@ -12,7 +12,10 @@ other numbers are read from the tables their owners write (email_sends and mail_
 stores/mail.py; pushes: stores/ledger.py; wechat_drafts: stores/wechat.py; subscribers and
 consent: stores/subscribers.py) — read only, never created here.
 
-Portable SQL: upserts are `INSERT … ON CONFLICT … DO UPDATE`/`DO NOTHING`, as on PostgreSQL.
+The same SQL on both backends (publisher/stores/base.py): upserts are `INSERT … ON CONFLICT …
+DO UPDATE`/`DO NOTHING`, which add one to a count atomically on SQLite and on PostgreSQL alike, so
+several `publisher serve` processes counting clicks on one shared database lose no count; which
+tables exist is asked of the store (`Store.tables()`), never of a SQLite catalogue.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterable
 
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import DBError, Store, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS click_links (
@@ -59,7 +62,7 @@ def today() -> str:
 class AnalyticsStore:
     """click_links, clicks and unsubscribes in the ledger `db` (created when opened)."""
 
-    def __init__(self, db: SQLiteStore):
+    def __init__(self, db: Store):
         self.db = db
         self.write_lock = threading.Lock()  # one writer in this process (no busy-handler sleeps)
         self._writer = None
@@ -67,10 +70,34 @@ class AnalyticsStore:
         db.ensure(SCHEMA)
 
     def _write(self, sql: str, args: tuple) -> None:
+        """One counting statement on this process's writer connection. A connection the
+        PostgreSQL server dropped (a restart while `serve` was idle) is found out by the statement
+        that fails on it — which never reached the new server — so it is run once more on a new
+        connection, and the click is not lost."""
         with self.write_lock:
-            if self._writer is None:
-                self._writer = self.db.open()
-            self._writer.execute(sql, args)
+            for attempt in (1, 2):
+                if self._writer is not None and getattr(self._writer, "broken", False):
+                    self._writer.close()
+                    self._writer = None
+                if self._writer is None:
+                    self._writer = self.db.open()
+                try:
+                    self._writer.execute(sql, args)
+                    return
+                except DBError:
+                    if attempt == 2 or not getattr(self._writer, "broken", False):
+                        raise
+
+    def _read(self, sql: str, args: tuple):
+        """All rows of a query on this thread's connection, asked again once on a new connection
+        when the server dropped the old one (Store.connect opens a new one)."""
+        conn = self.db.connect()
+        try:
+            return conn.execute(sql, args).fetchall()
+        except DBError:
+            if not getattr(conn, "broken", False):
+                raise
+            return self.db.connect().execute(sql, args).fetchall()
 
     def close(self) -> None:
         with self.write_lock:
@@ -94,7 +121,7 @@ class AnalyticsStore:
         key = (issue, number)
         got = None if fresh else self._links.get(key)
         if got is None:
-            got = tuple(r[0] for r in self.db.connect().execute(
+            got = tuple(r[0] for r in self._read(
                 "SELECT url FROM click_links WHERE issue = ? AND number = ? ORDER BY created_at, url",
                 (issue, number)))
             if got and (key in self._links or len(self._links) < MAX_CACHED):
@@ -125,10 +152,10 @@ class AnalyticsStore:
     def first_issues(self, emails: list[str]) -> dict[str, str]:
         """The first issue each of `emails` was addressed (lowercased address → issue). One pass
         over email_sends (keyed by issue, not address: a lookup per address would be a scan each)."""
-        conn = self.db.connect()
         wanted = {e.lower() for e in emails}
-        if not wanted or not _has(conn, "email_sends"):
+        if not wanted or "email_sends" not in self.db.tables():
             return {}
+        conn = self.db.connect()
         return {e: issue for e, issue in conn.execute(
             "SELECT lower(email), MIN(issue) FROM email_sends GROUP BY lower(email)") if e in wanted}
 
@@ -137,33 +164,27 @@ class AnalyticsStore:
             "SELECT day, SUM(count) FROM clicks WHERE issue = ? GROUP BY day ORDER BY day", (issue,))}
 
     def unsubscribed(self, issue: str) -> int:
-        row = self.db.connect().execute("SELECT SUM(count) FROM unsubscribes WHERE issue = ?",
-                                        (issue,)).fetchone()
-        return int(row[0] or 0)
-
-
-def _has(conn, table: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (table,)).fetchone() is not None
+        return ReportReads(self.db).unsubscribed(issue)
 
 
 class ReportReads:
     """The report's read-only queries over the tables other stores own (absent tables read as
     empty: a ledger that never sent email has no email_sends)."""
 
-    def __init__(self, db: SQLiteStore):
+    def __init__(self, db: Store):
         self.conn = db.connect()
+        self.present = db.tables()
 
     def issues(self) -> list[str]:
         """Every issue the ledger knows, newest first."""
         found: set[str] = set()
         for table in ("pushes", "email_sends", "click_links"):
-            if _has(self.conn, table):
+            if table in self.present:
                 found.update(r[0] for r in self.conn.execute(f"SELECT DISTINCT issue FROM {table}"))
         return sorted(found, reverse=True)
 
     def pushes(self, issue: str) -> list[dict]:
-        if not _has(self.conn, "pushes"):
+        if "pushes" not in self.present:
             return []
         return [dict(r) for r in self.conn.execute(
             "SELECT channel, state, attempts, remote_id, url, created_at, updated_at FROM pushes "
@@ -171,14 +192,14 @@ class ReportReads:
 
     def sends(self, issue: str) -> dict[str, int]:
         """Recipients of `issue` by email_sends state."""
-        if not _has(self.conn, "email_sends"):
+        if "email_sends" not in self.present:
             return {}
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT state, COUNT(*) FROM email_sends WHERE issue = ? GROUP BY state", (issue,))}
 
     def send_span(self, issue: str) -> tuple[str | None, str | None]:
         """(first, last) time a recipient of `issue` was recorded in a final state."""
-        if not _has(self.conn, "email_sends"):
+        if "email_sends" not in self.present:
             return None, None
         row = self.conn.execute("SELECT MIN(updated_at), MAX(updated_at) FROM email_sends WHERE issue = ? "
                                 "AND state IN ('sent', 'failed', 'ambiguous')", (issue,)).fetchone()
@@ -186,14 +207,21 @@ class ReportReads:
 
     def events(self, issue: str) -> dict[str, int]:
         """Distinct addresses of `issue` by bounce/complaint kind (hard, soft, complaint)."""
-        if not _has(self.conn, "mail_events"):
+        if "mail_events" not in self.present:
             return {}
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT kind, COUNT(DISTINCT COALESCE(email, key)) FROM mail_events WHERE issue = ? "
             "AND kind IN ('hard', 'soft', 'complaint') GROUP BY kind", (issue,))}
 
+    def unsubscribed(self, issue: str) -> int:
+        """Unsubscribes through `publisher serve` counted for `issue`."""
+        if "unsubscribes" not in self.present:
+            return 0
+        row = self.conn.execute("SELECT SUM(count) FROM unsubscribes WHERE issue = ?", (issue,)).fetchone()
+        return int(row[0] or 0)
+
     def wechat(self, issue: str) -> dict | None:
-        if not _has(self.conn, "wechat_drafts"):
+        if "wechat_drafts" not in self.present:
             return None
         row = self.conn.execute("SELECT media_id, publish_id, publish_status, article_url, updated_at "
                                 "FROM wechat_drafts WHERE issue = ? ORDER BY updated_at DESC LIMIT 1",
@@ -201,18 +229,18 @@ class ReportReads:
         return dict(row) if row else None
 
 
-def confirmed_addresses(subscribers: SQLiteStore) -> list[str]:
+def confirmed_addresses(subscribers: Store) -> list[str]:
     """The addresses that confirmed a subscription through the form (the subscribers database's
     consent rows; each once)."""
-    conn = subscribers.connect()
-    if not _has(conn, "consent"):
+    if "consent" not in subscribers.tables():
         return []
+    conn = subscribers.connect()
     return [r[0] for r in conn.execute(
         "SELECT DISTINCT lower(email) FROM consent WHERE source = 'form' AND confirmed_at IS NOT NULL")]
 
 
-def list_counts(subscribers: SQLiteStore) -> dict[str, int]:
-    conn = subscribers.connect()
-    if not _has(conn, "subscribers"):
+def list_counts(subscribers: Store) -> dict[str, int]:
+    if "subscribers" not in subscribers.tables():
         return {}
+    conn = subscribers.connect()
     return {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM subscribers GROUP BY state")}

@@ -3,6 +3,7 @@ PostgreSQL database, every table in one transaction, row counts verified."""
 
 from __future__ import annotations
 
+from publisher.stores.analytics import AnalyticsStore
 from publisher.stores.base import DatabaseError, Store
 from publisher.stores.ledger import Ledger
 from publisher.stores.linkcache import LinkCache
@@ -17,6 +18,7 @@ def _open_all(ledger_where, subscribers_where, password: str | None = None):
     MailStore(ledger)
     WeChatStore(ledger)
     LinkCache(ledger)
+    AnalyticsStore(ledger)
     return ledger, SubscriberDB(subscribers_where, password=password)
 
 

@@ -87,6 +87,18 @@ class Transport:
         return []
 
     @classmethod
+    def report(cls, settings: Settings, ledger: Ledger, issue: str, push: Mapping[str, Any]) -> dict[str, Any]:
+        """The campaign report's numbers for this channel's push of `issue` (`push`: its ledger
+        row — channel, state, attempts, remote_id, url, created_at, updated_at), as numbers:
+        `sent` and `failed`, and `bounced`, `bounced_hard`, `bounced_soft`, `complaints`,
+        `unsubscribed` where the channel knows them (0 otherwise), plus any figures of its own
+        (publisher/report.py shows them; docs/report.md lists them). A channel whose links are
+        counted (publisher/clicks.py) adds `links: []`, and the report fills in the links recorded
+        for it with their clicks. By default a push is one delivery: sent 1 when done, failed 1
+        when it failed."""
+        return {"sent": 1 if push["state"] == "done" else 0, "failed": 1 if push["state"] == "failed" else 0}
+
+    @classmethod
     def check_limits(cls, rendition: Rendition, settings: Settings) -> list[str]:
         """Warnings for `publisher check` about limits of where this transport delivers (e.g. the
         configured email provider's message size); none by default."""

@@ -848,6 +848,18 @@ class _Lines:
             print(f"email: {done}/{total}", file=sys.stderr, flush=True)
 
 
+def _refuse_unreachable_images(rendition: Rendition) -> None:
+    """Readers would see broken images: refuse before anything is sent (`check` says the same)."""
+    from publisher.channels.email.limits import unreachable_images
+
+    bad = unreachable_images(rendition)
+    if bad:
+        raise TransportError(f"the email's image {bad[0]!r} is not a public http(s) URL, so no mail client "
+                             "can show it; nothing was sent. Set [newsletter] image_base_url to where the "
+                             "issue's images are published (`{date}` in it is the issue's date), or use "
+                             "https:// image URLs in the issue")
+
+
 class EmailTransport(Transport):
     channel = "email"
 
@@ -870,6 +882,12 @@ class EmailTransport(Transport):
     def via(cls, record) -> str | None:
         """smtp or the provider that carried the campaign (recorded in the push's details)."""
         return record.details.get("provider")
+
+    @classmethod
+    def report(cls, settings, ledger, issue, push) -> dict:
+        from publisher.transports.mailreport import numbers
+
+        return numbers(settings, ledger, issue, push)
 
     @classmethod
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
@@ -926,6 +944,7 @@ class EmailTransport(Transport):
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
+        _refuse_unreachable_images(rendition)
         if ctx.options.get("to"):
             return self._test_copy(rendition, ctx, ctx.options["to"])
         if ctx.dry_run:
