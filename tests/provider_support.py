@@ -49,6 +49,9 @@ ambiguous = "{ambiguous}"
 [database]
 url = "{database_url}"
 
+[newsletter]
+image_base_url = "https://news.example.org/{{date}}"
+
 [subscribe]
 url = "https://news.example.org/subscribe"
 confirm_url = "https://news.example.org/confirm?token={{token}}"
