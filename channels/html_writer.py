@@ -19,6 +19,18 @@ differs between channels is a parameter, not a copy of the walk:
   monochrome.
 - `image_src`: maps an image's src to the src written in the HTML (or None to turn the image
   into a reference); channels use it to collect local images.
+- `formula(tex, display)`: a formula's HTML (an <img> of its PNG for WeChat and email, MathML
+  for the web); channels use it to collect the formula images.
+- `footnotes`: the issue's footnotes by label. With `references` (WeChat) a note takes the next
+  reference number and is listed with the link references; otherwise a `[n]` mark links to the
+  note in `footnotes_html()` after the article.
+- `classes`: True (email) writes the parts that have no tag of their own (`table-wrap`,
+  `figure`, `caption`, `formula`, `footnotes`) with a class, for a stylesheet to style; with
+  `styles` (WeChat) their style comes from the `.part` rules.
+
+A paragraph that is one image whose alt text reads as a caption (it has a space or a non-ASCII
+character: `![模型结构图](…)`, not `![graph-opt](…)`) is written as a centred figure with that
+caption.
 
 Every piece of user-written text goes through `markupsafe.escape`.
 """
@@ -38,6 +50,7 @@ from markupsafe import Markup, escape
 from publisher.channels.base import Channel, LocalImage, Rendition
 from publisher.channels.visitor import NodeVisitor
 
+from publisher import formulas
 from publisher.errors import ConfigError, SourceError
 from publisher.model import (
     Brief,
@@ -45,6 +58,8 @@ from publisher.model import (
     CodeBlock,
     Emphasis,
     Field,
+    Footnote,
+    FootnoteRef,
     Image,
     Inline,
     Issue,
@@ -53,12 +68,15 @@ from publisher.model import (
     Link,
     ListBlock,
     ListItem,
+    Math,
+    MathBlock,
     Paragraph,
     Quote,
     Section,
     SoftBreak,
     Strikethrough,
     Strong,
+    Table,
     Text,
     plain_text,
 )
@@ -72,6 +90,11 @@ class References:
 
     numbers: dict[str, int] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    NOTE = "\0note:"  # the key of a footnote (a note, not a URL: listed without an address)
+
+    def note(self, label: str, html: Markup) -> int:
+        """A footnote's number in the same sequence as the links (its text is the entry)."""
+        return self.number(self.NOTE + label, html)
 
     def number(self, url: str, label: str = "") -> int:
         if url not in self.numbers:
@@ -82,8 +105,8 @@ class References:
         return self.numbers[url]
 
     def entries(self) -> list[tuple[int, str, str]]:
-        """(number, url, label) in numbering order."""
-        return [(n, url, self.labels[url]) for url, n in self.numbers.items()]
+        """(number, url, label) in numbering order; a footnote has the url "" and its text as label."""
+        return [(n, "" if url.startswith(self.NOTE) else url, self.labels[url]) for url, n in self.numbers.items()]
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -105,6 +128,9 @@ class HtmlWriter(NodeVisitor):
         image_src: Callable[[Image], str | None] = lambda image: image.src,
         ref_format: str = "[{n}]",
         highlight: str = "",
+        formula: Callable[[str, bool], str] | None = None,
+        footnotes: Iterable[Footnote] = (),
+        classes: bool = False,
     ):
         self.styles = dict(styles or {})
         self.references = references
@@ -114,6 +140,9 @@ class HtmlWriter(NodeVisitor):
         self.image_src = image_src
         self.ref_format = ref_format
         self.highlight = highlight  # a Pygments style name; "" = code stays monochrome
+        self.formula = formula or (lambda tex, display: self.open("code") + str(escape(tex)) + "</code>")
+        self.footnotes = {n.label: n for n in footnotes}
+        self.classes = classes
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -123,6 +152,15 @@ class HtmlWriter(NodeVisitor):
         if extra:
             style = f"{style};{extra}" if style else extra
         return f'<{tag} style="{_attr(style)}">' if style else f"<{tag}>"
+
+    def part(self, tag: str, name: str, extra: str = "", attrs: str = "") -> str:
+        """`<tag>` of a part without a tag of its own (`figure`, `table-wrap` …): styled by the
+        `.name` rule of `styles`, or marked with `class="name"` when `classes`."""
+        style = self.styles.get("." + name, "")
+        if extra and not self.classes:  # with classes the stylesheet says it
+            style = f"{style};{extra}" if style else extra
+        cls = f' class="{name}"' if self.classes else ""
+        return f'<{tag}{cls}{attrs} style="{_attr(style)}">' if style else f"<{tag}{cls}{attrs}>"
 
     def ref_mark(self, url: str, label: str = "") -> str:
         assert self.references is not None
@@ -181,6 +219,33 @@ class HtmlWriter(NodeVisitor):
         style_attr = f' style="{_attr(style)}"' if style else ""
         return f'<img src="{_attr(src)}" alt="{_attr(node.alt)}"{title}{style_attr}>'
 
+    def visit_Math(self, node: Math) -> str:
+        return self.formula(node.tex, node.display)
+
+    def visit_FootnoteRef(self, node: FootnoteRef) -> str:
+        note = self.footnotes[node.label]
+        if self.references is not None:
+            refs = self.references
+            key = refs.NOTE + node.label
+            if key in refs.numbers:
+                n = refs.numbers[key]
+            else:  # the note takes its number before the links inside it take theirs
+                n = refs.note(node.label, Markup(""))
+                refs.labels[key] = Markup(self.inlines(note.children))
+            return self.open("sup") + f"[{n}]</sup>"
+        return (self.open("sup") + f'<a href="#fn-{node.number}" id="fnref-{node.number}">'
+                f"[{node.number}]</a></sup>")
+
+    def footnotes_html(self, notes: Iterable[Footnote]) -> str:
+        """The notes after the article (channels without `references`; WeChat lists them with
+        the link references)."""
+        notes = list(notes)
+        if not notes or self.references is not None:
+            return ""
+        items = "".join(f'<li id="fn-{n.number}" value="{n.number}">{self.inlines(n.children)} '
+                        f'<a href="#fnref-{n.number}" aria-label="back">↩</a></li>' for n in notes)
+        return self.part("section", "footnotes") + self.open("ol") + items + "</ol></section>"
+
     def visit_LineBreak(self, node: LineBreak) -> str:
         return "<br>"
 
@@ -202,7 +267,36 @@ class HtmlWriter(NodeVisitor):
         return Markup(fragment)
 
     def visit_Paragraph(self, node: Paragraph, depth: int = 0) -> str:
-        return self.open("p") + self.inlines(node.children) + "</p>"
+        figure = self.figure(node)
+        return figure if figure is not None else self.open("p") + self.inlines(node.children) + "</p>"
+
+    def figure(self, node: Paragraph) -> str | None:
+        """A paragraph that is one image with a caption-like alt text, as a centred figure."""
+        kids = [n for n in node.children if not (isinstance(n, Text | SoftBreak) and not getattr(n, "text", "").strip())]
+        if len(kids) != 1 or not isinstance(kids[0], Image) or not is_caption(kids[0].alt):
+            return None
+        image = self.visit_Image(kids[0])
+        if not image.startswith("<img"):
+            return None  # an image the platform cannot show stays a reference
+        return (self.part("figure", "figure", "margin:0 0 8px;text-align:center") + image
+                + self.part("figcaption", "caption") + str(escape(kids[0].alt.strip())) + "</figcaption></figure>")
+
+    def visit_MathBlock(self, node: MathBlock, depth: int = 0) -> str:
+        return self.part("section", "formula-block", "text-align:center") + self.formula(node.tex, True) + "</section>"
+
+    def visit_Table(self, node: Table, depth: int = 0) -> str:
+        """A GFM table in a horizontally scrolling box (a wide table never widens the page)."""
+        def row(cells, tag: str) -> str:
+            out = []
+            for k, cell in enumerate(cells):
+                align = node.aligns[k] if k < len(node.aligns) else None
+                out.append(self.open(tag, f"text-align:{align}" if align else "") + self.inlines(cell) + f"</{tag}>")
+            return "<tr>" + "".join(out) + "</tr>"
+
+        head = row(node.head, "th")
+        body = "".join(row(r, "td") for r in node.rows)
+        return (self.part("section", "table-wrap", "overflow-x:auto") + self.open("table") + "<thead>" + head
+                + "</thead><tbody>" + body + "</tbody></table></section>")
 
     def visit_ListBlock(self, node: ListBlock, depth: int = 0) -> str:
         if self.max_list_depth is not None and depth >= self.max_list_depth:
@@ -308,8 +402,14 @@ class HtmlChannel(Channel):
     def archive_slice(cls, date, archive):
         return []  # neither shows a list of past issues (WeChat points at the account's menu)
 
-    def writer(self, image_src: Callable[[Image], str | None]) -> HtmlWriter:
-        return HtmlWriter(image_src=image_src, highlight=self.settings["code"]["highlight_style"])
+    def writer(self, image_src: Callable[[Image], str | None], formula: Callable[[str, bool], str],
+               issue: Issue) -> HtmlWriter:
+        return HtmlWriter(image_src=image_src, highlight=self.settings["code"]["highlight_style"],
+                          formula=formula, footnotes=issue.footnotes, classes=True)
+
+    def formula_color(self) -> str:
+        """The ink of formula images (the text colour of the page)."""
+        return FORMULA_INK
 
     def remote_image(self, src: str) -> str | None:
         """The src written for an image on another site (None: the image becomes a reference)."""
@@ -335,16 +435,44 @@ class HtmlChannel(Channel):
                 images.append(local_image(node.src, self.ctx.base_dir, issue, "inline"))
             return self.local_image_src(node.src, issue)
 
-        w = self.writer(image_src)
+        def formula(tex: str, display: bool) -> str:
+            img = formulas.image(tex, display, self.formula_color())
+            if img.name not in seen:
+                seen.add(img.name)
+                images.append(LocalImage(ref=img.name, data=img.data, role="inline", media_type="image/png"))
+            return formula_img(w, self.local_image_src(img.name, issue), tex, img, display)
+
+        w = self.writer(image_src, formula, issue)
         content = {
             "lead": Markup(lead_html(w, issue)),
             "briefs": [w.brief(b) for b in issue.warmup],
             "notes": Markup(w.blocks(issue.notes)),
             "sections": [section_html(w, section) for section in issue.sections],
         }
+        content["footnotes"] = Markup(w.footnotes_html(issue.footnotes))
         if issue.cover and not is_remote(issue.cover):
             images.insert(0, local_image(issue.cover, self.ctx.base_dir, issue, "cover"))
         return self.page(issue, w, content, images)
+
+
+FORMULA_INK = "#333333"  # email's formula images; the GitHub archive publishes the same files
+
+
+def formula_img(w: HtmlWriter, src: str, tex: str, img: formulas.FormulaImage, display: bool) -> str:
+    """A formula's PNG as an <img> at its size (2 image pixels a CSS pixel), on the baseline."""
+    size = f"width:{img.width:g}px;max-width:100%"
+    if not display:
+        size += f";vertical-align:-{img.depth:g}px"
+    style = ";".join(s for s in (w.styles.get(".formula", ""), size) if s)
+    cls = ' class="formula"' if w.classes else ""
+    return f'<img{cls} src="{_attr(src)}" alt="{_attr(tex)}" style="{_attr(style)}">'
+
+
+def is_caption(alt: str) -> bool:
+    """Whether an image's alt text reads as a caption: it has a space or a non-ASCII character
+    (a single ASCII word such as `graph-opt` or `wechat_qrcode` is a file name, not a caption)."""
+    alt = alt.strip()
+    return bool(alt) and (" " in alt or not alt.isascii())
 
 
 def lead_html(w: HtmlWriter, issue: Issue) -> str:

@@ -29,6 +29,8 @@ from publisher.model import (
     CodeBlock,
     Emphasis,
     Field,
+    Footnote,
+    FootnoteRef,
     Image,
     Inline,
     Issue,
@@ -38,11 +40,14 @@ from publisher.model import (
     Link,
     ListBlock,
     ListItem,
+    Math,
+    MathBlock,
     Paragraph,
     Quote,
     SoftBreak,
     Strikethrough,
     Strong,
+    Table,
     Text,
     iter_links,
 )
@@ -151,6 +156,28 @@ class MarkdownWriter(NodeVisitor):
     def visit_LineBreak(self, node: LineBreak) -> str:
         return "  \n"
 
+    def visit_Math(self, node: Math) -> str:
+        """The LaTeX source, as GitHub and the column editors read it."""
+        return self.liquid_raw(f"$${node.tex}$$" if node.display else f"${node.tex}$", node.tex)
+
+    def liquid_raw(self, text: str, tex: str) -> str:
+        """TeX is full of braces: for Jekyll, a formula with `{{`/`{%` is kept from Liquid."""
+        if not (self.liquid and _LIQUID_OPEN.search(tex)):
+            return text
+        if re.search(r"\{%-?\s*endraw", tex):
+            raise SourceError("a formula contains '{% endraw %}', which the Jekyll archive cannot show verbatim")
+        return "{% raw %}" + text + "{% endraw %}"
+
+    def visit_FootnoteRef(self, node: FootnoteRef) -> str:
+        return f"[^{node.label}]"
+
+    def footnote(self, note: Footnote) -> str:
+        """A footnote definition, `[^label]: text` (GFM)."""
+        return f"[^{note.label}]: {self.inline(note.children)}".replace("\n", " ")
+
+    def footnote_lines(self, notes: Iterable[Footnote]) -> list[str]:
+        return [self.footnote(n) for n in notes]
+
     def visit_SoftBreak(self, node: SoftBreak) -> str:
         return "\n"
 
@@ -198,6 +225,26 @@ class MarkdownWriter(NodeVisitor):
     def visit_Quote(self, node: Quote) -> list[str]:
         return [f"> {ln}" if ln else ">" for ln in self.blocks(node.blocks)]
 
+    def visit_MathBlock(self, node: MathBlock) -> list[str]:
+        lines = ["$$", *node.tex.split("\n"), "$$"]
+        if self.liquid and _LIQUID_OPEN.search(node.tex):
+            self.liquid_raw("", node.tex)  # refuses an endraw inside
+            lines = ["{% raw %}", *lines, "{% endraw %}"]
+        return lines
+
+    def table_cell(self, cell) -> str:
+        return self.inline(cell).replace("\n", " ").replace("|", "\\|").strip()
+
+    def visit_Table(self, node: Table) -> list[str]:
+        """A GFM table: header, delimiter row with the alignments, body rows."""
+        marks = {"left": ":---", "center": ":---:", "right": "---:", None: "---"}
+        width = len(node.head)
+        rows = [node.head, *(tuple(r) + ((),) * (width - len(r)) for r in node.rows)]
+        lines = ["| " + " | ".join(self.table_cell(c) for c in row[:width]) + " |" for row in rows]
+        lines.insert(1, "| " + " | ".join(marks[node.aligns[k] if k < len(node.aligns) else None]
+                                          for k in range(width)) + " |")
+        return lines
+
     # ---- issue parts -------------------------------------------------------------------
 
     def brief(self, brief: Brief) -> str:
@@ -234,7 +281,7 @@ class MarkdownWriter(NodeVisitor):
         units: list[tuple[list[str], bool]] = []
         for block in item.labelled_summary(SUMMARY_LABEL + COLON):
             written = self.dispatch(block)
-            if isinstance(block, ListBlock | CodeBlock):
+            if isinstance(block, ListBlock | CodeBlock | Table | MathBlock):
                 written = [(self.list_indent + ln) if ln.strip() else "" for ln in written]
             units.append((written, isinstance(block, Paragraph)))
         return units
@@ -302,6 +349,19 @@ class PlainTextWriter(MarkdownWriter):
 
     def visit_LineBreak(self, node: LineBreak) -> str:
         return "\n"
+
+    def visit_FootnoteRef(self, node: FootnoteRef) -> str:
+        return f"[{node.number}]"
+
+    def footnote(self, note: Footnote) -> str:
+        return f"[{note.number}] {self.inline(note.children)}"
+
+    def table_cell(self, cell) -> str:
+        return self.inline(cell).replace("\n", " ").strip()
+
+    def visit_Table(self, node: Table) -> list[str]:
+        """A table as lines of cells separated by ` | ` (the header first)."""
+        return [" | ".join(self.table_cell(c) for c in row) for row in (node.head, *node.rows)]
 
     def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         return node.text.rstrip("\n").split("\n")
@@ -460,6 +520,7 @@ class TemplateChannel(Channel):
                 }
                 for s in issue.sections
             ],
+            "footnotes": writer.footnote_lines(issue.footnotes),
             "author": esc(issue.author or newsletter["author"]),
             # every URL passes the one allow-list; attribute-safe for the HTML of the GitHub footer
             "license": License(esc(lic.name), writer.escape_url(lic.url), writer.escape_url(lic.badge)),

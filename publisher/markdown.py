@@ -17,24 +17,54 @@ from .model import (
     Code,
     CodeBlock,
     Emphasis,
+    FootnoteRef,
     Image,
     Inline,
     LineBreak,
     Link,
     ListBlock,
     ListItem,
+    Math,
+    MathBlock,
     Paragraph,
     Quote,
     SoftBreak,
     Strikethrough,
     Strong,
+    Table,
     Text,
 )
 
 # One scheme allow-list for every URL; the reader checks each link target here.
 from .refs import SAFE_SCHEMES, check_url  # noqa: F401
 
-_parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough"])
+# `$…$` as pandoc reads it: the opening `$` is followed by a non-space, the closing one follows a
+# non-space and is not followed by a digit, so `$5 and $10` stays text; `$$…$$` inside a line is a
+# displayed formula. `$$` on lines of their own is a MathBlock (mistune's block rule).
+INLINE_MATH = (r"\$\$(?P<display_math_text>(?:[^$\\]|\\.)+?)\$\$|"
+               r"\$(?![$\s])(?P<math_text>(?:[^$\\\n]|\\.)*?(?:[^\s\\$]|\\.))\$(?!\d)")
+FOOTNOTE_REF = re.compile(r"\[\^([^\]\s^]{1,40})\]")
+MAX_FORMULA = 2000  # characters of LaTeX in one formula (the renderers are bounded by it)
+MAX_FORMULAS = 500  # formulas in one issue: each is laid out once (~20 ms); WeChat's budget holds ~150
+
+
+def _inline_math(inline, m: re.Match, state) -> int:
+    display = m.group("display_math_text")
+    if display is not None:
+        state.append_token({"type": "inline_math", "raw": display, "attrs": {"display": True}})
+    else:
+        state.append_token({"type": "inline_math", "raw": m.group("math_text"), "attrs": {"display": False}})
+    return m.end()
+
+
+def _math(md) -> None:
+    from mistune.plugins.math import BLOCK_MATH_PATTERN, parse_block_math
+
+    md.block.register("block_math", BLOCK_MATH_PATTERN, parse_block_math, before="list")
+    md.inline.register("inline_math", INLINE_MATH, _inline_math, before="codespan")
+
+
+_parse = mistune.create_markdown(renderer=None, plugins=["url", "strikethrough", "table", _math])
 
 # mistune's inline parser is not linear on long runs of delimiters (`a*b_` repeated: 38 s and
 # 545 MB for one 1 MB line), so no fragment longer than this reaches it: a longer paragraph or
@@ -57,6 +87,37 @@ class Converter:
     def __init__(self, file: str | None):
         self.file = file
         self.warnings: list[tuple[int, str, str]] = []
+        # footnote label -> (number, line of its first reference), numbered in reading order
+        self.footnotes: dict[str, tuple[int, int]] = {}
+        # every formula and the line it is on (the reader checks that each one renders)
+        self.formulas: list[tuple[str, int]] = []
+
+    def formula(self, tex: str, line: int) -> str:
+        tex = tex.strip()
+        if len(tex) > MAX_FORMULA:
+            raise SourceError(f"formula of {len(tex):,} characters (at most {MAX_FORMULA:,}): split it",
+                              file=self.file, line=line)
+        self.formulas.append((tex, line))
+        if len(self.formulas) > MAX_FORMULAS:
+            raise SourceError(f"more than {MAX_FORMULAS} formulas in one issue: split it, or write plain values "
+                              "without $…$", file=self.file, line=line)
+        return tex
+
+    def footnote_refs(self, text: str, line: int) -> list[Inline]:
+        """A text run with its `[^label]` references as FootnoteRef nodes."""
+        out: list[Inline] = []
+        pos = 0
+        for m in FOOTNOTE_REF.finditer(text):
+            label = m.group(1)
+            if label not in self.footnotes:
+                self.footnotes[label] = (len(self.footnotes) + 1, line)
+            if m.start() > pos:
+                out.append(Text(text[pos:m.start()]))
+            out.append(FootnoteRef(label, self.footnotes[label][0]))
+            pos = m.end()
+        if pos < len(text):
+            out.append(Text(text[pos:]))
+        return out
 
     # -- inlines ---------------------------------------------------------------------------
 
@@ -75,6 +136,8 @@ class Converter:
                     out[-1] = Text(out[-1].text + node.text)
                 else:
                     out.append(node)
+        if any(isinstance(n, Text) and "[^" in n.text for n in out):
+            out = [r for n in out for r in (self.footnote_refs(n.text, line) if isinstance(n, Text) else (n,))]
         return tuple(out)
 
     def inline(self, tok: dict, line: int) -> Inline | None:
@@ -85,6 +148,8 @@ class Converter:
             return Text(html.unescape(tok["raw"]))
         if kind == "codespan":
             return Code(tok["raw"])
+        if kind == "inline_math":
+            return Math(self.formula(tok["raw"], line), bool(tok.get("attrs", {}).get("display")))
         if kind == "strong":
             return Strong(self.inlines(tok["children"], line))
         if kind == "emphasis":
@@ -140,6 +205,10 @@ class Converter:
                 # A heading inside an item's summary: keep its text as a bold paragraph.
                 self.warnings.append((line, "heading inside an item is kept as a bold line", "heading-in-item"))
                 out.append(Paragraph((Strong(self.inlines(tok["children"], line)),), line))
+            elif kind == "block_math":
+                out.append(MathBlock(self.formula(tok["raw"], line), line))
+            elif kind == "table":
+                out.append(self.table(tok, line))
             elif kind == "thematic_break":
                 continue
             elif kind == "block_html":
@@ -148,6 +217,16 @@ class Converter:
             else:
                 raise SourceError(f"unsupported Markdown block ({kind})", file=self.file, line=line)
         return tuple(out)
+
+
+    def table(self, tok: dict, line: int) -> Table:
+        head_tok = next(c for c in tok["children"] if c["type"] == "table_head")
+        body = next((c for c in tok["children"] if c["type"] == "table_body"), {"children": []})
+        head = tuple(self.inlines(c["children"], line) for c in head_tok["children"])
+        aligns = tuple(c["attrs"].get("align") for c in head_tok["children"])
+        rows = tuple(tuple(self.inlines(c["children"], line + 2 + k) for c in row["children"])
+                     for k, row in enumerate(body["children"]))
+        return Table(head, rows, aligns, line)
 
 
 def _raw_text(tok: dict) -> str:

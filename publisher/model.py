@@ -67,8 +67,25 @@ class SoftBreak:
     """A newline inside a paragraph that renders as a space or newline."""
 
 
-Inline = Text | Code | Strong | Emphasis | Strikethrough | Link | Image | LineBreak | SoftBreak
-INLINE_TYPES: tuple[type, ...] = (Text, Code, Strong, Emphasis, Strikethrough, Link, Image, LineBreak, SoftBreak)
+@dataclass(frozen=True)
+class Math:
+    """A formula, `$…$` (inline) or `$$…$$` inside a paragraph (display): its LaTeX source."""
+
+    tex: str
+    display: bool = False
+
+
+@dataclass(frozen=True)
+class FootnoteRef:
+    """`[^label]`: a reference to the issue's footnote `label`, numbered by first use (1, 2 …)."""
+
+    label: str
+    number: int
+
+
+Inline = Text | Code | Strong | Emphasis | Strikethrough | Link | Image | LineBreak | SoftBreak | Math | FootnoteRef
+INLINE_TYPES: tuple[type, ...] = (Text, Code, Strong, Emphasis, Strikethrough, Link, Image, LineBreak, SoftBreak,
+                                  Math, FootnoteRef)
 
 # ---- block nodes ---------------------------------------------------------------------------
 
@@ -107,8 +124,30 @@ class Quote:
     line: int = 0
 
 
-Block = Paragraph | ListBlock | CodeBlock | Quote
-BLOCK_TYPES: tuple[type, ...] = (Paragraph, ListItem, ListBlock, CodeBlock, Quote)
+@dataclass(frozen=True)
+class MathBlock:
+    """A displayed formula, `$$ … $$` on lines of its own: its LaTeX source."""
+
+    tex: str
+    line: int = 0
+
+
+Align = Literal["left", "center", "right"] | None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A GFM table: the header cells, the body rows (each a tuple of cells) and each column's
+    alignment. A cell is a tuple of inline nodes."""
+
+    head: tuple[tuple[Inline, ...], ...]
+    rows: tuple[tuple[tuple[Inline, ...], ...], ...]
+    aligns: tuple[Align, ...]
+    line: int = 0
+
+
+Block = Paragraph | ListBlock | CodeBlock | Quote | MathBlock | Table
+BLOCK_TYPES: tuple[type, ...] = (Paragraph, ListItem, ListBlock, CodeBlock, Quote, MathBlock, Table)
 
 # ---- the issue -----------------------------------------------------------------------------
 
@@ -187,6 +226,16 @@ class Brief:
     line: int = 0
 
 
+@dataclass(frozen=True)
+class Footnote:
+    """A footnote definition `[^label]: text` (GFM), numbered by the first reference to it."""
+
+    label: str
+    number: int
+    children: tuple[Inline, ...]
+    line: int = 0
+
+
 Status = Literal["draft", "ready"]
 
 
@@ -214,6 +263,7 @@ class Issue:
     # a Quote, a plain paragraph a Paragraph, as the source wrote them
     notes: tuple[Paragraph | Quote, ...] = ()
     sections: tuple[Section, ...] = ()
+    footnotes: tuple[Footnote, ...] = ()  # in the order of their numbers
     status: Status = "draft"
     archived: bool = False  # published before (imported from the archive): listed even as a draft
     publish_at: dt.datetime | None = None
@@ -250,6 +300,10 @@ def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ")
     for node in inlines:
         if isinstance(node, Text | Code):
             out.append(node.text)
+        elif isinstance(node, Math):
+            out.append(f"$${node.tex}$$" if node.display else f"${node.tex}$")
+        elif isinstance(node, FootnoteRef):
+            out.append(f"[{node.number}]")
         elif isinstance(node, Strong | Emphasis | Strikethrough | Link):
             out.append(plain_text(node.children, breaks=breaks))
         elif isinstance(node, Image):
@@ -263,6 +317,38 @@ def plain_text(inlines: tuple[Inline, ...] | list[Inline], *, breaks: str = " ")
     return "".join(out)
 
 
+def iter_formulas(node: object):
+    """Every formula of a node (or tuple of nodes) as (LaTeX, display), in document order."""
+    if isinstance(node, tuple | list):
+        for child in node:
+            yield from iter_formulas(child)
+    elif isinstance(node, Math):
+        yield node.tex, node.display
+    elif isinstance(node, MathBlock):
+        yield node.tex, True
+    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, Text | Code | Link | Image | CodeBlock):
+        for name in node.__dataclass_fields__:
+            value = getattr(node, name)
+            if isinstance(value, tuple | list) or hasattr(value, "__dataclass_fields__"):
+                yield from iter_formulas(value)
+
+
+def _item_links(node: Item):
+    if node.url:
+        yield Link(node.url, (Text(node.title),))
+    yield from iter_links((node.extra, node.fields, node.summary))
+
+
+# what iter_links walks into, per node type (in document order)
+_CHILDREN = {
+    Strong: lambda n: n.children, Emphasis: lambda n: n.children, Strikethrough: lambda n: n.children,
+    Paragraph: lambda n: n.children, Footnote: lambda n: n.children, ListBlock: lambda n: n.items,
+    ListItem: lambda n: n.blocks, Quote: lambda n: n.blocks, Table: lambda n: (n.head, *n.rows),
+    Field: lambda n: n.value, Brief: lambda n: n.content, Section: lambda n: (n.note, n.items, n.closing),
+    Issue: lambda n: (n.lead, n.warmup, n.notes, n.sections, n.footnotes),
+}
+
+
 def iter_links(node: object):
     """Every Link and Image reachable from a node or a tuple of nodes, in document order."""
     if isinstance(node, tuple | list):
@@ -273,26 +359,7 @@ def iter_links(node: object):
         yield from iter_links(node.children)
     elif isinstance(node, Image):
         yield node
-    elif isinstance(node, Strong | Emphasis | Strikethrough | Paragraph):
-        yield from iter_links(node.children)
-    elif isinstance(node, ListBlock):
-        yield from iter_links(node.items)
-    elif isinstance(node, ListItem | Quote):
-        yield from iter_links(node.blocks)
-    elif isinstance(node, Field):
-        yield from iter_links(node.value)
-    elif isinstance(node, Brief):
-        yield from iter_links(node.content)
     elif isinstance(node, Item):
-        if node.url:
-            yield Link(node.url, (Text(node.title),))
-        yield from iter_links(node.extra)
-        yield from iter_links(node.fields)
-        yield from iter_links(node.summary)
-    elif isinstance(node, Section):
-        yield from iter_links(node.note)
-        yield from iter_links(node.items)
-        yield from iter_links(node.closing)
-    elif isinstance(node, Issue):
-        for part in (node.lead, node.warmup, node.notes, node.sections):
-            yield from iter_links(part)
+        yield from _item_links(node)
+    elif type(node) in _CHILDREN:
+        yield from iter_links(_CHILDREN[type(node)](node))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import html
 import json
 import mimetypes
@@ -290,6 +291,18 @@ class PanelView:
     base_dir: Path | None
     env: object  # the jinja2 environment of the channel's templates (user folder first)
     sandbox: str = SANDBOX
+    # renders the same issue for this channel again with some of its settings changed
+    # ({"theme": "jade"} for [<channel>] theme): a panel's switcher between looks
+    rerender: Callable[[dict], object] | None = None
+    key: str = ""  # "" for the rendition as configured; a variant's frames are told apart by it
+
+    def variant(self, key: str, **overrides) -> PanelView:
+        """The view of the rendition with `overrides` in the channel's own config table."""
+        if self.rerender is None:
+            raise PublisherError("this preview cannot render variants")
+        rendition = self.rerender(overrides)
+        return PanelView(rendition, self.settings, self.images, self.base_dir, self.env, self.sandbox,
+                         self.rerender, key)
 
     def rewrite(self, markup: str) -> str:
         """`markup` with every <img src> pointing at something the preview can load."""
@@ -301,7 +314,8 @@ class PanelView:
 
     def fragment_frame(self, body: str, extra_css: str = "") -> Markup:
         """The same for an HTML fragment (wrapped in a minimal document)."""
-        return self.images.frame(self.rendition.channel, _iframe_doc(body, extra_css=extra_css))
+        name = self.rendition.channel + (f"~{self.key}" if self.key else "")
+        return self.images.frame(name, _iframe_doc(body, extra_css=extra_css))
 
     def image_url(self, image) -> str | None:
         """A URL the page can load for one LocalImage of the rendition (None: it cannot be read)."""
@@ -320,9 +334,9 @@ class PanelView:
         return Markup(self.env.get_template(template).render(**values))
 
 
-def panel(rendition, settings, images: ImageTable, base_dir: Path | None, env) -> Markup:
+def panel(rendition, settings, images: ImageTable, base_dir: Path | None, env, rerender=None) -> Markup:
     """A channel's tab: its own panel (`Channel.preview`), or its rendered output beside its source."""
-    view = PanelView(rendition, settings, images, base_dir, env)
+    view = PanelView(rendition, settings, images, base_dir, env, rerender=rerender)
     own = get_channel(rendition.channel).preview(rendition, view)
     return own if own is not None else source_panel(rendition, settings, images, base_dir)
 
@@ -364,7 +378,12 @@ def build_page(
             continue
         try:
             rendition = pipeline.render(issue, name, settings, ctx)
-            panels.append(Panel(name, panel(rendition, settings, images, ctx.base_dir, ctx.env)))
+
+            def rerender(overrides: dict, name: str = name):
+                changed = settings_with(settings, name, overrides)
+                return pipeline.render(issue, name, changed, pipeline.context_for(changed, issue, entries=ctx.archive))
+
+            panels.append(Panel(name, panel(rendition, settings, images, ctx.base_dir, ctx.env, rerender)))
         except PublisherError as exc:
             panels.append(Panel(name, _error_block(str(exc).splitlines(), f"{name}: cannot render"), ok=False))
         except Exception as exc:  # a channel bug: show it, keep the other channels
@@ -375,6 +394,13 @@ def build_page(
     title = f"{issue.title} — preview"
     html_text = _layout(title, str(issue_path), panels, notes, live_version)
     return Page(html_text, images.blobs, True, images.frames)
+
+
+def settings_with(settings, table: str, overrides: dict):
+    """`settings` with some keys of one table changed (a preview variant)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.data.items()}
+    data[table] = {**data.get(table, {}), **overrides}
+    return dataclasses.replace(settings, data=data)
 
 
 def error_page(issue_path: Path, exc: PublisherError, live_version: int | None) -> Page:

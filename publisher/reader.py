@@ -16,11 +16,12 @@ from pathlib import Path
 import yaml
 
 from .errors import Diagnostic, SourceError
-from .markdown import Converter, parse_blocks, parse_inline
+from .markdown import FOOTNOTE_REF, Converter, parse_blocks, parse_inline
 from .model import (
     Block,
     Brief,
     Field,
+    Footnote,
     Image,
     Issue,
     Item,
@@ -28,6 +29,7 @@ from .model import (
     Link,
     ListBlock,
     ListItem,
+    MathBlock,
     Paragraph,
     Quote,
     Section,
@@ -54,6 +56,9 @@ from .patterns import (
     UNCLOSED_LINK_RE,
 )
 from .refs import check_local, check_url, describe_char, excerpt, forbidden_char, is_local, issue_folder
+
+FOOTNOTE_DEF_RE = re.compile(r"^\[\^([^\]\s^]{1,40})\]:\s*(.*)$")
+TABLE_DELIMITER_RE = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
 
 FRONT_MATTER_KEYS = {
     "date": "the issue's date, YYYY-MM-DD",
@@ -269,8 +274,8 @@ class _Reader:
     BODY_RULES = ("blank", "footer", "section", "not_a_section")
     SECTION_RULES = ("blank", "section_end", "section_note", "link_note", "item", "summary_before_item",
                      "closing", "text_before_item")
-    ITEM_BODY_RULES = ("item_blank", "item_code", "item_list", "item_quote", "item_summary", "item_field",
-                       "item_text")
+    ITEM_BODY_RULES = ("item_blank", "item_code", "item_math", "item_table", "item_list", "item_quote",
+                       "item_summary", "item_field", "item_text")
 
     def run(self, rules: tuple[str, ...], state, i: int, n: int) -> int:
         """Apply `rules` in order from line i until the part ends (state.done) or the text does."""
@@ -310,6 +315,7 @@ class _Reader:
     def read(self) -> ReadResult:
         self.screen()
         meta, start = self.front_matter()
+        definitions = self._footnote_definitions(start)
         pre = _Preamble()
         i = self.run(self.PREAMBLE_RULES, pre, start, len(self.lines))
         if not pre.title_line:
@@ -391,6 +397,7 @@ class _Reader:
             warmup=tuple(warmup),
             notes=tuple(notes),
             sections=tuple(sections),
+            footnotes=self._footnotes(definitions),
             status=status,
             archived=bool(meta.get("archived", False)),
             publish_at=publish_at,
@@ -401,6 +408,7 @@ class _Reader:
             source_path=self.file,
         )
         self._lint(issue)
+        self._check_formulas()
         if self.base is not None:
             for node, line, _ in _links_with_lines(issue):
                 if isinstance(node, Image) and is_local(node.src):
@@ -409,6 +417,69 @@ class _Reader:
             self.warn(line, message, code)
         self.warnings.sort(key=lambda d: d.line or 0)
         return ReadResult(issue, self.warnings)
+
+    # -- footnotes and formulas --------------------------------------------------------------
+
+    def _footnote_definitions(self, start: int) -> dict[str, tuple[int, str]]:
+        """`[^label]: text` lines (GFM footnote definitions, with indented continuation lines),
+        taken out of the text before it is read (their lines are left blank, so every other line
+        keeps its number): label -> (line, text)."""
+        found: dict[str, tuple[int, str]] = {}
+        lines, fence, i = self.lines, None, start
+        while i < len(lines):
+            raw = lines[i]
+            fm = FENCE_RE.match(raw)
+            if fence or fm:
+                fence = None if fence and raw.strip().startswith(fence) else (fence or fm.group(1))
+                i += 1
+                continue
+            m = FOOTNOTE_DEF_RE.match(raw)
+            if not m:
+                i += 1
+                continue
+            label, text, ln = m.group(1), [m.group(2).strip()], i + 1
+            if label in found:
+                raise self.error(ln, f"footnote [^{label}] is defined twice (first on line {found[label][0]}): "
+                                 "give each note its own label", "footnote-twice")
+            lines[i] = ""
+            i += 1
+            while i < len(lines) and lines[i][:1] in (" ", "\t") and lines[i].strip():
+                text.append(lines[i].strip())
+                lines[i] = ""
+                i += 1
+            found[label] = (ln, " ".join(t for t in text if t))
+        return found
+
+    def _footnotes(self, definitions: dict[str, tuple[int, str]]) -> tuple[Footnote, ...]:
+        used = dict(self.conv.footnotes)
+        for label, (_number, line) in used.items():
+            if label not in definitions:
+                raise self.error(line, f"footnote [^{label}] is used but never defined: add a line "
+                                 f"'[^{label}]: …' at the end of the issue", "footnote-undefined")
+        notes = []
+        for label, (line, text) in definitions.items():
+            if label not in used:
+                self.warn(line, f"footnote [^{label}] is defined but never used; it is left out", "footnote-unused")
+                continue
+            if not text:
+                raise self.error(line, f"footnote [^{label}] has no text", "footnote-empty")
+            if FOOTNOTE_REF.search(text):
+                raise self.error(line, f"footnote [^{label}] refers to another footnote: notes cannot nest",
+                                 "footnote-nested")
+            notes.append(Footnote(label, used[label][0], self.inline(text, line), line))
+        return tuple(sorted(notes, key=lambda n: n.number))
+
+    def _check_formulas(self) -> None:
+        """Every formula must render (publisher/formulas.py): a malformed one is an error here,
+        with its line, instead of a broken image in one channel."""
+        if not self.conv.formulas:
+            return
+        from . import formulas
+
+        for tex, line in self.conv.formulas:
+            problem = formulas.problem(tex)
+            if problem:
+                raise self.error(line, f"formula ${tex[:60]}$ cannot be rendered: {problem}", "formula")
 
     def _footer_error(self, ln: int) -> SourceError:
         return self.error(
@@ -763,6 +834,7 @@ class _Reader:
             or FENCE_RE.match(raw)
             or s.startswith(">")
             or s.startswith("!")
+            or s.startswith(("|", "$$"))  # a table or a displayed formula of the item's summary
         )
 
     def _item_head(self, head: str, ln: int) -> dict:
@@ -868,6 +940,44 @@ class _Reader:
                 break
         if not closed:
             raise self.error(ln, f"code block opened with {fence} is never closed", "code-unclosed")
+        st.summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
+        st.started = True
+        return k
+
+    def parse_item_math(self, st: _ItemBody, k: int) -> int | None:
+        """`$$` on a line of its own opens a displayed formula that a `$$` line closes (or
+        `$$ … $$` on one line)."""
+        ln, raw = st.rows[k]
+        s = raw.strip()
+        if not s.startswith("$$"):
+            return None
+        if len(s) > 4 and s.endswith("$$"):
+            tex, k = s[2:-2], k + 1
+        elif s == "$$":
+            run, k = [], k + 1
+            while k < len(st.rows) and st.rows[k][1].strip() != "$$":
+                run.append(st.rows[k][1])
+                k += 1
+            if k == len(st.rows):
+                raise self.error(ln, "displayed formula opened with $$ is never closed: end it with a line '$$'",
+                                 "formula-unclosed")
+            tex, k = "\n".join(run), k + 1
+        else:
+            return None  # `$$x$$ and more` is a paragraph with a displayed formula in it
+        st.summary.append(MathBlock(self.conv.formula(tex, ln), ln))
+        st.started = True
+        return k
+
+    def parse_item_table(self, st: _ItemBody, k: int) -> int | None:
+        """A GFM table: a `|` line followed by its delimiter row, and the `|` lines after them."""
+        ln, raw = st.rows[k]
+        if not (raw.lstrip().startswith("|") and k + 1 < len(st.rows) and TABLE_DELIMITER_RE.match(st.rows[k + 1][1])):
+            return None
+        run = [raw.strip()]
+        k += 1
+        while k < len(st.rows) and st.rows[k][1].lstrip().startswith("|"):
+            run.append(st.rows[k][1].strip())
+            k += 1
         st.summary.extend(parse_blocks(run, first_line=ln, file=self.file, conv=self.conv))
         st.started = True
         return k

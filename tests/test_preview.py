@@ -346,9 +346,9 @@ def test_preview_flags_an_overflow_it_sees(browser, demo: Path, tmp_path: Path) 
     # a user's templates that stop long lines from wrapping: both frames overflow
     tpl = demo / "tpl"
     (tpl / "email").mkdir(parents=True)
-    (tpl / "wechat").mkdir(parents=True)
+    (tpl / "wechat" / "themes").mkdir(parents=True)
     (tpl / "email" / "email.css").write_text("td.content { white-space: nowrap; }\n", encoding="utf-8")
-    (tpl / "wechat" / "inline-styles.css").write_text("img { width:900px;max-width:none }\n", encoding="utf-8")
+    (tpl / "wechat" / "themes" / "default.css").write_text("img { width:900px;max-width:none }\n", encoding="utf-8")
     toml = demo / "publisher.toml"
     toml.write_text(toml.read_text(encoding="utf-8").replace("[paths]\n", '[paths]\ntemplates = "tpl"\n'),
                     encoding="utf-8")

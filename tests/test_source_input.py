@@ -149,6 +149,7 @@ def test_check_and_build_refuse_the_yaml_nul_that_broke_feed_xml(project):
     assert not list(project.glob("b/**/*.xml"))
 
 
+@pytest.mark.neutral  # build runs in a subprocess, with the shipped defaults
 @pytest.mark.parametrize("key", ["name", "tagline"])
 def test_a_control_character_from_the_configuration_never_reaches_output(project, key):
     """Config values and templates are not the reader's: the rendition refuses them itself."""
@@ -156,7 +157,8 @@ def test_a_control_character_from_the_configuration_never_reaches_output(project
     from publisher.settings import load_settings
 
     cfg = project / "publisher.toml"
-    cfg.write_text(cfg.read_text(encoding="utf-8") + f'\n[newsletter]\n{key} = "简报\\b"\n', encoding="utf-8")
+    cfg.write_text(cfg.read_text(encoding="utf-8") + f'\n[newsletter]\n{key} = "简报\\b"\n'
+                   '[channels]\nenabled = ["github", "email", "plaintext", "web"]\n', encoding="utf-8")
     (project / "issues" / "2026-11-23.md").write_text(SOURCE, encoding="utf-8")
     settings = load_settings(cwd=project)
     issue, _ = pipeline.load(project / "issues" / "2026-11-23.md")

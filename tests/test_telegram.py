@@ -201,6 +201,7 @@ def test_one_block_over_the_limit_is_cut_at_line_ends_and_loses_no_text() -> Non
     assert all(visible_length(p) <= MESSAGE_MAX_CHARS for p in split_messages(emoji, "", MESSAGE_MAX_CHARS))
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_render_out_writes_each_message_as_a_file(project) -> None:
     root, env = project
     r = run(root, env, "render", "issues/2026-11-23.md", "-c", "telegram", "--out", "rendered")
@@ -216,6 +217,7 @@ def test_render_out_writes_each_message_as_a_file(project) -> None:
 # ---- the push ---------------------------------------------------------------------------------
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_push_sends_every_message_in_order_once(project, bot: BotApi) -> None:
     root, env = project
     expected = rendition(root / "issues" / "2026-11-23.md").messages
@@ -228,9 +230,10 @@ def test_push_sends_every_message_in_order_once(project, bot: BotApi) -> None:
     again = run(root, env, "push", "issues/2026-11-23.md", "-c", "telegram")
     assert again.returncode == 0 and len(bot.sent) == len(expected), again.stdout
     status = run(root, env, "status", "2026-11-23")
-    assert "telegram" in status.stdout and "done" in status.stdout and f"{len(expected)} message(s)" in status.stdout
+    assert "telegram" in status.stdout and "done" in status.stdout and f"messages {len(expected)}" in status.stdout
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_a_refused_message_is_resumed_without_resending_the_sent_ones(project, bot: BotApi) -> None:
     root, env = project
     expected = rendition(root / "issues" / "2026-11-23.md").messages
@@ -258,6 +261,7 @@ def _killed_at(root: Path, env: dict, point: str) -> None:
         proc.wait()
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_a_kill_after_a_message_resumes_with_the_next(project, bot: BotApi) -> None:
     root, env = project
     expected = rendition(root / "issues" / "2026-11-23.md").messages
@@ -268,6 +272,7 @@ def test_a_kill_after_a_message_resumes_with_the_next(project, bot: BotApi) -> N
     assert [m["text"] for m in bot.sent] == list(expected)
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_a_kill_inside_a_message_stops_the_rerun_until_forced(project, bot: BotApi) -> None:
     root, env = project
     expected = rendition(root / "issues" / "2026-11-23.md").messages
@@ -279,6 +284,7 @@ def test_a_kill_inside_a_message_stops_the_rerun_until_forced(project, bot: BotA
     assert [m["text"] for m in bot.sent] == list(expected)
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_a_changed_post_after_a_partial_push_is_refused(project, bot: BotApi) -> None:
     root, env = project
     bot.refuse_at = 2
@@ -290,6 +296,7 @@ def test_a_changed_post_after_a_partial_push_is_refused(project, bot: BotApi) ->
     assert len(bot.sent) == 1
 
 
+@pytest.mark.neutral  # the push runs in a subprocess, with the shipped defaults
 def test_missing_token_or_chat_is_a_config_error_before_anything_is_sent(project, bot: BotApi) -> None:
     root, env = project
     r = run(root, {k: v for k, v in env.items() if k != "PUBLISHER_TELEGRAM_TOKEN"},

@@ -10,6 +10,7 @@ replaces per recipient. The .eml part is the transport's business.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
@@ -112,6 +113,7 @@ class EmailChannel(HtmlChannel):
             briefs=[t.inline(b.content) for b in issue.warmup],
             notes="\n".join("\n".join(t.dispatch(p)) for p in issue.notes),
             sections=text_sections,
+            footnotes=t.footnote_lines(issue.footnotes),
             **common,
         )
         return re.sub(r"\n{3,}", "\n\n", text)
@@ -140,13 +142,35 @@ def media_blocks(css: str) -> list[str]:
     return blocks
 
 
+_RULES: dict[tuple[str, int], tuple[list, list]] = {}
+
+
+@functools.cache
+def _premailer_class():
+    """Premailer that turns a stylesheet into its rules once per process (premailer's own
+    cache_css_parsing keeps only the parsed sheet; turning it into rules again took most of
+    the email render). The options are fixed by inline_css, so the stylesheet text is the key."""
+    from premailer import Premailer
+
+    class CachedRules(Premailer):
+        def _parse_style_rules(self, css_body, ruleset_index):
+            key = (css_body, ruleset_index)
+            if key not in _RULES:
+                if len(_RULES) > 64:
+                    _RULES.clear()
+                _RULES[key] = super()._parse_style_rules(css_body, ruleset_index)
+            rules, leftover = _RULES[key]
+            return list(rules), list(leftover)
+
+    return CachedRules
+
+
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html` with premailer (no network); @media rules stay in a <style>."""
     import cssutils
-    from premailer import Premailer
 
     cssutils.log.setLevel(logging.CRITICAL)
-    inlined = Premailer(
+    inlined = _premailer_class()(
         html,
         css_text=css,
         keep_style_tags=False,
@@ -158,7 +182,7 @@ def inline_css(html: str, css: str) -> str:
         allow_network=False,
         cssutils_logging_level=logging.CRITICAL,
         disable_leftover_css=False,
-        cache_css_parsing=False,
+        cache_css_parsing=True,  # the stylesheet is parsed once per process, not once per issue
     ).transform()
     # Classes are only kept where an @media rule (the one CSS left in <style>) needs them.
     hooks = set(re.findall(r"\.([A-Za-z_][\w-]*)", " ".join(media_blocks(css))))

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from publisher.channels.archive import CALENDAR_COLUMNS, CalendarCell, CalendarYear, calendar
-from publisher.channels.base import PastIssue
+from publisher.channels.base import LocalImage, PastIssue
+from publisher.channels.html_writer import FORMULA_INK
 from publisher.channels.markdown_writer import JekyllWriter, MarkdownWriter, TemplateChannel
 
-from publisher.model import Issue
+from publisher import formulas
+from publisher.model import Issue, iter_formulas
 
 __all__ = ["CALENDAR_COLUMNS", "CalendarCell", "CalendarYear", "GitHubChannel", "calendar"]
 
@@ -34,3 +36,13 @@ class GitHubChannel(TemplateChannel):
             "calendar_columns": CALENDAR_COLUMNS,
             "qr_images": [gh["qr_path"]] if gh["qr_path"] else [],
         }
+
+    def images(self, issue: Issue, context: dict[str, Any]) -> tuple[tuple[LocalImage, ...], list[str]]:
+        """The issue's images, and its formulas as PNG files beside the page: GitHub shows the
+        LaTeX itself, but email points at these files under [newsletter] image_base_url."""
+        local, refs = super().images(issue, context)
+        made: dict[str, LocalImage] = {}
+        for tex, display in iter_formulas(issue):
+            img = formulas.image(tex, display, FORMULA_INK)
+            made.setdefault(img.name, LocalImage(ref=img.name, data=img.data, role="inline", media_type="image/png"))
+        return local + tuple(made.values()), refs + list(made)

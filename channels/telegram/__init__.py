@@ -83,6 +83,25 @@ class TelegramWriter(MarkdownWriter):
     def visit_LineBreak(self, node) -> str:
         return "\n"
 
+    def visit_Math(self, node) -> str:
+        return f"<code>{_esc(super().visit_Math(node))}</code>"
+
+    def visit_MathBlock(self, node) -> list[str]:
+        return [f"<pre>{_esc(node.tex)}</pre>"]
+
+    def visit_FootnoteRef(self, node) -> str:
+        return f"[{node.number}]"
+
+    def footnote(self, note) -> str:
+        return f"[{note.number}] {self.inline(note.children)}"
+
+    def table_cell(self, cell) -> str:
+        return self.inline(cell).replace("\n", " ").strip()
+
+    def visit_Table(self, node) -> list[str]:
+        """Telegram has no tables: the rows as lines, cells separated by ` | `."""
+        return [" | ".join(self.table_cell(c) for c in row) for row in (node.head, *node.rows)]
+
     def visit_CodeBlock(self, node: CodeBlock) -> list[str]:
         return f"<pre>{_esc(node.text.rstrip(chr(10)))}</pre>".split("\n")
 

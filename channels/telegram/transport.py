@@ -45,12 +45,13 @@ class TelegramTransport(Transport):
         settings.secret("telegram", "token_env")
 
     @classmethod
-    def describe(cls, ledger, record) -> str:
+    def counts(cls, ledger, record) -> dict[str, int]:
+        """`messages`: how many a finished push posted; `messages_sent`: how many so far."""
         details = record.details or {}
         if details.get("message_ids"):
-            return f"{len(details['message_ids'])} message(s)"
+            return {"messages": len(details["message_ids"])}
         sent = details.get("sent_messages") or {}
-        return f"{len(sent)} message(s) sent so far" if sent else ""
+        return {"messages_sent": len(sent)} if sent else {}
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         messages = rendition.messages or (rendition.body,)

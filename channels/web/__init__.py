@@ -37,6 +37,7 @@ from publisher.channels.html_writer import (
     section_html,
 )
 
+from publisher import formulas
 from publisher.errors import ConfigError
 from publisher.model import Image, Issue
 from publisher.refs import is_http, issue_folder
@@ -136,7 +137,10 @@ push = false
         def image_src(node: Image) -> str:
             return node.src if is_remote(node.src) else add_local(node.src, "inline")
 
-        w = HtmlWriter(image_src=image_src)
+        def formula(tex: str, display: bool) -> str:
+            return formulas.mathml(tex, display)  # MathML: the browser lays it out, no image
+
+        w = HtmlWriter(image_src=image_src, formula=formula, footnotes=issue.footnotes, classes=True)
         lead = lead_html(w, issue)
         # the same section parts as wechat and email: the 摘要 label where the source wrote it,
         # the section's closing text after its items
@@ -145,7 +149,8 @@ push = false
             add_local(issue.cover, "cover")
         html = self.ctx.env.get_template(ARTICLE).render(
             issue=issue, lead=Markup(lead), briefs=[w.brief(b) for b in issue.warmup],
-            notes=Markup(w.blocks(issue.notes)), sections=sections)
+            notes=Markup(w.blocks(issue.notes)), sections=sections,
+            footnotes=Markup(w.footnotes_html(issue.footnotes)))
         return Markup(html), list(images.values())
 
     def description(self, issue: Issue) -> str:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from markupsafe import Markup, escape
 from publisher.channels.base import LocalImage, Rendition, license_of
 from publisher.channels.html_writer import (
     HtmlChannel,
@@ -23,12 +24,18 @@ from publisher.channels.html_writer import (
     qr_image,
 )
 from publisher.channels.wechat import limits, preview
+from publisher.channels.wechat.themes import (  # noqa: F401 (the theme API, importable from the channel)
+    THEME_PARTS,
+    THEME_TAGS,
+    THEMES,
+    load_theme,
+    parse_styles,
+    theme_names,
+)
 
-from publisher.errors import ConfigError
 from publisher.model import Issue
 
 TEMPLATE = "wechat/article.html"
-STYLES = "wechat/inline-styles.css"
 # the numbers live in limits.py beside this module, shared with `publisher check` and the transport
 DIGEST_LIMIT = limits.DIGEST_MAX_CHARS
 TITLE_LIMIT = limits.TITLE_MAX_CHARS
@@ -38,7 +45,7 @@ WECHAT_HOSTS = ("mp.weixin.qq.com",)
 # images served by WeChat itself survive in `content`; other external images are filtered out
 WECHAT_IMAGE_HOSTS = ("mmbiz.qpic.cn", "mmbiz.qlogo.cn")
 
-_RULE = re.compile(r"([a-z0-9]+)\s*\{([^}]*)\}", re.I)
+
 
 
 def _host(url: str) -> str:
@@ -53,16 +60,12 @@ def is_wechat_link(url: str) -> bool:
     return any(host == h or host.endswith("." + h) for h in WECHAT_HOSTS)
 
 
-def parse_styles(text: str, name: str) -> dict[str, str]:
-    """`tag { declarations }` rules (comments allowed) → {tag: "declarations"}."""
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    styles: dict[str, str] = {}
-    for tag, decls in _RULE.findall(text):
-        styles[tag.lower()] = ";".join(d.strip() for d in decls.split(";") if d.strip())
-    leftover = _RULE.sub("", text).strip()
-    if leftover:
-        raise ConfigError(f"template {name}: cannot read {leftover[:40]!r}; write rules as `tag {{ a:b;c:d }}`")
-    return styles
+def style_attr(styles: dict[str, str]):
+    """`st(part)` for article.html: ` style="…"` of that tag or `.part` of the theme, or nothing."""
+    def st(part: str) -> Markup:
+        style = styles.get(part, "")
+        return Markup(f' style="{escape(style)}"') if style else Markup("")
+    return st
 
 
 class WeChatChannel(HtmlChannel):
@@ -74,20 +77,24 @@ class WeChatChannel(HtmlChannel):
     check = staticmethod(limits.check)
     preview = staticmethod(preview.panel)
 
-    def _styles(self) -> dict[str, str]:
-        env = self.ctx.env
-        source, filename, _ = env.loader.get_source(env, STYLES)
-        return parse_styles(source, filename or STYLES)
+    def theme(self) -> dict[str, str]:
+        return load_theme(self.ctx.env, self.settings["wechat"]["theme"])
 
-    def writer(self, image_src) -> HtmlWriter:
+    def formula_color(self) -> str:
+        m = re.search(r"(?:^|;)color:(#[0-9a-f]{3,6})\b", self.theme().get(".article", ""), re.I)
+        return m.group(1) if m else "#333333"
+
+    def writer(self, image_src, formula, issue) -> HtmlWriter:
         return HtmlWriter(
-            styles=self._styles(),
+            styles=self.theme(),
             references=References(),
             keep_link=is_wechat_link,
             max_list_depth=2,
             preserve_code=True,
             image_src=image_src,
             highlight=self.settings["code"]["highlight_style"],
+            formula=formula,
+            footnotes=issue.footnotes,
         )
 
     def remote_image(self, src: str) -> str | None:
@@ -104,6 +111,7 @@ class WeChatChannel(HtmlChannel):
 
         body = self.ctx.env.get_template(TEMPLATE).render(
             issue=issue,
+            st=style_attr(writer.styles),
             **content,
             link_note=LINK_NOTE,
             references=refs.entries(),

@@ -3,6 +3,8 @@ check` reports them, the transport refuses a push over them, the preview shows t
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +31,8 @@ def check_article(article: Mapping[str, Any]) -> list[Violation]:
     if len(author) > AUTHOR_MAX_CHARS:
         out.append(over("wechat", "author", f"author {author!r}", len(author), AUTHOR_MAX_CHARS, "characters"))
     if len(content) > CONTENT_MAX_CHARS:
-        out.append(over("wechat", "content", "content", len(content), CONTENT_MAX_CHARS, "characters"))
+        v = over("wechat", "content", "content", len(content), CONTENT_MAX_CHARS, "characters")
+        out.append(dataclasses.replace(v, message=f"{v.message}; {budget_breakdown(content)}"))
     size = len(content.encode("utf-8"))
     if size > CONTENT_MAX_BYTES:
         out.append(over("wechat", "content-bytes", "content", size, CONTENT_MAX_BYTES, "bytes"))
@@ -38,6 +41,27 @@ def check_article(article: Mapping[str, Any]) -> list[Violation]:
         out.append(over("wechat", "content_source_url", "content_source_url (阅读原文)", url_size,
                         SOURCE_URL_MAX_BYTES, "bytes"))
     return out
+
+
+# the constructs that weigh most in the article's HTML, by the markup the writer gives them
+CONSTRUCTS = (
+    ("tables", re.compile(r"<table\b.*?</table>", re.S)),
+    # a formula image is the only <img> sized in pixels with max-width (html_writer.formula_img)
+    ("formulas", re.compile(r'<img [^>]*style="[^"]*width:[\d.]+px;max-width:100%[^"]*"[^>]*>')),
+    ("highlighted code", re.compile(r"<pre\b.*?</pre>", re.S)),
+    ("references (参考资料)", re.compile(r"<h2[^>]*>参考资料</h2>.*?</section>", re.S)),
+)
+
+
+def budget_breakdown(content: str) -> str:
+    """Which constructs take the 20,000 characters: the largest first, with what to do."""
+    sizes = [(name, sum(len(m.group(0)) for m in rx.finditer(content))) for name, rx in CONSTRUCTS]
+    sizes = sorted(((n, c) for n, c in sizes if c), key=lambda x: -x[1])
+    if not sizes:
+        return "no table, formula, code or reference list dominates: split the issue or shorten summaries"
+    parts = ", ".join(f"{n} {c:,}" for n, c in sizes)
+    return (f"of which {parts} characters; shorten the largest (a table as an image, fewer formulas, "
+            "code without a language is not highlighted) or choose a lighter [wechat] theme")
 
 
 def check(r: Rendition) -> list[Violation]:

@@ -30,4 +30,27 @@ def panel(rendition, view):
         "wechat/preview.html",
         copy_block=view.copy_block(), cover_url=view.image_url(covers[0]) if covers else None,
         title=title, digest=digest, account=view.settings["newsletter"].get("account", ""), rows=rows,
-        sandbox=view.sandbox, frame=view.fragment_frame(view.rewrite(rendition.body)), source_url=source_url)
+        sandbox=view.sandbox, frame=view.fragment_frame(view.rewrite(rendition.body)), source_url=source_url,
+        theme=view.settings["wechat"]["theme"], themes=_other_themes(view))
+
+
+def _other_themes(view) -> list[dict]:
+    """The article in every other theme (the switcher above the phone; 复制 copies the configured one)."""
+    from publisher.channels.wechat.themes import theme_names
+
+    from publisher.errors import PublisherError
+
+    if view.rerender is None:
+        return []
+    out = []
+    for name in theme_names(view.env):
+        if name == view.settings["wechat"]["theme"]:
+            continue
+        try:
+            other = view.variant(name, theme=name)
+        except PublisherError as exc:  # a broken user theme: shown in the switcher, not fatal
+            out.append({"name": name, "error": str(exc), "frame": "", "size": 0})
+            continue
+        out.append({"name": name, "error": "", "frame": other.fragment_frame(other.rewrite(other.rendition.body)),
+                    "size": len(other.rendition.body)})
+    return out

@@ -38,6 +38,10 @@
         var v=m.querySelector('.mailview');v.classList.toggle('mobile',b.dataset.width==='mobile');
         v.classList.toggle('desktop',b.dataset.width!=='mobile');fitAll();});});
     });
+    root.querySelectorAll('select[data-variants]').forEach(function(sel){sel.addEventListener('change',function(){
+      // a channel's looks (WeChat themes): one frame each, only the chosen one shown
+      var box=sel.closest('.tab')||root;
+      box.querySelectorAll('[data-variant]').forEach(function(f){f.hidden=f.dataset.variant!==sel.value;});fitAll();});});
     root.querySelectorAll('[data-copy]').forEach(function(b){b.addEventListener('click',function(){
       var box=b.closest('.copy'),html=JSON.parse(box.querySelector('.copy-data').textContent).html;
       var text=new DOMParser().parseFromString(html,'text/html').body.textContent;
