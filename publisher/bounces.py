@@ -103,7 +103,8 @@ def verp_sender(settings, secret: str, issue: str, subs):
 
 @dataclass(frozen=True)
 class Report:
-    """What a message says: kind hard/soft/complaint/ignored, and for whom (by VERP token)."""
+    """What a message says: kind hard/soft/complaint/unsubscribe (a provider's webhook)/ignored, and
+    for whom (by VERP token)."""
 
     kind: str
     evidence: str
@@ -230,12 +231,14 @@ class Summary:
     hard: int = 0
     soft: int = 0
     complaints: int = 0
+    unsubscribes: int = 0  # a provider's own unsubscribe link or suppression (webhooks)
     ignored: int = 0
     already: int = 0
     bounced: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (f"bounces: {self.hard} hard, {self.soft} soft, {self.complaints} complaint(s), "
+                + (f"{self.unsubscribes} unsubscribe(s) at the provider, " if self.unsubscribes else "") +
                 f"{self.ignored} ignored, {self.already} already processed; "
                 f"{len(self.bounced)} address(es) now bounced by soft bounces")
 
@@ -301,10 +304,9 @@ class Processor:
         if report.kind == "unsubscribe":  # a provider's own unsubscribe link or suppression
             changed = self.subs.set_state(who, "unsubscribed", only_from=("active", "pending", "bounced"))
             action = "unsubscribed (at the provider)" if changed else "no change (already unsubscribed)"
-            # recorded as a complaint: the same effect, and the kinds mail_events knows
-            self._record(key, Report("complaint", f"unsubscribe: {report.evidence}", report.status,
-                                     issue=report.issue), who, action, source)
-            self.summary.complaints += 1
+            # its own kind: the same effect as a complaint, but not a spam report (not counted as one)
+            self._record(key, report, who, action, source)
+            self.summary.unsubscribes += 1
         elif report.kind == "hard":
             changed = self.subs.set_state(who, "bounced", only_from=("active", "pending"))
             action = "bounced" if changed else "no change (not active)"

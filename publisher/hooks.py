@@ -305,116 +305,103 @@ def mailgun_events(data: dict) -> list[tuple[str, Report, str]]:
 
 def make_hooks_app(settings):
     """The WSGI app of /hooks/*; the events are applied by one Processor under one lock."""
-    from publisher.stores.ledger import Ledger
-    from publisher.subscribers import open_db
+    return Hooks(settings)
 
-    ledger = Ledger(settings.require("paths", "ledger", "the ledger database"))
-    subs = open_db(settings)
-    proc = Processor(settings, ledger, subs, "", verp=False)
-    lock = threading.Lock()
-    certs = CertCache()
-    topics = set(settings["ses"]["topic_arns"])
-    pm = settings["postmark"]
-    mg = settings["mailgun"]
 
-    def apply(events: list[tuple[str, Report, str]], source: str) -> list[str]:
+class Hooks:
+    """/hooks/ses, /hooks/postmark, /hooks/mailgun as one WSGI app (see the module docstring)."""
+
+    def __init__(self, settings):
+        from publisher.stores import open_ledger
+        from publisher.subscribers import open_db
+
+        self.settings = settings
+        self.subs = open_db(settings)
+        self.proc = Processor(settings, open_ledger(settings), self.subs, "", verp=False)
+        self.lock = threading.Lock()
+        self.certs = CertCache()
+        self.topics = set(settings["ses"]["topic_arns"])
+        self.tokens: OrderedDict[str, tuple[float, str]] = OrderedDict()  # Mailgun token → (when, digest)
+        self.routes = {"/hooks/ses": self.ses, "/hooks/postmark": self.postmark, "/hooks/mailgun": self.mailgun}
+        self.configured = {"/hooks/ses": bool(self.topics),
+                           "/hooks/postmark": bool(settings["postmark"]["webhook_user"]),
+                           "/hooks/mailgun": bool(settings["mailgun"]["webhook_signing_key_env"])}
+
+    def apply(self, events: list[tuple[str, Report, str]], source: str) -> str:
+        """Apply each event once (by its key); what was done, for the reply."""
         done = []
-        with lock:
+        with self.lock:
             for key, report, email in events:
-                already = proc.seen(key)
+                already = self.proc.seen(key)
                 if already is not None:
                     done.append(already)
                     continue
-                sub = subs.get(email)
-                done.append(proc.apply(key, report, sub.email if sub else None, source))
-        return done
+                sub = self.subs.get(email)
+                done.append(self.proc.apply(key, report, sub.email if sub else None, source))
+        return "; ".join(done) or "nothing to apply"
 
-    def ses(environ, body) -> str:
+    def ses(self, environ, body) -> str:
         msg = _json(body)
         if not isinstance(msg, dict):
             raise _bad("not an SNS message (JSON object)")
-        verify_sns(msg, certs)
-        if msg.get("TopicArn") not in topics:
+        verify_sns(msg, self.certs)
+        if msg.get("TopicArn") not in self.topics:
             raise _forbidden("TopicArn is not one of [ses] topic_arns")
         if msg["Type"] == "SubscriptionConfirmation":
-            url = msg.get("SubscribeURL", "")
-            if not trusted_sns_url(url):
-                raise _forbidden("SubscribeURL is not https://sns.<region>.amazonaws.com/")
-            import requests
-
-            try:
-                resp = requests.get(url, timeout=10)
-            except requests.RequestException as exc:
-                raise Refused("502 Bad Gateway", f"subscription not confirmed: {type(exc).__name__}") from None
-            if resp.status_code != 200:
-                raise Refused("502 Bad Gateway", f"subscription not confirmed: SNS answered {resp.status_code}")
-            log.info("SNS subscription to %s confirmed", msg["TopicArn"])
-            return "subscription confirmed"
+            return _confirm_subscription(msg)
         if msg["Type"] == "UnsubscribeConfirmation":
             return "noted"
-        return "; ".join(apply(ses_events(msg), f"ses:{msg['MessageId']}")) or "nothing to apply"
+        return self.apply(ses_events(msg), f"ses:{msg['MessageId']}")
 
-    def postmark(environ, body) -> str:
-        user = pm["webhook_user"]
-        password = settings.secret("postmark", "webhook_password_env")
+    def postmark(self, environ, body) -> str:
+        user = self.settings["postmark"]["webhook_user"]
+        password = self.settings.secret("postmark", "webhook_password_env")
         given = environ.get("HTTP_AUTHORIZATION", "")
         want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         if not hmac.compare_digest(given.encode("utf-8", "replace"), want.encode("utf-8")):
             raise Refused("401 Unauthorized", "basic auth required")
-        events = postmark_events(_json(body))
-        return "; ".join(apply(events, "postmark")) or "nothing to apply"
+        return self.apply(postmark_events(_json(body)), "postmark")
 
-    tokens: OrderedDict[str, tuple[float, str]] = OrderedDict()  # Mailgun token → (when, event-data digest)
-
-    def mailgun(environ, body) -> str:
-        key = settings.secret("mailgun", "webhook_signing_key_env")
-        max_age = float(mg["webhook_max_age"])
+    def mailgun(self, environ, body) -> str:
+        key = self.settings.secret("mailgun", "webhook_signing_key_env")
+        max_age = float(self.settings["mailgun"]["webhook_max_age"])
         payload = _json(body)
         data = verify_mailgun(payload, key, max_age)
         # the signature covers timestamp + token, not the event: a token seen before with other
         # event data is a captured signature reused (Mailgun: cache tokens to stop replays)
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
         token = payload["signature"]["token"]
-        with lock:
+        with self.lock:
             now = time.time()
-            while tokens and next(iter(tokens.values()))[0] < now - 2 * max_age:
-                tokens.popitem(last=False)
-            seen = tokens.get(token)
+            while self.tokens and next(iter(self.tokens.values()))[0] < now - 2 * max_age:
+                self.tokens.popitem(last=False)
+            seen = self.tokens.get(token)
             if seen is not None and seen[1] != digest:
                 raise _forbidden("Mailgun token reused with other event data")
-            tokens[token] = (now, digest)
-        return "; ".join(apply(mailgun_events(data), "mailgun")) or "nothing to apply"
+            self.tokens[token] = (now, digest)
+        return self.apply(mailgun_events(data), "mailgun")
 
-    routes = {"/hooks/ses": ses, "/hooks/postmark": postmark, "/hooks/mailgun": mailgun}
-    configured = {"/hooks/ses": bool(topics), "/hooks/postmark": bool(pm["webhook_user"]),
-                  "/hooks/mailgun": bool(mg["webhook_signing_key_env"])}
-
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "").rstrip("/")
-        handler = routes.get(path)
+    def answer(self, path: str, environ) -> tuple[str, str]:
+        """(status, text) of one request."""
+        handler = self.routes.get(path)
         try:
-            if handler is None or not configured[path]:
+            if handler is None or not self.configured[path]:
                 raise Refused("404 Not Found", "no such hook (or it is not configured)")
             if environ.get("REQUEST_METHOD") != "POST":
                 raise Refused("405 Method Not Allowed", "POST only")
-            try:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                raise _bad("bad Content-Length") from None
-            if length > MAX_BODY:
-                raise Refused("413 Content Too Large", "request too large")
-            body = environ["wsgi.input"].read(length) if length > 0 else b""
-            result = handler(environ, body)
-            status = "200 OK"
+            return "200 OK", handler(environ, _body(environ))
         except Refused as exc:
-            status, result = exc.status, str(exc)
-            log.warning("%s: refused (%s): %s", path, status, result)
+            log.warning("%s: refused (%s): %s", path, exc.status, exc)
+            return exc.status, str(exc)
         except Exception as exc:  # noqa: BLE001 - the provider retries; nothing half-applied stays wrong
             from publisher.errors import ConfigError
 
-            status = "503 Service Unavailable" if isinstance(exc, ConfigError) else "500 Internal Server Error"
-            result = "not applied; retry later"
             log.error("%s: %s: %s", path, type(exc).__name__, exc)
+            status = "503 Service Unavailable" if isinstance(exc, ConfigError) else "500 Internal Server Error"
+            return status, "not applied; retry later"
+
+    def __call__(self, environ, start_response):
+        status, result = self.answer(environ.get("PATH_INFO", "").rstrip("/"), environ)
         data = (result + "\n").encode("utf-8")
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
                    ("Cache-Control", "no-store")]
@@ -423,7 +410,33 @@ def make_hooks_app(settings):
         start_response(status, headers)
         return [data]
 
-    return app
+
+def _confirm_subscription(msg: dict) -> str:
+    """Confirm an SNS subscription (of a topic already checked) by fetching its SubscribeURL."""
+    url = msg.get("SubscribeURL", "")
+    if not trusted_sns_url(url):
+        raise _forbidden("SubscribeURL is not https://sns.<region>.amazonaws.com/")
+    import requests
+
+    try:
+        resp = requests.get(url, timeout=10)
+    except requests.RequestException as exc:
+        raise Refused("502 Bad Gateway", f"subscription not confirmed: {type(exc).__name__}") from None
+    if resp.status_code != 200:
+        raise Refused("502 Bad Gateway", f"subscription not confirmed: SNS answered {resp.status_code}")
+    log.info("SNS subscription to %s confirmed", msg["TopicArn"])
+    return "subscription confirmed"
+
+
+def _body(environ) -> bytes:
+    """The request body, at most MAX_BODY bytes (413 beyond)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _bad("bad Content-Length") from None
+    if length > MAX_BODY:
+        raise Refused("413 Content Too Large", "request too large")
+    return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
 def _json(body: bytes):

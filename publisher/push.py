@@ -231,6 +231,15 @@ def _counts(ledger: Ledger | None, record) -> dict[str, int]:
     return _transport(record.channel).counts(ledger, record)
 
 
+def _via(record) -> str | None:
+    """What carried the push, as its channel's transport says (email: smtp or the provider)."""
+    from .channels.base import available_channels
+
+    if record.channel not in available_channels():
+        return None
+    return _transport(record.channel).via(record)
+
+
 def describe_counts(counts: Mapping[str, int]) -> str:
     """Counts for people: `sent 3, ambiguous-resent 1`."""
     return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in counts.items())
@@ -253,10 +262,11 @@ def status_rows(settings: Settings, issue: str | None = None) -> tuple[Path, str
     ledger_path = location(settings, "ledger")[0]
     rows = [{"issue": r.issue, "channel": r.channel, "state": r.state, "attempts": r.attempts,
              "remote_id": r.remote_id, "url": redact(r.url, settings) or None,
-             "counts": _counts(ledger, r), "updated": r.updated_at,
+             "counts": _counts(ledger, r), "via": _via(r), "updated": r.updated_at,
              "last_error": redact(r.last_error, settings) or None}
             for r in records]
-    rows += _pushes_the_ledger_lost(settings, ledger, slug, {(r.issue, r.channel): r for r in records})
+    rows += [{**row, "via": row.get("via")} for row in
+             _pushes_the_ledger_lost(settings, ledger, slug, {(r.issue, r.channel): r for r in records})]
     rows.sort(key=lambda r: (r["issue"], r["channel"]), reverse=False)
     rows.sort(key=lambda r: r["issue"], reverse=True)
     return Path(ledger_path), slug, rows

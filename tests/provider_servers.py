@@ -101,6 +101,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def body(self) -> bytes:
+        self.arrived = time.monotonic()  # when the call reached the provider (rows carry it as "at")
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
 
@@ -166,8 +167,12 @@ class PostmarkHandler(Handler):
             elif not m.get("From") or not (m.get("HtmlBody") or m.get("TextBody")) or "@" not in to:
                 results.append({"ErrorCode": 300, "Message": "Invalid email request"})
             elif to in self.server.reject:
+                # as Postmark words it: the address in the text (each reply differs by it)
                 results.append({"ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been "
-                                                             "marked as inactive."})
+                                                             f"marked as inactive. Found inactive addresses: {to}. "
+                                                             "Inactive recipients are ones that have generated "
+                                                             "a hard bounce, a spam complaint, or a manual "
+                                                             "suppression."})
             else:
                 mid = str(uuid.uuid4())
                 rows.append({"to": to, "tag": m.get("Tag"), "stream": m.get("MessageStream"), "id": mid,
@@ -265,7 +270,7 @@ class MailgunHandler(Handler):
             def sub(text: str, vals=vals) -> str:
                 return re.sub(r"%recipient\.([A-Za-z0-9_]+)%", lambda m: str(vals.get(m.group(1), "")), text)
 
-            row = {"to": to}
+            row = {"to": to, "at": self.arrived}
             if self.server.keep:
                 row["headers"] = {k[2:]: sub(v[0]) for k, v in form.items() if k.startswith("h:")}
                 row["html"] = sub(form.get("html", [""])[0])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from publisher import pipeline
 from publisher.settings import load_settings
-from publisher.subscribers import SubscriberDB
+from publisher.subscribers import open_db
 from tests import provider_servers as ps
 from tests.email_support import ISSUE, SECRET
 
@@ -16,17 +16,19 @@ MG_SIGNING_KEY = "mg-signing-key-for-tests"
 
 
 def write_project(folder: Path, provider: str, base: str, *, batch_size: int | None = None, concurrency: int = 2,
-                  ambiguous: str = "resend", max_retries: int = 3, topic: str = "", extra: str = "") -> Path:
+                  ambiguous: str = "resend", max_retries: int = 3, topic: str = "", extra: str = "",
+                  reconcile_delay: float = 0, database_url: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "ses": f'[ses]\nregion = "{ps.AWS_REGION}"\napi_base = "{base}"\nconcurrency = {concurrency}\n'
                f'rate_per_second = 0\nmax_retries = {max_retries}\ntimeout = 10\n'
                f'topic_arns = ["{topic}"]\n' if topic or provider == "ses" else "",
-        "postmark": f'[postmark]\napi_base = "{base}"\nconcurrency = {concurrency}\nreconcile_delay = 0\n'
+        "postmark": f'[postmark]\napi_base = "{base}"\nconcurrency = {concurrency}\n'
+                    f'reconcile_delay = {reconcile_delay}\n'
                     f'max_retries = {max_retries}\ntimeout = 10\nwebhook_user = "postmark"\n'
                     + (f"batch_size = {batch_size}\n" if batch_size else ""),
         "mailgun": f'[mailgun]\napi_base = "{base}"\ndomain = "{ps.MG_DOMAIN}"\nconcurrency = {concurrency}\n'
-                   f'reconcile_delay = 0\nmax_retries = {max_retries}\ntimeout = 10\n'
+                   f'reconcile_delay = {reconcile_delay}\nmax_retries = {max_retries}\ntimeout = 10\n'
                    + (f"batch_size = {batch_size}\n" if batch_size and provider == "mailgun" else ""),
     }
     cfg = folder / "publisher.toml"
@@ -43,6 +45,12 @@ unsubscribe_mailto = "unsubscribe@example.org"
 subscribers_db = "subscribers.db"
 transport = "{provider}"
 ambiguous = "{ambiguous}"
+
+[database]
+url = "{database_url}"
+
+[newsletter]
+image_base_url = "https://news.example.org/{{date}}"
 
 [subscribe]
 url = "https://news.example.org/subscribe"
@@ -69,7 +77,7 @@ def provider_env(monkeypatch) -> None:
 
 
 def add_subscribers(settings, n: int, domain: str = "example.com") -> list[str]:
-    db = SubscriberDB(settings.path("email", "subscribers_db"))
+    db = open_db(settings)
     emails = [f"reader{i:05d}@{domain}" for i in range(n)]
     db.add_many([(e, f"读者 {i}", "") for i, e in enumerate(emails)])
     return emails
@@ -87,12 +95,12 @@ def settings_for(folder: Path, provider: str, base: str, **kw):
 CHILD = """
 import json, sys
 from publisher.channels.base import Rendition
-from publisher.stores.ledger import Ledger
+from publisher.stores import open_ledger
 from publisher.settings import load_settings
 from publisher.transports.providers.campaign import ProviderCampaign
 settings = load_settings(sys.argv[1])
 rendition = Rendition(**json.loads(open(sys.argv[2], encoding="utf-8").read()))
-stats = ProviderCampaign(rendition, settings, Ledger(settings.path("paths", "ledger")),
+stats = ProviderCampaign(rendition, settings, open_ledger(settings),
                          secret=settings.secret("email", "secret_env")).run()
 print(json.dumps(stats.as_details()))
 """

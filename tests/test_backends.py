@@ -220,6 +220,21 @@ def test_store_keeps_working_after_postgresql_restarts(pg_cluster, pg_url):
             time.sleep(0.2)
 
 
+def test_an_idle_connection_the_restart_dropped_is_replaced_before_the_next_statement(pg_cluster, pg_url,
+                                                                                     monkeypatch):
+    """After a restart, the first statement of a store that sat idle does not fail: the dead
+    connection is found (SELECT 1 after IDLE_CHECK seconds idle) and replaced first."""
+    from publisher.stores.base import PgConnection
+
+    monkeypatch.setattr(PgConnection, "IDLE_CHECK", 0.0)
+    ledger = Ledger(pg_url)
+    ledger.begin("2026-11-30", "email")
+    pg_cluster.restart()
+    assert ledger.get("2026-11-30", "email").state == "pushing"  # no exception on the first try
+    ledger.finish("2026-11-30", "email")
+    assert ledger.get("2026-11-30", "email").state == "done"
+
+
 def test_campaign_claims_are_disjoint_and_a_dead_workers_rows_come_back(ledger):
     from publisher.stores.campaigns import CampaignStore
 

@@ -23,7 +23,8 @@ def status_command(ctx, issue, fmt) -> int:
     """Show the ledger: what went where, for every issue or for ISSUE (a date or a file).
 
     Also says which publisher.toml is in use (stderr; in json: "config", "folder"). json's
-    "pushes" rows have "counts" as numbers (email: sent, failed, pending, ambiguous, bounced)."""
+    "pushes" rows have "counts" as numbers (email: sent, failed, pending, ambiguous, bounced) and
+    "via": what carried the push (email: smtp, ses, postmark or mailgun), or null."""
     settings = get_settings(ctx)
     ledger_path, slug, rows = status_rows(settings, issue)
     fmt = fmt or ("table" if sys.stdout.isatty() else "tsv")
@@ -41,7 +42,8 @@ def status_command(ctx, issue, fmt) -> int:
         return 0
     columns = ("issue", "channel", "state", "attempts", "remote id / url", "updated", "last error")
     cells = [[r["issue"], r["channel"], r["state"], str(r["attempts"]),
-              redact(" ".join(x for x in (r["remote_id"], r["url"], describe_counts(r["counts"])) if x), settings),
+              redact(" ".join(x for x in (r["remote_id"], r["url"], r["via"] and f"via {r['via']}",
+                                          describe_counts(r["counts"])) if x), settings),
               r["updated"], r["last_error"] or ""] for r in rows]
     if fmt == "tsv":
         click.echo("\t".join(columns))

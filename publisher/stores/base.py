@@ -155,9 +155,24 @@ class PgConnection:
             self.raw.execute("CREATE EXTENSION IF NOT EXISTS citext")
         self.raw.execute(sql)
 
+    IDLE_CHECK = 5.0  # seconds idle after which a connection is asked whether it is still alive
+
     @property
     def broken(self) -> bool:
-        return self.raw.closed or self.raw.broken
+        """Dead, or (after IDLE_CHECK seconds unused, outside a transaction) no longer answering:
+        the server restarted or dropped it while it sat idle. Asked with `SELECT 1`, which changes
+        nothing, so the next real statement never fails on a connection that was already gone."""
+        if self.raw.closed or self.raw.broken:
+            return True
+        now = time.monotonic()
+        idle, self.used = now - getattr(self, "used", now), now
+        if idle < self.IDLE_CHECK or self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        try:
+            self.raw.execute("SELECT 1")
+        except psycopg.Error:
+            return True
+        return False
 
     def close(self) -> None:
         self.raw.close()

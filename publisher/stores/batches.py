@@ -12,6 +12,10 @@ commit points of SMTP become per-call ones, each ONE transaction:
 
 A batch still `open` after a crash or a lost reply is reconciled by the provider module before
 anything else is sent (publisher/transports/providers/).
+
+Both are `Store.transaction()`s, so the same code runs on a SQLite ledger (BEGIN IMMEDIATE) and on
+PostgreSQL ([database] url: a transaction with the store's advisory lock); the statements are in
+the SQL both share (an upsert names `email_sends.attempts`: PostgreSQL refuses the bare column).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from publisher.stores.base import SQLiteStore, now_iso
+from publisher.stores.base import Store, now_iso
 from publisher.stores.mail import MailStore
 
 SCHEMA = """
@@ -44,7 +48,7 @@ CREATE TABLE IF NOT EXISTS email_batch_members (
 class BatchStore:
     """email_batches and email_batch_members in the ledger `db` (created when opened)."""
 
-    def __init__(self, db: SQLiteStore):
+    def __init__(self, db: Store):
         self.db = db
         MailStore(db)  # email_sends exists
         db.ensure(SCHEMA)
@@ -61,7 +65,7 @@ class BatchStore:
             c.executemany(
                 """INSERT INTO email_sends (issue, email, state, attempts, message_id, updated_at)
                    VALUES (?, ?, 'sending', 1, ?, ?)
-                   ON CONFLICT (issue, email) DO UPDATE SET state = 'sending', attempts = attempts + 1,
+                   ON CONFLICT (issue, email) DO UPDATE SET state = 'sending', attempts = email_sends.attempts + 1,
                      message_id = excluded.message_id, updated_at = excluded.updated_at""",
                 [(issue, e, mid, now) for e, mid in members])
         return started

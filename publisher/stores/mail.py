@@ -1,5 +1,6 @@
 """The mail store, on the ledger: `email_sends` (one row per issue and recipient) and
-`mail_events` (bounces and complaints read from the bounce mailbox).
+`mail_events` (bounces, complaints and provider unsubscribes: from the bounce mailbox or a
+provider's webhook; kind `unsubscribe` since ledger schema version 2, publisher/stores/schema.py).
 
 email_sends states: pending → sending → sent | failed, or ambiguous (see
 publisher/transports/email.py for the rules). Each `mark` is its own one-row transaction — the
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS email_sends (
 EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS mail_events (
     key          TEXT PRIMARY KEY,
-    kind         TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint', 'ignored')),
+    kind         TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint', 'unsubscribe', 'ignored')),
     email        TEXT,
     issue        TEXT,
     status       TEXT,

@@ -79,10 +79,48 @@ DROP TABLE subscribers_old;
 CREATE INDEX IF NOT EXISTS subscribers_state ON subscribers (state, id);
 """
 
+# ledger 2: mail_events gets the kind `unsubscribe` (a provider's unsubscribe, recorded until then as a
+# `complaint` with evidence "unsubscribe: …", which the campaign report counted as spam complaints)
+_LEDGER_2_KINDS = "('hard', 'soft', 'complaint', 'unsubscribe', 'ignored')"
+_LEDGER_2_SQLITE = f"""
+ALTER TABLE mail_events RENAME TO mail_events_old;
+DROP INDEX IF EXISTS mail_events_email;
+CREATE TABLE mail_events (
+    key          TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN {_LEDGER_2_KINDS}),
+    email        TEXT,
+    issue        TEXT,
+    status       TEXT,
+    evidence     TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    processed_at TEXT NOT NULL
+);
+INSERT INTO mail_events SELECT * FROM mail_events_old;
+DROP TABLE mail_events_old;
+CREATE INDEX IF NOT EXISTS mail_events_email ON mail_events (email)
+"""
+_LEDGER_2_RELABEL = ("UPDATE mail_events SET kind = 'unsubscribe', evidence = substr(evidence, 14) "
+                     "WHERE kind = 'complaint' AND evidence LIKE ?")
+
+
+def _ledger_2(db: Store, conn) -> None:
+    """Version 2 of the ledger (either dialect): the wider kind CHECK, and the provider
+    unsubscribes recorded as complaints relabelled."""
+    if "mail_events" not in db.tables():
+        return  # created with the new CHECK when first opened
+    if db.dialect == "sqlite":
+        db.script(conn, _LEDGER_2_SQLITE)
+    else:
+        conn.execute("ALTER TABLE mail_events DROP CONSTRAINT IF EXISTS mail_events_kind_check")
+        conn.execute(f"ALTER TABLE mail_events ADD CONSTRAINT mail_events_kind_check CHECK (kind IN {_LEDGER_2_KINDS})")
+    conn.execute(_LEDGER_2_RELABEL, ("unsubscribe: %",))
+
+
 #: part -> version -> dialect -> how to bring the part from version-1 to version (a SQL script
 #: or a function of (store, connection)), run in one transaction with the version row
 MIGRATIONS: dict[str, dict[int, dict[str, Any]]] = {
-    "ledger": {},
+    "ledger": {2: {"sqlite": _ledger_2, "postgresql": _ledger_2}},
     "subscribers": {2: {"sqlite": _subscribers_2_sqlite}},
 }
 #: the tables that tell a part exists in a database

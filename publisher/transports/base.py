@@ -74,6 +74,12 @@ class Transport:
         return {}
 
     @classmethod
+    def via(cls, record: Any) -> str | None:
+        """What carried a push, for `publisher status` (email: smtp or the provider); None when
+        the channel has only one way."""
+        return None
+
+    @classmethod
     def lost_pushes(cls, settings: Settings, ledger: Ledger | None, slug: str | None,
                     records: Mapping) -> list[dict]:
         """`publisher status` rows for pushes that another store remembers and the ledger does

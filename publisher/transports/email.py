@@ -60,7 +60,6 @@ import ssl
 import sys
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +72,16 @@ from publisher.stores.base import DiskReserve, StoreError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.transports.base import PushContext, PushResult, Transport
+from publisher.transports.delivery import (
+    BOUNCE,
+    CAMPAIGN,
+    SKIPPED_NOTE,
+    Breaker,
+    check_ledger,
+    classify,
+    require_recipients,
+    signature,
+)
 from publisher.transports.providers import provider_name
 
 log = logging.getLogger("publisher.email")
@@ -82,60 +91,6 @@ BACKOFF_CAP = 60.0
 PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 _NOTHING = object()
-BREAKER_FAULTS = 3  # campaign faults in a row (no success between) that stop the campaign
-BREAKER_SAME = 20  # failures of one kind that stop the campaign when they are most of the window
-BREAKER_WINDOW = 200  # the breaker looks at this run's last BREAKER_WINDOW outcomes
-BREAKER_SMALL = 5  # at the end of a small run: this many of one kind, and most of the run
-BOUNCE, RECIPIENT, CAMPAIGN = "bounce", "recipient", "campaign"
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_SERVER_WORDS = re.compile(r"(?i)relay|denied|policy|authenticat|spam|blocked|blacklist|sender|"
-                           r"not permitted|too long|syntax|rate limit|quota")
-_MAILBOX_WORDS = re.compile(r"(?i)unknown|no such|does not exist|not exist|not found|invalid recipient|"
-                            r"user unknown|mailbox unavailable|unrouteable|disabled")
-_ADDRESSY = re.compile(r"<[^>]*>|\S+@\S+")
-
-
-def classify(code: int | None, message: str) -> str:
-    """A permanent failure → BOUNCE (the address is dead), RECIPIENT (this reader only, keep the
-    address) or CAMPAIGN (the server or the sender is the problem). `message` starts with the
-    stage: "MAIL FROM: …", "RCPT TO: …", "end of DATA: …", "DATA: …"."""
-    stage, _, reply = message.partition(": ")
-    if code is None:
-        return RECIPIENT  # refused before any command (e.g. an address that needs SMTPUTF8)
-    if stage == "MAIL FROM" or 500 <= code <= 504:
-        return CAMPAIGN
-    m = _ENHANCED.search(reply)
-    if m:
-        subject, detail = int(m.group(2)), int(m.group(3))
-        if subject == 1:
-            return CAMPAIGN if detail in (7, 8) else BOUNCE  # 5.1.7/5.1.8: the sender's address
-        if subject == 2:
-            return BOUNCE if detail == 1 else (CAMPAIGN if detail == 3 else RECIPIENT)
-        if subject == 4:
-            return RECIPIENT
-        return CAMPAIGN  # 5.0 other, 5.3 system, 5.5 protocol, 5.6 content, 5.7 policy
-    if _SERVER_WORDS.search(reply) or stage != "RCPT TO":
-        return CAMPAIGN
-    return BOUNCE if _MAILBOX_WORDS.search(reply) else RECIPIENT
-
-
-_URL = re.compile(r"(?i)\b(?:https?|ftp)://\S+")
-_DIGITY = re.compile(r"\S*\d\S*")  # ids, queue ids, hex with digits, numbers, IPs, dates, codes
-_LONG = re.compile(r"\b(?:[A-Za-z0-9+/=_.-]{24,}|[0-9a-fA-F]{8,})\b")  # digitless ids: base64-ish, hex
-
-
-def signature(code: int | None, message: str) -> str:
-    """What makes two failures "the same way": the stage, the code, the enhanced status code and
-    the reply's shape — its words, with addresses, URLs and every token holding a digit or
-    looking like an id normalised away (Gmail's `550 5.1.1 … 4a7f3f0f4a3si12345 - gsmtp` carries
-    a different id in every reply; they are all one failure)."""
-    stage, _, reply = message.partition(": ")
-    m = _ENHANCED.search(reply)
-    shape = _ADDRESSY.sub("<>", _URL.sub("<url>", reply))
-    shape = " ".join(_LONG.sub("#", _DIGITY.sub("#", shape)).split())
-    return f"{stage}|{code}|{m.group(0) if m else ''}|{shape}"[:240]
-
-
 @dataclass
 class CampaignStats:
     total: int = 0  # active subscribers when the run started
@@ -181,7 +136,8 @@ class CampaignStats:
         return s
 
     def as_details(self) -> dict:
-        d = {"sent": self.sent, "failed": self.failed, "bounced": self.bounced, "faults": self.faults,
+        d = {"provider": "smtp", "sent": self.sent, "failed": self.failed, "bounced": self.bounced,
+             "faults": self.faults,
              "ambiguous_resent": self.resent, "skipped": self.already,
              "remaining": self.remaining, "ambiguous": len(self.ambiguous),
              "ambiguous_policy": self.ambiguous_policy, "elapsed_s": round(self.elapsed, 3)}
@@ -429,12 +385,7 @@ class Campaign:
         self.stats = CampaignStats(ambiguous_policy=self.policy)
         self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
         self.source = None  # publisher.campaign.Shared: recipients claimed from a shared campaign
-        self.faults_in_row = 0  # campaign faults since the last success
-        # the breaker's view of this run: the last BREAKER_WINDOW outcomes (None: sent; else the
-        # failure's signature) and how many of them failed each way
-        self.window: deque[str | None] = deque()
-        self.ways: Counter[str] = Counter()
-        self.trip_signature = ""
+        self.breaker = Breaker()  # publisher/transports/delivery.py
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.cfg.rate)
@@ -476,34 +427,9 @@ class Campaign:
                     len(rows), "re-sending" if new == "pending" else "treated as sent", ", ".join(rows[:10]))
 
     def check_ledger(self) -> bool:
-        """What was sent must survive the loss of the ledger: the subscribers database remembers,
-        per campaign, which ledger records it (its identity) and whether it finished. When the two
-        disagree — the ledger was emptied, deleted, replaced or restored from an older copy —
-        refuse, unless told what to do (after_ledger_loss). False: record the campaign as sent
-        without sending ("skip")."""
-        ident = self.ledger.identity()
-        mark = self.subs.campaign(self.t.issue)
-        lost = mark is not None and (mark.ledger_id != ident or (
-            mark.state == "done" and not self.mail.counts(self.t.issue)))
-        if lost and self.after_ledger_loss is None:
-            why = ("is another ledger (emptied, deleted or replaced since)" if mark.ledger_id != ident else
-                   "has no record of its recipients (restored from a copy older than the campaign?)")
-            raise TransportError(
-                f"the subscribers database {self.subs.path} says {self.t.issue} was "
-                f"{'sent' if mark.state == 'done' else 'being sent'} by email (since {mark.started_at}, "
-                f"last {mark.updated_at}), but the ledger {self.ledger.path} {why}: sending now could mail "
-                "everyone again, so nothing was sent. Restore the ledger from a backup and push again; or, "
-                f"to record the issue as sent without sending: `publisher push {self.t.issue} -c email "
-                "--after-ledger-loss skip`; or to send it again to everyone this ledger has no record of "
-                f"(duplicates for those who had it): `--after-ledger-loss resend`")
-        if lost:
-            log.warning("ledger %s lost the record of %s; told to %s", self.ledger.path, self.t.issue,
-                        self.after_ledger_loss)
-        if lost and self.after_ledger_loss == "skip":
-            self.subs.mark_campaign(self.t.issue, ident, "done")
-            return False
-        self.subs.mark_campaign(self.t.issue, ident, "sending")
-        return True
+        """publisher.transports.delivery.check_ledger for this campaign."""
+        return check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.t.issue), self.t.issue,
+                            "email", self.after_ledger_loss)
 
     def _producer(self, q: queue.Queue) -> None:
         try:
@@ -667,7 +593,6 @@ class Campaign:
     def _permanent(self, email: str, exc: Permanent) -> None:
         """Record a permanent failure by its class and feed the circuit breaker."""
         error = str(exc)[:500]
-        sig = signature(exc.code, error)
         if exc.kind == CAMPAIGN:
             self._mark(email, "pending", code=exc.code, error=error)
             log.warning("%s: refused for a reason that is not the reader's: %s", email, exc)
@@ -677,61 +602,29 @@ class Campaign:
         with self.lock:
             if exc.kind == CAMPAIGN:
                 self.stats.faults += 1
-                self.faults_in_row += 1
             else:
                 self.stats.failed += 1
-            self._outcome(sig)
-            trip = None
-            if self.faults_in_row >= BREAKER_FAULTS:
-                trip = f"{self.faults_in_row} refusals in a row that are not the readers' fault, the last: {exc}"
-            elif self._most_fail_the_same_way(sig, BREAKER_SAME):
-                trip = self._same_way(sig, exc)
-            if trip and self.stats.tripped is None:
-                self.stats.tripped = trip
-                self.trip_signature = sig
+        trip = self.breaker.failure(signature(exc.code, error), campaign=exc.kind == CAMPAIGN, what=exc)
         if trip:
+            with self.lock:
+                self.stats.tripped = trip
             self._abort(f"circuit breaker: {trip}")
 
-    def _outcome(self, sig: str | None) -> None:
-        """One more outcome in the breaker's window (under self.lock)."""
-        self.window.append(sig)
-        if sig is not None:
-            self.ways[sig] += 1
-        if len(self.window) > BREAKER_WINDOW:
-            old = self.window.popleft()
-            if old is not None:
-                self.ways[old] -= 1
-
-    def _most_fail_the_same_way(self, sig: str, at_least: int) -> bool:
-        """More than half of the recent outcomes (all of them, early in a run) are failures of
-        this one kind, and at least `at_least` of them: the server's problem, not the readers'."""
-        n = self.ways[sig]
-        return n >= at_least and 2 * n > len(self.window)
-
-    def _same_way(self, sig: str, exc: object) -> str:
-        n = self.ways[sig]
-        return (f"{n} of the last {len(self.window)} recipients failed the same way (the readers' "
-                f"addresses cannot all be wrong), the last: {exc}")
-
     def _succeeded(self) -> None:
-        with self.lock:
-            self.faults_in_row = 0
-            self._outcome(None)
+        self.breaker.success()
 
     def _after_run(self) -> None:
         """Tripped: the failures of the kind that tripped it go back to pending, nobody bounced.
         Otherwise: every recipient failure of this issue that proves a dead address bounces it
         (idempotent, so a crash before this point is mended by the next run)."""
         rows = self.mail.failed(self.t.issue)
-        if not self.stats.tripped and self.ways:  # a small run: most of it failed the same way?
-            sig, _ = self.ways.most_common(1)[0]
-            if self._most_fail_the_same_way(sig, BREAKER_SMALL):
-                self.stats.tripped = self._same_way(sig, next(
-                    (f"{r[2]}" for r in rows if signature(r[1], r[2] or "") == sig), sig))
-                self.trip_signature = sig
-                self.stats.aborted = self.stats.aborted or f"circuit breaker: {self.stats.tripped}"
+        late = self.breaker.at_end(lambda sig: next(
+            (f"{r[2]}" for r in rows if signature(r[1], r[2] or "") == sig), sig))
+        if late:  # a small run: most of it failed the same way
+            self.stats.tripped = late
+            self.stats.aborted = self.stats.aborted or f"circuit breaker: {late}"
         if self.stats.tripped:
-            sig = self.trip_signature
+            sig = self.breaker.signature
             back = [r[0] for r in rows if classify(r[1], r[2] or "") == CAMPAIGN
                     or (sig and signature(r[1], r[2] or "") == sig)]
             self.mail.unfail(self.t.issue, back)
@@ -823,14 +716,9 @@ class Campaign:
 
     def run(self) -> CampaignStats:
         start = time.monotonic()
-        self.stats.total = self.subs.count("active")
-        if self.stats.total == 0:
-            raise TransportError(
-                f"no active subscribers in {self.subs.path}: nothing was sent, and the push is not "
-                "recorded as done. Add readers (`publisher subscribers import FILE`) and push again")
+        self.stats.total = require_recipients(self.subs)
         if not self.check_ledger():
-            self.stats.note = ("not sent: recorded as sent after the loss of the ledger "
-                               "(--after-ledger-loss skip)")
+            self.stats.note = SKIPPED_NOTE
             return self.stats
         self.recover()
         self.reserve.take()
@@ -940,6 +828,30 @@ def campaign_status(ledger: Ledger, issue: str) -> dict[str, int]:
     return MailStore(ledger).counts(issue)
 
 
+def _raise_if_stopped(stats: CampaignStats, issue: str) -> None:
+    """A campaign that did not finish is a TransportError (resumable) saying what stopped it."""
+    if stats.lease_lost:
+        exc = TransportError(
+            f"{stats.summary()}; stopped: another process took this campaign over while this one "
+            f"was paused past its lease ({ledger_store.LEASE_STALE:.0f} s without heartbeat). "
+            f"{stats.stale} message(s) this process sent after that are counted as ambiguous "
+            f"(`publisher status {issue}`); the other process goes on with the rest")
+        exc.details = {"stale_sender_ambiguous": stats.stale}
+        exc.lease_lost = True
+        raise exc
+    if stats.aborted or stats.remaining or stats.unrecorded:
+        why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
+                                "not the reader's" if stats.faults else
+                                f"{stats.deferred} message(s) deferred after [smtp] max_retries"
+                                if stats.deferred else "some messages could not be recorded")
+        fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
+               "marked bounced." if stats.tripped or stats.faults else "")
+        exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
+                             "(recipients already sent are skipped)")
+        exc.details = stats.as_details()
+        raise exc
+
+
 # -- progress display ---------------------------------------------------------------------------
 
 
@@ -986,6 +898,11 @@ class EmailTransport(Transport):
         out.update({k: int(d[k]) for k in ("bounced", "ambiguous_resent", "stale_sender_ambiguous",
                                            "withdrawn", "unrecorded", "reconciled") if k in d})
         return out
+
+    @classmethod
+    def via(cls, record) -> str | None:
+        """smtp or the provider that carried the campaign (recorded in the push's details)."""
+        return record.details.get("provider")
 
     @classmethod
     def report(cls, settings, ledger, issue, push) -> dict:
@@ -1049,18 +966,8 @@ class EmailTransport(Transport):
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
         _refuse_unreachable_images(rendition)
-        to = ctx.options.get("to")
-        if to:
-            if ctx.dry_run:
-                return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
-            if provider_name(settings) != "smtp":
-                from publisher.transports.providers.campaign import send_test_via_provider
-
-                mid = send_test_via_provider(rendition, settings, to)
-            else:
-                mid = send_test(rendition, settings, to)
-            return PushResult(remote_id=mid, details={"test_to": to},
-                              summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
+        if ctx.options.get("to"):
+            return self._test_copy(rendition, ctx, ctx.options["to"])
         if ctx.dry_run:
             return self._dry_run(rendition, ctx)
         check_unsubscribe_url(settings)
@@ -1068,10 +975,37 @@ class EmailTransport(Transport):
             print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
-        if provider_name(settings) != "smtp":  # an email service provider's API (providers/)
-            from publisher.transports.providers.campaign import push_campaign
+        via = provider_name(settings)
+        try:
+            if via != "smtp":  # an email service provider's API (providers/)
+                from publisher.transports.providers.campaign import push_campaign
 
-            return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
+                return push_campaign(rendition, ctx, secret, progress=ctx.progress or _Lines())
+            stats = self._smtp_campaign(rendition, ctx, secret)
+        except TransportError as exc:  # the ledger's row says what carried it, also when it failed
+            exc.details = {"provider": via, **(getattr(exc, "details", None) or {})}
+            raise
+        print(stats.summary(), file=sys.stderr)
+        _raise_if_stopped(stats, rendition.issue)
+        return PushResult(details=stats.as_details(), summary=stats.summary())
+
+    def _test_copy(self, rendition: Rendition, ctx: PushContext, to: str) -> PushResult:
+        """`push --to ADDRESS`: one [TEST] copy; the campaign's ledger is untouched."""
+        if ctx.dry_run:
+            return PushResult(summary=f"email: dry run: would send one [TEST] copy to {to}")
+        if provider_name(ctx.settings) != "smtp":
+            from publisher.transports.providers.campaign import send_test_via_provider
+
+            mid = send_test_via_provider(rendition, ctx.settings, to)
+        else:
+            mid = send_test(rendition, ctx.settings, to)
+        return PushResult(remote_id=mid, details={"test_to": to},
+                          summary=f"email: test copy sent to {to} ({mid}); campaign ledger untouched")
+
+    @staticmethod
+    def _smtp_campaign(rendition: Rendition, ctx: PushContext, secret: str) -> CampaignStats:
+        """The SMTP campaign: this process alone, or the shared campaign in team mode."""
+        settings = ctx.settings
         template = build_template(rendition, settings)
         after_ledger_loss = ctx.options.get("after_ledger_loss")
         if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
@@ -1082,34 +1016,11 @@ class EmailTransport(Transport):
             sender = functools.partial(Campaign, after_ledger_loss=after_ledger_loss)
             stats, _ = shared.send(settings, ctx.ledger, rendition.issue, sender=sender, secret=secret,
                                    lease=ctx.lease, progress=ctx.progress or _Lines())
-        else:
-            campaign = Campaign(template, settings, ctx.ledger, secret=secret, after_ledger_loss=after_ledger_loss)
-            campaign.lease = ctx.lease
-            campaign.progress = ctx.progress or _Lines()
-            stats = campaign.run()
-        print(stats.summary(), file=sys.stderr)
-        if stats.lease_lost:
-            exc = TransportError(
-                f"{stats.summary()}; stopped: another process took this campaign over while this one "
-                f"was paused past its lease ({ledger_store.LEASE_STALE:.0f} s without heartbeat). "
-                f"{stats.stale} message(s) this process sent after that are counted as ambiguous "
-                f"(`publisher status {rendition.issue}`); the other process goes on with the rest")
-            exc.details = {"stale_sender_ambiguous": stats.stale}
-            exc.lease_lost = True
-            raise exc
-        if stats.aborted or stats.remaining or stats.unrecorded:
-            why = stats.aborted or (f"{stats.faults} message(s) refused by the server for a reason that is "
-                                    "not the reader's" if stats.faults else
-                                    f"{stats.deferred} message(s) deferred after [smtp] max_retries"
-                                    if stats.deferred else "some messages could not be recorded")
-            fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
-                   "marked bounced." if stats.tripped or stats.faults else "")
-            exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
-                                 "(recipients already sent are skipped)")
-            exc.details = stats.as_details()
-            raise exc
-        return PushResult(details=stats.as_details(),
-                          summary=stats.summary())
+            return stats
+        campaign = Campaign(template, settings, ctx.ledger, secret=secret, after_ledger_loss=after_ledger_loss)
+        campaign.lease = ctx.lease
+        campaign.progress = ctx.progress or _Lines()
+        return campaign.run()
 
     def _dry_run(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         from publisher.mailmsg import sample_eml

@@ -22,9 +22,9 @@ run at once. Every stop is resumable: run the push again.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
-import re
 import threading
 import time
 import uuid
@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 
 import requests
 
-from publisher.errors import TransportError
+from publisher.errors import PublisherError, TransportError
+from publisher.stores.base import DatabaseError, DBError, DiskReserve, StoreError
 from publisher.stores.batches import BatchStore
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
+from publisher.transports.delivery import SKIPPED_NOTE, Breaker, check_ledger, require_recipients, signature
 from publisher.transports.providers import provider_class, provider_name
 from publisher.transports.providers.base import (
     SENT,
@@ -52,9 +54,9 @@ from publisher.transports.providers.base import (
 
 log = logging.getLogger("publisher.email")
 
-BREAKER_FAULTS = 3
-BREAKER_SAME = 20
-_ADDRESSY = re.compile(r"<[^>]*>|\S+@\S+")
+
+class LeaseLost(Exception):
+    """Another process took this campaign over (we were paused past the lease)."""
 
 
 @dataclass
@@ -68,13 +70,18 @@ class ProviderStats:
     resent: int = 0  # ambiguous readers (SES, lost reply or crash) sent again
     reconciled: int = 0  # readers of a lost call found at the provider (marked sent, not re-sent)
     deferred: int = 0
+    withdrawn: int = 0  # unsubscribed (or bounced) after their batch was queued: not sent
+    stale: int = 0  # sent after another process took the lease over: maybe sent twice
+    unrecorded: int = 0  # answered by the provider, outcome not recorded (disk full): call left open
     calls: int = 0
     tripped: str | None = None
     ambiguous: list[str] = field(default_factory=list)
     ambiguous_policy: str = "resend"
     aborted: str | None = None
+    lease_lost: bool = False
     elapsed: float = 0.0
     remaining: int = 0
+    note: str = ""
 
     def summary(self) -> str:
         s = (f"email via {self.provider}: sent {self.sent}, failed {self.failed}, "
@@ -84,18 +91,35 @@ class ProviderStats:
             s += f"; {self.faults} refused by the provider for a reason not the reader's (left pending)"
         if self.ambiguous:
             s += f"; {len(self.ambiguous)} ambiguous ({self.ambiguous_policy})"
+        if self.withdrawn:
+            s += f"; {self.withdrawn} unsubscribed during the campaign (not sent)"
+        if self.stale:
+            s += (f"; {self.stale} sent after another process took this campaign over "
+                  "(ambiguous: those readers may have two copies)")
+        if self.unrecorded:
+            s += (f"; {self.unrecorded} answered by the provider but not recorded (the call is reconciled "
+                  "on the next run)")
+        if self.note:
+            s += f"; {self.note}"
         return s
 
     def as_details(self) -> dict:
-        return {"provider": self.provider, "sent": self.sent, "failed": self.failed, "faults": self.faults,
-                "ambiguous_resent": self.resent, "reconciled": self.reconciled, "skipped": self.already,
-                "remaining": self.remaining, "ambiguous": len(self.ambiguous),
-                "ambiguous_policy": self.ambiguous_policy, "calls": self.calls, "elapsed_s": round(self.elapsed, 3)}
+        d = {"provider": self.provider, "sent": self.sent, "failed": self.failed, "faults": self.faults,
+             "ambiguous_resent": self.resent, "reconciled": self.reconciled, "skipped": self.already,
+             "remaining": self.remaining, "ambiguous": len(self.ambiguous),
+             "ambiguous_policy": self.ambiguous_policy, "calls": self.calls, "elapsed_s": round(self.elapsed, 3)}
+        for key in ("withdrawn", "unrecorded"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        if self.stale:
+            d["stale_sender_ambiguous"] = self.stale
+        return d
 
 
 class ProviderCampaign:
     def __init__(self, rendition, settings, ledger: Ledger, *, secret: str,
-                 progress: Callable[[int, int], None] | None = None, ambiguous: str | None = None):
+                 progress: Callable[[int, int], None] | None = None, ambiguous: str | None = None,
+                 after_ledger_loss: str | None = None):
         from publisher.errors import ConfigError
         from publisher.mailmsg import build_template
         from publisher.subscribers import open_db
@@ -110,24 +134,34 @@ class ProviderCampaign:
         if self.policy not in ("resend", "skip"):
             raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
+        self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.progress = progress
         self.lease = None
         self.subs = open_db(settings)
         self.mail = MailStore(ledger)
         self.batches = BatchStore(ledger)
+        self.reserve = DiskReserve(ledger.path)
         self.stats = ProviderStats(provider=self.p.name, ambiguous_policy=self.policy)
+        self.breaker = Breaker()  # publisher/transports/delivery.py, as the SMTP campaign's
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.limiter = RateLimiter(self.p.rate)
         self.done = 0
-        self.faults_in_row = 0
-        self.same: tuple[str, list[str]] = ("", [])
+        self.workers: list[threading.Thread] = []
 
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _close(self, key: str, outcomes: dict[str, Outcome], note: str = "") -> None:
-        self.batches.close_batch(self.issue, key, ((e, o.state, o.code, o.error) for e, o in outcomes.items()),
-                                 note)
+        """Record a call's outcome (one transaction). On a full disk: free the reserve, record it,
+        stop the run; if even that fails the call stays open and the next run reconciles it."""
+        rows = [(e, o.state, o.code, o.error) for e, o in outcomes.items()]
+        try:
+            self.batches.close_batch(self.issue, key, rows, note)
+        except StoreError as exc:
+            if not exc.disk_full or not self.reserve.release():
+                raise
+            self._abort(str(exc))
+            self.batches.close_batch(self.issue, key, rows, note)
 
     def _abort(self, reason: str) -> None:
         with self.lock:
@@ -215,18 +249,25 @@ class ProviderCampaign:
                         chunk = []
             if chunk:
                 self._put(q, chunk)
+        except BaseException as exc:
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for _ in range(self.p.concurrency):
-                q.put(None)
+                self._put(q, None, always=True)
             self.ledger.close()
             self.subs.close()
 
-    def _put(self, q: queue.Queue, chunk: list[str]) -> None:
-        while not self.stop.is_set():
+    def _put(self, q: queue.Queue, chunk: list[str] | None, *, always: bool = False) -> None:
+        """Queue a chunk (or a worker's end marker: `always`, unless the workers are gone)."""
+        while always or not self.stop.is_set():
             try:
                 q.put(chunk, timeout=0.2)
                 return
             except queue.Full:
+                if always and not any(t.is_alive() for t in self.workers):
+                    return  # no worker left to take it
                 continue
 
     def _worker(self, q: queue.Queue) -> None:
@@ -238,7 +279,17 @@ class ProviderCampaign:
                     return
                 if self.stop.is_set():
                     continue
-                self._send(session, chunk)
+                try:
+                    self._send(session, chunk)
+                except LeaseLost as exc:
+                    with self.lock:
+                        self.stats.lease_lost = True
+                    self._abort(str(exc))
+                except (StoreError, TransportError, DatabaseError) as exc:
+                    self._abort(str(exc))
+                except DBError as exc:  # PostgreSQL gone or failing: resumable, never a traceback
+                    self._abort(f"the database {self.ledger.where} failed: {' '.join(str(exc).split())[:300]}; "
+                                "nothing is lost: run the push again once it is back")
                 with self.lock:
                     self.done += len(chunk)
                     done = self.done
@@ -253,126 +304,198 @@ class ProviderCampaign:
             self.subs.close()
 
     def _send(self, session, emails: list[str]) -> None:
-        from publisher.mailmsg import unsubscribe_url_for
-
-        # an address that unsubscribed or bounced since its page was read is not mailed
-        active = {s.email.lower() for s in self.subs.active_among(emails)}
-        emails = [e for e in emails if e.lower() in active]
-        readers = [Reader(e, self.t.message_id(e), unsubscribe_url_for(self.settings, e, self.secret)) for e in emails]
+        """One chunk of readers: calls until each has an outcome, or is deferred or left pending."""
         attempt = 0
-        while readers and not self.stop.is_set():
-            if self.lease is not None and self.lease.lost.is_set():
-                self._abort("the lease of this campaign was taken over by another process (our heartbeat "
-                            "stopped); stopped sending")
-                return
+        while emails and not self.stop.is_set():
             attempt += 1
             if attempt > self.p.max_retries + 1:
-                log.warning("%d reader(s) deferred after %d attempts", len(readers), attempt - 1)
+                log.warning("%d reader(s) deferred after %d attempts", len(emails), attempt - 1)
                 with self.lock:
-                    self.stats.deferred += len(readers)
+                    self.stats.deferred += len(emails)
+                self._refused(f"{len(emails)} reader(s) deferred after [{self.p.table}] max_retries")
                 return
-            key = uuid.uuid4().hex
-            payload = self.p.prepare(key, readers)
-            self.limiter.wait(len(readers))
-            started = self.batches.open_batch(self.issue, key, self.p.name, [(r.email, r.message_id) for r in readers])
-            with self.lock:
-                self.stats.calls += 1
-            try:
-                outcomes = self.p.send(session, payload, readers)
-            except Retry as exc:
-                self._close(key, {r.email: Outcome("pending", exc.code, str(exc)[:500]) for r in readers},
-                            "not accepted")
-                if attempt > self.p.max_retries:
-                    continue  # deferred (above)
-                self.stop.wait(exc.after if exc.after is not None else backoff(attempt))
-                continue
-            except Lost as exc:
-                if self.p.reconciles:
-                    try:
-                        found = self._reconcile(session, key, started, [r.email for r in readers])
-                    except TransportError as exc2:
-                        self._abort(f"a reply was lost ({exc}) and {exc2}")
-                        return  # the call stays open: the next run reconciles it
-                    self._close(key, {r.email: SENT if r.email in found else Outcome("pending", None, str(exc)[:500])
-                                      for r in readers}, "reconciled after a lost reply")
-                    with self.lock:
-                        self.stats.sent += len(found)
-                        self.stats.reconciled += len(found)
-                    readers = [r for r in readers if r.email not in found]
-                    continue
-                self._settle_ambiguous(key, [r.email for r in readers], f"lost reply: {exc}"[:500])
-                if self.policy == "skip":
-                    return
-                continue
-            except Fault as exc:
-                self._close(key, {r.email: Outcome("pending", exc.code, str(exc)[:500]) for r in readers},
-                            "refused as a whole")
-                log.warning("%s", exc)
-                with self.lock:
-                    self.stats.faults += len(readers)
-                    self.faults_in_row += 1
-                    trip = self.faults_in_row >= BREAKER_FAULTS and self.stats.tripped is None
-                    if trip:
-                        self.stats.tripped = f"{self.faults_in_row} calls refused in a row, the last: {exc}"
-                if trip:
-                    self._abort(f"circuit breaker: {self.stats.tripped}")
-                return
-            except TransportError as exc:
-                self._close(key, {r.email: Outcome("pending", None, str(exc)[:500]) for r in readers}, "stopped")
-                self._abort(str(exc))
-                return
-            self._close(key, outcomes, "answered")
-            self._count(outcomes)
-            return
+            emails = self._call(session, emails, attempt)
 
-    def _count(self, outcomes: dict[str, Outcome]) -> None:
-        trip = None
+    def _still_ours(self) -> None:
+        """Checked before each call: the lease is still ours, the ledger's disk has room."""
+        if self.lease is not None and not self.lease.valid():
+            raise LeaseLost("another process took this campaign over while this one was stopped or paused "
+                            "past its lease; this one stopped sending")
+        if self.reserve.low():
+            self.reserve.release()
+            raise StoreError(self.ledger.path, OSError(errno.ENOSPC, "the disk is full (less than "
+                                                       f"{DiskReserve.LOW // 1024} KB free)"))
+
+    def _readers(self, emails: list[str]) -> list[Reader]:
+        """Those of `emails` still active now, just before their call is built: an unsubscribe
+        answered 200 before this moment is never sent."""
+        from publisher.mailmsg import unsubscribe_url_for
+
+        active = {s.email.lower() for s in self.subs.active_among(emails)}
+        gone = len(emails) - sum(1 for e in emails if e.lower() in active)
+        if gone:
+            with self.lock:
+                self.stats.withdrawn += gone
+        return [Reader(e, self.t.message_id(e), unsubscribe_url_for(self.settings, e, self.secret))
+                for e in emails if e.lower() in active]
+
+    def _call(self, session, emails: list[str], attempt: int) -> list[str]:
+        """One call for `emails`; returns the readers to try again (empty: all settled)."""
+        self._still_ours()
+        self.limiter.wait(len(emails))
+        readers = self._readers(emails)
+        if not readers:
+            return []
+        key = uuid.uuid4().hex
+        payload = self.p.prepare(key, readers)
+        started = self.batches.open_batch(self.issue, key, self.p.name, [(r.email, r.message_id) for r in readers])
         with self.lock:
-            if outcomes and all(o.state == "pending" for o in outcomes.values()):
-                # every message of the call refused for a reason not the readers' (e.g. Postmark's
-                # account or sender codes per message): a refused call, for the breaker
-                self.faults_in_row += 1
-                if self.faults_in_row >= BREAKER_FAULTS and self.stats.tripped is None:
-                    self.stats.tripped = (f"{self.faults_in_row} calls refused in a row, the last: "
-                                          f"{next(iter(outcomes.values())).error}")
-                    trip = []
-            for e, o in outcomes.items():
-                if o.state == "sent":
-                    self.stats.sent += 1
-                    self.faults_in_row = 0
-                    self.same = ("", [])
-                    continue
+            self.stats.calls += 1
+        try:
+            outcomes = self.p.send(session, payload, readers)
+        except Retry as exc:
+            self._close(key, {r.email: Outcome("pending", exc.code, str(exc)[:500]) for r in readers}, "not accepted")
+            if attempt <= self.p.max_retries:
+                self.stop.wait(exc.after if exc.after is not None else backoff(attempt))
+            return [r.email for r in readers]
+        except Lost as exc:
+            return self._lost(session, key, started, readers, exc)
+        except Fault as exc:
+            self._close(key, {r.email: Outcome("pending", exc.code, str(exc)[:500]) for r in readers},
+                        "refused as a whole")
+            log.warning("%s", exc)
+            with self.lock:
+                self.stats.faults += len(readers)
+            self._refused(exc)
+            return []
+        except TransportError:
+            self._close(key, {r.email: Outcome("pending", None, "stopped") for r in readers}, "stopped")
+            raise
+        self._answered(key, outcomes)
+        return []
+
+    def _lost(self, session, key: str, started: float, readers: list[Reader], exc: Lost) -> list[str]:
+        """The call went out and no reply came: reconcile it (Postmark, Mailgun) or, where no
+        search exists (SES), its readers are ambiguous ([email] ambiguous)."""
+        emails = [r.email for r in readers]
+        if not self.p.reconciles:
+            self._settle_ambiguous(key, emails, f"lost reply: {exc}"[:500])
+            return [] if self.policy == "skip" else emails
+        try:
+            found = self._reconcile(session, key, started, emails)
+        except TransportError as exc2:
+            self._abort(f"a reply was lost ({exc}) and {exc2}")
+            return []  # the call stays open: the next run reconciles it
+        self._close(key, {e: SENT if e in found else Outcome("pending", None, str(exc)[:500]) for e in emails},
+                    "reconciled after a lost reply")
+        with self.lock:
+            self.stats.sent += len(found)
+            self.stats.reconciled += len(found)
+        return [e for e in emails if e not in found]
+
+    def _refused(self, what: object) -> None:
+        """A call refused (or deferred) for a reason that is not the readers': the breaker counts it."""
+        trip = self.breaker.refused(what)
+        if trip:
+            with self.lock:
+                self.stats.tripped = trip
+            self._abort(f"circuit breaker: {trip}")
+
+    def _answered(self, key: str, outcomes: dict[str, Outcome]) -> None:
+        """Record the provider's answer, count it, feed the breaker; stop when the lease was lost."""
+        stale = self.lease is not None and self.lease.taken_over()
+        try:
+            self._close(key, outcomes, "answered")
+        except StoreError:
+            with self.lock:
+                self.stats.unrecorded += len(outcomes)
+            raise
+        sent = sum(1 for o in outcomes.values() if o.state == "sent")
+        with self.lock:
+            self.stats.sent += sent
+            self.stats.stale += sent if stale else 0
+        if outcomes and not sent and all(o.state == "pending" for o in outcomes.values()):
+            # every message of the call refused for a reason not the readers' (e.g. Postmark's
+            # account or sender codes per message): a refused call, for the breaker
+            with self.lock:
+                self.stats.faults += len(outcomes)
+            self._refused(next(iter(outcomes.values())).error)
+        else:
+            self._outcomes(outcomes)
+        if stale:
+            raise LeaseLost("another process took this campaign over while this one was paused; this one "
+                            "stopped sending")
+
+    def _outcomes(self, outcomes: dict[str, Outcome]) -> None:
+        """Each reader's outcome in the breaker's window: most of the run failing one way trips it."""
+        for o in outcomes.values():
+            if o.state == "sent":
+                self.breaker.success()
+                continue
+            with self.lock:
                 if o.state == "pending":
                     self.stats.faults += 1
-                    continue
-                self.stats.failed += 1
-                sig = f"{o.code} {_ADDRESSY.sub('<>', o.error or '')}"[:200]
-                self.same = (sig, [*self.same[1], e]) if self.same[0] == sig else (sig, [e])
-                if len(self.same[1]) >= BREAKER_SAME and self.stats.tripped is None:
-                    self.stats.tripped = f"the same failure for {len(self.same[1])} readers in a row: {o.error}"
-                    trip = list(self.same[1])
-        if trip is not None:
-            self.mail.unfail(self.issue, trip)  # the sender's problem, not theirs: pending again
-            with self.lock:
-                self.stats.failed -= len(trip)
-                self.stats.faults += len(trip)
-            self._abort(f"circuit breaker: {self.stats.tripped}")
+                else:
+                    self.stats.failed += 1
+            trip = self.breaker.failure(signature(o.code, o.error or ""), campaign=False, what=o.error)
+            if trip:
+                with self.lock:
+                    self.stats.tripped = trip
+                self._abort(f"circuit breaker: {trip}")
+
+    def _after_run(self) -> None:
+        """Most of the run failed one way (now, or a small run at its end): the failures of that
+        kind are the sender's problem, not the readers': they go back to `pending`."""
+        rows = self.mail.failed(self.issue)
+        late = self.breaker.at_end(lambda sig: next(
+            (r[2] for r in rows if signature(r[1], r[2] or "") == sig), sig))
+        if late:
+            self.stats.tripped = late
+            self.stats.aborted = self.stats.aborted or f"circuit breaker: {late}"
+        sig = self.breaker.signature
+        if not (self.stats.tripped and sig):
+            return
+        back = [r[0] for r in rows if signature(r[1], r[2] or "") == sig]
+        self.mail.unfail(self.issue, back)
+        with self.lock:
+            self.stats.failed = max(0, self.stats.failed - len(back))
+            self.stats.faults += len(back)
 
     def run(self) -> ProviderStats:
         start = time.monotonic()
+        self.stats.total = require_recipients(self.subs)
+        if not check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.issue), self.issue, "email",
+                            self.after_ledger_loss):
+            self.stats.note = SKIPPED_NOTE
+            return self.stats
         try:
+            self.reserve.take()
             self.recover()
-        except TransportError as exc:
+            self._threads()
+            self.reserve.release()  # room for the bookkeeping below, on a nearly full disk
+            if self.stats.lease_lost:
+                return self.stats  # the campaign is the new holder's now
+            self._after_run()
+            self.stats.remaining = self.remaining()
+            finished = not self.stats.aborted and not self.stats.remaining
+            self.subs.mark_campaign(self.issue, self.ledger.identity(), "done" if finished else "sending")
+        except TransportError as exc:  # recovery could not reconcile: nothing was sent
             self.stats.aborted = str(exc)
             self.stats.remaining = self.remaining()
-            return self.stats
-        self.stats.total = self.subs.count("active")
+        finally:
+            self.reserve.release()
+            self.stats.elapsed = time.monotonic() - start
+        return self.stats
+
+    def _threads(self) -> None:
         q: queue.Queue = queue.Queue(maxsize=2 * self.p.concurrency)
         threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
-        threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{self.p.name}-{i}", daemon=True)
-                    for i in range(self.p.concurrency)]
-        for t in threads:
+        self.workers = [threading.Thread(target=self._worker, args=(q,), name=f"email-{self.p.name}-{i}",
+                                         daemon=True) for i in range(self.p.concurrency)]
+        threads += self.workers
+        for t in self.workers:
             t.start()
+        threads[0].start()  # after the workers: the producer's end markers wait for live workers
         try:
             for t in threads:
                 while t.is_alive():
@@ -382,9 +505,6 @@ class ProviderCampaign:
             for t in threads:
                 t.join(10)
             raise
-        self.stats.elapsed = time.monotonic() - start
-        self.stats.remaining = self.remaining()
-        return self.stats
 
     def remaining(self) -> int:
         left = 0
@@ -401,11 +521,20 @@ def push_campaign(rendition, ctx, secret: str, *, progress=None):
 
     from publisher.transports.base import PushResult
 
-    campaign = ProviderCampaign(rendition, ctx.settings, ctx.ledger, secret=secret)
+    campaign = ProviderCampaign(rendition, ctx.settings, ctx.ledger, secret=secret,
+                                after_ledger_loss=ctx.options.get("after_ledger_loss"))
     campaign.lease = ctx.lease
     campaign.progress = progress
     stats = campaign.run()
     print(stats.summary(), file=sys.stderr)
+    if stats.lease_lost:
+        exc = TransportError(f"{stats.summary()}; stopped: another process took this campaign over while this "
+                             f"one was paused past its lease. {stats.stale} reader(s) this process sent after that "
+                             f"are counted as ambiguous (`publisher status {rendition.issue}`); the other process "
+                             "goes on with the rest")
+        exc.details = {**stats.as_details(), "stale_sender_ambiguous": stats.stale}
+        exc.lease_lost = True
+        raise exc
     if stats.aborted or stats.remaining:
         table = campaign.p.table
         why = stats.aborted or (f"{stats.faults} message(s) refused by {stats.provider} for a reason that is not "
