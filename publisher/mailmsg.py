@@ -238,6 +238,12 @@ def from_tokens(settings) -> list[str]:
     return _address(*from_mailbox(settings))
 
 
+def list_id_tokens(settings, list_id: str) -> list[str]:
+    """The List-Id header as tokens: the sender's name (as From shows it) and `<list_id>`."""
+    name = sender_name(settings)
+    return [*_phrase(name, quote_dots=False), f"<{list_id}>"] if name else [f"<{list_id}>"]
+
+
 def from_header(settings) -> str:
     """The From header's value, unfolded, for a provider's API (see `from_tokens`)."""
     return " ".join(from_tokens(settings))
@@ -273,8 +279,7 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
     ]
     if em["reply_to"]:
         headers.append(f"Reply-To: {em['reply_to']}")
-    name = sender_name(settings)
-    headers.append(fold("List-Id", [*_phrase(name, quote_dots=False), f"<{list_id}>"] if name else [f"<{list_id}>"]))
+    headers.append(fold("List-Id", list_id_tokens(settings, list_id)))
     unsub = "List-Unsubscribe: <\x00unsub_hdr\x00>"
     if em["unsubscribe_mailto"]:
         mailto = em["unsubscribe_mailto"]

@@ -187,25 +187,18 @@ class Content:
 
 def content_of(rendition, settings, template) -> Content:
     """The Content of an email rendition (subject and sender as the MIME template has them)."""
-    from publisher.mailmsg import text_part_of
+    from publisher.mailmsg import from_header, list_id_tokens, text_part_of
 
     em = settings["email"]
-    name = em["from_name"]
     mailto = em["unsubscribe_mailto"]
     if mailto and not mailto.startswith("mailto:"):
         mailto = "mailto:" + mailto
     list_id = em["list_id"]
     return Content(issue=rendition.issue, subject=template.subject,
-                   from_header=email.utils.formataddr((name, em["from_address"])) if name else em["from_address"],
+                   from_header=from_header(settings),
                    from_address=em["from_address"], reply_to=em["reply_to"],
-                   list_id_header=f"{_quoted(name)} <{list_id}>" if name else f"<{list_id}>",
+                   list_id_header=" ".join(list_id_tokens(settings, list_id)),
                    unsubscribe_mailto=mailto, html=rendition.body, text=text_part_of(rendition))
-
-
-def _quoted(name: str) -> str:
-    from publisher.mailmsg import encode_header_text
-
-    return encode_header_text(name)
 
 
 def tag_of(issue: str) -> str:
