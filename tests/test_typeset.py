@@ -141,6 +141,11 @@ def test_every_channel_renders_the_fixture(fixture_settings):
     assert 'alt="q = \\mathrm{round}(x / s)"' in wechat
     assert "<math" in web and "<mfrac>" in web and "$" not in web.split("<article>")[1].split("</article>")[0]
     assert "raw.githubusercontent.com" in email and "/math-" in email
+    # every formula image the email links to is published by the web site too, beside the issue's
+    # page (where `[newsletter] image_base_url = "<site>/{date}"` points), with the same bytes
+    emailed = {i.ref: i.data for i in out["email"].images if i.ref.startswith("math-")}
+    on_site = {i.ref: i.data for i in out["web"].images if i.ref.startswith(f"{issue.slug}/math-")}
+    assert emailed and {f"{issue.slug}/{ref}": data for ref, data in emailed.items()}.items() <= on_site.items()
     for ch in ("github", "zhihu", "aijishu"):
         assert r"$q = \mathrm{round}(x / s)$" in out[ch].body and "$$\n" in out[ch].body
         assert "[^scale]" in out[ch].body and "\n[^scale]: 也有实现取" in out[ch].body

@@ -27,6 +27,7 @@ from markupsafe import Markup
 from publisher.channels.archive import calendar
 from publisher.channels.base import Channel, LocalImage, PastIssue, Rendition, license_of
 from publisher.channels.html_writer import (
+    FORMULA_INK,
     HtmlWriter,
     cut,
     is_remote,
@@ -138,7 +139,14 @@ push = false
             return node.src if is_remote(node.src) else add_local(node.src, "inline")
 
         def formula(tex: str, display: bool) -> str:
-            return formulas.mathml(tex, display)  # MathML: the browser lays it out, no image
+            # the page shows MathML (the browser lays it out); the site also publishes the formula's
+            # PNG in the email's ink beside the page, where email's [newsletter] image_base_url
+            # (`<site>/{date}`) points mail clients
+            img = formulas.image(tex, display, FORMULA_INK)
+            ref = f"{issue.slug}/{img.name}"
+            if ref not in images:
+                images[ref] = LocalImage(ref=ref, data=img.data, role="inline", media_type="image/png")
+            return formulas.mathml(tex, display)
 
         w = HtmlWriter(image_src=image_src, formula=formula, footnotes=issue.footnotes, classes=True)
         lead = lead_html(w, issue)
