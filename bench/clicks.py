@@ -32,7 +32,7 @@ from publisher.stores.analytics import AnalyticsStore  # noqa: E402
 from publisher.stores.ledger import Ledger  # noqa: E402
 from publisher.unsubscribe import serve_in_thread  # noqa: E402
 
-ISSUE = ROOT / "examples" / "issues" / "2026-11-23.md"
+ISSUE = ROOT / "examples" / "neuraltalk" / "issues" / "2026-11-23.md"
 
 
 def pct(values: list[float], p: float) -> float:

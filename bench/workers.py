@@ -138,7 +138,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
             base = project(Path(tmp) / "base", sink.port, "", args.connections)
             settings = load_settings(base / "publisher.toml")
-            issue, _ = load(ROOT / "examples" / "issues" / "2026-11-23.md")
+            issue, _ = load(ROOT / "examples" / "neuraltalk" / "issues" / "2026-11-23.md")
             template = build_template(render(issue, "email", settings), settings)
             runs = []
             for k in (1, 2, 4):
