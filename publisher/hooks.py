@@ -41,6 +41,7 @@ from collections import OrderedDict
 from urllib.parse import urlsplit
 
 from publisher.bounces import Processor, Report
+from publisher.refs import is_https
 
 log = logging.getLogger("publisher.hooks")
 
@@ -84,7 +85,7 @@ def trusted_sns_url(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return (parts.scheme == "https" and parts.port in (None, 443) and not parts.username and not parts.password
+    return (is_https(url) and parts.port in (None, 443) and not parts.username and not parts.password
             and SNS_HOST.fullmatch(parts.hostname or "") is not None)
 
 

@@ -23,6 +23,7 @@ _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]+")
 _REMOTE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _HTTP = re.compile(r"https?://", re.I)
+_HTTPS = re.compile(r"https://", re.I)
 
 
 # Characters no output may carry: C0 controls but tab, newline and carriage return, DEL, the C1
@@ -95,6 +96,12 @@ def is_remote(ref: str) -> bool:
 def is_http(url: str) -> bool:
     """A public web URL: `http://` or `https://` (any case) — the one "is this http(s)" rule."""
     return bool(_HTTP.match(url))
+
+
+def is_https(url: str) -> bool:
+    """An encrypted web URL: `https://` (any case) — the one "is this https" rule (one-click
+    unsubscribe, SNS certificates)."""
+    return bool(_HTTPS.match(url))
 
 
 def is_local(ref: str) -> bool:

@@ -166,19 +166,32 @@ def test_every_is_http_asks_refs(url: str) -> None:
         assert not is_http(bad) and not checkable(bad) and not countable(bad)
 
 
+def test_every_is_https_asks_refs() -> None:
+    """One "is this https" rule: the SNS certificate URL and the one-click unsubscribe warning."""
+    from publisher.hooks import trusted_sns_url
+    from publisher.refs import is_https
+
+    good = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem"
+    assert is_https(good) and is_https("HTTPS://example.org/") and trusted_sns_url(good)
+    for bad in ("http://sns.us-east-1.amazonaws.com/x.pem", "//sns.us-east-1.amazonaws.com/x.pem",
+                "ftp://sns.us-east-1.amazonaws.com/x.pem", " https://example.org/", "httpsx://example.org/"):
+        assert not is_https(bad) and not trusted_sns_url(bad), bad
+
+
 def test_no_inline_http_check_outside_refs() -> None:
-    """`startswith(("http…` and `scheme in ("http", "https")` are written in publisher/refs.py only."""
+    """`startswith(("http…`, `scheme in ("http", "https")` and `scheme == "https"` are written in
+    publisher/refs.py only (`is_http`, `is_https`)."""
     import re
 
     root = Path(__file__).resolve().parents[1]
-    inline = re.compile(r"""startswith\(\(?["']https?:|scheme(?:\.lower\(\))? (?:not )?in \(["']https?["']""")
-    # not yet moved: files owned by other work in progress (see the report of issue 24)
-    pending = {"channels/wechat/__init__.py", "publisher/hooks.py", "publisher/transports/email.py"}
+    inline = re.compile(r"""startswith\(\(?["']https?:|scheme(?:\.lower\(\))? (?:not )?in \(["']https?["']"""
+                        r"""|\.scheme(?:\.lower\(\))? [=!]= ["']https?["']""")
     found = {p.relative_to(root).as_posix() for d in ("publisher", "channels") for p in (root / d).rglob("*.py")
              if inline.search(p.read_text(encoding="utf-8"))}
-    assert found - {"publisher/refs.py"} <= pending, found
+    assert found - {"publisher/refs.py"} == set(), found
     for violation in ('if url.startswith(("http://", "https://")):', 'ok = parts.scheme in ("http", "https")',
-                      "ok = urlsplit(u).scheme.lower() not in ('https', 'http')"):
+                      "ok = urlsplit(u).scheme.lower() not in ('https', 'http')", 'secure = parts.scheme == "https"',
+                      'if not url.startswith("https://"):'):
         assert inline.search(violation), violation  # the scan catches each way of writing it
 
 

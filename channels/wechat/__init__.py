@@ -34,6 +34,7 @@ from publisher.channels.wechat.themes import (  # noqa: F401 (the theme API, imp
 )
 
 from publisher.model import Issue
+from publisher.refs import is_http
 
 TEMPLATE = "wechat/article.html"
 # the numbers live in limits.py beside this module, shared with `publisher check` and the transport
@@ -99,7 +100,7 @@ class WeChatChannel(HtmlChannel):
 
     def remote_image(self, src: str) -> str | None:
         # http(s) images of other sites stay; the transport downloads and uploads them
-        return src if urlsplit(src).scheme.lower() in ("http", "https") else None
+        return src if is_http(src) else None
 
     def page(self, issue: Issue, writer: HtmlWriter, content: dict, images: list[LocalImage]) -> Rendition:
         news = self.settings["newsletter"]

@@ -67,6 +67,7 @@ from pathlib import Path
 from publisher.channels.base import Rendition
 from publisher.errors import ConfigError, PublisherError, TransportError
 from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
+from publisher.refs import is_https
 from publisher.stores import ledger as ledger_store
 from publisher.stores.base import DiskReserve, StoreError
 from publisher.stores.ledger import Ledger
@@ -971,7 +972,7 @@ class EmailTransport(Transport):
         if ctx.dry_run:
             return self._dry_run(rendition, ctx)
         check_unsubscribe_url(settings)
-        if not settings["email"]["unsubscribe_url"].startswith("https://"):
+        if not is_https(settings["email"]["unsubscribe_url"]):
             print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
         secret = settings.secret("email", "secret_env")
