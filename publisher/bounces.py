@@ -24,7 +24,6 @@ mbox is only read).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email
 import email.policy
@@ -43,6 +42,7 @@ from pathlib import Path
 from publisher.errors import ConfigError, PublisherError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
+from publisher.tokens import verify_token, verp_address, verp_mac, verp_pattern  # noqa: F401 (the VERP API)
 
 log = logging.getLogger("publisher.bounces")
 
@@ -53,49 +53,6 @@ DONE_MAILDIR = ".processed"
 
 class BounceError(PublisherError):
     """The mailbox could not be read or the configuration is incomplete."""
-
-
-# -- VERP -------------------------------------------------------------------------------------
-
-
-def _verp_mac(secret: str, list_id: str, issue: str, sub_id: int, email_addr: str) -> str:
-    msg = f"verp\0{list_id}\0{issue}\0{sub_id}\0{email_addr.strip().lower()}".encode()
-    digest = hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).digest()
-    return base64.b32encode(digest).decode("ascii")[:10].lower()  # lower case: MTAs may fold it
-
-
-def verp_address(base: str, secret: str, list_id: str, issue: str, sub_id: int, email_addr: str) -> str:
-    """`bounces+ID-YYYYMMDD-MAC@domain` for base `bounces@domain` (≤ 64 octets of local part)."""
-    local, _, domain = base.rpartition("@")
-    date = issue.replace("-", "")
-    if not re.fullmatch(r"\d{8}", date):
-        raise ConfigError(f"VERP needs an issue named by its date (YYYY-MM-DD), got {issue!r}")
-    return f"{local}+{sub_id}-{date}-{_verp_mac(secret, list_id, issue, sub_id, email_addr)}@{domain}"
-
-
-def verp_pattern(base: str) -> re.Pattern:
-    local, _, domain = base.rpartition("@")
-    return re.compile(rf"(?i)(?<![\w.+-]){re.escape(local)}\+(\d{{1,12}})-(\d{{8}})-([a-z2-7]{{10}})@"
-                      rf"{re.escape(domain)}(?![\w-])")
-
-
-def verp_sender(settings, secret: str, issue: str, subs):
-    """For a campaign: a function email → MAIL FROM, or None when [bounces] address is not set."""
-    base = settings["bounces"]["address"]
-    if not base:
-        return None
-    if base.count("@") != 1 or "+" in base.split("@")[0]:
-        raise ConfigError(f"[bounces] address {base!r} must be a plain address like bounces@example.org "
-                          f"(no '+'): fix it in {settings.where()}")
-    list_id = settings["email"]["list_id"]
-
-    def sender(email_addr: str) -> str:
-        sub = subs.get(email_addr)
-        if sub is None:  # forgotten mid-campaign: no token can name it
-            return base
-        return verp_address(base, secret, list_id, issue, sub.id, sub.email)
-
-    return sender
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -331,12 +288,10 @@ class Processor:
         if report.sub_id is not None and report.issue and report.mac:
             email = self.subs.email_of(report.sub_id)
             if email is not None:
-                want = _verp_mac(self.secret, self.list_id, report.issue, report.sub_id, email)
+                want = verp_mac(self.secret, self.list_id, report.issue, report.sub_id, email)
                 if hmac.compare_digest(want, report.mac):
                     return email
         if report.unsub_token:
-            from publisher.unsubscribe import verify_token
-
             return verify_token(self.secret, self.list_id, report.unsub_token)
         return None
 

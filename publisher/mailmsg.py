@@ -37,6 +37,7 @@ from publisher.channels.base import Rendition
 from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError
 from publisher.settings import valid_unsubscribe_url
+from publisher.tokens import make_token, unsubscribe_url
 
 PLACEHOLDER = UNSUBSCRIBE_PLACEHOLDER  # what the email channel writes
 CRLF = b"\r\n"
@@ -310,8 +311,6 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
 
 
 def unsubscribe_url_for(settings, email: str, secret: str | None) -> str:
-    from publisher.unsubscribe import make_token, unsubscribe_url
-
     template = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
     token = make_token(secret, settings["email"]["list_id"], email) if secret else "SAMPLE-TOKEN"
     return unsubscribe_url(template, token)

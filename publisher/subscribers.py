@@ -18,6 +18,7 @@ from pathlib import Path
 
 from publisher.addresses import valid_address
 from publisher.errors import Diagnostic
+from publisher.stores import open_subscribers as open_db  # noqa: F401 (the subscribers API)
 from publisher.stores.mail import MailStore
 from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
     SCHEMA,
@@ -31,14 +32,6 @@ from publisher.stores.subscribers import (  # noqa: F401 (the subscribers API)
 
 # the one address rule (publisher.addresses); the name stays for the transports that import it
 valid_email = valid_address
-
-
-def open_db(settings) -> SubscriberDB:
-    from publisher.stores import open_subscribers
-
-    if not settings["database"]["url"] and settings.path("email", "subscribers_db") is None:
-        raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
-    return open_subscribers(settings)
 
 
 def open_mail(settings) -> MailStore:

@@ -1,8 +1,7 @@
 """Unsubscribe links and `publisher serve`: the one-click unsubscribe endpoint (RFC 8058).
 
-A token is `base64url(email) "." base64url(HMAC-SHA256(secret, list_id NUL lowercased email))`;
-the secret comes from the environment variable named by [email] secret_env. The server needs no
-token table: it verifies the signature and unsubscribes the address the token names.
+Tokens are signed and verified by publisher/tokens.py (`base64url(email) "." HMAC-SHA256`): the
+server needs no token table; it verifies the signature and unsubscribes the address it names.
 
     GET  /unsubscribe?token=…   a confirmation page with a button (changes nothing: link
                                 scanners and prefetchers follow GET links)
@@ -16,12 +15,11 @@ A bad or forged token gets 400 and changes nothing.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import threading
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
+
+from publisher.tokens import make_token, unsubscribe_url, verify_token  # noqa: F401 (the endpoint's API)
 
 log = logging.getLogger("publisher.unsubscribe")
 
@@ -47,42 +45,6 @@ def read_form(environ, *, max_body: int = MAX_BODY, max_fields: int = MAX_FIELDS
         return parse_qs(raw.decode("utf-8"), max_num_fields=max_fields), ""
     except (ValueError, UnicodeDecodeError):  # too many fields, bad UTF-8 (percent escapes decode leniently)
         return None, "400 Bad Request"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(secret: str, list_id: str, email: str) -> bytes:
-    msg = f"{list_id}\0{email.strip().lower()}".encode()
-    return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).digest()
-
-
-def make_token(secret: str, list_id: str, email: str) -> str:
-    return f"{_b64(email.encode('utf-8'))}.{_b64(_mac(secret, list_id, email))}"
-
-
-def verify_token(secret: str, list_id: str, token: str) -> str | None:
-    """The email a genuine token names, else None."""
-    try:
-        head, _, sig = token.partition(".")
-        if not head or not sig or len(token) > 1024:
-            return None
-        email = _unb64(head).decode("utf-8")
-        given = _unb64(sig)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not hmac.compare_digest(given, _mac(secret, list_id, email)):
-        return None
-    return email
-
-
-def unsubscribe_url(template: str, token: str) -> str:
-    return template.replace("{token}", quote(token, safe=""))
 
 
 # -- the web app ----------------------------------------------------------------------------

@@ -66,12 +66,15 @@ def open_ledger(settings: Any, *, existing: bool = False):
 
 def open_subscribers(settings: Any, *, existing: bool = False):
     """The subscribers database of these settings; with `existing`, None when it is a SQLite file
-    not created yet, or none is configured (readers that must not create one)."""
-    from publisher.stores.subscribers import SubscriberDB
+    not created yet, or none is configured (readers that must not create one); without, a
+    SubscriberError naming the key to set when none is configured."""
+    from publisher.stores.subscribers import SubscriberDB, SubscriberError
 
-    if existing and not settings["database"]["url"]:
+    if not settings["database"]["url"]:
         path = settings.path("email", "subscribers_db")
-        if path is None or not Path(path).exists():
+        if path is None and not existing:
+            raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
+        if existing and (path is None or not Path(path).exists()):
             return None
     where, password = location(settings, "subscribers")
     return SubscriberDB(where, password=password)

@@ -64,14 +64,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from publisher.addresses import valid_address
 from publisher.channels.base import Rendition
 from publisher.errors import ConfigError, PublisherError, TransportError
 from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
 from publisher.refs import is_https
 from publisher.stores import ledger as ledger_store
+from publisher.stores import open_subscribers
 from publisher.stores.base import DiskReserve, StoreError
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
+from publisher.stores.subscribers import SubscriberDB
+from publisher.tokens import verp_sender
 from publisher.transports.base import PushContext, PushResult, Transport
 from publisher.transports.delivery import (
     BOUNCE,
@@ -369,14 +373,12 @@ class Campaign:
     def __init__(self, template: MessageTemplate, settings, ledger: Ledger, *, secret: str,
                  progress: Callable[[int, int], None] | None = None, smtp: SmtpConfig | None = None,
                  ambiguous: str | None = None, after_ledger_loss: str | None = None):
-        from publisher.subscribers import open_db
-
         self.t = template
         self.settings = settings
         self.ledger = ledger
         self.secret = secret
         self.cfg = smtp or SmtpConfig.from_settings(settings)
-        self.subs = open_db(settings)
+        self.subs = open_subscribers(settings)
         self.progress = progress
         self.policy = ambiguous or settings["email"].get("ambiguous", "resend")
         if self.policy not in ("resend", "skip"):
@@ -393,10 +395,8 @@ class Campaign:
         self.done = 0
         self.mail = MailStore(ledger)
         self.reserve = DiskReserve(ledger.path)
-        from publisher.bounces import verp_sender
-
-        # [bounces] address set: a VERP envelope sender per recipient (publisher/bounces.py)
-        self.envelope = verp_sender(settings, secret, template.issue, self.subs)
+        # [bounces] address set: a VERP envelope sender per recipient (publisher/tokens.py)
+        self.envelope = verp_sender(settings, secret, template.list_id, template.issue, self.subs)
 
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
@@ -798,9 +798,8 @@ def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=Non
 def send_test(rendition: Rendition, settings, to: str) -> str:
     """One copy to `to`, subject prefixed [TEST]; the campaign ledger is not touched."""
     from publisher.mailmsg import unsubscribe_url_for
-    from publisher.subscribers import valid_email
 
-    if not valid_email(to):
+    if not valid_address(to):
         raise ConfigError(f"--to {to!r} is not an email address")
     check_unsubscribe_url(settings)
     secret = settings.secret("email", "secret_env")
@@ -918,8 +917,6 @@ class EmailTransport(Transport):
         path = settings.path("email", "subscribers_db")
         if path is None or not Path(path).exists():
             return []
-        from publisher.subscribers import SubscriberDB
-
         ident = ledger.identity() if ledger is not None else None
         rows = []
         for mark in SubscriberDB(path).campaigns():
@@ -1011,9 +1008,7 @@ class EmailTransport(Transport):
         after_ledger_loss = ctx.options.get("after_ledger_loss")
         if settings["database"]["url"]:  # team mode: start the shared campaign, or join it
             from publisher import campaign as shared
-            from publisher.subscribers import open_db
-
-            shared.start(ctx.ledger, open_db(settings), template, rendition.issue)
+            shared.start(ctx.ledger, open_subscribers(settings), template, rendition.issue)
             sender = functools.partial(Campaign, after_ledger_loss=after_ledger_loss)
             stats, _ = shared.send(settings, ctx.ledger, rendition.issue, sender=sender, secret=secret,
                                    lease=ctx.lease, progress=ctx.progress or _Lines())
@@ -1025,10 +1020,9 @@ class EmailTransport(Transport):
 
     def _dry_run(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         from publisher.mailmsg import sample_eml
-        from publisher.subscribers import open_db
 
         settings = ctx.settings
-        subs = open_db(settings)
+        subs = open_subscribers(settings)
         active = subs.count("active")
         first = next(subs.iter("active", 1), None)
         status = campaign_status(ctx.ledger, rendition.issue)

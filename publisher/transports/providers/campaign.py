@@ -122,7 +122,7 @@ class ProviderCampaign:
                  after_ledger_loss: str | None = None):
         from publisher.errors import ConfigError
         from publisher.mailmsg import build_template
-        from publisher.subscribers import open_db
+        from publisher.stores import open_subscribers
 
         self.settings = settings
         self.ledger = ledger
@@ -137,7 +137,7 @@ class ProviderCampaign:
         self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.progress = progress
         self.lease = None
-        self.subs = open_db(settings)
+        self.subs = open_subscribers(settings)
         self.mail = MailStore(ledger)
         self.batches = BatchStore(ledger)
         self.reserve = DiskReserve(ledger.path)
@@ -552,11 +552,11 @@ def push_campaign(rendition, ctx, secret: str, *, progress=None):
 def send_test_via_provider(rendition, settings, to: str) -> str:
     """One copy to `to` through the configured provider, subject prefixed [TEST]; the campaign
     ledger is not touched. Returns the Message-ID."""
+    from publisher.addresses import valid_address
     from publisher.errors import ConfigError
     from publisher.mailmsg import build_template, check_unsubscribe_url, unsubscribe_url_for
-    from publisher.subscribers import valid_email
 
-    if not valid_email(to):
+    if not valid_address(to):
         raise ConfigError(f"--to {to!r} is not an email address")
     check_unsubscribe_url(settings)
     secret = settings.secret("email", "secret_env")
