@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,12 +39,12 @@ import jinja2
 from publisher.errors import ConfigError
 from publisher.model import Issue
 from publisher.refs import describe_char, forbidden_char, image_bytes
+from publisher.registry import ENTRY_POINT_GROUP, available_channels, load_channel  # noqa: F401 (the contract's API)
 
 if TYPE_CHECKING:
     from publisher.limits import Violation
     from publisher.settings import Settings
 
-ENTRY_POINT_GROUP = "publisher.channels"
 
 
 @dataclass(frozen=True)
@@ -250,7 +249,7 @@ class _ChannelTemplateFolders(Mapping[str, jinja2.BaseLoader]):
     when a template under that prefix is asked for."""
 
     def __getitem__(self, name: str) -> jinja2.BaseLoader:
-        if name not in _entry_points():
+        if name not in available_channels():
             raise KeyError(name)
         folder = get_channel(name).template_folder
         if folder is None:
@@ -258,7 +257,7 @@ class _ChannelTemplateFolders(Mapping[str, jinja2.BaseLoader]):
         return jinja2.FileSystemLoader(str(folder))
 
     def __iter__(self):
-        return iter(n for n in _entry_points() if get_channel(n).template_folder is not None)
+        return iter(n for n in available_channels() if get_channel(n).template_folder is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -287,8 +286,11 @@ class Channel:
     # True: a rendition reads the source of every issue of its archive_slice() (RenderContext.load),
     # not only its date and title, so `publisher build` fingerprints those sources too
     reads_sources: ClassVar[bool] = False
-    # True: this class replaces another distribution's channel of the same name (see _entry_points)
+    # True: this class replaces another distribution's channel of the same name (publisher/registry.py)
     override: ClassVar[bool] = False
+    # True: this channel mails the subscribers (publisher.registry.mail_channel): the subscriber
+    # list, the subscribe and unsubscribe pages and bounce processing read its config table
+    mails_subscribers: ClassVar[bool] = False
 
     @classmethod
     def archive_slice(cls, date: dt.date, archive: Sequence[PastIssue]) -> Sequence[PastIssue]:
@@ -369,59 +371,13 @@ class Channel:
         return f"{issue.slug}{self.extension}"
 
 
-def _distribution(ep: Any) -> str:
-    dist = getattr(ep, "dist", None)
-    return f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
-
-
-@cache
-def _entry_points() -> dict[str, Any]:
-    """Every channel name -> its entry point. A name is claimed once (Sphinx's `add_builder`): two
-    installed distributions registering one name is an error naming both, unless exactly one of the
-    two classes declares `override = True` (a deliberate replacement, e.g. of a built-in channel)."""
-    found: dict[str, Any] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        prev = found.get(ep.name)
-        if prev is None or prev.value == ep.value:
-            found.setdefault(ep.name, ep)
-            continue
-        found[ep.name] = _claim(ep.name, prev, ep)
-    return found
-
-
-def _claim(name: str, first: Any, second: Any) -> Any:
-    """The one of two entry points for `name` that wins (the one declaring `override = True`)."""
-    overriding = [ep for ep in (first, second) if getattr(_load(ep), "override", False) is True]
-    if len(overriding) == 1:
-        return overriding[0]
-    raise ConfigError(
-        f"channel '{name}' is registered twice: by {_distribution(first)} ({first.value}) and by "
-        f"{_distribution(second)} ({second.value}); uninstall one, or let the replacement declare "
-        "`override = True` on its Channel class")
-
-
-def _load(ep: Any) -> Any:
-    try:
-        return ep.load()
-    except Exception as exc:  # a broken plug-in is named, not a traceback
-        raise ConfigError(f"channel '{ep.name}' ({_distribution(ep)}, {ep.value}) cannot be loaded: {exc}") from None
-
-
-def available_channels() -> list[str]:
-    return sorted(_entry_points())
-
-
 def check_rendition(r: Rendition) -> list[Violation]:
     """Every limit of the rendition's channel, as the channel declares them (`Channel.check`)."""
     return get_channel(r.channel).check(r)
 
 
 def get_channel(name: str) -> type[Channel]:
-    eps = _entry_points()
-    if name not in eps:
-        known = ", ".join(sorted(eps)) or "(none installed)"
-        raise ConfigError(f"unknown channel '{name}'; available channels: {known}")
-    cls = _load(eps[name])
-    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+    cls = load_channel(name)
+    if not issubclass(cls, Channel):
         raise ConfigError(f"entry point '{name}' in group {ENTRY_POINT_GROUP} is not a Channel subclass")
     return cls

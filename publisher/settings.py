@@ -19,6 +19,7 @@ from typing import Any
 from .addresses import valid_address
 from .errors import ConfigError
 from .refs import is_http
+from .registry import available_channels, load_channel
 
 CONFIG_FILENAME = "publisher.toml"
 # An issue source in the issues folder: YYYY-MM-DD.md
@@ -234,14 +235,12 @@ def _merge(base: dict, override: Mapping, *, file: Path, root: Path) -> None:
 def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> None:
     """Add to the schema the config tables that channels declare (`Channel.config`): those of every
     enabled channel and, when the file sets a table nobody declared yet, of every installed one."""
-    from publisher.channels.base import available_channels, get_channel
-
     installed = available_channels()
     names = [n for n in enabled if isinstance(n, str) and n in installed] if isinstance(enabled, list) else []
     if unknown:
         names += [n for n in installed if n not in names]
     for name in names:
-        for table, defaults in get_channel(name).config_tables().items():
+        for table, defaults in load_channel(name).config_tables().items():
             if data.setdefault(table, defaults) != defaults:
                 raise ConfigError(f"channel '{name}' declares the config table [{table}], which another part "
                                   "of publisher defines differently: the channel must use a table of its own")
@@ -291,8 +290,6 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
     enabled = data["channels"]["enabled"]
     if any(not isinstance(c, str) for c in enabled):
         raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")
-    from publisher.channels.base import available_channels
-
     known = available_channels()
     unknown = [c for c in enabled if c not in known]
     if unknown:

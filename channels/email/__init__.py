@@ -37,6 +37,7 @@ class EmailChannel(HtmlChannel):
     media_type = "text/html"
     extension = ".html"
     transport = "publisher.transports.email:EmailTransport"
+    mails_subscribers = True  # its table ([email]) holds the subscriber list, sender and unsubscribe URL
     check = staticmethod(limits.check)
 
     @classmethod
