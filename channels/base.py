@@ -12,6 +12,8 @@ way a Sphinx builder registers itself and its config values:
 - `preview()`: its own tab of `publisher preview` (a template of its folder; by default its
   output rendered beside its source);
 - `check()`: its platform limits, as Violations (see publisher/limits.py);
+- `mails_subscribers`: True for the one channel whose table the mail stack reads (the subscriber
+  list, sender, unsubscribe URL; publisher/registry.py `mail_channel`);
 - what a rendition reads, which is what `publisher build` fingerprints: `archive_slice()` (the
   part of the archive it shows — the context it renders with holds only that), `reads_sources`
   (whether it reads the sources of that slice's issues too, through `RenderContext.load`),

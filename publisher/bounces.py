@@ -40,6 +40,7 @@ from email.message import Message
 from pathlib import Path
 
 from publisher.errors import ConfigError, PublisherError
+from publisher.registry import mail_channel, mail_table
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
 from publisher.tokens import verify_token, verp_address, verp_mac, verp_pattern  # noqa: F401 (the VERP API)
@@ -211,7 +212,7 @@ class Processor:
             raise ConfigError("[bounces] address is not set (the VERP base address, e.g. bounces@example.org, "
                               f"that campaigns use as envelope sender): set it in {settings.where()}")
         self.verp = verp_pattern(base) if base else None
-        self.list_id = settings["email"]["list_id"]
+        self.list_id = mail_table(settings)["list_id"]
         self.secret = secret
         self.soft_limit = max(1, int(settings["bounces"]["soft_limit"]))
         self.ledger = ledger
@@ -415,7 +416,7 @@ def process_mailboxes(settings, *, mailbox: Path | None = None, ledger: Ledger |
     """Read every configured source ([bounces] mailbox, [bounces] imap_host) and apply it."""
     from publisher.subscribers import open_db
 
-    secret = settings.secret("email", "secret_env")
+    secret = settings.secret(mail_channel(), "secret_env")
     from publisher.stores import open_ledger
 
     ledger = ledger or open_ledger(settings)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
+from publisher.registry import mail_channel, mail_table
 from publisher.stores.base import DatabaseError, DBError
 from publisher.stores.campaigns import CampaignStore, Worker, decode_template, encode_template
 from publisher.stores.schema import SchemaError
@@ -98,7 +99,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
     template = template_of(ledger, issue)
     worker = store.join(command)
     down_since = None
-    policy = settings["email"].get("ambiguous", "resend")
+    policy = mail_table(settings).get("ambiguous", "resend")
     try:
         while True:
             try:
@@ -146,7 +147,7 @@ def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:
     from publisher.stores import open_ledger
 
     check_unsubscribe_url(settings)
-    secret = settings.secret("email", "secret_env")
+    secret = settings.secret(mail_channel(), "secret_env")
     ledger = open_ledger(settings)
     store = CampaignStore(ledger)
     stopped: set[str] = set()
@@ -156,7 +157,7 @@ def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:
             stats, done = send(settings, ledger, issue, sender=sender, secret=secret)
             echo(f"{issue}: {stats.summary()}" + ("; campaign complete" if done else ""))
             if done:
-                ledger.finish(issue, "email", details=stats.as_details())
+                ledger.finish(issue, mail_channel(), details=stats.as_details())
             elif stats.aborted or stats.tripped or stats.deferred:
                 echo(f"{issue}: this worker stopped: {stats.aborted or stats.tripped or 'deferred messages'}; "
                      "fix the cause and start a worker again (the campaign resumes where it is)")

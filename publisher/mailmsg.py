@@ -34,12 +34,12 @@ from email.utils import format_datetime
 
 from publisher.addresses import valid_address
 from publisher.channels.base import Rendition
-from publisher.channels.email import UNSUBSCRIBE_PLACEHOLDER
 from publisher.errors import ConfigError
+from publisher.registry import mail_channel, mail_table
 from publisher.settings import valid_unsubscribe_url
-from publisher.tokens import make_token, unsubscribe_url
+from publisher.tokens import UNSUBSCRIBE_PLACEHOLDER, make_token, unsubscribe_url
 
-PLACEHOLDER = UNSUBSCRIBE_PLACEHOLDER  # what the email channel writes
+PLACEHOLDER = UNSUBSCRIBE_PLACEHOLDER  # what the mail channel writes where the reader's link goes
 CRLF = b"\r\n"
 _SLOT = re.compile(rb"\x00([a-z_]+)\x00")
 SLOTS = ("to", "msgid", "unsub_hdr", "unsub_text", "unsub_html")
@@ -223,12 +223,12 @@ def text_part_of(rendition: Rendition) -> str:
 
 def sender_name(settings) -> str:
     """The From name: `[email] from_name`, else the newsletter's name."""
-    return settings["email"]["from_name"] or settings["newsletter"]["name"]
+    return mail_table(settings)["from_name"] or settings["newsletter"]["name"]
 
 
 def from_mailbox(settings) -> tuple[str, str]:
     """(name, address) of every message's From."""
-    return sender_name(settings), settings["email"]["from_address"]
+    return sender_name(settings), mail_table(settings)["from_address"]
 
 
 def from_tokens(settings) -> list[str]:
@@ -258,12 +258,13 @@ def from_line(settings) -> str:
 def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
                    date: dt.datetime | None = None) -> MessageTemplate:
     """Build the byte template of an email rendition (see the module docstring)."""
-    em = settings["email"]
-    from_addr = settings.require("email", "from_address", "the sender of the newsletter")
+    table = mail_channel()
+    em = settings[table]
+    from_addr = settings.require(table, "from_address", "the sender of the newsletter")
     if not valid_address(from_addr):
-        raise ConfigError(f"[email] from_address {from_addr!r} is not an email address: fix it in {settings.where()}")
+        raise ConfigError(f"[{table}] from_address {from_addr!r} is not an email address: fix it in {settings.where()}")
     domain = from_addr.rsplit("@", 1)[1]
-    list_id = settings.require("email", "list_id", "the List-Id header, e.g. news.example.org")
+    list_id = settings.require(table, "list_id", "the List-Id header, e.g. news.example.org")
     meta = rendition.metadata
     subject = subject_prefix + str(meta.get("subject") or rendition.issue)
     date = date or dt.datetime.now(dt.UTC)
@@ -311,20 +312,22 @@ def build_template(rendition: Rendition, settings, *, subject_prefix: str = "",
 
 
 def unsubscribe_url_for(settings, email: str, secret: str | None) -> str:
-    template = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
-    token = make_token(secret, settings["email"]["list_id"], email) if secret else "SAMPLE-TOKEN"
+    table = mail_channel()
+    template = settings.require(table, "unsubscribe_url", "the https:// link with {token}")
+    token = make_token(secret, settings[table]["list_id"], email) if secret else "SAMPLE-TOKEN"
     return unsubscribe_url(template, token)
 
 
 def check_unsubscribe_url(settings) -> None:
-    url = settings.require("email", "unsubscribe_url", "the https:// link with {token}")
+    table = mail_channel()
+    url = settings.require(table, "unsubscribe_url", "the https:// link with {token}")
     if not valid_unsubscribe_url(url):
-        raise ConfigError(f"[email] unsubscribe_url must be an http(s) URL with {{token}}: fix it in {settings.where()}")
+        raise ConfigError(f"[{table}] unsubscribe_url must be an http(s) URL with {{token}}: fix it in {settings.where()}")
 
 
 def sample_recipient(settings) -> str:
     """The address a sample message is shown to: a reader at the sender's own domain."""
-    return "reader@" + settings["email"]["from_address"].rpartition("@")[2]
+    return "reader@" + mail_table(settings)["from_address"].rpartition("@")[2]
 
 
 def sample_eml(rendition: Rendition, settings, email: str | None = None,

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, quote
 
 from publisher.addresses import valid_address
 from publisher.mailmsg import from_line, sender_name
+from publisher.registry import mail_channel, mail_table
 
 log = logging.getLogger("publisher.subscribe")
 
@@ -152,7 +153,7 @@ class Mailer:
         self.lock = threading.Lock()
 
     def message(self, email: str, request: int) -> bytes:
-        s, em = self.settings, self.settings["email"]
+        s, em = self.settings, mail_table(self.settings)
         hours = s["subscribe"]["confirm_hours"]
         expires = int(time.time() + hours * 3600)
         token = make_confirm_token(self.secret, em["list_id"], email, request, expires)
@@ -176,7 +177,7 @@ class Mailer:
     def send_now(self, email: str, request: int) -> None:
         from publisher.transports.email import _close, connect, transmit
 
-        sender = self.settings["bounces"]["address"] or self.settings["email"]["from_address"]
+        sender = self.settings["bounces"]["address"] or mail_table(self.settings)["from_address"]
         smtp = connect(self.cfg)
         try:
             transmit(smtp, sender, email, self.message(email, request), lambda: None)
@@ -224,7 +225,7 @@ class SubscribeApp:
         self.env = template_env(settings)
         sub = settings["subscribe"]
         self.secret = secret
-        self.list_id = settings["email"]["list_id"]
+        self.list_id = mail_table(settings)["list_id"]
         self.lang = sub["language"]
         self.t = strings(settings)
         self.hours = sub["confirm_hours"]
@@ -345,7 +346,7 @@ def site_from_settings(settings, *, on_unsubscribe=None):
     # the confirmation email links readers to confirm_url: never a shipped placeholder
     settings.require_own("subscribe", "confirm_url", "the confirmation email links readers to it")
     db = open_db(settings)
-    secret = settings.secret("email", "secret_env")
-    return make_app(secret, settings["email"]["list_id"], db, sender_name(settings),
+    secret = settings.secret(mail_channel(), "secret_env")
+    return make_app(secret, mail_table(settings)["list_id"], db, sender_name(settings),
                     subscribe=make_subscribe_app(settings, secret), env=template_env(settings),
                     on_unsubscribe=on_unsubscribe)

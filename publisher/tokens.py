@@ -18,6 +18,9 @@ from urllib.parse import quote
 
 from publisher.errors import ConfigError
 
+# What the mail channel writes where each reader's unsubscribe URL goes; the transports replace it.
+UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

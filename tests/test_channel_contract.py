@@ -307,3 +307,111 @@ def test_the_suite_stays_green_with_a_third_party_channel_installed(third_party)
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert " passed" in r.stdout.splitlines()[-1] and "failed" not in r.stdout.splitlines()[-1]
+
+
+# ---- the channel that mails subscribers is found by its declaration, not its name ------------
+
+
+class _EntryPoint:
+    """An installed entry point as importlib.metadata gives it (name, value, dist, load)."""
+
+    def __init__(self, name: str, cls) -> None:
+        self.name, self.cls, self.value, self.dist = name, cls, f"thirdparty:{cls.__name__}", None
+
+    def load(self):
+        return self.cls
+
+
+@pytest.fixture
+def registry_of(monkeypatch):
+    """Replace the installed channels with `{name: class}` for one test (caches cleared)."""
+    from publisher import registry
+
+    def install(channels: dict) -> None:
+        monkeypatch.setattr(registry, "_entry_points", lambda: {n: _EntryPoint(n, c) for n, c in channels.items()})
+        registry.mail_channel.cache_clear()
+
+    yield install
+    registry.mail_channel.cache_clear()
+
+
+def test_the_built_in_mail_channel_is_found_by_its_declaration(tmp_path: Path) -> None:
+    from publisher.channels.base import available_channels, get_channel
+
+    from publisher.registry import mail_channel, mail_table
+    from publisher.settings import load_settings
+
+    declared = [n for n in available_channels() if get_channel(n).mails_subscribers]
+    assert declared == ["email"] == [mail_channel()]
+    (tmp_path / "publisher.toml").write_text("", encoding="utf-8")
+    settings = load_settings(tmp_path / "publisher.toml")
+    assert mail_table(settings) is settings["email"]
+
+
+def test_the_mail_stack_reads_the_table_of_the_channel_that_declares_it(registry_of, tmp_path: Path) -> None:
+    """Rename the mailing channel ('letter'): every key the mail stack asks for, and every message
+    that names one, follows the channel's name — no `[email]` is looked up by name."""
+    import dataclasses
+
+    from publisher.channels.email import EmailChannel
+
+    from publisher.errors import ConfigError, PublisherError
+    from publisher.mailmsg import check_unsubscribe_url, from_mailbox
+    from publisher.settings import load_settings
+    from publisher.stores import open_subscribers
+    from publisher.transports.providers import provider_name
+
+    class Letter(EmailChannel):
+        name = "letter"
+
+    class Plain(EmailChannel):  # the built-in table name, no longer the one that mails
+        mails_subscribers = False
+
+    (tmp_path / "publisher.toml").write_text("", encoding="utf-8")
+    base = load_settings(tmp_path / "publisher.toml")
+    letter = {**base["email"], "from_address": "ed@letter.example", "from_name": "Letter",
+              "subscribers_db": "", "unsubscribe_url": "ftp://x/{token}", "transport": "pigeon"}
+    settings = dataclasses.replace(base, data={**base.data, "letter": letter})
+    registry_of({"email": Plain, "letter": Letter})
+
+    assert from_mailbox(settings)[1] == "ed@letter.example"  # not [email] from_address
+    with pytest.raises(PublisherError, match=r"\[letter\] subscribers_db is not set"):
+        open_subscribers(settings)
+    with pytest.raises(ConfigError, match=r"\[letter\] unsubscribe_url"):
+        check_unsubscribe_url(settings)
+    with pytest.raises(ConfigError, match=r"\[letter\] transport must be one of"):
+        provider_name(settings)
+
+
+@pytest.mark.parametrize("mailing", [(), ("email", "letter")])
+def test_exactly_one_channel_mails_subscribers(registry_of, mailing: tuple) -> None:
+    from publisher.channels.email import EmailChannel
+
+    from publisher.errors import ConfigError
+    from publisher.registry import mail_channel
+
+    classes = {n: type(n.title(), (EmailChannel,), {"name": n, "mails_subscribers": n in mailing})
+               for n in ("email", "letter")}
+    registry_of(classes)
+    with pytest.raises(ConfigError, match="exactly one installed channel must mail subscribers") as err:
+        mail_channel()
+    for name in mailing:
+        assert repr(name) in str(err.value)
+
+
+def test_the_mail_transport_carries_only_the_channel_that_mails(tmp_path: Path) -> None:
+    """The table the mail transport reads is the table of the channel it carries: a rendition of
+    another channel routed to it is refused before anything is read or sent."""
+    from publisher.channels.base import Rendition
+
+    from publisher.errors import TransportError
+    from publisher.settings import load_settings
+    from publisher.transports.base import PushContext
+    from publisher.transports.email import EmailTransport
+
+    (tmp_path / "publisher.toml").write_text("", encoding="utf-8")
+    settings = load_settings(tmp_path / "publisher.toml")
+    other = Rendition(channel="relay", issue="2026-11-23", body="<p>x</p>", media_type="text/html",
+                      filename="2026-11-23.html")
+    with pytest.raises(TransportError, match="carries the channel that mails subscribers \\('email'\\), not 'relay'"):
+        EmailTransport().push(other, PushContext(settings=settings, ledger=None, issue=None))

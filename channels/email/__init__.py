@@ -22,11 +22,11 @@ from publisher.channels.markdown_writer import MailTextWriter, public_src
 
 from publisher.clicks import rewrite_for
 from publisher.model import Issue
+from publisher.tokens import UNSUBSCRIBE_PLACEHOLDER  # the transports replace it per reader
 
 HTML_TEMPLATE = "email/email.html"
 TEXT_TEMPLATE = "email/email.txt"
 CSS_TEMPLATE = "email/email.css"
-UNSUBSCRIBE_PLACEHOLDER = "%%UNSUBSCRIBE_URL%%"
 PREHEADER_LIMIT = 140
 GMAIL_CLIP_BYTES = limits.HTML_MAX_BYTES + 1  # Gmail clips HTML of this size and more
 

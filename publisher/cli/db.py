@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from publisher.cli import get_settings
+from publisher.registry import mail_channel
 
 
 @click.group("db")
@@ -55,7 +56,7 @@ def copy_command(ctx: click.Context, url: str) -> None:
         raise ConfigError(f"--to must be a postgresql://user@host:port/dbname URL, got {url[:40]!r}")
     password = settings.secret("database", "password_env") if settings["database"]["password_env"] else None
     counts = copy_to(settings.require("paths", "ledger", "the ledger database"),
-                     settings.require("email", "subscribers_db", "the subscribers database"), url, password,
+                     settings.require(mail_channel(), "subscribers_db", "the subscribers database"), url, password,
                      progress=lambda table, n: click.echo(f"  {table}: {n} rows"))
     click.echo(f"copied {sum(counts.values())} rows in {len(counts)} tables, counts verified; set "
                f"[database] url = \"{redact_url(url)}\" in {settings.where()} to use it (the password "

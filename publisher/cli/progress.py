@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import click
 
+from publisher.registry import mail_channel
+
 Progress = Callable[[int, int], None]
 
 
@@ -46,9 +48,10 @@ def build_progress() -> Iterator[Progress]:
 
 
 @contextmanager
-def send_progress(label: str) -> Iterator[Progress | None]:
+def send_progress(label: str | None = None) -> Iterator[Progress | None]:
     """A push's messages sent (email): a bar on a terminal, started at the first report; None off
-    a terminal (the transport then prints a line `email: done/total` every few seconds)."""
+    a terminal (the transport then prints a line `email: done/total` every few seconds). The bar is
+    labelled `label`, by default the name of the channel that mails subscribers (the one that reports)."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -60,7 +63,7 @@ def send_progress(label: str) -> Iterator[Progress | None]:
     def report(done: int, total: int) -> None:
         nonlocal task
         if task is None:
-            task = bar.add_task(label, total=total or None)
+            task = bar.add_task(label or mail_channel(), total=total or None)
             bar.start()
         bar.update(task, completed=done, total=total or None)
 

@@ -13,6 +13,7 @@ from publisher.cli import echo_json, format_option, get_settings, print_diagnost
 from publisher.cli.progress import send_progress
 from publisher.errors import PublisherError
 from publisher.push import BUSY, DONE, DRY_RUN, FAILED, SKIPPED, PushReport, push_issue, resolve_issue_path
+from publisher.registry import mail_channel
 
 
 @click.command("push")
@@ -40,8 +41,9 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
     names = settings.enabled_channels if all_channels else list(channels)
     if not names:
         raise PublisherError(f"[channels] enabled is empty in {settings.where()}")
-    if to and "email" not in names:
-        raise click.UsageError("--to sends an email test copy: add --channel email")
+    mail = mail_channel() if to or after_ledger_loss else None  # the options of the mail channel alone
+    if to and mail not in names:
+        raise click.UsageError(f"--to sends an email test copy: add --channel {mail}")
     if to and (problem := address_problem(to)):
         raise click.BadParameter(f"{to!r} is not an email address (like editor@example.net): {problem}",
                                  param_hint="--to")
@@ -49,14 +51,14 @@ def push_command(ctx, issue, channels, all_channels, dry_run, force, to, publish
     if to:
         options["to"] = to
     if after_ledger_loss:
-        if "email" not in names:
-            raise click.UsageError("--after-ledger-loss is about an email campaign: add --channel email")
+        if mail not in names:
+            raise click.UsageError(f"--after-ledger-loss is about an email campaign: add --channel {mail}")
         options["after_ledger_loss"] = after_ledger_loss
     path = resolve_issue_path(settings, issue)
     # --format json: stdout holds the JSON alone; what the channels print (the dry run's sample
     # message, summaries) goes to stderr
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if fmt == "json" else contextlib.nullcontext()
-    with send_progress("email") as progress, quiet_stdout:
+    with send_progress() as progress, quiet_stdout:
         report = push_issue(settings, path, names, force=force, dry_run=dry_run, options=options,
                             progress=progress)
     if fmt == "json":

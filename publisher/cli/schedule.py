@@ -47,7 +47,7 @@ def schedule_command(ctx, once, list_runs, fmt, test_at) -> int:
         Console(width=max(120, Console().width)).print(table)
         return 0
     if once:
-        with send_progress("email") as progress:
+        with send_progress() as progress:
             reports = run_once(settings, cfg, progress=progress)
         done = sum(1 for r in reports for o in r.outcomes if o.state == "done")
         click.echo(f"published {len(reports)} issue(s) ({done} channel push(es))")

@@ -50,7 +50,9 @@ def location(settings: Any, part: str) -> tuple[str | Path, str | None]:
         return url, password
     if part == "ledger":
         return settings.require("paths", "ledger", "the ledger database"), None
-    return settings.require("email", "subscribers_db", "the subscribers database"), None
+    from publisher.registry import mail_channel
+
+    return settings.require(mail_channel(), "subscribers_db", "the subscribers database"), None
 
 
 def open_ledger(settings: Any, *, existing: bool = False):
@@ -68,12 +70,14 @@ def open_subscribers(settings: Any, *, existing: bool = False):
     """The subscribers database of these settings; with `existing`, None when it is a SQLite file
     not created yet, or none is configured (readers that must not create one); without, a
     SubscriberError naming the key to set when none is configured."""
+    from publisher.registry import mail_channel
     from publisher.stores.subscribers import SubscriberDB, SubscriberError
 
     if not settings["database"]["url"]:
-        path = settings.path("email", "subscribers_db")
+        table = mail_channel()
+        path = settings.path(table, "subscribers_db")
         if path is None and not existing:
-            raise SubscriberError(f"[email] subscribers_db is not set: set it in {settings.where()}")
+            raise SubscriberError(f"[{table}] subscribers_db is not set: set it in {settings.where()}")
         if existing and (path is None or not Path(path).exists()):
             return None
     where, password = location(settings, "subscribers")

@@ -65,10 +65,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from publisher.addresses import valid_address
-from publisher.channels.base import Rendition
+from publisher.channels.base import Rendition, check_rendition
 from publisher.errors import ConfigError, PublisherError, TransportError
 from publisher.mailmsg import MessageTemplate, build_template, check_unsubscribe_url
 from publisher.refs import is_https
+from publisher.registry import mail_channel, mail_table
 from publisher.stores import ledger as ledger_store
 from publisher.stores import open_subscribers
 from publisher.stores.base import DiskReserve, StoreError
@@ -380,9 +381,9 @@ class Campaign:
         self.cfg = smtp or SmtpConfig.from_settings(settings)
         self.subs = open_subscribers(settings)
         self.progress = progress
-        self.policy = ambiguous or settings["email"].get("ambiguous", "resend")
+        self.policy = ambiguous or mail_table(settings).get("ambiguous", "resend")
         if self.policy not in ("resend", "skip"):
-            raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
+            raise ConfigError(f"[{mail_channel()}] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
         self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.stats = CampaignStats(ambiguous_policy=self.policy)
@@ -430,7 +431,7 @@ class Campaign:
     def check_ledger(self) -> bool:
         """publisher.transports.delivery.check_ledger for this campaign."""
         return check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.t.issue), self.t.issue,
-                            "email", self.after_ledger_loss)
+                            mail_channel(), self.after_ledger_loss)
 
     def _producer(self, q: queue.Queue) -> None:
         try:
@@ -786,9 +787,9 @@ def _close(smtp: smtplib.SMTP | None) -> None:
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
                  ambiguous: str | None = None, lease=None) -> CampaignStats:
     """Send `rendition` to every active subscriber not yet done; the standalone entry point.
-    `lease`: the (issue, "email") lease the caller holds (push_issue takes it), if any."""
+    `lease`: the (issue, mail channel) lease the caller holds (push_issue takes it), if any."""
     check_unsubscribe_url(settings)
-    secret = settings.secret("email", "secret_env")
+    secret = settings.secret(mail_channel(), "secret_env")
     template = build_template(rendition, settings)
     campaign = Campaign(template, settings, ledger, secret=secret, progress=progress, ambiguous=ambiguous)
     campaign.lease = lease
@@ -802,7 +803,7 @@ def send_test(rendition: Rendition, settings, to: str) -> str:
     if not valid_address(to):
         raise ConfigError(f"--to {to!r} is not an email address")
     check_unsubscribe_url(settings)
-    secret = settings.secret("email", "secret_env")
+    secret = settings.secret(mail_channel(), "secret_env")
     cfg = SmtpConfig.from_settings(settings)
     template = build_template(rendition, settings, subject_prefix="[TEST] ")
     msg = template.render(to, unsubscribe_url_for(settings, to, secret))
@@ -844,7 +845,7 @@ def _raise_if_stopped(stats: CampaignStats, issue: str) -> None:
                                 "not the reader's" if stats.faults else
                                 f"{stats.deferred} message(s) deferred after [smtp] max_retries"
                                 if stats.deferred else "some messages could not be recorded")
-        fix = (" Fix the SMTP server or the sender ([email] from_address, [smtp]) first; nobody was "
+        fix = (f" Fix the SMTP server or the sender ([{mail_channel()}] from_address, [smtp]) first; nobody was "
                "marked bounced." if stats.tripped or stats.faults else "")
         exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
                              "(recipients already sent are skipped)")
@@ -866,14 +867,13 @@ class _Lines:
         now = time.monotonic()
         if now - self.last >= 5 or done == total:
             self.last = now
-            print(f"email: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"{mail_channel()}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def _refuse_unreachable_images(rendition: Rendition) -> None:
-    """Readers would see broken images: refuse before anything is sent (`check` says the same)."""
-    from publisher.channels.email.limits import unreachable_images
-
-    bad = unreachable_images(rendition)
+    """Readers would see broken images: refuse before anything is sent (the channel's own `check`,
+    its "image" rule, is the one judge)."""
+    bad = [v.value for v in check_rendition(rendition) if v.what == "image"]
     if bad:
         raise TransportError(f"the email's image {bad[0]!r} is not a public http(s) URL, so no mail client "
                              "can show it; nothing was sent. Set [newsletter] image_base_url to where the "
@@ -882,12 +882,12 @@ def _refuse_unreachable_images(rendition: Rendition) -> None:
 
 
 class EmailTransport(Transport):
-    channel = "email"
+    channel = "mail"  # the kind it is (like "git", "outbox"): it carries the channel that mails subscribers
 
     @classmethod
     def check_config(cls, settings) -> None:
         for key in ("from_address", "unsubscribe_url", "list_id"):  # no shipped placeholder reaches readers
-            settings.require_own("email", key, "subscribers would see it: set it before pushing email")
+            settings.require_own(mail_channel(), key, "subscribers would see it: set it before pushing email")
 
     @classmethod
     def counts(cls, ledger, record) -> dict[str, int]:
@@ -914,7 +914,8 @@ class EmailTransport(Transport):
     def lost_pushes(cls, settings, ledger, slug, records) -> list[dict]:
         """Campaigns the subscribers database knows were sent (or being sent) through another
         ledger, or that this ledger does not record as finished."""
-        path = settings.path("email", "subscribers_db")
+        channel = mail_channel()
+        path = settings.path(channel, "subscribers_db")
         if path is None or not Path(path).exists():
             return []
         ident = ledger.identity() if ledger is not None else None
@@ -922,12 +923,12 @@ class EmailTransport(Transport):
         for mark in SubscriberDB(path).campaigns():
             if slug and mark.issue != slug:
                 continue
-            if mark.ledger_id == ident and (mark.state != "done" or (mark.issue, "email") in records):
+            if mark.ledger_id == ident and (mark.state != "done" or (mark.issue, channel) in records):
                 continue
             why = ("the ledger was emptied, deleted or replaced" if mark.ledger_id != ident else
                    "the ledger has no record of it (restored from a copy older than the campaign?)")
             said = "sent" if mark.state == "done" else "sending"
-            rows.append({"issue": mark.issue, "channel": "email", "state": "unknown", "attempts": 0,
+            rows.append({"issue": mark.issue, "channel": channel, "state": "unknown", "attempts": 0,
                          "remote_id": None, "url": None,
                          "counts": {}, "updated": mark.updated_at,
                          "last_error": f"the subscribers database says {said} since {mark.started_at}; "
@@ -948,7 +949,7 @@ class EmailTransport(Transport):
         if size <= limit[1]:
             return []
         return [f"the email is {size:,} bytes; {limit[0]} accepts at most {limit[1]:,} bytes a message "
-                "([email] transport): shrink the issue or send it over SMTP"]
+                f"([{mail_channel()}] transport): shrink the issue or send it over SMTP"]
 
     @classmethod
     def records_push(cls, options) -> bool:
@@ -963,16 +964,20 @@ class EmailTransport(Transport):
 
     def push(self, rendition: Rendition, ctx: PushContext) -> PushResult:
         settings = ctx.settings
+        table = mail_channel()
+        if rendition.channel != table:  # the table it reads is the table of the channel it carries
+            raise TransportError(f"the mail transport carries the channel that mails subscribers ({table!r}), "
+                                 f"not {rendition.channel!r}: give that channel a transport of its own")
         _refuse_unreachable_images(rendition)
         if ctx.options.get("to"):
             return self._test_copy(rendition, ctx, ctx.options["to"])
         if ctx.dry_run:
             return self._dry_run(rendition, ctx)
         check_unsubscribe_url(settings)
-        if not is_https(settings["email"]["unsubscribe_url"]):
-            print("warning: [email] unsubscribe_url is not https://; mail clients ignore one-click "
+        if not is_https(settings[table]["unsubscribe_url"]):
+            print(f"warning: [{table}] unsubscribe_url is not https://; mail clients ignore one-click "
                   "unsubscribe (RFC 8058) over plain http", file=sys.stderr)
-        secret = settings.secret("email", "secret_env")
+        secret = settings.secret(table, "secret_env")
         via = provider_name(settings)
         try:
             if via != "smtp":  # an email service provider's API (providers/)

@@ -8,15 +8,16 @@ exactly-once bookkeeping of publisher/stores/batches.py.
 from __future__ import annotations
 
 from publisher.errors import ConfigError
+from publisher.registry import mail_channel, mail_table
 
 TRANSPORTS = ("smtp", "ses", "postmark", "mailgun")
 
 
 def provider_name(settings) -> str:
     """[email] transport, checked: "smtp" or a provider's name."""
-    name = settings["email"].get("transport", "smtp")
+    name = mail_table(settings).get("transport", "smtp")
     if name not in TRANSPORTS:
-        raise ConfigError(f"[email] transport must be one of {', '.join(TRANSPORTS)}, got {name!r}: "
+        raise ConfigError(f"[{mail_channel()}] transport must be one of {', '.join(TRANSPORTS)}, got {name!r}: "
                           f"fix it in {settings.where()}")
     return name
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import requests
 
 from publisher.errors import ConfigError, TransportError
+from publisher.registry import mail_table
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
@@ -189,7 +190,7 @@ def content_of(rendition, settings, template) -> Content:
     """The Content of an email rendition (subject and sender as the MIME template has them)."""
     from publisher.mailmsg import from_header, list_id_tokens, text_part_of
 
-    em = settings["email"]
+    em = mail_table(settings)
     mailto = em["unsubscribe_mailto"]
     if mailto and not mailto.startswith("mailto:"):
         mailto = "mailto:" + mailto

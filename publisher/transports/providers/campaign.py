@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import requests
 
 from publisher.errors import PublisherError, TransportError
+from publisher.registry import mail_channel, mail_table
 from publisher.stores.base import DatabaseError, DBError, DiskReserve, StoreError
 from publisher.stores.batches import BatchStore
 from publisher.stores.ledger import Ledger
@@ -130,9 +131,9 @@ class ProviderCampaign:
         self.t = build_template(rendition, settings)
         self.p = provider_class(provider_name(settings))(settings, content_of(rendition, settings, self.t), self.t)
         self.issue = rendition.issue
-        self.policy = ambiguous or settings["email"].get("ambiguous", "resend")
+        self.policy = ambiguous or mail_table(settings).get("ambiguous", "resend")
         if self.policy not in ("resend", "skip"):
-            raise ConfigError(f"[email] ambiguous must be resend or skip, got {self.policy!r}: "
+            raise ConfigError(f"[{mail_channel()}] ambiguous must be resend or skip, got {self.policy!r}: "
                               f"fix it in {settings.where()}")
         self.after_ledger_loss = after_ledger_loss  # None (refuse), "resend" or "skip"
         self.progress = progress
@@ -464,7 +465,7 @@ class ProviderCampaign:
     def run(self) -> ProviderStats:
         start = time.monotonic()
         self.stats.total = require_recipients(self.subs)
-        if not check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.issue), self.issue, "email",
+        if not check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.issue), self.issue, mail_channel(),
                             self.after_ledger_loss):
             self.stats.note = SKIPPED_NOTE
             return self.stats
@@ -540,7 +541,7 @@ def push_campaign(rendition, ctx, secret: str, *, progress=None):
         why = stats.aborted or (f"{stats.faults} message(s) refused by {stats.provider} for a reason that is not "
                                 "the reader's" if stats.faults else
                                 f"{stats.deferred} message(s) deferred after [{table}] max_retries")
-        fix = (f" Fix the sender or the account at {stats.provider} ([email] from_address, [{table}]) first; "
+        fix = (f" Fix the sender or the account at {stats.provider} ([{mail_channel()}] from_address, [{table}]) first; "
                "nobody was marked failed for it." if stats.tripped or stats.faults else "")
         exc = TransportError(f"{stats.summary()}; stopped: {why}.{fix} Run the push again to resume "
                              "(readers already sent are skipped)")
@@ -559,7 +560,7 @@ def send_test_via_provider(rendition, settings, to: str) -> str:
     if not valid_address(to):
         raise ConfigError(f"--to {to!r} is not an email address")
     check_unsubscribe_url(settings)
-    secret = settings.secret("email", "secret_env")
+    secret = settings.secret(mail_channel(), "secret_env")
     template = build_template(rendition, settings, subject_prefix="[TEST] ")
     p = provider_class(provider_name(settings))(settings, content_of(rendition, settings, template), template)
     reader = Reader(to, template.message_id(to), unsubscribe_url_for(settings, to, secret))
