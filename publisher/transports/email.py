@@ -292,9 +292,13 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
             _check(c1, r1, "MAIL FROM")
             _check(c2, r2, "RCPT TO")
         else:
-            c1, r1 = smtp.mail(sender, ["SMTPUTF8"] if utf8 else [])
+            # docmd, not smtp.mail/rcpt: their quoteaddr re-parses every address with
+            # email._parseaddr (a quarter of a sender's CPU); ours are validated already
+            if utf8:
+                smtp.command_encoding = "utf-8"
+            c1, r1 = smtp.docmd("MAIL", f"FROM:<{sender}> SMTPUTF8" if utf8 else f"FROM:<{sender}>")
             _check(c1, r1, "MAIL FROM")
-            c2, r2 = smtp.rcpt(rcpt)
+            c2, r2 = smtp.docmd("RCPT", f"TO:<{rcpt}>")
             _check(c2, r2, "RCPT TO")
             c3, r3 = smtp.docmd("DATA")
         if c3 != 354:

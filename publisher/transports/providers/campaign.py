@@ -177,8 +177,10 @@ class ProviderCampaign:
     # -- recovery ----------------------------------------------------------------------------
 
     def _reconcile(self, session, key: str, started: float, emails: list[str]) -> set[str]:
-        """The readers of call `key` the provider has (waits out the search's lag first)."""
-        wait = started + self.p.reconcile_delay - time.time()
+        """The readers of call `key` the provider has. Waits until the call is `timeout` +
+        `reconcile_delay` old first: the provider may accept a call until its sender stops waiting
+        for the reply (a killed sender's call too), and its search shows it `reconcile_delay` later."""
+        wait = started + self.p.timeout + self.p.reconcile_delay - time.time()
         if wait > 0:
             log.info("waiting %.0f s for %s's search to catch up before reconciling", wait, self.p.name)
             time.sleep(wait)
