@@ -42,8 +42,8 @@ rendition = Rendition(**json.loads(open(sys.argv[2], encoding="utf-8").read()))
 ledger = Ledger(settings.path("paths", "ledger"))
 with ledger.acquire(rendition.issue, "email") as lease:  # as `publisher push` does: lease + heartbeat
     stats = run_campaign(rendition, settings, ledger, lease=lease)
-w = sorted(stats.windows); a = sorted(stats.accept_to_commit)
-pct = lambda xs, p: xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else None
+w, a = stats.windows, stats.accept_to_commit
+pct = lambda d, p: d.quantile(p) * 1000 if d else None
 hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 print(json.dumps({"sent": stats.sent, "elapsed": stats.elapsed, "remaining": stats.remaining, "peak_rss_kb": hwm,
                   "failed": stats.failed, "faults": stats.faults, "aborted": stats.aborted,

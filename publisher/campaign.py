@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from publisher.stores.base import DatabaseError, DBError
+from publisher.stores.base import DatabaseError, db_errors
 from publisher.stores.campaigns import CampaignStore, Worker, decode_template, encode_template
 from publisher.stores.schema import SchemaError
 
@@ -58,7 +58,7 @@ class Shared:
         while not stop.is_set() and not self.worker.lost.is_set():
             try:
                 emails = self.worker.claim(self.issue, self.batch)
-            except DBError as exc:
+            except db_errors() as exc:
                 log.warning("cannot claim recipients: %s", _first_line(exc))
                 return
             if not emails:
@@ -115,7 +115,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                 if store.finish_if_done(issue):
                     return stats, True
                 down_since = None
-            except (*DBError, DatabaseError) as exc:
+            except (*db_errors(), DatabaseError) as exc:
                 if isinstance(exc, SchemaError):
                     raise
                 stats = None
@@ -135,7 +135,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                 return stats, False
             time.sleep(0.5)  # others are still sending: wait for them, take over if they die
     finally:
-        with contextlib.suppress(*DBError):
+        with contextlib.suppress(*db_errors()):
             worker.leave(policy)
 
 

@@ -270,3 +270,28 @@ def test_campaign_claims_are_disjoint_and_a_dead_workers_rows_come_back(ledger):
     b.leave()
     c.leave()
     assert {w["command"] for w in store.workers()} <= {"worker a"}  # a was reaped: gone
+
+
+def test_a_sender_on_sqlite_never_loads_libpq(tmp_path):
+    """psycopg (libpq, ~20 MB of a sender's memory) is imported only when a PostgreSQL URL is
+    opened: the SMTP and provider senders and the worker on SQLite files never load it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import publisher.cli, publisher.campaign, publisher.transports.email\n"
+            "import publisher.transports.providers.campaign, publisher.stores\n"
+            "from publisher.stores.ledger import Ledger\n"
+            f"Ledger({str(tmp_path / 'publisher.db')!r}).begin('2026-11-23', 'email')\n"
+            "print('psycopg' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_postgresql_error_is_caught_as_a_database_error(pg_cluster):
+    """db_errors() names psycopg's errors once PostgreSQL is in use (psycopg loaded lazily)."""
+    from publisher.stores.base import db_errors
+
+    ledger = Ledger(pg_cluster.create_db())
+    with pytest.raises(db_errors()):
+        ledger.connect().execute("SELECT * FROM no_such_table")

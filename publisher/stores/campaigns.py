@@ -29,7 +29,7 @@ from base64 import b64decode, b64encode
 from collections.abc import Iterable
 from typing import Any
 
-from publisher.stores.base import DatabaseError, DBError, Store, now_iso
+from publisher.stores.base import DatabaseError, Store, db_errors, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS campaigns (
@@ -205,7 +205,7 @@ class Worker:
                 try:
                     cur = db.connect().execute("UPDATE campaign_workers SET heartbeat = ? WHERE token = ?",
                                                (time.time(), self.token))
-                except (*DBError, DatabaseError):
+                except (*db_errors(), DatabaseError):
                     continue  # busy, or the server is restarting: the next beat tries again
                 if cur.rowcount == 0:  # reaped: our claims were given to others
                     self.lost.set()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import requests
 
 from publisher.errors import PublisherError, TransportError
-from publisher.stores.base import DatabaseError, DBError, DiskReserve, StoreError
+from publisher.stores.base import DatabaseError, DiskReserve, StoreError, db_errors
 from publisher.stores.batches import BatchStore
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
@@ -289,7 +289,7 @@ class ProviderCampaign:
                     self._abort(str(exc))
                 except (StoreError, TransportError, DatabaseError) as exc:
                     self._abort(str(exc))
-                except DBError as exc:  # PostgreSQL gone or failing: resumable, never a traceback
+                except db_errors() as exc:  # PostgreSQL gone or failing: resumable, never a traceback
                     self._abort(f"the database {self.ledger.where} failed: {' '.join(str(exc).split())[:300]}; "
                                 "nothing is lost: run the push again once it is back")
                 with self.lock:
