@@ -142,9 +142,17 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
 def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:
     """`publisher worker`: join every running campaign until none is left (`once`) or forever.
     Returns the number of campaigns this worker stopped on (breaker, abort, deferrals)."""
+    from publisher.errors import ConfigError
     from publisher.mailmsg import check_unsubscribe_url
     from publisher.stores import open_ledger
+    from publisher.transports.providers import provider_name
 
+    provider = provider_name(settings)
+    if provider != "smtp":  # a worker that waited on nothing would look like a sender that helps
+        raise ConfigError(f"[email] transport is {provider!r}: `publisher worker` sends SMTP campaigns only. A "
+                          f"{provider} campaign is sent by the one `publisher push ISSUE --channel email` that "
+                          "holds its lease (calls of hundreds of readers each: one sender is enough); stop "
+                          "this worker, or set [email] transport = \"smtp\" in " + settings.where())
     check_unsubscribe_url(settings)
     secret = settings.secret("email", "secret_env")
     ledger = open_ledger(settings)

@@ -447,3 +447,13 @@ def test_a_call_accepted_after_its_sender_was_killed_is_reconciled_not_resent(tm
         assert server.recipients() == Counter(emails)
     finally:
         server.stop()
+
+
+def test_a_worker_refuses_a_provider_transport_instead_of_waiting_on_nothing(tmp_path, env):
+    """`publisher worker` joins SMTP campaigns; configured for a provider it says so and exits
+    non-zero (it used to wait, or exit 0 with --once, as if it were helping)."""
+    settings_for(tmp_path, "postmark", "http://127.0.0.1:9")
+    run = subprocess.run([sys.executable, "-m", "publisher", "worker", "--once"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+    assert "[email] transport is 'postmark'" in run.stderr and "sends SMTP campaigns only" in run.stderr, run.stderr
