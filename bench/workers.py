@@ -3,6 +3,7 @@ latency-bound SMTP sink, on PostgreSQL and on SQLite.
 
     python bench/workers.py                       # 4,000 recipients, 20 ms per message, 4 connections
     python bench/workers.py --n 100000 --rss 100000,1000000
+    python bench/workers.py --n 0 --rss 100000,1000000     # the RSS runs alone
 
 The sink is aiosmtpd on 127.0.0.1 answering every DATA after --delay seconds (a provider's
 latency: the senders wait, the CPU does not), counting what it accepts. Each run writes a new
@@ -12,8 +13,9 @@ accepted (worker start-up excluded). Printed, all in one run:
 
 - 1, 2 and 4 workers on PostgreSQL (goals: ≥ 1.8× and ≥ 3.2× over one worker);
 - one worker on SQLite vs one on PostgreSQL (goal: PostgreSQL ≥ 80 %);
-- peak RSS of one worker (os.wait4 ru_maxrss) for each size in --rss, sink without delay (goal:
-  flat, ≤ 60 MB).
+- peak RSS of one worker (its VmHWM, read by the worker process itself as it exits: os.wait4's
+  ru_maxrss would carry this benchmark's own size across fork + exec) for each size in --rss, sink
+  without delay (goal: flat, ≤ 60 MB), beside an idle worker's (the imports alone) as baseline.
 """
 
 from __future__ import annotations
@@ -99,21 +101,31 @@ def start_campaign(folder: Path, n: int, template) -> None:
     shared.start(open_ledger(settings), subs, template, template.issue)
 
 
+# `publisher worker --once`, printing the process's own peak RSS (VmHWM, kB) as its last stderr line
+WORKER = """
+import atexit, sys
+atexit.register(lambda: print("VmHWM", next(l for l in open("/proc/self/status")
+                                          if l.startswith("VmHWM")).split()[1], file=sys.stderr))
+from publisher.cli import main
+sys.exit(main(["worker", "--once"]))
+"""
+
+
 def run_workers(folder: Path, k: int, sink: Sink) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PUBLISHER_UNSUBSCRIBE_SECRET": "bench-secret"}
     env.pop("PUBLISHER_CONFIG", None)
     sink.reset()
-    procs = [subprocess.Popen([sys.executable, "-m", "publisher", "worker", "--once"], cwd=folder, env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER], cwd=folder, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(k)]
     rss = []
     for p in procs:
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        rss.append(usage.ru_maxrss / 1024)
-        if p.returncode:
-            raise SystemExit(f"worker failed: {p.stderr.read().decode()[-2000:]}")
-    span = (sink.last - sink.first) if sink.count > 1 else float("nan")
-    return {"workers": k, "sent": sink.count, "rate": round((sink.count - 1) / span, 1),
+        _, err = p.communicate()
+        lines = err.decode().strip().splitlines()
+        if p.returncode or not lines or not lines[-1].startswith("VmHWM"):
+            raise SystemExit(f"worker failed: {err.decode()[-2000:]}")
+        rss.append(int(lines[-1].split()[1]) / 1024)
+    span = (sink.last - sink.first) if sink.count > 1 else 0.0
+    return {"workers": k, "sent": sink.count, "rate": round((sink.count - 1) / span, 1) if span else None,
             "peak_rss_mb": round(max(rss), 1)}
 
 
@@ -141,22 +153,26 @@ def main() -> None:
             issue, _ = load(ROOT / "examples" / "neuraltalk" / "issues" / "2026-11-23.md")
             template = build_template(render(issue, "email", settings), settings)
             runs = []
-            for k in (1, 2, 4):
+            for k in (1, 2, 4) if args.n else ():  # --n 0: the RSS runs alone
                 folder = project(Path(tmp) / f"pg{k}", sink.port, cluster.create_db(), args.connections)
                 start_campaign(folder, args.n, template)
                 runs.append(run_workers(folder, k, sink))
                 print(json.dumps(runs[-1]), flush=True)
-            one = runs[0]["rate"]
-            out["postgresql"] = runs
-            out["speedup_2"] = round(runs[1]["rate"] / one, 2)
-            out["speedup_4"] = round(runs[2]["rate"] / one, 2)
-            folder = project(Path(tmp) / "sqlite1", sink.port, "", args.connections)
-            start_campaign(folder, args.n, template)
-            lite = run_workers(folder, 1, sink)
-            print(json.dumps(lite), flush=True)
-            out["sqlite_1"] = lite
-            out["pg_vs_sqlite_1_worker"] = round(one / lite["rate"], 2)
+            if runs:
+                one = runs[0]["rate"]
+                out["postgresql"] = runs
+                out["speedup_2"] = round(runs[1]["rate"] / one, 2)
+                out["speedup_4"] = round(runs[2]["rate"] / one, 2)
+                folder = project(Path(tmp) / "sqlite1", sink.port, "", args.connections)
+                start_campaign(folder, args.n, template)
+                lite = run_workers(folder, 1, sink)
+                print(json.dumps(lite), flush=True)
+                out["sqlite_1"] = lite
+                out["pg_vs_sqlite_1_worker"] = round(one / lite["rate"], 2)
             sink.delay = 0.0
+            idle = project(Path(tmp) / "idle", sink.port, cluster.create_db(), args.connections)
+            out["idle_worker_rss_mb"] = run_workers(idle, 1, sink)["peak_rss_mb"]  # no campaign: the imports
+            print(json.dumps({"idle_worker_rss_mb": out["idle_worker_rss_mb"]}), flush=True)
             out["rss"] = []
             for n in [int(x) for x in args.rss.split(",") if x]:
                 folder = project(Path(tmp) / f"rss{n}", sink.port, cluster.create_db(), args.connections)

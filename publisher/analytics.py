@@ -128,7 +128,7 @@ def unsubscribe_counter(settings):
     the address (none sent: counted under "" — it shows in no issue)."""
     from publisher.stores import location, open_ledger
     from publisher.stores.analytics import AnalyticsStore
-    from publisher.stores.base import DBError
+    from publisher.stores.base import db_errors
     from publisher.stores.mail import MailStore
 
     location(settings, "ledger")  # a bad [database] url or no ledger path: an error at startup
@@ -146,7 +146,7 @@ def unsubscribe_counter(settings):
         mail, analytics = stores()
         try:
             last = mail.delivered_issues(email, 1)
-        except DBError:  # a connection PostgreSQL dropped (restart): a read is safe to ask again
+        except db_errors():  # a connection PostgreSQL dropped (restart): a read is safe to ask again
             last = mail.delivered_issues(email, 1)
         issue = last[0] if last else ""
         analytics.count_unsubscribe(issue)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 from publisher.registry import mail_channel, mail_table
-from publisher.stores.base import DatabaseError, DBError
+from publisher.stores.base import DatabaseError, db_errors
 from publisher.stores.campaigns import CampaignStore, Worker, decode_template, encode_template
 from publisher.stores.schema import SchemaError
 
@@ -59,7 +59,7 @@ class Shared:
         while not stop.is_set() and not self.worker.lost.is_set():
             try:
                 emails = self.worker.claim(self.issue, self.batch)
-            except DBError as exc:
+            except db_errors() as exc:
                 log.warning("cannot claim recipients: %s", _first_line(exc))
                 return
             if not emails:
@@ -116,7 +116,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                 if store.finish_if_done(issue):
                     return stats, True
                 down_since = None
-            except (*DBError, DatabaseError) as exc:
+            except (*db_errors(), DatabaseError) as exc:
                 if isinstance(exc, SchemaError):
                     raise
                 stats = None
@@ -136,16 +136,25 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                 return stats, False
             time.sleep(0.5)  # others are still sending: wait for them, take over if they die
     finally:
-        with contextlib.suppress(*DBError):
+        with contextlib.suppress(*db_errors()):
             worker.leave(policy)
 
 
 def work(settings, *, sender, once: bool, poll: float = 5.0, echo=print) -> int:
     """`publisher worker`: join every running campaign until none is left (`once`) or forever.
     Returns the number of campaigns this worker stopped on (breaker, abort, deferrals)."""
+    from publisher.errors import ConfigError
     from publisher.mailmsg import check_unsubscribe_url
     from publisher.stores import open_ledger
+    from publisher.transports.providers import provider_name
 
+    provider = provider_name(settings)
+    if provider != "smtp":  # a worker that waited on nothing would look like a sender that helps
+        table = mail_channel()
+        raise ConfigError(f"[{table}] transport is {provider!r}: `publisher worker` sends SMTP campaigns only. A "
+                          f"{provider} campaign is sent by the one `publisher push ISSUE --channel {table}` that "
+                          "holds its lease (calls of hundreds of readers each: one sender is enough); stop "
+                          f"this worker, or set [{table}] transport = \"smtp\" in " + settings.where())
     check_unsubscribe_url(settings)
     secret = settings.secret(mail_channel(), "secret_env")
     ledger = open_ledger(settings)

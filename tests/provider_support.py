@@ -17,7 +17,9 @@ MG_SIGNING_KEY = "mg-signing-key-for-tests"
 
 def write_project(folder: Path, provider: str, base: str, *, batch_size: int | None = None, concurrency: int = 2,
                   ambiguous: str = "resend", max_retries: int = 3, topic: str = "", extra: str = "",
-                  reconcile_delay: float = 0, database_url: str = "") -> Path:
+                  reconcile_delay: float = 0, database_url: str = "", timeout: float = 3) -> Path:
+    """`timeout`: the fake servers answer on loopback in milliseconds; it also bounds how long a
+    reconciliation waits (a call is searched for once it is timeout + reconcile_delay old)."""
     folder.mkdir(parents=True, exist_ok=True)
     tables = {
         "ses": f'[ses]\nregion = "{ps.AWS_REGION}"\napi_base = "{base}"\nconcurrency = {concurrency}\n'
@@ -25,10 +27,10 @@ def write_project(folder: Path, provider: str, base: str, *, batch_size: int | N
                f'topic_arns = ["{topic}"]\n' if topic or provider == "ses" else "",
         "postmark": f'[postmark]\napi_base = "{base}"\nconcurrency = {concurrency}\n'
                     f'reconcile_delay = {reconcile_delay}\n'
-                    f'max_retries = {max_retries}\ntimeout = 10\nwebhook_user = "postmark"\n'
+                    f'max_retries = {max_retries}\ntimeout = {timeout}\nwebhook_user = "postmark"\n'
                     + (f"batch_size = {batch_size}\n" if batch_size else ""),
         "mailgun": f'[mailgun]\napi_base = "{base}"\ndomain = "{ps.MG_DOMAIN}"\nconcurrency = {concurrency}\n'
-                   f'reconcile_delay = {reconcile_delay}\nmax_retries = {max_retries}\ntimeout = 10\n'
+                   f'reconcile_delay = {reconcile_delay}\nmax_retries = {max_retries}\ntimeout = {timeout}\n'
                    + (f"batch_size = {batch_size}\n" if batch_size and provider == "mailgun" else ""),
     }
     cfg = folder / "publisher.toml"

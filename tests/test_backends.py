@@ -270,3 +270,67 @@ def test_campaign_claims_are_disjoint_and_a_dead_workers_rows_come_back(ledger):
     b.leave()
     c.leave()
     assert {w["command"] for w in store.workers()} <= {"worker a"}  # a was reaped: gone
+
+
+def test_a_sender_on_sqlite_never_loads_libpq(tmp_path):
+    """psycopg (libpq, ~20 MB of a sender's memory) is imported only when a PostgreSQL URL is
+    opened: the SMTP and provider senders and the worker on SQLite files never load it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import publisher.cli, publisher.campaign, publisher.transports.email\n"
+            "import publisher.transports.providers.campaign, publisher.stores\n"
+            "from publisher.stores.ledger import Ledger\n"
+            f"Ledger({str(tmp_path / 'publisher.db')!r}).begin('2026-11-23', 'email')\n"
+            "print('psycopg' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_postgresql_error_is_caught_as_a_database_error(pg_cluster):
+    """db_errors() names psycopg's errors once PostgreSQL is in use (psycopg loaded lazily)."""
+    from publisher.stores.base import db_errors
+
+    ledger = Ledger(pg_cluster.create_db())
+    with pytest.raises(db_errors()):
+        ledger.connect().execute("SELECT * FROM no_such_table")
+
+
+def test_a_claim_costs_the_same_whatever_was_sent_before(tmp_path, db_url):
+    """Team mode's claim reads the next open rows from an index and stops at its limit: its cost
+    does not grow with the recipients already sent (it hashed every claim and sorted every pending
+    row on PostgreSQL, and walked every sent row on SQLite: quadratic over a campaign — 140 ms a
+    claim at 100,000 recipients). Bounds only a blow-up: the 20× larger campaign may cost at most
+    4× per claim, where a scan would cost about 20×."""
+    from publisher.stores.campaigns import CampaignStore
+
+    ledger = Ledger(_where(tmp_path, db_url, "publisher.db"))
+    store = CampaignStore(ledger)
+    conn = ledger.connect()
+
+    def per_claim(issue: str, n: int) -> float:
+        emails = [f"r{i:07d}@example.com" for i in range(n)]
+        store.start(issue, "{}", [[(e, f"<{i}@x>") for i, e in enumerate(emails)]])
+        sent = emails[: n * 7 // 10]  # the campaign is 70 % through
+        with ledger.transaction() as tx:
+            tx.executemany("UPDATE email_sends SET state = 'sent' WHERE issue = ? AND email = ?",
+                           [(issue, e) for e in sent])
+            tx.executemany("INSERT INTO email_claims (issue, email, worker) VALUES (?, ?, 'gone')",
+                           [(issue, e) for e in sent])
+        if db_url:
+            conn.execute("ANALYZE")
+        worker = store.join("test")
+        try:
+            times = []
+            for _ in range(11):
+                t = time.perf_counter()
+                got = worker.claim(issue, 32)
+                times.append(time.perf_counter() - t)
+                assert len(got) == 32 and got[0] not in sent
+            return sorted(times)[len(times) // 2]
+        finally:
+            worker.leave()
+
+    small, big = per_claim("small", 1_500), per_claim("big", 30_000)
+    assert big < 4 * small + 0.002, (small, big)

@@ -258,7 +258,7 @@ def sigkill_trials(tmp_path, name: str, new_db=lambda: "", trials: int = 10) -> 
 
     The fake provider records a call when it has handled it, `delay` seconds after the request
     arrived — as a real one may still accept a call whose client died meanwhile. So the re-run's
-    reconciliation must wait until the open call is `reconcile_delay` old, the one assumption the
+    reconciliation must wait until the open call is `timeout` + `reconcile_delay` old, the one assumption the
     guarantee rests on (docs/email.md): with reconcile_delay = 0 (as these trials had), a re-run
     that searched within those milliseconds found nothing, sent the call's readers again, and the
     late acceptance made ten duplicates (seen once under load)."""
@@ -276,7 +276,7 @@ def sigkill_trials(tmp_path, name: str, new_db=lambda: "", trials: int = 10) -> 
         for trial in range(trials):
             folder = tmp_path / f"t{trial}"
             settings = settings_for(folder, name, server.base, batch_size=10, concurrency=2, reconcile_delay=1,
-                                    database_url=new_db())
+                                    timeout=1, database_url=new_db())
             domain = f"t{trial}.example.com"
             emails = add_subscribers(settings, n, domain)
             child = subprocess.Popen([sys.executable, str(script), str(folder / "publisher.toml"), str(rjson)],
@@ -420,15 +420,17 @@ def test_push_reports_a_stopped_campaign_resumable(tmp_path, env, monkeypatch):
 @pytest.mark.parametrize("name", ["postmark", "mailgun"])
 def test_a_call_accepted_after_its_sender_was_killed_is_reconciled_not_resent(tmp_path, monkeypatch, name):
     """The cause of the kill trials' one failure, made deterministic: the provider is still handling
-    a call (0.3 s) when its sender is killed, and accepts it afterwards. The re-run's reconciliation
-    waits until the call is reconcile_delay old, so it finds the call's readers and sends them
-    nothing. (With reconcile_delay = 0, as the trials had, the re-run searched first, found nobody
-    and sent the ten readers again.)"""
+    a call (1.5 s: longer than the search's lag, within the sender's timeout) when its sender is
+    killed, and accepts it afterwards. The re-run's reconciliation waits until the call is
+    timeout + reconcile_delay old, so it finds the call's readers and sends them nothing. (Waiting
+    reconcile_delay alone, the re-run searched at 1 s, found nobody and sent the ten readers
+    again; with reconcile_delay = 0, as the trials once had, the same at once.)"""
     provider_env(monkeypatch)
     server = ps.start(name)
-    server.delay = 0.3
+    server.delay = 1.5
     try:
-        settings = settings_for(tmp_path, name, server.base, batch_size=10, concurrency=1, reconcile_delay=1)
+        settings = settings_for(tmp_path, name, server.base, batch_size=10, concurrency=1, reconcile_delay=1,
+                                timeout=2)
         emails = add_subscribers(settings, 30)
         (tmp_path / "r.json").write_text(rendition_json(rendition(settings)), encoding="utf-8")
         (tmp_path / "child.py").write_text(CHILD, encoding="utf-8")
@@ -445,3 +447,13 @@ def test_a_call_accepted_after_its_sender_was_killed_is_reconciled_not_resent(tm
         assert server.recipients() == Counter(emails)
     finally:
         server.stop()
+
+
+def test_a_worker_refuses_a_provider_transport_instead_of_waiting_on_nothing(tmp_path, env):
+    """`publisher worker` joins SMTP campaigns; configured for a provider it says so and exits
+    non-zero (it used to wait, or exit 0 with --once, as if it were helping)."""
+    settings_for(tmp_path, "postmark", "http://127.0.0.1:9")
+    run = subprocess.run([sys.executable, "-m", "publisher", "worker", "--once"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+    assert "[email] transport is 'postmark'" in run.stderr and "sends SMTP campaigns only" in run.stderr, run.stderr

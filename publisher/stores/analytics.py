@@ -24,7 +24,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterable
 
-from publisher.stores.base import DBError, Store, now_iso
+from publisher.stores.base import Store, db_errors, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS click_links (
@@ -84,7 +84,7 @@ class AnalyticsStore:
                 try:
                     self._writer.execute(sql, args)
                     return
-                except DBError:
+                except db_errors():
                     if attempt == 2 or not getattr(self._writer, "broken", False):
                         raise
 
@@ -94,7 +94,7 @@ class AnalyticsStore:
         conn = self.db.connect()
         try:
             return conn.execute(sql, args).fetchall()
-        except DBError:
+        except db_errors():
             if not getattr(conn, "broken", False):
                 raise
             return self.db.connect().execute(sql, args).fetchall()

@@ -28,6 +28,7 @@ import errno
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,12 +37,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from publisher.errors import PublisherError
 
-#: What a failing statement raises, on either backend.
-DBError = (sqlite3.Error, psycopg.Error)
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """What a failing statement raises, on either backend: `except db_errors():` (evaluated when
+    an exception is raised). psycopg is imported only when a PostgreSQL URL is opened: a process
+    on SQLite files never loads libpq (about 20 MB of a sender's memory)."""
+    pg = sys.modules.get("psycopg")
+    return (sqlite3.Error, pg.Error) if pg is not None else (sqlite3.Error,)
+
 #: Lock keys of the PostgreSQL advisory locks (first key of the two-int form).
 LOCK_STORE = 0x70756231  # "pub1": the writer lock of a store's transactions
 
@@ -132,6 +137,8 @@ class PgConnection:
     dialect = "postgresql"
 
     def __init__(self, url: str, password: str | None):
+        import psycopg
+
         try:
             self.raw = psycopg.connect(url, password=password, autocommit=True, row_factory=_row_factory,
                                        connect_timeout=10)
@@ -166,6 +173,8 @@ class PgConnection:
             return True
         now = time.monotonic()
         idle, self.used = now - getattr(self, "used", now), now
+        import psycopg
+
         if idle < self.IDLE_CHECK or self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return False
         try:

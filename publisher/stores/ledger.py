@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from publisher.stores.base import DatabaseError, DBError, Store, now_iso
+from publisher.stores.base import DatabaseError, Store, db_errors, now_iso
 from publisher.stores.schema import open_part
 
 PUSHES_SCHEMA = """
@@ -170,7 +170,7 @@ class Lease:
             while not self._stop.wait(LEASE_BEAT) and not self.lost.is_set():
                 try:
                     self._renew(store)
-                except (*DBError, DatabaseError):
+                except (*db_errors(), DatabaseError):
                     continue  # busy, or the server is restarting: try again at the next beat
         finally:
             store.close()
@@ -183,7 +183,7 @@ class Lease:
             return True
         try:
             self._renew(self.ledger)  # late heartbeat: we may have been paused; ask the ledger
-        except (*DBError, DatabaseError):
+        except (*db_errors(), DatabaseError):
             return time.monotonic() - self.confirmed < LEASE_STALE / 2
         return not self.lost.is_set()
 

@@ -8,7 +8,7 @@ left by a crash reconciles it with the platform first (channels/wechat/transport
 
 from __future__ import annotations
 
-from publisher.stores.base import DBError, Store, now_iso
+from publisher.stores.base import Store, db_errors, now_iso
 
 TOKENS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS wechat_tokens (
@@ -136,7 +136,7 @@ class WeChatStore:
             rows = self.db.connect().execute(
                 "SELECT sha256, url FROM wechat_uploads WHERE app_id = ? AND kind = 'uploadimg'", (app_id,))
             return {row["sha256"]: row["url"] for row in rows}, self.remote_uploads(app_id)
-        except DBError:  # no such table: nothing pushed to WeChat yet
+        except db_errors():  # no such table: nothing pushed to WeChat yet
             return {}, {}
 
     # -- intents, drafts and publishes -------------------------------------------------------

@@ -51,6 +51,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import queue
 import random
 import re
@@ -97,6 +98,37 @@ BACKOFF_CAP = 60.0
 PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 _NOTHING = object()
+class Durations:
+    """Seconds, summarised in constant memory (a campaign of a million messages keeps no list):
+    the count, the maximum, and quantiles within 2 % (log-spaced buckets)."""
+
+    RATIO = 1.02
+
+    def __init__(self) -> None:
+        self.count, self.max, self.buckets = 0, 0.0, {}
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.max = max(self.max, seconds)
+        key = math.floor(math.log(max(seconds, 1e-7)) / math.log(self.RATIO))
+        self.buckets[key] = self.buckets.get(key, 0) + 1
+
+    def quantile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        if q >= 1:
+            return self.max
+        rank, seen = q * (self.count - 1), 0
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen > rank:
+                return min(self.RATIO ** (key + 0.5), self.max)
+        return self.max
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
 @dataclass
 class CampaignStats:
     total: int = 0  # active subscribers when the run started
@@ -115,8 +147,8 @@ class CampaignStats:
     ambiguous_policy: str = "resend"
     aborted: str | None = None
     lease_lost: bool = False  # another process took this campaign over
-    windows: list[float] = field(default_factory=list)  # seconds `sending` → `sent` committed
-    accept_to_commit: list[float] = field(default_factory=list)  # 250 received → `sent` committed
+    windows: Durations = field(default_factory=Durations)  # seconds `sending` → `sent` committed
+    accept_to_commit: Durations = field(default_factory=Durations)  # 250 received → `sent` committed
     elapsed: float = 0.0
     remaining: int = 0
     note: str = ""  # e.g. recorded as sent without sending, after a lost ledger
@@ -152,9 +184,8 @@ class CampaignStats:
         if self.unrecorded:
             d["unrecorded"] = len(self.unrecorded)
         if self.windows:
-            w = sorted(self.windows)
-            d["window_max_ms"] = round(w[-1] * 1000, 3)
-            d["window_p50_ms"] = round(w[len(w) // 2] * 1000, 3)
+            d["window_max_ms"] = round(self.windows.max * 1000, 3)
+            d["window_p50_ms"] = round(self.windows.quantile(0.5) * 1000, 3)
         return d
 
 
@@ -298,9 +329,13 @@ def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot:
             _check(c1, r1, "MAIL FROM")
             _check(c2, r2, "RCPT TO")
         else:
-            c1, r1 = smtp.mail(sender, ["SMTPUTF8"] if utf8 else [])
+            # docmd, not smtp.mail/rcpt: their quoteaddr re-parses every address with
+            # email._parseaddr (a quarter of a sender's CPU); ours are validated already
+            if utf8:
+                smtp.command_encoding = "utf-8"
+            c1, r1 = smtp.docmd("MAIL", f"FROM:<{sender}> SMTPUTF8" if utf8 else f"FROM:<{sender}>")
             _check(c1, r1, "MAIL FROM")
-            c2, r2 = smtp.rcpt(rcpt)
+            c2, r2 = smtp.docmd("RCPT", f"TO:<{rcpt}>")
             _check(c2, r2, "RCPT TO")
             c3, r3 = smtp.docmd("DATA")
         if c3 != 354:
@@ -709,8 +744,8 @@ class Campaign:
             self.stats.sent += 1
             if stale:
                 self.stats.stale += 1
-            self.stats.windows.append(end - marked[0])
-            self.stats.accept_to_commit.append(end - accepted)
+            self.stats.windows.add(end - marked[0])
+            self.stats.accept_to_commit.add(end - accepted)
         if stale:
             raise LeaseLost("another process took this campaign over while this one was paused; this "
                             "one stopped sending")

@@ -35,7 +35,7 @@ import requests
 
 from publisher.errors import PublisherError, TransportError
 from publisher.registry import mail_channel, mail_table
-from publisher.stores.base import DatabaseError, DBError, DiskReserve, StoreError
+from publisher.stores.base import DatabaseError, DiskReserve, StoreError, db_errors
 from publisher.stores.batches import BatchStore
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import MailStore
@@ -178,8 +178,10 @@ class ProviderCampaign:
     # -- recovery ----------------------------------------------------------------------------
 
     def _reconcile(self, session, key: str, started: float, emails: list[str]) -> set[str]:
-        """The readers of call `key` the provider has (waits out the search's lag first)."""
-        wait = started + self.p.reconcile_delay - time.time()
+        """The readers of call `key` the provider has. Waits until the call is `timeout` +
+        `reconcile_delay` old first: the provider may accept a call until its sender stops waiting
+        for the reply (a killed sender's call too), and its search shows it `reconcile_delay` later."""
+        wait = started + self.p.timeout + self.p.reconcile_delay - time.time()
         if wait > 0:
             log.info("waiting %.0f s for %s's search to catch up before reconciling", wait, self.p.name)
             time.sleep(wait)
@@ -288,7 +290,7 @@ class ProviderCampaign:
                     self._abort(str(exc))
                 except (StoreError, TransportError, DatabaseError) as exc:
                     self._abort(str(exc))
-                except DBError as exc:  # PostgreSQL gone or failing: resumable, never a traceback
+                except db_errors() as exc:  # PostgreSQL gone or failing: resumable, never a traceback
                     self._abort(f"the database {self.ledger.where} failed: {' '.join(str(exc).split())[:300]}; "
                                 "nothing is lost: run the push again once it is back")
                 with self.lock:
