@@ -7,6 +7,8 @@ way a Sphinx builder registers itself and its config values:
 - `name`, and the `media_type` and file `extension` of what it produces, and `render()`;
 - `transport`: "module:Class" of the Transport that delivers its renditions (None: render only);
 - `config`: TOML text of the config tables it adds, whose defaults double as their schema;
+  `path_keys`, `header_keys` and `identity_keys`: the keys of its own table (`[<name>]`) that are
+  file paths, reach mail headers, or are the newsletter's identity (publisher/settings.py);
 - `template_folder`: where its templates live, when they are not among the built-in ones
   (mounted as `<name>/`, so a user's template folder overrides them like any other);
 - `preview()`: its own tab of `publisher preview` (a template of its folder; by default its
@@ -29,7 +31,7 @@ import dataclasses
 import datetime as dt
 import importlib
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -283,6 +285,14 @@ class Channel:
     extension: ClassVar[str]
     transport: ClassVar[str | None] = None  # "package.module:TransportClass"
     config: ClassVar[str] = ""  # TOML: the tables this channel adds, with their defaults
+    # Keys of its own table ([<name>], declared in `config`) that the configuration treats specially
+    # (publisher/settings.py): file paths, resolved against the folder of the file that sets them;
+    # values that reach mail headers, key -> (check or None, what it must be), refused at load when
+    # they hold CR/LF/NUL or fail the check; the newsletter's identity, whose shipped example values
+    # `push` refuses (Settings.require_own_identity).
+    path_keys: ClassVar[tuple[str, ...]] = ()
+    header_keys: ClassVar[Mapping[str, tuple[Callable[[str], Any] | None, str]]] = {}
+    identity_keys: ClassVar[tuple[str, ...]] = ()
     template_folder: ClassVar[str | Path | None] = None  # None: its templates are built in
     reads_config: ClassVar[tuple[str, ...]] = ("newsletter",)  # tables read besides its own
     # True: a rendition reads the source of every issue of its archive_slice() (RenderContext.load),

@@ -34,7 +34,6 @@ LICENSES = {
         for code in ("by", "by-sa", "by-nd", "by-nc", "by-nc-sa", "by-nc-nd")
     },
 }
-DEFAULT_CHANNELS = ("email", "web", "plaintext")
 SAMPLE_IMAGE = "images/pipeline.png"
 GITIGNORE = ".gitignore"
 
@@ -92,6 +91,11 @@ def config_text(a: Answers) -> str:
 
 def _sample(name: str) -> bytes:
     return resources.files("publisher.samples").joinpath(name).read_bytes()
+
+
+# The channels a new project starts with: the ones the sample's config template and issue are
+# written for (samples/channels.txt, a name a line), so that no core module names a channel.
+DEFAULT_CHANNELS = tuple(_sample("channels.txt").decode("utf-8").split())
 
 
 def make_project(folder: Path, a: Answers) -> list[Path]:

@@ -1,7 +1,10 @@
-"""Configuration: the built-in defaults (config/default.toml) overlaid by the project's file.
+"""Configuration: the built-in defaults (config/default.toml, and the tables channels declare in
+their `config`) overlaid by the project's file.
 
 Validated on load: an unknown table or key, or a value of the wrong kind, is an error naming the
 file and the key. The defaults double as the schema: every key's type is its default's type.
+The keys treated specially are the core's below and, for a channel's own table, the ones its class
+declares (`path_keys`, `header_keys`, `identity_keys`): this module names no channel.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .addresses import valid_address
 from .errors import ConfigError
 from .refs import is_http
 from .registry import available_channels, load_channel
@@ -26,19 +28,17 @@ CONFIG_FILENAME = "publisher.toml"
 ISSUE_FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.md$")
 ENV_CONFIG = "PUBLISHER_CONFIG"
 
-# Keys whose value is a file system path, resolved against the directory of the file that set it.
+# Keys of the core's tables whose value is a file system path, resolved against the directory of
+# the file that set it (a channel declares its own: `Channel.path_keys`).
 PATH_KEYS = {
     ("paths", "issues"),
     ("paths", "out"),
     ("paths", "ledger"),
     ("paths", "templates"),
-    ("github", "repo_path"),
-    ("email", "subscribers_db"),
     ("schedule", "jobstore"),
     ("outbox", "path"),
     ("bounces", "mailbox"),
     ("newsletter", "qr_image"),
-    ("wechat", "default_cover"),
 }
 
 
@@ -48,10 +48,31 @@ PATH_KEYS = {
 IDENTITY_KEYS = (
     ("newsletter", "editor_url"), ("newsletter", "project_url"), ("newsletter", "archive_url"),
     ("newsletter", "license_badge"), ("newsletter", "qr_public_url"), ("newsletter", "qr_target"),
-    ("newsletter", "image_base_url"), ("email", "from_address"), ("email", "list_id"),
-    ("email", "view_url"), ("email", "unsubscribe_url"), ("email", "unsubscribe_mailto"),
-    ("subscribe", "url"), ("subscribe", "confirm_url"),
-)
+    ("newsletter", "image_base_url"), ("subscribe", "url"), ("subscribe", "confirm_url"),
+)  # and every channel's `identity_keys`
+
+
+def _channel_keys(cls: Any, kind: str) -> list[tuple[str, str]]:
+    """(table, key) of every key a channel class declares as `kind` (path_keys, header_keys,
+    identity_keys): keys of its own table, which its `config` must declare."""
+    keys = list(getattr(cls, kind, ()) or ())
+    own = cls.config_tables().get(cls.name, {}) if keys else {}
+    missing = [k for k in keys if k not in own]
+    if missing:
+        raise ConfigError(f"channel '{cls.name}' declares {kind} {', '.join(missing)} that its config table "
+                          f"[{cls.name}] does not have: declare them in its `config` TOML")
+    return [(cls.name, k) for k in keys]
+
+
+def identity_defaults() -> dict[tuple[str, str], Any]:
+    """Every identity key -> its built-in default: the core's and every installed channel's."""
+    core = tomllib.loads(_default_text())
+    found = {(s, k): core[s][k] for s, k in IDENTITY_KEYS}
+    for name in available_channels():
+        cls = load_channel(name)
+        tables = cls.config_tables()
+        found.update({(s, k): tables[s][k] for s, k in _channel_keys(cls, "identity_keys")})
+    return found
 
 
 def example_profiles() -> list[str]:
@@ -64,13 +85,11 @@ def example_profiles() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def shipped_examples() -> dict[tuple[str, str], set]:
     """Every identity value the package ships as an example: (section, key) -> values."""
-    tables = [tomllib.loads(_default_text())] + [tomllib.loads(text) for text in example_profiles()]
-    found: dict[tuple[str, str], set] = {k: set() for k in IDENTITY_KEYS}
-    for table in tables:
-        for section, key in IDENTITY_KEYS:
-            value = table.get(section, {}).get(key)
-            if value:
-                found[(section, key)].add(value)
+    profiles = [tomllib.loads(text) for text in example_profiles()]
+    found: dict[tuple[str, str], set] = {}
+    for (section, key), default in identity_defaults().items():
+        values = [default] + [table.get(section, {}).get(key) for table in profiles]
+        found[(section, key)] = {v for v in values if v}
     return found
 
 
@@ -84,33 +103,23 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
-# Values that reach email headers: no CR/LF (header injection) and the syntax of what they are.
-_LIST_ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\.[A-Za-z0-9.-]+")
-
-
 def valid_unsubscribe_url(value: str) -> bool:
-    """The one rule for [email] unsubscribe_url: an http(s) URL, no spaces, with a {token} slot."""
+    """The one rule for the mailing channel's unsubscribe_url: an http(s) URL, no spaces, with a
+    {token} slot."""
     return is_http(value) and "{token}" in value and not any(c.isspace() for c in value)
 
 
-HEADER_KEYS = {
-    ("email", "from_address"): (valid_address, "an address like newsletter@example.org"),
-    ("email", "reply_to"): (valid_address, "an address like editor@example.org"),
-    ("email", "list_id"): (_LIST_ID_RE.fullmatch, "a list id like embedded-ai-report.example.org (RFC 2919)"),
-    ("email", "unsubscribe_mailto"): (valid_address, "an address like unsubscribe@example.org"),
-    ("email", "from_name"): (None, "a name on one line"),
-    ("email", "subject_template"): (None, "a subject on one line"),
-    ("email", "unsubscribe_url"): (valid_unsubscribe_url, "an http(s) URL with {token}"),
-}
-
-
-def _check_headers(data: Mapping[str, Mapping[str, Any]], where: str) -> None:
-    for (section, key), (check, what) in HEADER_KEYS.items():
-        value = data[section][key]
-        if not value:
-            continue
-        if any(c in value for c in "\r\n\x00") or (check is not None and not check(value)):
-            raise ConfigError(f"{where}: [{section}] {key} must be {what}, got {value[:60]!r}")
+def _check_headers(data: Mapping[str, Mapping[str, Any]], channels: list[Any], where: str) -> None:
+    """Values that reach mail headers (the channels' `header_keys`): no CR/LF/NUL (header
+    injection) and the syntax of what they are."""
+    for cls in channels:
+        _channel_keys(cls, "header_keys")  # each declared in its table
+        for key, (check, what) in cls.header_keys.items():
+            value = data[cls.name][key]
+            if not value:
+                continue
+            if any(c in value for c in "\r\n\x00") or (check is not None and not check(value)):
+                raise ConfigError(f"{where}: [{cls.name}] {key} must be {what}, got {value[:60]!r}")
 
 
 def _default_text() -> str:
@@ -185,12 +194,11 @@ class Settings:
         profile's, copied): readers would follow another newsletter's links. A key left at its
         built-in placeholder is refused where it is used instead (`require_own`: email's sender and
         unsubscribe link, serve's confirm link), so a push to github does not need email settings."""
-        defaults = tomllib.loads(_default_text())
         if self.data["newsletter"]["example_owner"]:
             self._check_example_owner()
             return
-        for section, key in IDENTITY_KEYS:
-            if section in self.data and self.data[section][key] != defaults.get(section, {}).get(key):
+        for (section, key), default in identity_defaults().items():
+            if section in self.data and self.data[section][key] != default:
                 self._refuse_example(section, key, "readers would see it: run `publisher init`, or set "
                                      "your newsletter's own value")
 
@@ -210,7 +218,7 @@ class Settings:
         return list(self.data["channels"]["enabled"])
 
 
-def _merge(base: dict, override: Mapping, *, file: Path, root: Path) -> None:
+def _merge(base: dict, override: Mapping, *, file: Path, root: Path, path_keys: set) -> None:
     for section, table in override.items():
         if section not in base:
             known = ", ".join(sorted(base))
@@ -227,23 +235,29 @@ def _merge(base: dict, override: Mapping, *, file: Path, root: Path) -> None:
                 raise ConfigError(
                     f"{file}: [{section}] {key} must be {_kind(default)}, got {value!r}"
                 )
-            if (section, key) in PATH_KEYS and value:
+            if (section, key) in path_keys and value:
                 value = str((root / Path(value).expanduser()).resolve())
             base[section][key] = value
 
 
-def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> None:
+def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> list[Any]:
     """Add to the schema the config tables that channels declare (`Channel.config`): those of every
-    enabled channel and, when the file sets a table nobody declared yet, of every installed one."""
+    enabled channel, of the channel that mails subscribers (the mail stack reads its table whether
+    or not it is enabled) and, when the file sets a table nobody declared yet, of every installed
+    one. Returns the classes whose tables were added."""
     installed = available_channels()
     names = [n for n in enabled if isinstance(n, str) and n in installed] if isinstance(enabled, list) else []
-    if unknown:
-        names += [n for n in installed if n not in names]
+    names += [n for n in installed if n not in names
+              and (unknown or getattr(load_channel(n), "mails_subscribers", False) is True)]
+    added = []
     for name in names:
-        for table, defaults in load_channel(name).config_tables().items():
+        cls = load_channel(name)
+        for table, defaults in cls.config_tables().items():
             if data.setdefault(table, defaults) != defaults:
                 raise ConfigError(f"channel '{name}' declares the config table [{table}], which another part "
                                   "of publisher defines differently: the channel must use a table of its own")
+        added.append(cls)
+    return added
 
 
 def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) -> Settings:
@@ -251,11 +265,6 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
     the nearest folder above it)."""
     cwd = cwd or Path.cwd()
     data = tomllib.loads(_default_text())
-    # defaults' relative paths are relative to the working directory
-    for section, key in PATH_KEYS:
-        if data[section][key]:
-            data[section][key] = str((cwd / data[section][key]).resolve())
-
     file: Path | None = None
     if path is None and os.environ.get(ENV_CONFIG):
         path = os.environ[ENV_CONFIG]
@@ -277,16 +286,16 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     enabled = override.get("channels", {}).get("enabled", data["channels"]["enabled"])
-    _add_channel_tables(data, enabled, [t for t in override if t not in data])
+    channels = _add_channel_tables(data, enabled, [t for t in override if t not in data])
+    path_keys = PATH_KEYS | {k for cls in channels for k in _channel_keys(cls, "path_keys")}
+    # defaults' relative paths follow the project file's directory (the working one without a file)
+    for section, key in path_keys:
+        if key not in override.get(section, {}) and data[section][key]:
+            data[section][key] = str((root / data[section][key]).resolve())
     if file is not None:
-        _merge(data, override, file=file, root=root)
-        # defaults' relative paths follow the project file's directory
-        defaults = tomllib.loads(_default_text())
-        for section, key in PATH_KEYS:
-            if key not in override.get(section, {}) and defaults[section][key]:
-                data[section][key] = str((root / defaults[section][key]).resolve())
+        _merge(data, override, file=file, root=root, path_keys=path_keys)
 
-    _check_headers(data, str(file or "defaults"))
+    _check_headers(data, channels, str(file or "defaults"))
     enabled = data["channels"]["enabled"]
     if any(not isinstance(c, str) for c in enabled):
         raise ConfigError(f"{file or 'defaults'}: [channels] enabled must list channel names")

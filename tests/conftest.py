@@ -101,13 +101,30 @@ def neuraltalk_config(folder: Path, tables: dict | None = None) -> Path:
 
 
 def neuraltalk_defaults_text() -> str:
-    """The built-in defaults with the NeuralTalk profile's identity laid over them, as TOML."""
+    """The core's built-in defaults with the NeuralTalk profile's identity laid over them, as TOML."""
     from publisher.settings import _default_text
 
     data = tomllib.loads(_default_text())
     for table, values in neuraltalk_identity().items():
-        data[table].update(values)
+        if table in data:
+            data[table].update(values)
     return toml_dump(data)
+
+
+def neuraltalk_channel_configs() -> dict[type, str]:
+    """Channel class -> its `config` with the NeuralTalk profile's identity laid over its tables."""
+    from publisher.registry import available_channels, load_channel
+
+    out = {}
+    for name in available_channels():
+        cls = load_channel(name)
+        tables = cls.config_tables()
+        mine = {t: v for t, v in neuraltalk_identity().items() if t in tables}
+        if mine:
+            for table, values in mine.items():
+                tables[table].update(values)
+            out[cls] = toml_dump(tables)
+    return out
 
 
 def toml_dump(data: dict) -> str:
@@ -139,12 +156,15 @@ def neuraltalk_base():
 
     real_text, real_shipped = settings_module._default_text, settings_module.shipped_examples
     text = neuraltalk_defaults_text()
-    placeholders = tomllib.loads(real_text())
-    shipped = {key: {placeholders[key[0]][key[1]]} - {""} for key in settings_module.IDENTITY_KEYS}
+    configs = neuraltalk_channel_configs()
+    real_configs = {cls: cls.config for cls in configs}
+    shipped = {key: {value} - {""} for key, value in settings_module.identity_defaults().items()}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(settings_module, "_default_text", lambda: text)
         mp.setattr(settings_module, "shipped_examples", lambda: shipped)
-        yield real_text, real_shipped
+        for cls, config in configs.items():
+            mp.setattr(cls, "config", config)
+        yield real_text, real_shipped, real_configs
 
 
 @pytest.fixture(autouse=True)
@@ -152,9 +172,11 @@ def neutral_defaults(request, neuraltalk_base, monkeypatch):
     if request.node.get_closest_marker("neutral"):
         import publisher.settings as settings_module
 
-        real_text, real_shipped = neuraltalk_base
+        real_text, real_shipped, real_configs = neuraltalk_base
         monkeypatch.setattr(settings_module, "_default_text", real_text)
         monkeypatch.setattr(settings_module, "shipped_examples", real_shipped)
+        for cls, config in real_configs.items():
+            monkeypatch.setattr(cls, "config", config)
 
 
 @pytest.fixture

@@ -273,14 +273,18 @@ def named_allowed() -> set[tuple[str, str]]:
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
-    return {id(node.body[0].value) for node in ast.walk(tree)
+    """Nodes not read on their own: docstrings, and a tuple, list or set compared against (the
+    comparison is the expression reported)."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
             and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return docs | {id(c) for node in ast.walk(tree) if isinstance(node, ast.Compare) for c in node.comparators}
 
 
 def _names_in(node: ast.AST, names: set[str], table: re.Pattern) -> list[str]:
     """Channel names `node` uses as a selector: compared, a subscript, a dict key, a call argument,
-    or a config table `[name]` inside a string."""
+    an element of a tuple, list or set (a `("email", "from_address")` key, a dict keyed by such
+    tuples), or a config table `[name]` inside a string."""
     def consts(nodes):
         return [n.value for n in nodes if isinstance(n, ast.Constant) and n.value in names]
 
@@ -292,6 +296,8 @@ def _names_in(node: ast.AST, names: set[str], table: re.Pattern) -> list[str]:
         return found
     if isinstance(node, ast.Subscript):
         return consts([node.slice])
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return consts(node.elts)
     if isinstance(node, ast.Dict):
         return consts([k for k in node.keys if k is not None])
     if isinstance(node, ast.Call):
@@ -423,6 +429,12 @@ VIOLATIONS = {
                                                  "io_offenders", "reaches publisher.stores"),
     "a channel name as a string in core": ("publisher.evil", "def f(s):\n    return s['wechat']\n",
                                            "name_offenders", "publisher.evil:2 names the wechat channel"),
+    "a channel's key as a tuple in core": ("publisher.settings", "KEYS = {('github', 'repo_path')}\n",
+                                           "name_offenders", "names the github channel: ('github', 'repo_path')"),
+    "a dict keyed by a channel's key": ("publisher.evil", "K = {('email', 'list_id'): None}\n", "name_offenders",
+                                        "names the email channel: ('email', 'list_id')"),
+    "a list of channels in core": ("publisher.scaffold", "X = ['wechat', 'zhihu']\n", "name_offenders",
+                                   "names the wechat channel: ['wechat', 'zhihu']"),
     "a channel compared by name": ("publisher.evil", "def f(c):\n    return c == 'zhihu'\n", "name_offenders",
                                    "names the zhihu channel"),
     "a channel's table in a message": ("publisher.evil", "X = 'set [telegram] chat_id'\n", "name_offenders",

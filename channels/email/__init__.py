@@ -20,14 +20,17 @@ from publisher.channels.email import limits, preview
 from publisher.channels.html_writer import HtmlChannel, HtmlWriter, cut, format_setting, lead_text
 from publisher.channels.markdown_writer import MailTextWriter, public_src
 
+from publisher.addresses import valid_address
 from publisher.clicks import rewrite_for
 from publisher.model import Issue
+from publisher.settings import valid_unsubscribe_url
 from publisher.tokens import UNSUBSCRIBE_PLACEHOLDER  # the transports replace it per reader
 
 HTML_TEMPLATE = "email/email.html"
 TEXT_TEMPLATE = "email/email.txt"
 CSS_TEMPLATE = "email/email.css"
 PREHEADER_LIMIT = 140
+LIST_ID_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\.[A-Za-z0-9.-]+")  # List-Id (RFC 2919)
 GMAIL_CLIP_BYTES = limits.HTML_MAX_BYTES + 1  # Gmail clips HTML of this size and more
 
 
@@ -39,6 +42,40 @@ class EmailChannel(HtmlChannel):
     transport = "publisher.transports.email:EmailTransport"
     mails_subscribers = True  # its table ([email]) holds the subscriber list, sender and unsubscribe URL
     check = staticmethod(limits.check)
+    config = """
+[email]
+from_name = ""                   # empty = [newsletter] name
+from_address = "newsletter@example.org"
+reply_to = ""
+list_id = "newsletter.example.org"
+postal_address = ""
+view_url = ""                    # the "view in browser" link, {date}; empty = no link
+unsubscribe_url = "https://example.org/unsubscribe?token={token}"
+unsubscribe_mailto = ""
+subscribers_db = "subscribers.db"
+secret_env = "PUBLISHER_UNSUBSCRIBE_SECRET"
+subject_template = "{title}"
+# A message interrupted between the final DATA dot and the ledger commit (crash, dropped
+# connection): "resend" (nobody skipped; ≤ [smtp] connections duplicates, same Message-ID) or
+# "skip" (never a duplicate; those few may get nothing). See docs/email.md.
+ambiguous = "resend"
+# How campaigns leave: "smtp" ([smtp]) or an email service provider's HTTP API: "ses", "postmark",
+# "mailgun" (their tables below; docs/email.md "Providers"). Bounces and complaints then arrive
+# at `publisher serve` as webhooks (/hooks/ses, /hooks/postmark, /hooks/mailgun).
+transport = "smtp"
+"""
+    path_keys = ("subscribers_db",)
+    # values that reach mail headers (no CR/LF: header injection) and the syntax of what they are
+    header_keys = {
+        "from_address": (valid_address, "an address like newsletter@example.org"),
+        "reply_to": (valid_address, "an address like editor@example.org"),
+        "list_id": (LIST_ID_RE.fullmatch, "a list id like embedded-ai-report.example.org (RFC 2919)"),
+        "unsubscribe_mailto": (valid_address, "an address like unsubscribe@example.org"),
+        "from_name": (None, "a name on one line"),
+        "subject_template": (None, "a subject on one line"),
+        "unsubscribe_url": (valid_unsubscribe_url, "an http(s) URL with {token}"),
+    }
+    identity_keys = ("from_address", "list_id", "view_url", "unsubscribe_url", "unsubscribe_mailto")
 
     @classmethod
     def preview(cls, rendition, view):

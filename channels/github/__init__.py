@@ -24,6 +24,18 @@ class GitHubChannel(TemplateChannel):
     template = "github/issue.md"
     writer_class = JekyllWriter
     past_limit = None  # the calendar shows every issue up to this one
+    config = """
+[github]
+archive_folder = "issues"               # folder of the archive repository holding the issues
+qr_path = ""                            # the QR image from an archive page; empty = none
+past_issue_link = "{date}.md"           # 往期回顾 link from one archive page to another
+repo_path = ""                          # local clone of the archive repository (push)
+index_file = "README.md"                # the archive's index page, regenerated on push
+push = false                            # `git push` after committing
+remote = "origin"
+branch = ""                             # empty: the clone's current branch
+"""
+    path_keys = ("repo_path",)
 
     def extra_context(self, issue: Issue, writer: MarkdownWriter) -> dict[str, Any]:
         gh = self.settings["github"]

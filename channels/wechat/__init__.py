@@ -77,6 +77,26 @@ class WeChatChannel(HtmlChannel):
     transport = "publisher.channels.wechat.transport:WeChatTransport"
     check = staticmethod(limits.check)
     preview = staticmethod(preview.panel)
+    config = """
+[wechat]
+app_id = ""
+app_secret_env = "PUBLISHER_WECHAT_SECRET"
+api_base = "https://api.weixin.qq.com"
+token_mode = "stable_token"             # or "token" (cgi-bin/token)
+title_template = "{name}({date})"
+theme = "default"                       # wechat/themes/<name>.css: default, jade, ink, or your own in [paths] templates
+need_open_comment = 0
+only_fans_can_comment = 0
+publish_poll_seconds = 300              # give up polling freepublish/get after this long
+publish_settle_hours = 24.0             # a submit whose answer was lost is submitted again only if its
+                                        # draft stays in the box, unpublished, this long
+default_cover = ""                      # cover (thumb) image when an issue has none; empty = the QR code
+content_source_url = ""                 # 阅读原文 link ({date}); empty = [newsletter] archive_url
+# Remote images (<img> of other sites) are downloaded, converted and uploaded on push:
+remote_image_max_bytes = 20971520       # download cap per image (20 MB)
+remote_image_timeout = 20.0             # seconds per image, connection and transfer together
+"""
+    path_keys = ("default_cover",)
 
     def theme(self) -> dict[str, str]:
         return load_theme(self.ctx.env, self.settings["wechat"]["theme"])
