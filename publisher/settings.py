@@ -240,17 +240,13 @@ def _merge(base: dict, override: Mapping, *, file: Path, root: Path, path_keys: 
             base[section][key] = value
 
 
-def _add_channel_tables(data: dict, enabled: Any, unknown: list[str]) -> list[Any]:
-    """Add to the schema the config tables that channels declare (`Channel.config`): those of every
-    enabled channel, of the channel that mails subscribers (the mail stack reads its table whether
-    or not it is enabled) and, when the file sets a table nobody declared yet, of every installed
-    one. Returns the classes whose tables were added."""
-    installed = available_channels()
-    names = [n for n in enabled if isinstance(n, str) and n in installed] if isinstance(enabled, list) else []
-    names += [n for n in installed if n not in names
-              and (unknown or getattr(load_channel(n), "mails_subscribers", False) is True)]
+def _add_channel_tables(data: dict) -> list[Any]:
+    """Add to the schema the config tables that every installed channel declares (`Channel.config`),
+    enabled or not: the mail stack reads the mailing channel's table whatever is enabled, and
+    `push --channel NAME` / `render --channel NAME` work on any installed channel. Returns the
+    channel classes."""
     added = []
-    for name in names:
+    for name in available_channels():
         cls = load_channel(name)
         for table, defaults in cls.config_tables().items():
             if data.setdefault(table, defaults) != defaults:
@@ -285,8 +281,7 @@ def load_settings(path: str | Path | None = None, *, cwd: Path | None = None) ->
             raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from None
-    enabled = override.get("channels", {}).get("enabled", data["channels"]["enabled"])
-    channels = _add_channel_tables(data, enabled, [t for t in override if t not in data])
+    channels = _add_channel_tables(data)
     path_keys = PATH_KEYS | {k for cls in channels for k in _channel_keys(cls, "path_keys")}
     # defaults' relative paths follow the project file's directory (the working one without a file)
     for section, key in path_keys:

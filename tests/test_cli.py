@@ -58,6 +58,16 @@ def test_bad_config_names_file_and_key(tmp_path):
     assert_clean_error(proc, str(cfg), "unknown key [email] from_adress")
 
 
+def test_a_channel_pushed_without_being_enabled_reads_its_own_table(tmp_path):
+    """Its defaults are in the configuration (declared by the channel, not config/default.toml):
+    the push fails naming the key to set, not with a missing table."""
+    (tmp_path / "publisher.toml").write_text('[channels]\nenabled = ["plaintext"]\n', encoding="utf-8")
+    proc = run("push", str(EXAMPLES / "issues" / "2026-11-23.md"), "--channel", "github", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out and "KeyError" not in out, out
+    assert "[github] repo_path is not set" in out
+
+
 def test_unknown_channel(tmp_path):
     proc = run("render", str(EXAMPLES / "issues" / "2026-11-23.md"), "--channel", "myspace", cwd=tmp_path)
     assert_clean_error(proc, "unknown channel 'myspace'")

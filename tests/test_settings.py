@@ -105,6 +105,10 @@ def test_the_built_in_channels_path_keys_follow_the_file(tmp_path):
     assert s.path("wechat", "default_cover") == tmp_path / "sub" / "cover.png"
     # the mailing channel's table is there although email is not enabled: its default path follows the file
     assert s.path("email", "subscribers_db") == tmp_path / "sub" / "subscribers.db"
+    # every installed channel's table is, enabled or not (`push --channel github` reads [github])
+    s = load_settings(write(tmp_path / "sub", '[channels]\nenabled = ["plaintext"]\n'), cwd=tmp_path)
+    assert s["github"]["remote"] == "origin" and s["wechat"]["theme"] == "default" and s["web"]["folder"] == "site"
+    assert s.path("github", "repo_path") is None and s["email"]["from_address"]
     assert load_settings(cwd=tmp_path).path("email", "subscribers_db") == tmp_path / "subscribers.db"
 
 
