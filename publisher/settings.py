@@ -61,6 +61,10 @@ def _channel_keys(cls: Any, kind: str) -> list[tuple[str, str]]:
     if missing:
         raise ConfigError(f"channel '{cls.name}' declares {kind} {', '.join(missing)} that its config table "
                           f"[{cls.name}] does not have: declare them in its `config` TOML")
+    not_text = [k for k in keys if not isinstance(own[k], str)]
+    if not_text:
+        raise ConfigError(f"channel '{cls.name}' declares {kind} {', '.join(not_text)} whose default in "
+                          f"[{cls.name}] is not a string: a path, a header value or an identity is text")
     return [(cls.name, k) for k in keys]
 
 

@@ -198,9 +198,13 @@ def test_a_third_party_channels_identity_key_refuses_its_shipped_example(relay, 
 
 
 def test_a_channel_declaring_a_key_its_table_lacks_is_named(relay, monkeypatch, tmp_path):
-    for kind, value in (("path_keys", ("outbx",)), ("header_keys", {"sendr": (None, "x")})):
+    cases = [("path_keys", ("outbx",), "that its config table [relay] does not have"),
+             ("header_keys", {"sendr": (None, "x")}, "that its config table [relay] does not have"),
+             ("header_keys", {"retries": (None, "x")}, "whose default in [relay] is not a string"),
+             ("path_keys", ("retries",), "whose default in [relay] is not a string")]
+    for kind, value, words in cases:
         with monkeypatch.context() as m:
             m.setattr(relay, kind, value)
-            with pytest.raises(ConfigError, match=rf"channel 'relay' declares {kind} {list(value)[0]} that its "
-                               r"config table \[relay\] does not have"):
-                load_settings(write(tmp_path, '[channels]\nenabled = ["relay"]\n'), cwd=tmp_path)
+            with pytest.raises(ConfigError) as info:
+                load_settings(write(tmp_path, '[relay]\nsender = "a@b.org"\n'), cwd=tmp_path)
+            assert f"channel 'relay' declares {kind} {list(value)[0]} {words}" in str(info.value)
