@@ -59,7 +59,7 @@ def run(provider: str, n: int, folder: Path, rjson: Path, child: Path, env: dict
     port = int(server.stdout.readline())
     try:
         settings = settings_for(folder, provider, f"http://127.0.0.1:{port}",
-                                concurrency=8 if provider == "ses" else 2)
+                                concurrency=8 if provider == "ses" else 2, timeout=60)
         add_subscribers(settings, n)
         proc = subprocess.Popen([sys.executable, str(child), str(folder / "publisher.toml"), str(rjson)],
                                 stdout=subprocess.PIPE, env=env, cwd=folder)
