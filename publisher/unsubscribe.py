@@ -15,6 +15,7 @@ A bad or forged token gets 400 and changes nothing.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from urllib.parse import parse_qs
@@ -166,11 +167,17 @@ class Server:
             # trusted_proxies (make_subscribe_app's client_ip): one rule, in one place
             clear_untrusted_proxy_headers=False)
         self.server_port = self._server.effective_port
+        self._closing = False
 
     def serve_forever(self) -> None:
-        self._server.run()
+        try:
+            self._server.run()
+        except OSError as exc:  # shutdown() closed the sockets under the loop's select()
+            if not self._closing or exc.errno != errno.EBADF:
+                raise
 
     def shutdown(self) -> None:
+        self._closing = True
         self._server.close()
         self._server.task_dispatcher.shutdown()
 
