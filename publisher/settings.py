@@ -117,13 +117,13 @@ def _check_headers(data: Mapping[str, Mapping[str, Any]], channels: list[Any], w
     """Values that reach mail headers (the channels' `header_keys`): no CR/LF/NUL (header
     injection) and the syntax of what they are."""
     for cls in channels:
-        _channel_keys(cls, "header_keys")  # each declared in its table
-        for key, (check, what) in cls.header_keys.items():
-            value = data[cls.name][key]
+        for table, key in _channel_keys(cls, "header_keys"):  # each declared in its table
+            check, what = cls.header_keys[key]
+            value = data[table][key]
             if not value:
                 continue
             if any(c in value for c in "\r\n\x00") or (check is not None and not check(value)):
-                raise ConfigError(f"{where}: [{cls.name}] {key} must be {what}, got {value[:60]!r}")
+                raise ConfigError(f"{where}: [{table}] {key} must be {what}, got {value[:60]!r}")
 
 
 def _default_text() -> str:

@@ -169,12 +169,12 @@ class PgConnection:
         """Dead, or (after IDLE_CHECK seconds unused, outside a transaction) no longer answering:
         the server restarted or dropped it while it sat idle. Asked with `SELECT 1`, which changes
         nothing, so the next real statement never fails on a connection that was already gone."""
+        import psycopg
+
         if self.raw.closed or self.raw.broken:
             return True
         now = time.monotonic()
         idle, self.used = now - getattr(self, "used", now), now
-        import psycopg
-
         if idle < self.IDLE_CHECK or self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             return False
         try:

@@ -98,11 +98,14 @@ BACKOFF_CAP = 60.0
 PAGE = 500
 _PERIODS = re.compile(rb"(?m)^\.")
 _NOTHING = object()
+
+
 class Durations:
     """Seconds, summarised in constant memory (a campaign of a million messages keeps no list):
     the count, the maximum, and quantiles within 2 % (log-spaced buckets)."""
 
     RATIO = 1.02
+    _LOG_RATIO = math.log(RATIO)
 
     def __init__(self) -> None:
         self.count, self.max, self.buckets = 0, 0.0, {}
@@ -110,7 +113,7 @@ class Durations:
     def add(self, seconds: float) -> None:
         self.count += 1
         self.max = max(self.max, seconds)
-        key = math.floor(math.log(max(seconds, 1e-7)) / math.log(self.RATIO))
+        key = math.floor(math.log(max(seconds, 1e-7)) / self._LOG_RATIO)
         self.buckets[key] = self.buckets.get(key, 0) + 1
 
     def quantile(self, q: float) -> float | None:
