@@ -334,3 +334,61 @@ def test_a_claim_costs_the_same_whatever_was_sent_before(tmp_path, db_url):
 
     small, big = per_claim("small", 1_500), per_claim("big", 30_000)
     assert big < 4 * small + 0.002, (small, big)
+
+
+
+def test_a_senders_batch_statements_stay_key_lookups_under_cached_plans(tmp_path, db_url):
+    """What a team-mode sender runs for each batch (the claim, the batch's final rows, its active
+    readers) costs the same late in a campaign as early, and on a large list as on a small one,
+    with the plans PostgreSQL caches for a connection's prepared statements, made while the tables
+    were small. It did not: the claim's NOT EXISTS became an anti-join that scanned every claim
+    for every row (80 ms a claim at 3,000 claims), and the page lookups walked every active
+    subscriber or every row of the issue (20 ms a page at 8,000): four workers spent one of two
+    cores in PostgreSQL. The list is imported and the campaigns written and claimed as the commands do
+    (no ANALYZE by the test). Bounds only a blow-up: at most 3× (+ 1 ms), where the scans cost
+    10-30×."""
+    from publisher.stores.campaigns import CampaignStore
+    from publisher.subscribers import import_csv
+
+    ledger = Ledger(_where(tmp_path, db_url, "publisher.db"))
+    subs = SubscriberDB(_where(tmp_path, db_url, "subscribers.db"))
+    store, mail = CampaignStore(ledger), MailStore(ledger)
+    readers: list[str] = []
+
+    def campaign(issue: str, more: int) -> None:  # `subscribers import`, then `push`
+        new = [f"{issue}{i:07d}@example.com" for i in range(more)]
+        (tmp_path / "list.csv").write_text("email\n" + "\n".join(new) + "\n", encoding="utf-8")
+        assert import_csv(subs, tmp_path / "list.csv")[0] == more
+        readers.extend(new)
+        store.start(issue, "{}", [[(e, f"<{i}@x>") for i, e in enumerate(readers)]])
+
+    def batches(issue: str, k: int) -> tuple[float, float]:
+        """Median times of the next `k` batches' claim and page lookups; every batch is then sent."""
+        claims, pages = [], []
+        for _ in range(k):
+            t = time.perf_counter()
+            got = worker.claim(issue, 16)
+            t1 = time.perf_counter()
+            active, final = subs.active_among(got), mail.final(issue, got)
+            pages.append(time.perf_counter() - t1)
+            claims.append(t1 - t)
+            assert len(got) == len(active) == 16 and not final
+            for e in got:
+                mail.mark(issue, e, "sending", message_id="<m@x>", attempt=True)
+                mail.mark(issue, e, "sent", message_id="<m@x>", code=250)
+        return sorted(claims)[k // 2], sorted(pages)[k // 2]
+
+    worker = store.join("test")
+    try:
+        campaign("a", 600)
+        batches("a", 15)  # prepared after 5 runs; PostgreSQL settles on a generic plan after 5 more
+        _, small_page = batches("a", 15)
+        campaign("b", 12_000)  # the same statements (and their cached plans) on a list 20× larger
+        batches("b", 5)
+        early_claim, big_page = batches("b", 15)
+        batches("b", 230)  # about 4,000 claimed and sent
+        late_claim, _ = batches("b", 15)
+    finally:
+        worker.leave()
+    assert big_page < 3 * small_page + 0.001, (small_page, big_page)
+    assert late_claim < 3 * early_claim + 0.001, (early_claim, late_claim)

@@ -423,6 +423,15 @@ class Store:
                                 "its write-ahead log may still hold the erased address: stop it and run "
                                 "the command again")
 
+    def analyze(self, *tables: str) -> None:
+        """After a bulk write: PostgreSQL's statistics of `tables` are current, so the plans of the
+        statements that follow (prepared once, cached for the connection) fit the rows now there
+        rather than the empty tables autovacuum last saw. SQLite plans without statistics."""
+        if self.url:
+            conn = self.connect()
+            for t in tables:
+                conn.execute(f"ANALYZE {t}")
+
     def secure_delete(self) -> None:
         """Deleted rows are overwritten (SQLite's secure_delete; PostgreSQL: see scrub)."""
         if not self.url:

@@ -101,9 +101,11 @@ class MailStore:
     def final(self, issue: str, emails: list[str]) -> list[str]:
         """Those of `emails` (one page) with a final row for `issue`: never sent again."""
         marks = ",".join("?" * len(emails))
+        # by primary key alone, the state tested here: with the state in the query, PostgreSQL's
+        # cached plan walked the campaign's rows (2-4 ms a page at 6,000)
         return [r[0] for r in self.db.connect().execute(
-            f"SELECT email FROM email_sends WHERE issue = ? AND email IN ({marks}) "
-            f"AND state IN ('sent', 'failed', 'ambiguous')", (issue, *emails))]
+            f"SELECT email, state FROM email_sends WHERE issue = ? AND email IN ({marks})", (issue, *emails))
+            if r[1] in FINAL_STATES]
 
     def failed(self, issue: str) -> list[tuple[str, int | None, str | None]]:
         """(email, smtp_code, last_error) of every `failed` row of `issue`."""

@@ -288,9 +288,12 @@ class SubscriberDB(Store):
         if not emails:
             return []
         marks = ",".join("?" * len(emails))
-        return [_sub(r) for r in self.connect().execute(
-            f"SELECT id, email, name, tags, state FROM subscribers WHERE state = 'active' AND email IN ({marks}) "
-            "ORDER BY id", emails)]
+        # looked up by address alone, filtered and ordered here: with the state or an ORDER BY id in
+        # the query, PostgreSQL's cached plan walked every active subscriber for the few asked
+        # (16 ms a page at 6,000 subscribers)
+        rows = self.connect().execute(f"SELECT id, email, name, tags, state FROM subscribers WHERE email IN ({marks})",
+                                      emails)
+        return sorted((_sub(r) for r in rows if r[4] == "active"), key=lambda s: s.id)
 
 
 def scrub(db: Store, *tables: str) -> None:

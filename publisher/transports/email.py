@@ -762,7 +762,9 @@ class Campaign:
             return self.stats
         self.recover()
         self.reserve.take()
-        q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + PAGE)
+        # a shared campaign's recipients are claimed: hold no more than a batch ahead, or this
+        # sender keeps hundreds from the others and the campaign ends on one sender's queue
+        q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + (0 if self.source else PAGE))
         threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
         threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{i}", daemon=True)
                     for i in range(self.cfg.connections)]
