@@ -190,11 +190,12 @@ class MessageTemplate:
     subject: str
     envelope_from: str
 
-    def render(self, email: str, unsubscribe_url: str, *, wire: bool = False) -> bytes:
-        """The recipient's message; `wire=True`: dot-stuffed, ready for SMTP DATA."""
+    def render(self, email: str, unsubscribe_url: str, *, wire: bool = False, message_id: str | None = None) -> bytes:
+        """The recipient's message; `wire=True`: dot-stuffed, ready for SMTP DATA. `message_id`:
+        this recipient's, when the caller has it already (self.message_id(email))."""
         values = {
             "to": email.encode("ascii", "strict") if email.isascii() else email.encode("utf-8"),
-            "msgid": message_id_for(self.issue, email, self.list_id, self.domain).encode("ascii"),
+            "msgid": (message_id or self.message_id(email)).encode("ascii"),
             "unsub_hdr": unsubscribe_url.encode("ascii", "replace"),
             "unsub_text": qp_fragment(unsubscribe_url),
             "unsub_html": qp_fragment(html.escape(unsubscribe_url, quote=True)),

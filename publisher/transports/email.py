@@ -439,16 +439,17 @@ class Campaign:
 
     # ledger, one tiny transaction each
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
-              attempt: bool = False) -> None:
+              attempt: bool = False, message_id: str | None = None) -> None:
+        message_id = message_id or self.t.message_id(email)
         try:
-            self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
-                           error=error, attempt=attempt)
+            self.mail.mark(self.t.issue, email, state, message_id=message_id, code=code, error=error,
+                           attempt=attempt)
         except StoreError as exc:
             if not exc.disk_full or not self.reserve.release():
                 raise
             self._abort(str(exc))  # the disk is full: free our reserve, record this, stop
-            self.mail.mark(self.t.issue, email, state, message_id=self.t.message_id(email), code=code,
-                           error=error, attempt=attempt)
+            self.mail.mark(self.t.issue, email, state, message_id=message_id, code=code, error=error,
+                           attempt=attempt)
 
     def recover(self) -> None:
         if self.source is not None:  # a shared campaign: only the rows of senders found dead
@@ -709,13 +710,14 @@ class Campaign:
 
         if not group_sent:
             self._may_send(email)
-        msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True)
+        mid = self.t.message_id(email)  # one digest a message: the message and its two marks
+        msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True, message_id=mid)
         self.limiter.wait()
         marked: list[float] = []
 
         def before_dot() -> bool:
             self._still_ours()
-            self._mark(email, "sending", attempt=True)
+            self._mark(email, "sending", attempt=True, message_id=mid)
             marked.append(time.monotonic())
             if next_rcpt is None or self.stop.is_set():
                 return False
@@ -731,11 +733,11 @@ class Campaign:
                                          next_sender=sender(next_rcpt) if next_rcpt else None)
         except Temporary as exc:
             if marked:  # the server answered 4xx to the final dot: it does not have the message
-                self._mark(email, "pending", error=str(exc)[:500])
+                self._mark(email, "pending", error=str(exc)[:500], message_id=mid)
             raise
         stale = self.lease is not None and self.lease.taken_over()
         try:
-            self._mark(email, "sent", code=250)
+            self._mark(email, "sent", code=250, message_id=mid)
         except StoreError:
             with self.lock:
                 self.stats.sent += 1
