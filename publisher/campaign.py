@@ -114,6 +114,9 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                                 len(interrupted), campaign.policy)
                 worker.release(issue)  # deferred rows: free for anyone
                 if store.finish_if_done(issue):
+                    # nothing pending or in flight anywhere now: the count taken as this run ended
+                    # may still hold the last messages of other workers, committed since
+                    stats.remaining = 0
                     return stats, True
                 down_since = None
             except (*db_errors(), DatabaseError) as exc:

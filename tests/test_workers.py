@@ -207,3 +207,37 @@ def test_sigterm_stops_a_worker_cleanly_and_the_campaign_resumes(tmp_path, env, 
         assert store.get(issue)["state"] == "done"
     finally:
         server.stop()
+
+
+def test_a_sender_that_finds_the_campaign_done_reports_nothing_remaining(tmp_path, env, pg_cluster,  # noqa: F811
+                                                                         monkeypatch):
+    """Another worker's last message is committed `sent` between the end of this sender's run (its
+    count of what is left: that message, in flight) and its check that the campaign is done. The
+    campaign is done; the push said `remaining 1 … stopped: some messages could not be recorded`
+    and exited 1 (seen in CI once the senders finished closer together). Now the sender that finds
+    the campaign done reports nothing remaining, and the push has nothing to resume."""
+    from publisher.transports.email import Campaign, _raise_if_stopped
+
+    handler = Handler()
+    server = start_server(env, handler)
+    try:
+        folder, settings, ledger, emails, issue = _campaign(tmp_path, pg_cluster.create_db(), server.port,
+                                                            20, "race.example.com")
+        store, mail = CampaignStore(ledger), MailStore(ledger)
+        other = store.join("publisher worker (another host)")
+        held = other.claim(issue, 1)  # its message is in flight
+        mail.mark(issue, held[0], "sending", message_id="<m@x>", attempt=True)
+        real = CampaignStore.finish_if_done
+
+        def late(self, iss):  # the other worker's 250 arrives and is committed just now
+            mail.mark(issue, held[0], "sent", message_id="<m@x>", code=250)
+            return real(self, iss)
+
+        monkeypatch.setattr(CampaignStore, "finish_if_done", late)
+        stats, done = shared.send(settings, ledger, issue, sender=Campaign, secret="bench-secret")
+        other.leave()
+    finally:
+        server.stop()
+    assert done and stats.sent == 19 and stats.remaining == 0, stats.summary()
+    _raise_if_stopped(stats, issue)  # nothing to resume: the push exits 0
+    assert sorted(handler.recipients()) == sorted(e for e in emails if e != held[0])
