@@ -111,7 +111,7 @@ def import_csv(db: SubscriberDB, path: Path, *, batch: int = 1000) -> tuple[int,
         except csv.Error as exc:
             raise SubscriberError(f"malformed CSV: {exc}", file=path, line=start) from None
     job.flush()
-    db.analyze("subscribers", "consent")  # a list imported at once: plans made for its new size
+    db.imported()
     return job.imported, job.problems
 
 

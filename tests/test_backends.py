@@ -336,7 +336,6 @@ def test_a_claim_costs_the_same_whatever_was_sent_before(tmp_path, db_url):
     assert big < 4 * small + 0.002, (small, big)
 
 
-
 def test_a_senders_batch_statements_stay_key_lookups_under_cached_plans(tmp_path, db_url):
     """What a team-mode sender runs for each batch (the claim, the batch's final rows, its active
     readers) costs the same late in a campaign as early, and on a large list as on a small one,

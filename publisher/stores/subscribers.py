@@ -187,6 +187,11 @@ class SubscriberDB(Store):
         scrub(self, "subscribers", "consent")
         return n > 0
 
+    def imported(self) -> None:
+        """After a list was imported at once: the plans of what follows fit its new size
+        (Store.analyze)."""
+        self.analyze("subscribers", "consent")
+
     def consents(self, email: str) -> list:
         return self.connect().execute("SELECT source, ip, requested_at, confirmed_at FROM consent "
                                       "WHERE email = ? ORDER BY id", (email,)).fetchall()
