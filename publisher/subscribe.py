@@ -142,7 +142,7 @@ class Mailer:
 
     def __init__(self, settings, secret: str):
         from publisher.channels.base import template_env
-        from publisher.transports.email import SmtpConfig
+        from publisher.transports.smtp import SmtpConfig
 
         self.settings = settings
         self.secret = secret
@@ -175,15 +175,10 @@ class Mailer:
         return from_line(s).encode("ascii") + b"\r\n" + msg.as_bytes(policy=policy.SMTP)
 
     def send_now(self, email: str, request: int) -> None:
-        from publisher.transports.email import _close, connect, transmit
+        from publisher.transports.smtp import send_message
 
         sender = self.settings["bounces"]["address"] or mail_table(self.settings)["from_address"]
-        smtp = connect(self.cfg)
-        try:
-            transmit(smtp, sender, email, self.message(email, request), lambda: None)
-            smtp.quit()
-        finally:
-            _close(smtp)
+        send_message(self.cfg, sender, email, self.message(email, request))
 
     def submit(self, email: str, request: int) -> None:
         with self.lock:

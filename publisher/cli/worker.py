@@ -25,7 +25,7 @@ def worker_command(ctx: click.Context, once: bool) -> None:
     from publisher.transports.email import Campaign
 
     signal.signal(signal.SIGTERM, _stop)
-    # a sending thread that stops on a lost database connection: one line, the run resumes
+    # a background thread (a heartbeat) that stops on a lost database connection: one line, the run resumes
     threading.excepthook = lambda a: click.echo(f"worker thread stopped: {a.exc_type.__name__}: "
                                                 f"{str(a.exc_value).strip()[:200]}", err=True)
     stopped = work(get_settings(ctx), sender=Campaign, once=once, echo=lambda line: click.echo(line, err=True))

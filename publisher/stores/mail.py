@@ -3,12 +3,14 @@
 provider's webhook; kind `unsubscribe` since ledger schema version 2, publisher/stores/schema.py).
 
 email_sends states: pending → sending → sent | failed, or ambiguous (see
-publisher/transports/email.py for the rules). Each `mark` is its own one-row transaction — the
-exactly-once commit points: `sending` just before the final dot, `sent` after the 250 reply.
+publisher/transports/email.py for the rules). `mark` commits one row, `mark_many` several in one
+transaction (what a sender's connections recorded in one turn of its loop) — the exactly-once
+commit points: `sending` just before the final dot, `sent` after the 250 reply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -45,6 +47,11 @@ CREATE INDEX IF NOT EXISTS mail_events_email ON mail_events (email);
 """
 
 SCHEMA = SENDS_SCHEMA + EVENTS_SCHEMA
+MARK = """INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+          ON CONFLICT (issue, email) DO UPDATE SET state = excluded.state,
+            attempts = email_sends.attempts + excluded.attempts, smtp_code = excluded.smtp_code,
+            last_error = excluded.last_error, updated_at = excluded.updated_at"""
 FINAL_STATES = ("sent", "failed", "ambiguous")
 
 
@@ -74,18 +81,30 @@ class MailStore:
     def mark(self, issue: str, email: str, state: str, *, message_id: str, code: int | None = None,
              error: str | None = None, attempt: bool = False) -> None:
         """Record one recipient's state: a one-row transaction (autocommit)."""
+        self.mark_many(issue, [(email, state, message_id, code, error, attempt)])
+
+    def mark_many(self, issue: str, rows: list[tuple]) -> None:
+        """Record recipients' states in one transaction, in order: rows of (email, state,
+        message_id, smtp_code, error, attempt)."""
+        stamp = now_iso()
         with self.write_lock:
             conn = self._writer
             if conn is None:
                 conn = self._writer = self.db.open()
-            conn.execute(
-                f"""INSERT INTO email_sends (issue, email, state, attempts, message_id, smtp_code, last_error, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (issue, email) DO UPDATE SET state = excluded.state,
-                      attempts = email_sends.attempts + {1 if attempt else 0}, smtp_code = excluded.smtp_code,
-                      last_error = excluded.last_error, updated_at = excluded.updated_at""",
-                (issue, email, state, 1 if attempt else 0, message_id, code, error, now_iso()),
-            )
+            args = [(issue, email, state, 1 if attempt else 0, message_id, code, error, stamp)
+                    for email, state, message_id, code, error, attempt in rows]
+            if len(args) == 1:
+                conn.execute(MARK, args[0])
+                return
+            conn.execute("BEGIN IMMEDIATE" if self.db.dialect == "sqlite" else "BEGIN")
+            try:
+                for row in args:
+                    conn.execute(MARK, row)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (disk full)
+                    conn.execute("ROLLBACK")
+                raise
 
     def in_flight(self, issue: str) -> list[str]:
         """Recipients left in `sending` (the ambiguous window) by an interrupted run."""

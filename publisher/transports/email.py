@@ -5,15 +5,22 @@ Ledger table `email_sends` (same SQLite file as `pushes`, WAL), one row per (iss
     pending → sending → sent | failed          (5xx: failed, never retried)
                      ↘ ambiguous               (see below)
 
-For each message the worker sends MAIL FROM, RCPT TO, DATA and the whole body EXCEPT the final
-`.`; then commits `sending` (a one-row transaction); then sends `.\\r\\n`; on the 250 reply it
-commits `sent`. A 4xx anywhere, or a dropped connection before the final dot, puts the row back
-to `pending` and the message is retried with bounded exponential backoff ([smtp] max_retries).
+For each message a connection sends MAIL FROM, RCPT TO, DATA and the whole body EXCEPT the final
+`.`; then commits `sending`; then sends `.\\r\\n`; on the 250 reply it records `sent`. A 4xx
+anywhere, or a dropped connection before the final dot, puts the row back to `pending` and the
+message is retried with bounded exponential backoff ([smtp] max_retries).
+
+**One thread drives every connection** (`[smtp] connections` coroutines on one asyncio loop,
+publisher/transports/smtp.py for the client), so nothing is handed between threads for every
+socket write and commit. What the connections record in one turn of the loop is committed in one
+transaction (`_record`, `_flush`): a `sending` is awaited before its final dot leaves; a `sent`
+is not awaited, and is committed at the latest with its connection's next `sending`.
 
 **The ambiguous window.** A row found in `sending` — the process died, or the connection dropped
-after the final dot and before the reply — may or may not have been accepted by the server. At
-most one message per connection is in that window at any moment, so after a crash at most
-[smtp] connections rows are ambiguous. [email] ambiguous decides what a re-run does with them:
+after the final dot and before the reply, or before its `sent` was committed — may or may not
+have been accepted by the server. At most one message per connection is in that window at any
+moment, so after a crash at most [smtp] connections rows are ambiguous. [email] ambiguous
+decides what a re-run does with them:
 
 * `resend` (default): send them again — nobody is skipped; at most `connections` recipients get
   a second copy, with the same Message-ID (mail systems that de-duplicate by Message-ID,
@@ -47,23 +54,21 @@ database remembers for this campaign: a lost ledger never re-sends silently.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
 import logging
 import math
-import queue
 import random
-import re
-import smtplib
-import socket
-import ssl
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from publisher.addresses import valid_address
 from publisher.channels.base import Rendition, check_rendition
@@ -90,13 +95,22 @@ from publisher.transports.delivery import (
     signature,
 )
 from publisher.transports.providers import provider_name
+from publisher.transports.smtp import (
+    AfterDot,
+    Permanent,
+    Session,
+    SmtpConfig,
+    Temporary,
+    run_loop,
+    send_message,
+    transmit,
+)
 
 log = logging.getLogger("publisher.email")
 
 BACKOFF_BASE = 1.0  # seconds; attempt n waits BACKOFF_BASE * 2**(n-1) (± 25 %), capped
 BACKOFF_CAP = 60.0
 PAGE = 500
-_PERIODS = re.compile(rb"(?m)^\.")
 _NOTHING = object()
 
 
@@ -192,192 +206,27 @@ class CampaignStats:
         return d
 
 
-# -- SMTP ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    host: str
-    port: int
-    security: str
-    username: str
-    password: str
-    timeout: float
-    max_retries: int
-    connections: int
-    rate: float
-
-    @classmethod
-    def from_settings(cls, settings) -> SmtpConfig:
-        s = settings["smtp"]
-        if s["security"] not in ("starttls", "tls", "none"):
-            raise ConfigError(f"[smtp] security must be starttls, tls or none, got {s['security']!r}: "
-                              f"fix it in {settings.where()}")
-        password = settings.secret("smtp", "password_env") if s["username"] else ""
-        if not (password.isascii() and s["username"].isascii()):
-            raise ConfigError(f"the SMTP username or the password in ${s['password_env']} has non-ASCII "
-                              "characters, which SMTP AUTH (PLAIN/LOGIN) cannot carry: use an ASCII password")
-        if s["connections"] < 1:
-            raise ConfigError(f"[smtp] connections must be at least 1: fix it in {settings.where()}")
-        return cls(s["host"], int(s["port"]), s["security"], s["username"], password,
-                   float(s["timeout"]), max(0, int(s["max_retries"])), int(s["connections"]),
-                   float(s["rate_per_second"]))
-
-
-class Temporary(Exception):
-    """Try again later (4xx, dropped connection before the final dot)."""
-
-
-class Permanent(Exception):
-    """5xx (or an address this server cannot take): not retried in this run; see classify()."""
-
-    def __init__(self, code: int | None, message: str):
-        super().__init__(message)
-        self.code = code
-        self.kind = classify(code, message)
-
-
-class AfterDot(Exception):
-    """The connection failed after the final dot: the server may or may not have the message."""
-
-
-def connect(cfg: SmtpConfig) -> smtplib.SMTP:
-    try:
-        if cfg.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
-                                                  context=ssl.create_default_context())
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-            # the final dot is a tiny write after a large one: without TCP_NODELAY, Nagle +
-            # the server's delayed ACK hold it ~40 ms, which is also the ambiguous window
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if cfg.security == "starttls":
-                smtp.ehlo()
-                smtp.starttls(context=ssl.create_default_context())
-        smtp.ehlo()
-        if cfg.username:
-            smtp.login(cfg.username, cfg.password)
-    except smtplib.SMTPAuthenticationError as exc:
-        raise TransportError(f"SMTP login as [smtp] username {cfg.username!r} refused ({exc.smtp_code}); "
-                             "check the username and the password environment variable") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise TransportError(f"TLS certificate of {cfg.host}:{cfg.port} not trusted: {exc.verify_message}; "
-                             "fix [smtp] host or trust the CA (SSL_CERT_FILE)") from None
-    except smtplib.SMTPNotSupportedError:
-        raise TransportError(f"{cfg.host}:{cfg.port} does not offer STARTTLS; set [smtp] security") from None
-    except (smtplib.SMTPException, OSError) as exc:
-        raise Temporary(f"connect {cfg.host}:{cfg.port}: {exc}") from None
-    return smtp
-
-
-def _check(code: int, resp: bytes, stage: str) -> None:
-    if 200 <= code < 400:
-        return
-    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
-    text = " ".join(text.split())
-    if 500 <= code < 600:
-        raise Permanent(code, f"{stage}: {code} {text}")
-    raise Temporary(f"{stage}: {code} {text}")
-
-
 def envelope_sender(template: MessageTemplate, rcpt: str) -> str:
     """The envelope sender (MAIL FROM) of the message to `rcpt`: the one place to change it
     (e.g. a VERP Return-Path per recipient)."""
     return template.envelope_from
 
 
-def needs_smtputf8(smtp: smtplib.SMTP, sender: str, rcpt: str) -> bool:
-    """Whether this message needs SMTPUTF8 (RFC 6531); Permanent (a recipient failure, never a
-    bounce) when the server does not offer it."""
-    if sender.isascii() and rcpt.isascii():
-        return False
-    if smtp.does_esmtp and smtp.has_extn("smtputf8"):
-        return True
-    raise Permanent(None, f"address {rcpt!r} has non-ASCII characters and the SMTP server does not offer "
-                          "SMTPUTF8 (RFC 6531): not sent, not bounced; use a server that offers SMTPUTF8 "
-                          "or ask the reader for an ASCII address")
-
-
-def _group(sender: str, rcpt: str, utf8: bool = False) -> bytes:
-    if utf8:
-        return f"MAIL FROM:<{sender}> SMTPUTF8\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
-    return f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode("ascii")
-
-
-def transmit(smtp: smtplib.SMTP, sender: str, rcpt: str, msg: bytes, before_dot: Callable[[], None],
-             *, stuffed: bool = False, group_sent: bool = False, next_rcpt: str | None = None,
-             next_sender: str | None = None) -> tuple[float, bool]:
-    """One message over an open connection; calls `before_dot` just before the final dot (it
-    may raise to abandon the message, or return False to keep the next message's group back).
-
-    With PIPELINING (RFC 2920) MAIL, RCPT and DATA go in one write, and when `next_rcpt` is given
-    the next message's MAIL/RCPT/DATA ride in the same write as this message's final dot (one
-    round trip per message); `group_sent` says this message's group was sent that way. If
-    anything goes wrong while such a group is outstanding the connection is closed, so the
-    server discards the half-open transaction (never an empty message).
-    `stuffed`: msg is already dot-stuffed. Returns (time of the 250 reply, next group sent)."""
-    pipelining = smtp.does_esmtp and smtp.has_extn("pipelining")
-    utf8 = needs_smtputf8(smtp, sender, rcpt)
-    chain = bool(next_rcpt) and pipelining and next_rcpt.isascii() and not utf8
-    try:
-        if pipelining:
-            if not group_sent:
-                smtp.send(_group(sender, rcpt, utf8))
-            replies = [smtp.getreply() for _ in range(3)]
-            if replies[2][0] == 354 and not all(200 <= c < 300 for c, _ in replies[:2]):
-                smtp.send(b".\r\n")  # the server wants a message although MAIL or RCPT failed
-                smtp.getreply()
-            (c1, r1), (c2, r2), (c3, r3) = replies
-            _check(c1, r1, "MAIL FROM")
-            _check(c2, r2, "RCPT TO")
-        else:
-            # docmd, not smtp.mail/rcpt: their quoteaddr re-parses every address with
-            # email._parseaddr (a quarter of a sender's CPU); ours are validated already
-            if utf8:
-                smtp.command_encoding = "utf-8"
-            c1, r1 = smtp.docmd("MAIL", f"FROM:<{sender}> SMTPUTF8" if utf8 else f"FROM:<{sender}>")
-            _check(c1, r1, "MAIL FROM")
-            c2, r2 = smtp.docmd("RCPT", f"TO:<{rcpt}>")
-            _check(c2, r2, "RCPT TO")
-            c3, r3 = smtp.docmd("DATA")
-        if c3 != 354:
-            _check(c3 if c3 >= 400 else 451, r3, "DATA")
-        data = msg if stuffed else _PERIODS.sub(b"..", msg)
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
-        smtp.send(data)
-    except (smtplib.SMTPServerDisconnected, OSError) as exc:
-        raise Temporary(f"connection lost: {exc}") from None
-    if before_dot() is False:  # the next message may not start now (its reader left)
-        chain = False
-    try:
-        smtp.send(b".\r\n" + _group(next_sender or sender, next_rcpt) if chain else b".\r\n")
-        code, resp = smtp.getreply()
-    except (smtplib.SMTPServerDisconnected, OSError) as exc:
-        raise AfterDot(f"connection lost after the final dot: {exc}") from None
-    accepted = time.monotonic()
-    if chain and not 200 <= code < 300:
-        _close(smtp)  # the next message's group is outstanding: drop it with the connection
-    _check(code, resp, "end of DATA")
-    return accepted, chain
-
-
 class RateLimiter:
+    """At most `rate` message starts a second over all connections (0: no cap)."""
+
     def __init__(self, rate: float):
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.next = time.monotonic()
-        self.lock = threading.Lock()
 
-    def wait(self) -> None:
+    async def wait(self) -> None:
         if not self.interval:
             return
-        with self.lock:
-            now = time.monotonic()
-            slot = max(self.next, now)
-            self.next = slot + self.interval
+        now = time.monotonic()
+        slot = max(self.next, now)
+        self.next = slot + self.interval
         if slot > now:
-            time.sleep(slot - now)
+            await asyncio.sleep(slot - now)
 
 
 def backoff(attempt: int) -> float:
@@ -396,18 +245,35 @@ class LeaseLost(Exception):
     """Another process took this campaign over (we were paused past the lease)."""
 
 
+class _Mark(NamedTuple):
+    """A state queued for the ledger (Campaign._record)."""
+
+    email: str
+    state: str
+    message_id: str
+    code: int | None
+    error: str | None
+    attempt: bool
+    done: asyncio.Future | None  # awaited (`sending`)
+    timing: tuple[float, float] | None
+
+
 @dataclass
 class _Connection:
-    """One campaign worker's SMTP connection and what is in flight on it."""
+    """One campaign connection and what is in flight on it."""
 
-    smtp: smtplib.SMTP | None = None
+    smtp: Session | None = None
     connect_failures: int = 0
     chained: str | None = None  # the email whose MAIL/RCPT/DATA went out with the last dot
     nxt: object = _NOTHING  # an item taken from the queue ahead of time
 
 
 class Campaign:
-    """Sends one issue to every active subscriber not yet done (see the module docstring)."""
+    """Sends one issue to every active subscriber not yet done (see the module docstring).
+
+    One thread drives every connection: each is a coroutine (`_connection`) on one asyncio loop,
+    and the recipients come from `_feed`. The database calls run on the loop between the socket
+    waits; none of them waits on the network but PostgreSQL's, which is as short as a commit."""
 
     def __init__(self, template: MessageTemplate, settings, ledger: Ledger, *, secret: str,
                  progress: Callable[[int, int], None] | None = None, smtp: SmtpConfig | None = None,
@@ -428,28 +294,66 @@ class Campaign:
         self.lease = None  # a publisher.stores.ledger.Lease: stop when it is lost
         self.source = None  # publisher.campaign.Shared: recipients claimed from a shared campaign
         self.breaker = Breaker()  # publisher/transports/delivery.py
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # also read by the shared source between its claims
+        self.woken: asyncio.Event | None = None  # set with `stop` while the loop runs: ends the waits
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
+        self.queued: list[_Mark] = []  # marks not yet committed (_record)
         self.mail = MailStore(ledger)
         self.reserve = DiskReserve(ledger.path)
         # [bounces] address set: a VERP envelope sender per recipient (publisher/tokens.py)
         self.envelope = verp_sender(settings, secret, template.list_id, template.issue, self.subs)
 
-    # ledger, one tiny transaction each
+    # the ledger: what the connections record in one turn of the loop is one transaction
     def _mark(self, email: str, state: str, *, code: int | None = None, error: str | None = None,
               attempt: bool = False, message_id: str | None = None) -> None:
-        message_id = message_id or self.t.message_id(email)
+        """Record one state now (after whatever is queued: the order of the marks is kept)."""
+        self._flush()
+        self._write([(email, state, message_id or self.t.message_id(email), code, error, attempt)])
+
+    def _write(self, rows: list[tuple]) -> None:
         try:
-            self.mail.mark(self.t.issue, email, state, message_id=message_id, code=code, error=error,
-                           attempt=attempt)
+            self.mail.mark_many(self.t.issue, rows)
         except StoreError as exc:
             if not exc.disk_full or not self.reserve.release():
                 raise
             self._abort(str(exc))  # the disk is full: free our reserve, record this, stop
-            self.mail.mark(self.t.issue, email, state, message_id=message_id, code=code, error=error,
-                           attempt=attempt)
+            self.mail.mark_many(self.t.issue, rows)
+
+    def _record(self, email: str, state: str, message_id: str, *, code: int | None = None,
+                attempt: bool = False, timing: tuple[float, float] | None = None) -> asyncio.Future | None:
+        """Queue one state for the commit at the end of this turn of the loop. `sending` returns
+        a future, done when it is committed: the final dot waits for it. `sent` is not waited
+        for: it is committed with the marks of the next turn, at the latest with its
+        connection's next `sending`, so after a crash at most one message per connection is
+        still found `sending`. `timing`: (sending committed, 250 received), for the stats."""
+        done = self.loop.create_future() if state == "sending" else None
+        self.queued.append(_Mark(email, state, message_id, code, None, attempt, done, timing))
+        if len(self.queued) == 1:
+            self.loop.call_soon(self._flush)
+        return done
+
+    def _flush(self) -> None:
+        rows, self.queued = self.queued, []
+        if not rows:
+            return
+        try:
+            self._write([row[:6] for row in rows])  # the columns of MailStore.mark_many
+        except Exception as exc:  # the disk is full, the database went away: the run stops
+            if isinstance(exc, StoreError):  # tried again at the end of the run (_record_unrecorded)
+                self.stats.unrecorded += [row.email for row in rows if row.state == "sent"]
+            for row in rows:
+                if row.done is not None and not row.done.done():
+                    row.done.set_exception(exc)
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+            return
+        now = time.monotonic()
+        for row in rows:
+            if row.done is not None and not row.done.done():
+                row.done.set_result(None)
+            if row.timing:
+                self.stats.windows.add(now - row.timing[0])
+                self.stats.accept_to_commit.add(now - row.timing[1])
 
     def recover(self) -> None:
         if self.source is not None:  # a shared campaign: only the rows of senders found dead
@@ -472,7 +376,54 @@ class Campaign:
         return check_ledger(self.subs, self.ledger, lambda: self.mail.counts(self.t.issue), self.t.issue,
                             mail_channel(), self.after_ledger_loss)
 
-    def _producer(self, q: queue.Queue) -> None:
+    async def _send_all(self) -> None:
+        """The connections and their feed, until the feed ends or the run stops."""
+        self.loop = asyncio.get_running_loop()
+        self.woken = asyncio.Event()
+        if self.stop.is_set():
+            self.woken.set()
+        # a shared campaign's recipients are claimed: hold no more than a batch ahead, or this
+        # sender keeps hundreds from the others and the campaign ends on one sender's queue
+        q: asyncio.Queue = asyncio.Queue(maxsize=4 * self.cfg.connections + (0 if self.source else PAGE))
+        conns = [asyncio.create_task(self._connection(q)) for _ in range(self.cfg.connections)]
+        self.tasks = [asyncio.create_task(self._feed(q)), *conns]
+        restore = self._catch_signals()
+        try:
+            await asyncio.wait(conns)
+        finally:
+            restore()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self._flush()
+
+    def _catch_signals(self) -> Callable[[], None]:
+        """Ctrl-C, and SIGTERM (systemd's stop), end the run once the messages in flight are
+        done (10 s at most); a second one ends it at once. Returns what puts the previous
+        handlers back. (Signals reach the main thread only: elsewhere there is nothing to do.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            self.loop.add_signal_handler(sig, self._interrupt)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                self.loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
+        return restore
+
+    def _interrupt(self) -> None:
+        if self.interrupted:  # what is in flight stays `sending`: ambiguous, counted by the next run
+            for task in self.tasks:
+                task.cancel()
+            return
+        self.interrupted = True
+        self._abort("interrupted")
+        self.loop.call_later(10, self._interrupt)
+
+    async def _feed(self, q: asyncio.Queue) -> None:
+        """Every recipient not yet done, in order, then one None per connection."""
         try:
             pages = self.source.pages(self.stop) if self.source else self.subs.iter_pages("active", PAGE)
             for page in pages:
@@ -482,32 +433,20 @@ class Campaign:
                 done = {e.lower() for e in self.mail.final(self.t.issue, emails)}
                 for e in emails:
                     if e.lower() in done:
-                        with self.lock:
-                            self.stats.already += 1
-                            self.done += 1
-                        continue
-                    while not self.stop.is_set():
-                        try:
-                            q.put(e, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-        except BaseException as exc:
-            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            for _ in range(self.cfg.connections):  # workers stop by themselves once stop is set
-                while True:
-                    try:
-                        q.put(None, timeout=0.2)
+                        self.stats.already += 1
+                        self.done += 1
+                    else:
+                        await q.put(e)
+                    if self.stop.is_set():
                         break
-                    except queue.Full:
-                        if self.stop.is_set():
-                            break
-            self.ledger.close()
+        except Exception as exc:
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+        finally:
+            self.ledger.close()  # this thread's reading connection: reopened when needed
+        for _ in range(self.cfg.connections):  # (after a stop the connections end by themselves)
+            await q.put(None)
 
-    def _worker(self, q: queue.Queue) -> None:
+    async def _connection(self, q: asyncio.Queue) -> None:
         w = _Connection()
         clean = False
         try:
@@ -515,70 +454,56 @@ class Campaign:
                 if w.nxt is not _NOTHING:
                     email, w.nxt = w.nxt, _NOTHING
                 else:
-                    try:
-                        email = q.get(timeout=0.2)
-                    except queue.Empty:
-                        continue
+                    email = await q.get()
                 if email is None:
                     clean = True
                     return
-                self._deliver(w, q, email)
-                with self.lock:
-                    self.done += 1
-                    done = self.done
+                await self._deliver(w, q, email)
+                self.done += 1
                 if self.progress:
-                    self.progress(done, self.stats.total)
-        except BaseException as exc:  # never leave the producer blocked on a full queue
+                    self.progress(self.done, self.stats.total)
+        except Exception as exc:  # the database went away (team mode: the worker reconnects), a bug
+            log.debug("a connection stopped", exc_info=True)
             self._abort(f"{type(exc).__name__}: {exc}")
-            raise
         finally:
             if w.smtp is not None:
                 if w.chained is not None or not clean:  # maybe a half-open transaction: just drop it
-                    _close(w.smtp)
+                    w.smtp.close()
                 else:
-                    with contextlib.suppress(smtplib.SMTPException, OSError):
-                        w.smtp.quit()
-            self.ledger.close()
-            self.subs.close()
+                    await w.smtp.quit()
 
-    def _deliver(self, w: _Connection, q: queue.Queue, email: str) -> None:
+    async def _deliver(self, w: _Connection, q: asyncio.Queue, email: str) -> None:
         """Send to one reader over `w`, retrying what may be retried; record the outcome."""
         attempt = 0
         while not self.stop.is_set():
             attempt += 1
             group_sent, w.chained = (w.chained == email and w.smtp is not None), None
-            if w.nxt is _NOTHING:
-                with contextlib.suppress(queue.Empty):
-                    w.nxt = q.get_nowait()
+            if w.nxt is _NOTHING and not q.empty():
+                w.nxt = q.get_nowait()
             try:
                 if w.smtp is None:
-                    w.smtp = connect(self.cfg)
+                    w.smtp = await Session.open(self.cfg)
                     w.connect_failures = 0
                 next_rcpt = w.nxt if isinstance(w.nxt, str) else None
-                if self._send_one(w.smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
+                if await self._send_one(w.smtp, email, group_sent=group_sent, next_rcpt=next_rcpt):
                     w.chained = next_rcpt
                 return
             except Withdrawn:  # checked before anything of it went out
-                with self.lock:
-                    self.stats.withdrawn += 1
+                self.stats.withdrawn += 1
                 return
             except Temporary as exc:
-                if self._temporary(w, email, exc, attempt):
+                if await self._temporary(w, email, exc, attempt):
                     return
             except AfterDot as exc:
-                if self._after_dot(w, email, exc, attempt):
+                if await self._after_dot(w, email, exc, attempt):
                     return
             except Permanent as exc:
                 self._permanent(email, exc)
-                try:
-                    w.smtp.rset()
-                except (smtplib.SMTPException, OSError, AttributeError):
-                    w.smtp = _close(w.smtp)
+                await self._reset(w)
                 return
             except LeaseLost as exc:
                 w.smtp = _close(w.smtp)  # a message half sent is discarded by the server
-                with self.lock:
-                    self.stats.lease_lost = True
+                self.stats.lease_lost = True
                 self._abort(str(exc))
                 return
             except (TransportError, StoreError) as exc:
@@ -586,7 +511,16 @@ class Campaign:
                 self._abort(str(exc))
                 return
 
-    def _temporary(self, w: _Connection, email: str, exc: Temporary, attempt: int) -> bool:
+    async def _reset(self, w: _Connection) -> None:
+        """RSET after a refused transaction; a connection that cannot is closed."""
+        if w.smtp is None:
+            return
+        try:
+            await w.smtp.rset()
+        except (OSError, Temporary, Permanent):
+            w.smtp = _close(w.smtp)
+
+    async def _temporary(self, w: _Connection, email: str, exc: Temporary, attempt: int) -> bool:
         """A temporary failure: True when this reader is done with (deferred, or the run aborted);
         False after waiting to try again."""
         if w.smtp is not None and "connection lost" in str(exc):
@@ -594,42 +528,40 @@ class Campaign:
         elif w.smtp is None:
             w.connect_failures += 1
         else:
-            try:
-                w.smtp.rset()
-            except (smtplib.SMTPException, OSError):
-                w.smtp = _close(w.smtp)
+            await self._reset(w)
         if w.connect_failures > self.cfg.max_retries:
             self._abort(f"cannot connect to the SMTP server: {exc}")
             return True
         if attempt > self.cfg.max_retries:
             log.warning("%s: deferred after %d attempts: %s", email, attempt, exc)
             self._mark(email, "pending", error=str(exc)[:500])
-            with self.lock:
-                self.stats.deferred += 1
+            self.stats.deferred += 1
             return True
         log.info("%s: %s; retry %d in a moment", email, exc, attempt)
-        self.stop.wait(backoff(attempt))
+        await self._pause(backoff(attempt))
         return False
 
-    def _after_dot(self, w: _Connection, email: str, exc: AfterDot, attempt: int) -> bool:
+    async def _after_dot(self, w: _Connection, email: str, exc: AfterDot, attempt: int) -> bool:
         """The connection died after the final dot: whether the reader got it is unknown. The
         policy decides (resend or skip); True when this reader is done with."""
         w.smtp = _close(w.smtp)
-        if self.policy == "resend":
-            with self.lock:
-                self.stats.resent += 1  # counted when it is sent again
         if self.policy == "skip":
             self._mark(email, "ambiguous", error=str(exc)[:500])
-            with self.lock:
-                self.stats.ambiguous.append(email)
+            self.stats.ambiguous.append(email)
             return True
+        self.stats.resent += 1  # counted when it is sent again
         if attempt > self.cfg.max_retries:
             self._mark(email, "pending", error=str(exc)[:500])
-            with self.lock:
-                self.stats.deferred += 1
+            self.stats.deferred += 1
             return True
-        self.stop.wait(backoff(attempt))
+        await self._pause(backoff(attempt))
         return False
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when the run stops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.woken.wait()
 
     def _permanent(self, email: str, exc: Permanent) -> None:
         """Record a permanent failure by its class and feed the circuit breaker."""
@@ -637,22 +569,15 @@ class Campaign:
         if exc.kind == CAMPAIGN:
             self._mark(email, "pending", code=exc.code, error=error)
             log.warning("%s: refused for a reason that is not the reader's: %s", email, exc)
+            self.stats.faults += 1
         else:
             self._mark(email, "failed", code=exc.code, error=error)
             log.warning("%s: failed: %s", email, exc)
-        with self.lock:
-            if exc.kind == CAMPAIGN:
-                self.stats.faults += 1
-            else:
-                self.stats.failed += 1
+            self.stats.failed += 1
         trip = self.breaker.failure(signature(exc.code, error), campaign=exc.kind == CAMPAIGN, what=exc)
         if trip:
-            with self.lock:
-                self.stats.tripped = trip
+            self.stats.tripped = trip
             self._abort(f"circuit breaker: {trip}")
-
-    def _succeeded(self) -> None:
-        self.breaker.success()
 
     def _after_run(self) -> None:
         """Tripped: the failures of the kind that tripped it go back to pending, nobody bounced.
@@ -669,8 +594,7 @@ class Campaign:
             back = [r[0] for r in rows if classify(r[1], r[2] or "") == CAMPAIGN
                     or (sig and signature(r[1], r[2] or "") == sig)]
             self.mail.unfail(self.t.issue, back)
-            with self.lock:
-                self.stats.failed = max(0, self.stats.failed - len(back))
+            self.stats.failed = max(0, self.stats.failed - len(back))
             return
         for email, code, error in rows:
             if classify(code, error or "") == BOUNCE and \
@@ -678,10 +602,11 @@ class Campaign:
                 self.stats.bounced += 1
 
     def _abort(self, reason: str) -> None:
-        with self.lock:
-            if self.stats.aborted is None:
-                self.stats.aborted = reason
+        if self.stats.aborted is None:
+            self.stats.aborted = reason
         self.stop.set()
+        if self.woken is not None:
+            self.woken.set()
 
     def _may_send(self, email: str) -> None:
         """Checked just before a message to `email` starts (its MAIL FROM is written): the reader
@@ -704,20 +629,20 @@ class Campaign:
         raise StoreError(self.ledger.path, OSError(errno.ENOSPC, "the disk is full (less than "
                                                    f"{DiskReserve.LOW // 1024} KB free)"))
 
-    def _send_one(self, smtp: smtplib.SMTP, email: str, *, group_sent: bool = False,
-                  next_rcpt: str | None = None) -> bool:
+    async def _send_one(self, smtp: Session, email: str, *, group_sent: bool = False,
+                        next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
         if not group_sent:
             self._may_send(email)
         mid = self.t.message_id(email)  # one digest a message: the message and its two marks
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True, message_id=mid)
-        self.limiter.wait()
+        await self.limiter.wait()
         marked: list[float] = []
 
-        def before_dot() -> bool:
+        async def before_dot() -> bool:
             self._still_ours()
-            self._mark(email, "sending", attempt=True, message_id=mid)
+            await self._record(email, "sending", mid, attempt=True)
             marked.append(time.monotonic())
             if next_rcpt is None or self.stop.is_set():
                 return False
@@ -728,30 +653,19 @@ class Campaign:
 
         try:
             sender = self.envelope or (lambda rcpt: envelope_sender(self.t, rcpt))
-            accepted, chained = transmit(smtp, sender(email), email, msg, before_dot, stuffed=True,
-                                         group_sent=group_sent, next_rcpt=next_rcpt,
-                                         next_sender=sender(next_rcpt) if next_rcpt else None)
+            accepted, chained = await transmit(smtp, sender(email), email, msg, before_dot, stuffed=True,
+                                               group_sent=group_sent, next_rcpt=next_rcpt,
+                                               next_sender=sender(next_rcpt) if next_rcpt else None)
         except Temporary as exc:
             if marked:  # the server answered 4xx to the final dot: it does not have the message
                 self._mark(email, "pending", error=str(exc)[:500], message_id=mid)
             raise
         stale = self.lease is not None and self.lease.taken_over()
-        try:
-            self._mark(email, "sent", code=250, message_id=mid)
-        except StoreError:
-            with self.lock:
-                self.stats.sent += 1
-                self.stats.unrecorded.append(email)
-            raise
-        self._succeeded()
-        end = time.monotonic()
-        with self.lock:
-            self.stats.sent += 1
-            if stale:
-                self.stats.stale += 1
-            self.stats.windows.add(end - marked[0])
-            self.stats.accept_to_commit.add(end - accepted)
+        self._record(email, "sent", mid, code=250, timing=(marked[0], accepted))
+        self.breaker.success()
+        self.stats.sent += 1
         if stale:
+            self.stats.stale += 1
             raise LeaseLost("another process took this campaign over while this one was paused; this "
                             "one stopped sending")
         return chained
@@ -764,26 +678,17 @@ class Campaign:
             return self.stats
         self.recover()
         self.reserve.take()
-        # a shared campaign's recipients are claimed: hold no more than a batch ahead, or this
-        # sender keeps hundreds from the others and the campaign ends on one sender's queue
-        q: queue.Queue = queue.Queue(maxsize=4 * self.cfg.connections + (0 if self.source else PAGE))
-        threads = [threading.Thread(target=self._producer, args=(q,), name="email-producer", daemon=True)]
-        threads += [threading.Thread(target=self._worker, args=(q,), name=f"email-{i}", daemon=True)
-                    for i in range(self.cfg.connections)]
+        self.interrupted = False
         try:
-            for t in threads:
-                t.start()
             try:
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)
-            except KeyboardInterrupt:
+                run_loop(self._send_all())
+            except KeyboardInterrupt:  # raised outside the campaign's own handlers
+                self.interrupted = True
                 self._abort("interrupted")
-                for t in threads:
-                    t.join(10)
-                raise
             finally:
-                self.mail.close()  # the senders' shared writer connection
+                self.mail.close()  # the senders' writer connection
+            if self.interrupted:
+                raise KeyboardInterrupt
             self.reserve.release()  # room for the bookkeeping below, on a nearly full disk
             self._record_unrecorded()
             if self.stats.lease_lost:
@@ -819,11 +724,10 @@ class Campaign:
         return left
 
 
-def _close(smtp: smtplib.SMTP | None) -> None:
+def _close(smtp: Session | None) -> None:
     """Close `smtp` (if any) and return None, for `smtp = _close(smtp)`."""
     if smtp is not None:
-        with contextlib.suppress(OSError):
-            smtp.close()
+        smtp.close()
 
 
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,
@@ -851,18 +755,13 @@ def send_test(rendition: Rendition, settings, to: str) -> str:
     msg = template.render(to, unsubscribe_url_for(settings, to, secret))
     last: Exception | None = None
     for attempt in range(1, cfg.max_retries + 2):
-        smtp = None
         try:
-            smtp = connect(cfg)
-            transmit(smtp, envelope_sender(template, to), to, msg, lambda: None)  # one message: no chaining
-            smtp.quit()
+            send_message(cfg, envelope_sender(template, to), to, msg)
             return template.message_id(to)
         except (Temporary, AfterDot) as exc:
             last = exc
-            _close(smtp)
             time.sleep(backoff(attempt))
         except Permanent as exc:
-            _close(smtp)
             raise TransportError(f"test message to {to} refused: {exc}") from None
     raise TransportError(f"test message to {to} not sent after {cfg.max_retries + 1} attempts: {last}")
 
