@@ -9,7 +9,9 @@ import asyncio
 import base64
 import os
 import signal
+import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,7 +25,15 @@ from publisher.errors import TransportError
 from publisher.settings import load_settings
 from publisher.stores.ledger import Ledger
 from publisher.transports.email import campaign_status
-from publisher.transports.smtp import REPLY_LINE, AfterDot, Session, SmtpConfig, Temporary, send_message
+from publisher.transports.smtp import (
+    REPLY_LINE,
+    REPLY_LINES,
+    AfterDot,
+    Session,
+    SmtpConfig,
+    Temporary,
+    send_message,
+)
 from tests import test_email_delivery as delivery
 from tests.conftest import ROOT
 from tests.email_support import ISSUE, Handler, write_project
@@ -302,3 +312,102 @@ def test_ctrl_c_mid_campaign_finishes_what_is_in_flight_and_a_rerun_completes_on
         server.stop()
     got = Counter(handler.recipients())
     assert sorted(got) == emails and max(got.values()) == 1
+
+
+# -- what a server (or a man in the middle) sends that nobody asked for ---------------------------
+
+
+@contextmanager
+def raw_server(script):
+    """One connection to a plain socket script(conn, server) (for what a line-based script cannot
+    do: switching to TLS, flooding)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def run() -> None:
+        conn, _ = sock.accept()
+        with conn, suppress(OSError):
+            script(conn)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield sock.getsockname()[1], done
+    finally:
+        sock.close()
+
+
+def test_a_reply_injected_before_the_tls_handshake_is_never_read_as_the_servers(monkeypatch, cert):
+    # RFC 3207 section 6: what arrived before TLS is not the server's word after it (a man in the
+    # middle appends a line to the plaintext 220; smtplib discarded its read buffer on starttls)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert[0]))
+    got: list[bytes] = []
+
+    def script(conn) -> None:
+        f = conn.makefile("rb")
+        conn.sendall(b"220 test ESMTP\r\n")
+        f.readline()
+        conn.sendall(b"250-test.example\r\n250 STARTTLS\r\n")
+        f.readline()
+        conn.sendall(b"220 2.0.0 go ahead\r\n250 injected.example\r\n")  # one packet: the injection
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert[0], cert[1])
+        tls = ctx.wrap_socket(conn, server_side=True)
+        f = tls.makefile("rb")
+        while line := f.readline():
+            got.append(line)
+            verb = line.split(b" ")[0].strip().upper()
+            if verb == b"EHLO":
+                tls.sendall(b"250-test.example\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                tls.sendall(b"354 go ahead\r\n")
+                while f.readline() not in (b".\r\n", b""):
+                    pass
+                got.append(b"<message>")
+                tls.sendall(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                tls.sendall(b"221 bye\r\n")
+                return
+            else:
+                tls.sendall(b"250 OK\r\n")
+
+    with raw_server(script) as (port, _):
+        tls_cfg = SmtpConfig("127.0.0.1", port, "starttls", "", "", 2.0, 0, 1, 0)
+        with pytest.raises(Temporary, match="after its STARTTLS reply"):
+            send_message(tls_cfg, "news@example.org", "reader@example.com", MSG)
+    assert b"<message>" not in got
+
+
+def test_what_a_server_sends_unasked_while_nobody_reads_is_bounded():
+    # between replies (a backoff of up to a minute with the session open, the rate limit) nothing
+    # reads the socket: a server streaming bytes must not grow the client's buffer without end
+    flood = 32 * 1024 * 1024
+
+    def script(conn) -> None:
+        f = conn.makefile("rb")
+        conn.sendall(b"220 test ESMTP\r\n")
+        f.readline()
+        conn.sendall(EHLO)
+        chunk = b"x" * 65536
+        for _ in range(flood // len(chunk)):
+            conn.sendall(chunk)
+
+    async def main(port: int, done: threading.Event) -> tuple[int, BaseException | None]:
+        s = await Session.open(cfg(port, timeout=5.0))
+        t0 = time.monotonic()
+        while not done.is_set() and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.05)  # the loop reads the socket; this session reads no reply
+        held = len(s.wire.buf)
+        try:
+            await s.reply()
+        except OSError as exc:
+            return held, exc
+        finally:
+            s.close()
+        return held, None
+
+    with raw_server(script) as (port, done):
+        held, exc = asyncio.run(main(port, done))
+    assert held <= 4 * REPLY_LINE * REPLY_LINES, f"{held:,} bytes held"
+    assert isinstance(exc, OSError)

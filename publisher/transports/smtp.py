@@ -33,6 +33,7 @@ from publisher.transports.delivery import classify
 T = TypeVar("T")
 REPLY_LINE = 8192  # bytes; RFC 5321 allows 512, servers send longer texts
 REPLY_LINES = 200
+UNREAD = 2 * REPLY_LINE * REPLY_LINES  # bytes received and not yet read: more is no SMTP server's
 _PERIODS = re.compile(rb"(?m)^\.")
 
 
@@ -119,6 +120,9 @@ class _Wire(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.buf += self.chunk[:nbytes]
+        if len(self.buf) > UNREAD:  # streamed while nobody reads (a backoff, the rate limit)
+            self.error = self.error or Lost(f"it sent more than {UNREAD} bytes nobody asked for")
+            self.transport.abort()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -178,6 +182,8 @@ class Session:
                     if not s.has_extn("starttls"):
                         raise TransportError(f"{cfg.host}:{cfg.port} does not offer STARTTLS; set [smtp] security")
                     await s.expect(220, "STARTTLS", b"STARTTLS\r\n")
+                    if wire.buf:  # RFC 3207 6: nothing said before TLS may be read as said after it
+                        raise Lost("the server sent more after its STARTTLS reply (a man in the middle?)")
                     wire.transport = await loop.start_tls(wire.transport, wire, context, server_hostname=cfg.host)
                     await s.ehlo()
                 if cfg.username:
