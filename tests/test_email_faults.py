@@ -296,6 +296,39 @@ def test_unsubscribes_answered_mid_campaign_hold_with_the_server_slowed(tmp_path
     assert stats.remaining == 0 and stats.aborted is None
 
 
+def test_an_unsubscribe_acknowledged_while_the_rate_cap_holds_a_message_back_holds(tmp_path, env):
+    # [smtp] rate_per_second: a message waits for its slot; the reader is checked when it starts
+    # (its MAIL FROM), not before the wait
+    handler = Timed(pipelining=False)  # every message starts with its own MAIL FROM
+    server = start_server(env, handler)
+    settings = load_settings(write_project(tmp_path, server.port, connections=1, extra="rate_per_second = 1"))
+    emails = add_subscribers(settings, 3)
+    web = serve_in_thread(make_app(SECRET, "embedded-ai.example.org", settings.path("email", "subscribers_db")))
+    _, rendition = render(settings)
+    result: dict = {}
+    sender = threading.Thread(target=lambda: result.update(
+        stats=run_campaign(rendition, settings, Ledger(settings.path("paths", "ledger")))))
+    try:
+        sender.start()
+        deadline = time.monotonic() + 60
+        while emails[1] not in handler.rcpt_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.4)  # the second message is done; the third waits for its slot (1 s after it)
+        token = make_token(SECRET, "embedded-ai.example.org", emails[2])
+        req = urllib.request.Request(f"http://127.0.0.1:{web.server_port}/unsubscribe?token={token}",
+                                     data=b"List-Unsubscribe=One-Click", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        acked = time.monotonic()
+        sender.join(60)
+    finally:
+        server.stop()
+        web.shutdown()
+    assert acked < handler.rcpt_at[emails[1]] + 0.9, "acknowledged before the third message's slot"
+    assert handler.recipients() == emails[:2], "mailed after the unsubscribe was acknowledged"
+    assert result["stats"].withdrawn == 1 and result["stats"].remaining == 0
+
+
 # -- 4. the ledger's disk fills up ----------------------------------------------------------------------
 
 

@@ -633,11 +633,11 @@ class Campaign:
                         next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
+        await self.limiter.wait()  # first: what is checked next holds when the message starts
         if not group_sent:
             self._may_send(email)
         mid = self.t.message_id(email)  # one digest a message: the message and its two marks
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True, message_id=mid)
-        await self.limiter.wait()
         marked: list[float] = []
 
         async def before_dot() -> bool:
