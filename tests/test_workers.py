@@ -241,3 +241,42 @@ def test_a_sender_that_finds_the_campaign_done_reports_nothing_remaining(tmp_pat
     assert done and stats.sent == 19 and stats.remaining == 0, stats.summary()
     _raise_if_stopped(stats, issue)  # nothing to resume: the push exits 0
     assert sorted(handler.recipients()) == sorted(e for e in emails if e != held[0])
+
+
+def test_a_database_error_between_the_sending_commit_and_the_dot_does_not_lose_the_message(
+        tmp_path, env, pg_cluster):  # noqa: F811
+    """Before its final dot a message checks whether the next reader is still active (that
+    reader's MAIL/RCPT/DATA would go out with the dot). A PostgreSQL error there (the subscribers'
+    connection dropped) used to escape after `sending` was committed: the dot never left, the row
+    stayed `sending`, and with [email] ambiguous = skip the reader never got the message. Now the
+    next message is just not chained, and this one goes out."""
+    import psycopg
+
+    from publisher.transports.email import Campaign
+
+    url = pg_cluster.create_db()
+    emails = [f"r{i}@drop.example.com" for i in range(4)]  # one claim: the feed is done before the first dot
+
+    class DropSubscribersConnection(Handler):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address == emails[1]:  # the sender checked emails[2] before this; it is checked next before the dot
+                with psycopg.connect(url, autocommit=True) as c:
+                    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                              "AND query LIKE '%FROM subscribers%'")
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    handler = DropSubscribersConnection()
+    server = start_server(env, handler)
+    try:
+        cfg = write_project(tmp_path, server.port, connections=1, extra=f'\n[database]\nurl = "{url}"\n')
+        cfg.write_text(cfg.read_text().replace("[email]\n", '[email]\nambiguous = "skip"\n', 1))
+        settings = load_settings(cfg)
+        open_subscribers(settings).add_many([(e, "", "") for e in emails])
+        _, rendition = render(settings)
+        ledger = open_ledger(settings)
+        assert shared.start(ledger, open_subscribers(settings), build_template(rendition, settings), rendition.issue)
+        stats, done = shared.send(settings, ledger, rendition.issue, sender=Campaign, secret="s")
+    finally:
+        server.stop()
+    assert MailStore(ledger).counts(rendition.issue) == {"sent": 4}, stats.summary()
+    assert sorted(handler.recipients()) == emails and done

@@ -648,7 +648,7 @@ class Campaign:
                 return False
             try:  # the next message's MAIL/RCPT/DATA would go out with this dot: it starts now
                 return self.subs.is_active(next_rcpt)
-            except StoreError:
+            except Exception:  # (PostgreSQL's errors too: `sending` is committed, this dot must leave)
                 return False  # not chained: its own start will say what is wrong
 
         try:
