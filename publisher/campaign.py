@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 from publisher.registry import mail_channel, mail_table
-from publisher.stores.base import DatabaseError, db_errors
+from publisher.stores.base import DatabaseError, db_errors, error_name
 from publisher.stores.campaigns import CampaignStore, Worker, decode_template, encode_template
 from publisher.stores.schema import SchemaError
 
@@ -123,7 +123,7 @@ def send(settings, ledger, issue: str, *, sender, secret: str, lease=None, progr
                 if isinstance(exc, SchemaError):
                     raise
                 stats = None
-                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                reason = f"{error_name(exc)}: {_first_line(exc)}"
             else:
                 reason = stats.aborted
             if _db_fault(reason):  # the database went away (restart, failover): reconnect and resume

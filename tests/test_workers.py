@@ -280,3 +280,39 @@ def test_a_database_error_between_the_sending_commit_and_the_dot_does_not_lose_t
         server.stop()
     assert MailStore(ledger).counts(rendition.issue) == {"sent": 4}, stats.summary()
     assert sorted(handler.recipients()) == emails and done
+
+
+def test_a_postgresql_restart_seen_as_admin_shutdown_is_a_database_fault_the_sender_rides_out(
+        tmp_path, env, pg_cluster):  # noqa: F811
+    """A restart (or failover) ends every session with 57P01 admin_shutdown: psycopg raises
+    AdminShutdown, an OperationalError. The run stops on it and `send` must reconnect and resume
+    (publisher.campaign._db_fault), not leave the campaign as if the SMTP server had failed."""
+    import psycopg
+
+    from publisher.transports.email import Campaign
+
+    url = pg_cluster.create_db()
+    emails = [f"r{i}@shutdown.example.com" for i in range(4)]
+
+    class DropLedgerWriter(Handler):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address == emails[1]:  # its `sending` is committed next, by the connection killed now
+                with psycopg.connect(url, autocommit=True) as c:
+                    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                              "AND query LIKE '%INTO email_sends%'")
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    handler = DropLedgerWriter()
+    server = start_server(env, handler)
+    try:
+        cfg = write_project(tmp_path, server.port, connections=1, extra=f'\n[database]\nurl = "{url}"\n')
+        settings = load_settings(cfg)
+        open_subscribers(settings).add_many([(e, "", "") for e in emails])
+        _, rendition = render(settings)
+        ledger = open_ledger(settings)
+        assert shared.start(ledger, open_subscribers(settings), build_template(rendition, settings), rendition.issue)
+        stats, done = shared.send(settings, ledger, rendition.issue, sender=Campaign, secret="s")
+    finally:
+        server.stop()
+    assert done and MailStore(ledger).counts(rendition.issue) == {"sent": 4}, stats.summary()
+    assert sorted(handler.recipients()) == emails

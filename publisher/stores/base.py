@@ -47,6 +47,17 @@ def db_errors() -> tuple[type[BaseException], ...]:
     pg = sys.modules.get("psycopg")
     return (sqlite3.Error, pg.Error) if pg is not None else (sqlite3.Error,)
 
+
+def error_name(exc: BaseException) -> str:
+    """The name a reason gives `exc`: for PostgreSQL's errors the DB-API class (OperationalError
+    for AdminShutdown, what a restart ends every session with; publisher.campaign._db_fault reads
+    it), for others its own."""
+    for cls in type(exc).__mro__:
+        if getattr(cls, "sqlstate", None) is None:  # psycopg's classes per SQLSTATE have one
+            return cls.__name__
+    return type(exc).__name__
+
+
 #: Lock keys of the PostgreSQL advisory locks (first key of the two-int form).
 LOCK_STORE = 0x70756231  # "pub1": the writer lock of a store's transactions
 

@@ -78,7 +78,7 @@ from publisher.refs import is_https
 from publisher.registry import mail_channel, mail_table
 from publisher.stores import ledger as ledger_store
 from publisher.stores import open_subscribers
-from publisher.stores.base import DiskReserve, StoreError
+from publisher.stores.base import DiskReserve, StoreError, error_name
 from publisher.stores.ledger import Ledger
 from publisher.stores.mail import FINAL_STATES, MailStore
 from publisher.stores.subscribers import SubscriberDB
@@ -345,7 +345,7 @@ class Campaign:
             for row in rows:
                 if row.done is not None and not row.done.done():
                     row.done.set_exception(exc)
-            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{error_name(exc)}: {exc}")
             return
         now = time.monotonic()
         for row in rows:
@@ -440,7 +440,7 @@ class Campaign:
                     if self.stop.is_set():
                         break
         except Exception as exc:
-            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{type(exc).__name__}: {exc}")
+            self._abort(str(exc) if isinstance(exc, PublisherError) else f"{error_name(exc)}: {exc}")
         finally:
             self.ledger.close()  # this thread's reading connection: reopened when needed
         for _ in range(self.cfg.connections):  # (after a stop the connections end by themselves)
@@ -464,7 +464,7 @@ class Campaign:
                     self.progress(self.done, self.stats.total)
         except Exception as exc:  # the database went away (team mode: the worker reconnects), a bug
             log.debug("a connection stopped", exc_info=True)
-            self._abort(f"{type(exc).__name__}: {exc}")
+            self._abort(f"{error_name(exc)}: {exc}")
         finally:
             if w.smtp is not None:
                 if w.chained is not None or not clean:  # maybe a half-open transaction: just drop it
