@@ -411,3 +411,26 @@ def test_what_a_server_sends_unasked_while_nobody_reads_is_bounded():
         held, exc = asyncio.run(main(port, done))
     assert held <= 4 * REPLY_LINE * REPLY_LINES, f"{held:,} bytes held"
     assert isinstance(exc, OSError)
+
+
+def test_a_server_that_talks_but_never_reads_the_message_is_silent_within_the_timeout():
+    # the body waits for room in the socket's buffers; a byte now and then from the server is not
+    # room: smtplib's sendall timed out after [smtp] timeout without progress, and so must this
+    def script(conn) -> None:
+        f = conn.makefile("rb")
+        conn.sendall(b"220 test ESMTP\r\n")
+        f.readline()
+        conn.sendall(EHLO)
+        for _ in range(3):
+            f.readline()
+        conn.sendall(b"250 OK\r\n250 OK\r\n354 go ahead\r\n")
+        for _ in range(100):  # reads nothing more
+            conn.sendall(b"2")
+            time.sleep(0.3)
+
+    body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 16_000
+    with raw_server(script) as (port, _):
+        t0 = time.monotonic()
+        with pytest.raises(Temporary, match=r"no answer in 1 s"):
+            send_message(cfg(port), "news@example.org", "reader@example.com", body)
+    assert time.monotonic() - t0 < 10

@@ -111,6 +111,7 @@ class _Wire(asyncio.BufferedProtocol):
         self.error: BaseException | None = None
         self.waiter: asyncio.Future | None = None  # a reply or room to write is awaited
         self.paused = False
+        self.reading = True  # what arrives wakes the waiter (not while it waits for room to write)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -123,7 +124,8 @@ class _Wire(asyncio.BufferedProtocol):
         if len(self.buf) > UNREAD:  # streamed while nobody reads (a backoff, the rate limit)
             self.error = self.error or Lost(f"it sent more than {UNREAD} bytes nobody asked for")
             self.transport.abort()
-        self._wake()
+        if self.reading:
+            self._wake()
 
     def eof_received(self) -> bool:
         self.closed = True
@@ -212,9 +214,14 @@ class Session:
         self.wire.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until what was written fits the socket's buffers."""
-        while self.wire.paused:
-            await self._wait()
+        """Wait until what was written fits the socket's buffers (what the server says meanwhile
+        is no progress: a server that talks but never reads is silent for this wait)."""
+        self.wire.reading = False
+        try:
+            while self.wire.paused:
+                await self._wait()
+        finally:
+            self.wire.reading = True
 
     async def reply(self) -> tuple[int, bytes]:
         """One reply: its code and its text (the lines joined by newlines)."""
