@@ -434,3 +434,39 @@ def test_a_server_that_talks_but_never_reads_the_message_is_silent_within_the_ti
         with pytest.raises(Temporary, match=r"no answer in 1 s"):
             send_message(cfg(port), "news@example.org", "reader@example.com", body)
     assert time.monotonic() - t0 < 10
+
+
+def test_ctrl_c_while_the_rate_cap_holds_messages_back_starts_none_of_them(tmp_path, env):
+    # [smtp] rate_per_second = 1 over 2 connections: at any moment a connection waits for its slot;
+    # Ctrl-C finishes what is in flight, and a message still waiting for its slot is not in flight
+    class Timed(Handler):
+        def __init__(self):
+            super().__init__(pipelining=False)  # each message starts with its own MAIL FROM
+            self.mail_at: list[float] = []
+
+        async def handle_MAIL(self, server, session, envelope, address, mail_options):
+            self.mail_at.append(time.monotonic())
+            return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+    handler = Timed()
+    server = start_server(env, handler)
+    try:
+        add_subscribers(load_settings(write_project(tmp_path, server.port, connections=2,
+                                                    extra="rate_per_second = 1")), 20)
+        env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env_vars.pop("PUBLISHER_CONFIG", None)
+        proc = subprocess.Popen([sys.executable, "-m", "publisher.cli", "push", str(ISSUE), "--channel", "email"],
+                                cwd=tmp_path, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(handler.messages) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the message of this slot is done: both connections wait for their next slot
+        proc.send_signal(signal.SIGINT)
+        sigint = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        server.stop()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    late = [round(t - sigint, 2) for t in handler.mail_at if t > sigint]
+    assert late == [], f"messages started after Ctrl-C (s after it): {late}"
+    assert "sending" not in campaign_status(Ledger(tmp_path / "publisher.db"), "2026-11-23")

@@ -65,7 +65,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -219,14 +219,14 @@ class RateLimiter:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.next = time.monotonic()
 
-    async def wait(self) -> None:
+    async def wait(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if not self.interval:
             return
         now = time.monotonic()
         slot = max(self.next, now)
         self.next = slot + self.interval
         if slot > now:
-            await asyncio.sleep(slot - now)
+            await sleep(slot - now)
 
 
 def backoff(attempt: int) -> float:
@@ -633,8 +633,10 @@ class Campaign:
                         next_rcpt: str | None = None) -> bool:
         from publisher.mailmsg import unsubscribe_url_for
 
-        await self.limiter.wait()  # first: what is checked next holds when the message starts
+        await self.limiter.wait(self._pause)  # first: what is checked next holds when the message starts
         if not group_sent:
+            if self.stop.is_set():
+                return False  # the run stopped while it waited for its slot: not started
             self._may_send(email)
         mid = self.t.message_id(email)  # one digest a message: the message and its two marks
         msg = self.t.render(email, unsubscribe_url_for(self.settings, email, self.secret), wire=True, message_id=mid)
