@@ -29,6 +29,7 @@ from publisher.transports.smtp import (
     REPLY_LINE,
     REPLY_LINES,
     AfterDot,
+    Permanent,
     Session,
     SmtpConfig,
     Temporary,
@@ -257,6 +258,20 @@ def test_auth_login_when_plain_is_not_offered():
     with serving(smtp(ehlo=ehlo, auth=_login_only)) as server:
         send(server, username="editor")
     assert len(server.data) == 1
+
+
+def test_auth_advertised_the_old_way_is_understood():
+    ehlo = b"250-test.example\r\n250-AUTH=LOGIN\r\n250 PIPELINING\r\n"
+    with serving(smtp(ehlo=ehlo, auth=_login_only)) as server:
+        send(server, username="editor")
+    assert len(server.data) == 1
+
+
+def test_an_address_with_a_line_break_never_becomes_a_command():
+    with serving(smtp()) as server, pytest.raises(Permanent, match="control character"):
+        send_message(cfg(server.server_address[1]), "news@example.org",
+                     "reader@example.com>\r\nRCPT TO:<victim@example.net", MSG)
+    assert not [line for line in server.seen if b"victim" in line] and server.data == []
 
 
 @pytest.mark.parametrize("ehlo, auth, expected", [

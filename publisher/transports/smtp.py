@@ -307,7 +307,10 @@ class Session:
             self.extensions = {}
             for line in text.split(b"\n")[1:]:
                 keyword, _, params = line.decode("ascii", "replace").partition(" ")
-                self.extensions[keyword.lower()] = params
+                keyword = keyword.lower()
+                if keyword.startswith("auth="):  # the old style of some servers: AUTH=LOGIN PLAIN
+                    keyword, params = "auth", f"{keyword[5:]} {params} {self.extensions.get('auth', '')}"
+                self.extensions[keyword] = params
             return
         self.does_esmtp = False
         await self.expect(250, "HELO", f"HELO {local_name()}\r\n".encode())
@@ -426,9 +429,12 @@ async def transmit(s: Session, sender: str, rcpt: str, msg: bytes,
     anything goes wrong while such a group is outstanding the connection is closed, so the
     server discards the half-open transaction (never an empty message).
     `stuffed`: msg is already dot-stuffed. Returns (time of the 250 reply, next group sent)."""
+    if not (sender.isprintable() and rcpt.isprintable()):  # a CR or LF would start a command of its own
+        raise Permanent(None, f"address {rcpt!r} or sender {sender!r} has a control character: not sent")
     pipelining = s.has_extn("pipelining")
     utf8 = needs_smtputf8(s, sender, rcpt)
-    chain = bool(next_rcpt) and pipelining and next_rcpt.isascii() and not utf8
+    chain = (bool(next_rcpt) and pipelining and next_rcpt.isascii() and next_rcpt.isprintable() and not utf8
+             and (next_sender or sender).isprintable())
     try:
         if pipelining:
             if not group_sent:
