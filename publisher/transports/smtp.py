@@ -121,8 +121,8 @@ class _Wire(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.buf += self.chunk[:nbytes]
-        if len(self.buf) > UNREAD:  # streamed while nobody reads (a backoff, the rate limit)
-            self.error = self.error or Lost(f"it sent more than {UNREAD} bytes nobody asked for")
+        if len(self.buf) > UNREAD and self.error is None:  # streamed while nobody reads (a backoff)
+            self.error = Lost(f"it sent more than {UNREAD} bytes nobody asked for")
             self.transport.abort()
         if self.reading:
             self._wake()
