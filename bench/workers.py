@@ -115,7 +115,8 @@ class PipeliningSink:
         self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()),
                                                        self.loop.run_forever()), daemon=True)
         self.thread.start()
-        started.wait(10)
+        if not started.wait(10):
+            raise SystemExit("the benchmark's SMTP sink did not start on 127.0.0.1 within 10 s")
 
     def accepted(self) -> None:
         now = time.monotonic()
