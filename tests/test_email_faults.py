@@ -526,3 +526,38 @@ def test_a_sender_paused_past_its_lease_stops_on_waking_and_every_duplicate_is_c
         assert row["counts"]["stale_sender_ambiguous"] == record.details["stale_sender_ambiguous"], row
     assert at_pause < len(emails)
     assert "took this campaign over" in a_text and "Traceback" not in a_text, a_text
+
+
+def test_after_a_failed_commit_no_connection_opens_a_second_ambiguous_window(tmp_path, env):
+    # a commit of the campaign's marks fails once (the ledger locked past its busy timeout, as a
+    # long VACUUM would hold it: injected here, the real wait is 30 s): the `sent`s in it stay
+    # `sending`, the run stops, and no message in flight may commit its own `sending` on top —
+    # after a crash at that moment at most [smtp] connections rows could be ambiguous
+    import sqlite3
+
+    from publisher.mailmsg import build_template
+    from publisher.stores.base import StoreError
+
+    server = start_server(env, Handler(data_delay=0.005))
+    settings = load_settings(write_project(tmp_path, server.port, connections=1))
+    add_subscribers(settings, 80)
+    ledger = Ledger(settings.path("paths", "ledger"))
+    _, rendition = render(settings)
+    campaign = email_transport.Campaign(build_template(rendition, settings), settings, ledger, secret=SECRET)
+    real, seen = campaign.mail.mark_many, {"failed": False, "most_sending": 0}
+
+    def flaky(issue, rows):
+        if not seen["failed"] and campaign.stats.sent >= 30 and any(r[1] == "sent" for r in rows):
+            seen["failed"] = True
+            raise StoreError(ledger.path, sqlite3.OperationalError("database is locked"))
+        real(issue, rows)
+        seen["most_sending"] = max(seen["most_sending"], campaign_status(ledger, SLUG).get("sending", 0))
+
+    campaign.mail.mark_many = flaky
+    try:
+        stats = campaign.run()
+    finally:
+        server.stop()
+    assert seen["failed"] and stats.aborted and "locked" in stats.aborted, stats.summary()
+    assert seen["most_sending"] <= 1, seen  # (the failed `sent` is one; its connection started none)
+    assert campaign_status(ledger, SLUG).get("sending", 0) == 0  # the failed `sent`s, written at the end

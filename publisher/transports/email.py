@@ -299,6 +299,7 @@ class Campaign:
         self.limiter = RateLimiter(self.cfg.rate)
         self.done = 0
         self.queued: list[_Mark] = []  # marks not yet committed (_record)
+        self.failed_commit: Exception | None = None  # what made a commit of them fail
         self.mail = MailStore(ledger)
         self.reserve = DiskReserve(ledger.path)
         # [bounces] address set: a VERP envelope sender per recipient (publisher/tokens.py)
@@ -328,6 +329,11 @@ class Campaign:
         connection's next `sending`, so after a crash at most one message per connection is
         still found `sending`. `timing`: (sending committed, 250 received), for the stats."""
         done = self.loop.create_future() if state == "sending" else None
+        if done is not None and self.failed_commit is not None:
+            # a commit failed: its `sent`s are still `sending`, so no other message may begin its
+            # ambiguous window on this run (one per connection, crash or not)
+            done.set_exception(self.failed_commit)
+            return done
         self.queued.append(_Mark(email, state, message_id, code, None, attempt, done, timing))
         if len(self.queued) == 1:
             self.loop.call_soon(self._flush)
@@ -340,6 +346,7 @@ class Campaign:
         try:
             self._write([row[:6] for row in rows])  # the columns of MailStore.mark_many
         except Exception as exc:  # the disk is full, the database went away: the run stops
+            self.failed_commit = exc
             if isinstance(exc, StoreError):  # tried again at the end of the run (_record_unrecorded)
                 self.stats.unrecorded += [row.email for row in rows if row.state == "sent"]
             for row in rows:
