@@ -485,3 +485,13 @@ def test_ctrl_c_while_the_rate_cap_holds_messages_back_starts_none_of_them(tmp_p
     late = [round(t - sigint, 2) for t in handler.mail_at if t > sigint]
     assert late == [], f"messages started after Ctrl-C (s after it): {late}"
     assert "sending" not in campaign_status(Ledger(tmp_path / "publisher.db"), "2026-11-23")
+
+
+def test_nothing_listening_is_a_connect_failure_that_says_so():
+    from tests.email_support import free_port
+
+    port = free_port()
+    with pytest.raises(Temporary) as err:
+        send_message(cfg(port), "news@example.org", "reader@example.com", MSG)
+    assert str(err.value) == (f"connect 127.0.0.1:{port}: connection refused "
+                              "(is the server running, and is [smtp] port right?)")

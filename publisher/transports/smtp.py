@@ -377,6 +377,8 @@ def _text(resp: bytes) -> str:
 def _describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return _silent(timeout)
+    if isinstance(exc, ConnectionRefusedError):  # asyncio says "Connect call failed (host, port)"
+        return "connection refused (is the server running, and is [smtp] port right?)"
     return str(exc) or type(exc).__name__
 
 
