@@ -448,8 +448,6 @@ class Campaign:
                         break
         except Exception as exc:
             self._abort(str(exc) if isinstance(exc, PublisherError) else f"{error_name(exc)}: {exc}")
-        finally:
-            self.ledger.close()  # this thread's reading connection: reopened when needed
         for _ in range(self.cfg.connections):  # (after a stop the connections end by themselves)
             await q.put(None)
 
