@@ -101,6 +101,7 @@ from publisher.transports.smtp import (
     Session,
     SmtpConfig,
     Temporary,
+    drop,
     run_loop,
     send_message,
     transmit,
@@ -219,7 +220,8 @@ class RateLimiter:
         self.interval = 1.0 / rate if rate > 0 else 0.0
         self.next = time.monotonic()
 
-    async def wait(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    async def wait(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Until this message's slot; `sleep` waits (and may end early when the run stops)."""
         if not self.interval:
             return
         now = time.monotonic()
@@ -507,12 +509,12 @@ class Campaign:
                 await self._reset(w)
                 return
             except LeaseLost as exc:
-                w.smtp = _close(w.smtp)  # a message half sent is discarded by the server
+                w.smtp = drop(w.smtp)  # a message half sent is discarded by the server
                 self.stats.lease_lost = True
                 self._abort(str(exc))
                 return
             except (TransportError, StoreError) as exc:
-                w.smtp = _close(w.smtp)  # maybe mid-message: the server discards it
+                w.smtp = drop(w.smtp)  # maybe mid-message: the server discards it
                 self._abort(str(exc))
                 return
 
@@ -523,13 +525,13 @@ class Campaign:
         try:
             await w.smtp.rset()
         except (OSError, Temporary, Permanent):
-            w.smtp = _close(w.smtp)
+            w.smtp = drop(w.smtp)
 
     async def _temporary(self, w: _Connection, email: str, exc: Temporary, attempt: int) -> bool:
         """A temporary failure: True when this reader is done with (deferred, or the run aborted);
         False after waiting to try again."""
         if w.smtp is not None and "connection lost" in str(exc):
-            w.smtp = _close(w.smtp)
+            w.smtp = drop(w.smtp)
         elif w.smtp is None:
             w.connect_failures += 1
         else:
@@ -549,7 +551,7 @@ class Campaign:
     async def _after_dot(self, w: _Connection, email: str, exc: AfterDot, attempt: int) -> bool:
         """The connection died after the final dot: whether the reader got it is unknown. The
         policy decides (resend or skip); True when this reader is done with."""
-        w.smtp = _close(w.smtp)
+        w.smtp = drop(w.smtp)
         if self.policy == "skip":
             self._mark(email, "ambiguous", error=str(exc)[:500])
             self.stats.ambiguous.append(email)
@@ -729,12 +731,6 @@ class Campaign:
             emails = [s.email for s in page]
             left += len(emails) - len(self.mail.final(self.t.issue, emails))
         return left
-
-
-def _close(smtp: Session | None) -> None:
-    """Close `smtp` (if any) and return None, for `smtp = _close(smtp)`."""
-    if smtp is not None:
-        smtp.close()
 
 
 def run_campaign(rendition: Rendition, settings, ledger: Ledger, *, progress=None,

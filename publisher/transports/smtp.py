@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import functools
 import re
 import socket
@@ -192,17 +193,17 @@ class Session:
                     await s.login()
             return s
         except ssl.SSLCertVerificationError as exc:
-            _close(s)
+            drop(s)
             raise TransportError(f"TLS certificate of {cfg.host}:{cfg.port} not trusted: {exc.verify_message}; "
                                  "fix [smtp] host or trust the CA (SSL_CERT_FILE)") from None
         except (Temporary, Permanent) as exc:  # refused for everyone: counted as a failed connection
-            _close(s)
+            drop(s)
             raise Temporary(f"connect {cfg.host}:{cfg.port}: {exc}") from None
         except OSError as exc:
-            _close(s)
+            drop(s)
             raise Temporary(f"connect {cfg.host}:{cfg.port}: {_describe(exc, cfg.timeout)}") from None
         except BaseException:
-            _close(s)
+            drop(s)
             raise
 
     def has_extn(self, name: str) -> bool:
@@ -268,7 +269,7 @@ class Session:
         finally:
             self.wire.waiter = self.deadline = None
         if self.timed_out:
-            raise TimeoutError(_silent(self.cfg.timeout))
+            raise self._lost()
 
     def _watch(self) -> None:
         now = self.loop.time()
@@ -344,11 +345,9 @@ class Session:
 
     async def quit(self) -> None:
         """QUIT and close; a server that went away already is closed all the same."""
-        try:
+        with contextlib.suppress(OSError):
             self.write(b"QUIT\r\n")
             await self.reply()
-        except (OSError, Temporary, Permanent):
-            pass
         self.close()
 
     def close(self) -> None:
@@ -361,7 +360,8 @@ class Session:
         self.wire._wake()
 
 
-def _close(s: Session | None) -> None:
+def drop(s: Session | None) -> None:
+    """Drop `s` (if any) at once and return None, for `s = drop(s)`."""
     if s is not None:
         s.close()
 
