@@ -257,6 +257,15 @@ class Timed(Handler):
         return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
 
+def one_click_unsubscribe(web, address: str) -> None:
+    """`address` presses its one-click unsubscribe (RFC 8058 POST) on `web`: answered 200."""
+    token = make_token(SECRET, "embedded-ai.example.org", address)
+    req = urllib.request.Request(f"http://127.0.0.1:{web.server_port}/unsubscribe?token={token}",
+                                 data=b"List-Unsubscribe=One-Click", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
 def test_unsubscribes_answered_mid_campaign_hold_with_the_server_slowed(tmp_path, env):
     handler = Timed(data_delay=0.05)  # a slow relay: the sender has hundreds queued ahead
     server = start_server(env, handler)
@@ -276,11 +285,7 @@ def test_unsubscribes_answered_mid_campaign_hold_with_the_server_slowed(tmp_path
         leaving = emails[60:120:2]
         acked: dict[str, float] = {}
         for address in leaving:
-            token = make_token(SECRET, "embedded-ai.example.org", address)
-            req = urllib.request.Request(f"http://127.0.0.1:{web.server_port}/unsubscribe?token={token}",
-                                         data=b"List-Unsubscribe=One-Click", method="POST")
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                assert resp.status == 200
+            one_click_unsubscribe(web, address)
             acked[address] = time.monotonic()
         sender.join(120)
     finally:
@@ -314,11 +319,7 @@ def test_an_unsubscribe_acknowledged_while_the_rate_cap_holds_a_message_back_hol
         while emails[1] not in handler.rcpt_at and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.4)  # the second message is done; the third waits for its slot (1 s after it)
-        token = make_token(SECRET, "embedded-ai.example.org", emails[2])
-        req = urllib.request.Request(f"http://127.0.0.1:{web.server_port}/unsubscribe?token={token}",
-                                     data=b"List-Unsubscribe=One-Click", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 200
+        one_click_unsubscribe(web, emails[2])
         acked = time.monotonic()
         sender.join(60)
     finally:

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
 import socket
 import socketserver
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -36,9 +33,9 @@ from publisher.transports.smtp import (
     send_message,
 )
 from tests import test_email_delivery as delivery
-from tests.conftest import ROOT
 from tests.email_support import ISSUE, Handler, write_project
-from tests.test_email_delivery import add_subscribers, start_server
+from tests.test_email_delivery import _cli, add_subscribers, start_server
+from tests.test_email_faults import _push_proc
 
 cert, env = delivery.cert, delivery.env  # the same fixtures: TLS certificate, environment
 
@@ -304,10 +301,7 @@ def test_ctrl_c_mid_campaign_finishes_what_is_in_flight_and_a_rerun_completes_on
     server = start_server(env, handler)
     try:
         emails = add_subscribers(load_settings(write_project(tmp_path, server.port, connections=3)), 300)
-        env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env_vars.pop("PUBLISHER_CONFIG", None)
-        proc = subprocess.Popen([sys.executable, "-m", "publisher.cli", "push", str(ISSUE), "--channel", "email"],
-                                cwd=tmp_path, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = _push_proc(tmp_path, "push", str(ISSUE), "--channel", "email")
         deadline = time.monotonic() + 60
         while len(handler.messages) < 30 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
@@ -320,8 +314,7 @@ def test_ctrl_c_mid_campaign_finishes_what_is_in_flight_and_a_rerun_completes_on
         assert "sending" not in counts, counts  # each message in flight finished and was recorded
         first = Counter(handler.recipients())
         assert 30 <= len(first) < 300 and counts.get("sent") == len(first)
-        again = subprocess.run([sys.executable, "-m", "publisher.cli", "push", str(ISSUE), "--channel", "email"],
-                               cwd=tmp_path, env=env_vars, capture_output=True, text=True, timeout=120)
+        again = _cli(tmp_path, "push", str(ISSUE), "--channel", "email")
         assert again.returncode == 0, again.stderr
     finally:
         server.stop()
@@ -468,10 +461,7 @@ def test_ctrl_c_while_the_rate_cap_holds_messages_back_starts_none_of_them(tmp_p
     try:
         add_subscribers(load_settings(write_project(tmp_path, server.port, connections=2,
                                                     extra="rate_per_second = 1")), 20)
-        env_vars = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env_vars.pop("PUBLISHER_CONFIG", None)
-        proc = subprocess.Popen([sys.executable, "-m", "publisher.cli", "push", str(ISSUE), "--channel", "email"],
-                                cwd=tmp_path, env=env_vars, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = _push_proc(tmp_path, "push", str(ISSUE), "--channel", "email")
         deadline = time.monotonic() + 60
         while len(handler.messages) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)

@@ -243,33 +243,33 @@ def test_a_sender_that_finds_the_campaign_done_reports_nothing_remaining(tmp_pat
     assert sorted(handler.recipients()) == sorted(e for e in emails if e != held[0])
 
 
-def test_a_database_error_between_the_sending_commit_and_the_dot_does_not_lose_the_message(
-        tmp_path, env, pg_cluster):  # noqa: F811
-    """Before its final dot a message checks whether the next reader is still active (that
-    reader's MAIL/RCPT/DATA would go out with the dot). A PostgreSQL error there (the subscribers'
-    connection dropped) used to escape after `sending` was committed: the dot never left, the row
-    stayed `sending`, and with [email] ambiguous = skip the reader never got the message. Now the
-    next message is just not chained, and this one goes out."""
-    import psycopg
+class EndsSessions(Handler):
+    """At RCPT TO `at`, ends every other PostgreSQL session whose query is LIKE `query` (what a
+    restart, a failover or an administrator does to a sender's connection)."""
 
+    def __init__(self, url: str, at: str, query: str):
+        super().__init__()
+        self.url, self.at, self.query = url, at, query
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == self.at:
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as c:
+                c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                          "AND query LIKE %s", (self.query,))
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+def _one_connection_shared_campaign(tmp_path, tls, url, handler, emails, email_extra=""):
+    """`emails` as a shared campaign on PostgreSQL `url`, sent by one sender with one connection
+    to `handler` (aiosmtpd with the `tls` certificate): (ledger, issue, stats, done)."""
     from publisher.transports.email import Campaign
 
-    url = pg_cluster.create_db()
-    emails = [f"r{i}@drop.example.com" for i in range(4)]  # one claim: the feed is done before the first dot
-
-    class DropSubscribersConnection(Handler):
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-            if address == emails[1]:  # the sender checked emails[2] before this; it is checked next before the dot
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                              "AND query LIKE '%FROM subscribers%'")
-            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
-
-    handler = DropSubscribersConnection()
-    server = start_server(env, handler)
+    server = start_server(tls, handler)
     try:
         cfg = write_project(tmp_path, server.port, connections=1, extra=f'\n[database]\nurl = "{url}"\n')
-        cfg.write_text(cfg.read_text().replace("[email]\n", '[email]\nambiguous = "skip"\n', 1))
+        cfg.write_text(cfg.read_text().replace("[email]\n", "[email]\n" + email_extra, 1))
         settings = load_settings(cfg)
         open_subscribers(settings).add_many([(e, "", "") for e in emails])
         _, rendition = render(settings)
@@ -278,7 +278,23 @@ def test_a_database_error_between_the_sending_commit_and_the_dot_does_not_lose_t
         stats, done = shared.send(settings, ledger, rendition.issue, sender=Campaign, secret="s")
     finally:
         server.stop()
-    assert MailStore(ledger).counts(rendition.issue) == {"sent": 4}, stats.summary()
+    return ledger, rendition.issue, stats, done
+
+
+def test_a_database_error_between_the_sending_commit_and_the_dot_does_not_lose_the_message(
+        tmp_path, env, pg_cluster):  # noqa: F811
+    """Before its final dot a message checks whether the next reader is still active (that
+    reader's MAIL/RCPT/DATA would go out with the dot). A PostgreSQL error there (the subscribers'
+    connection dropped) used to escape after `sending` was committed: the dot never left, the row
+    stayed `sending`, and with [email] ambiguous = skip the reader never got the message. Now the
+    next message is just not chained, and this one goes out."""
+    url = pg_cluster.create_db()
+    emails = [f"r{i}@drop.example.com" for i in range(4)]  # one claim: the feed is done before the first dot
+    # at emails[1]: the sender checked emails[2] before this; it is checked next, before the dot
+    handler = EndsSessions(url, emails[1], "%FROM subscribers%")
+    ledger, issue, stats, done = _one_connection_shared_campaign(tmp_path, env, url, handler, emails,
+                                                                 'ambiguous = "skip"\n')
+    assert MailStore(ledger).counts(issue) == {"sent": 4}, stats.summary()
     assert sorted(handler.recipients()) == emails and done
 
 
@@ -287,32 +303,10 @@ def test_a_postgresql_restart_seen_as_admin_shutdown_is_a_database_fault_the_sen
     """A restart (or failover) ends every session with 57P01 admin_shutdown: psycopg raises
     AdminShutdown, an OperationalError. The run stops on it and `send` must reconnect and resume
     (publisher.campaign._db_fault), not leave the campaign as if the SMTP server had failed."""
-    import psycopg
-
-    from publisher.transports.email import Campaign
-
     url = pg_cluster.create_db()
     emails = [f"r{i}@shutdown.example.com" for i in range(4)]
-
-    class DropLedgerWriter(Handler):
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-            if address == emails[1]:  # its `sending` is committed next, by the connection killed now
-                with psycopg.connect(url, autocommit=True) as c:
-                    c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                              "AND query LIKE '%INTO email_sends%'")
-            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
-
-    handler = DropLedgerWriter()
-    server = start_server(env, handler)
-    try:
-        cfg = write_project(tmp_path, server.port, connections=1, extra=f'\n[database]\nurl = "{url}"\n')
-        settings = load_settings(cfg)
-        open_subscribers(settings).add_many([(e, "", "") for e in emails])
-        _, rendition = render(settings)
-        ledger = open_ledger(settings)
-        assert shared.start(ledger, open_subscribers(settings), build_template(rendition, settings), rendition.issue)
-        stats, done = shared.send(settings, ledger, rendition.issue, sender=Campaign, secret="s")
-    finally:
-        server.stop()
-    assert done and MailStore(ledger).counts(rendition.issue) == {"sent": 4}, stats.summary()
+    # at emails[1]: its `sending` is committed next, by the connection ended now
+    handler = EndsSessions(url, emails[1], "%INTO email_sends%")
+    ledger, issue, stats, done = _one_connection_shared_campaign(tmp_path, env, url, handler, emails)
+    assert done and MailStore(ledger).counts(issue) == {"sent": 4}, stats.summary()
     assert sorted(handler.recipients()) == emails
